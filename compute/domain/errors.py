@@ -1,0 +1,65 @@
+"""Typed errors of the domain, each with Nova's fault code (400 Invalid, 404 NotFound, 500)."""
+
+from __future__ import annotations
+
+from compute.events.outcomes import ErrorCode
+
+
+class ComputeError(Exception):
+    """Base: carries a rejection code for the sender and a fault code for instance_faults."""
+
+    error: ErrorCode = ErrorCode.INTERNAL_ERROR
+    code: int = 500
+
+
+class InvalidPayload(ComputeError):
+    error, code = ErrorCode.INVALID_PAYLOAD, 400
+
+
+class UnknownOperation(ComputeError):
+    error, code = ErrorCode.UNKNOWN_OPERATION, 400
+
+
+class InstanceNotFound(ComputeError):
+    error, code = ErrorCode.INSTANCE_NOT_FOUND, 404
+
+    def __init__(self, uuid: object) -> None:
+        super().__init__(f"Instance {uuid} could not be found.")
+
+
+class InstanceExists(ComputeError):
+    error, code = ErrorCode.INSTANCE_EXISTS, 400
+
+    def __init__(self, uuid: object) -> None:
+        super().__init__(f"Instance {uuid} already exists.")
+
+
+class InstanceInvalidState(ComputeError):
+    """Nova's API guard failure (REST 409)."""
+
+    error, code = ErrorCode.INSTANCE_INVALID_STATE, 409
+
+    def __init__(self, uuid: object, attr: str, state: object, method: str) -> None:
+        super().__init__(
+            f"Cannot '{method}' instance {uuid} while it is in {attr} {state}"
+        )
+
+
+class NotSupported(ComputeError):
+    error, code = ErrorCode.NOT_SUPPORTED, 400
+
+
+class HypervisorError(ComputeError):
+    """The hypervisor refused or failed a call; recorded as a fault with code 500."""
+
+    error, code = ErrorCode.INTERNAL_ERROR, 500
+
+    def __init__(self, message: str, *, libvirt_code: int | None = None,
+                 details: str = "") -> None:
+        super().__init__(message)
+        self.libvirt_code = libvirt_code
+        self.details = details
+
+
+class HypervisorTimeout(HypervisorError):
+    """A hypervisor call did not return within its deadline."""

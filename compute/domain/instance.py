@@ -1,0 +1,160 @@
+"""The Instance aggregate: Nova's state rules applied to one instance, as events.
+
+Commands do not have one method each: ``accept`` / ``complete`` / ``fail`` read the operation
+table, so every operation gets the same guard, the same task_state progression and the same
+failure rules (reverts_task_state, wrap_instance_fault, wrap_instance_event).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import datetime, timezone
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.domain import BaseAggregate
+
+from compute.domain.errors import ComputeError, InstanceInvalidState, InstanceNotFound
+from compute.domain.operations import OnFailure, Operation
+from compute.domain.states import PowerState, TaskState, VmState
+from compute.events import lifecycle as e
+from compute.events.commands import Command, RunInstance
+
+RECENT_COMMANDS = 256
+"""How many command ids an instance remembers for idempotency (per instance, in the log)."""
+
+MAX_FAULT_MESSAGE = 255
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Instance(BaseAggregate[UUID]):
+    """One Nova instance. State lives in plain attributes set by the events' ``apply``."""
+
+    # -- construction (only through events) ---------------------------------------------
+    @classmethod
+    def create(cls, uuid: UUID, host: str, command_id: str, payload: RunInstance,
+               op: Operation) -> Instance:
+        """Accept a build: Created (BUILDING / SCHEDULING), then compute's build steps."""
+        created = e.Created(
+            originator_id=uuid, originator_version=1, timestamp=utcnow(), host=host,
+            command_id=command_id, name=payload.name or f"instance-{uuid}",
+            flavor=payload.flavor, image_ref=payload.image_ref, metadata=dict(payload.metadata),
+            operation=op.name, action=op.action, action_event=op.action_event,
+        )
+        instance: Instance = created.mutate(None)
+        instance._pending_events.append(created)
+        instance._steps(op, command_id)
+        return instance
+
+    def init_from(self, created: e.Created) -> None:
+        self.host = created.host
+        self.name = created.name
+        self.flavor = created.flavor
+        self.image_ref = created.image_ref
+        self.metadata = dict(created.metadata)
+        self.vm_state = VmState.BUILDING
+        self.task_state: TaskState | None = TaskState.SCHEDULING
+        self.power_state = PowerState.NOSTATE
+        self.launched_at: datetime | None = None
+        self.terminated_at: datetime | None = None
+        self.fault_count = 0
+        self.operation: str | None = created.operation
+        self.action: str | None = created.action
+        self.action_event: str | None = created.action_event
+        self.action_command_id: str | None = created.command_id
+        self.recent: OrderedDict[str, str] = OrderedDict()
+
+    # -- guards -------------------------------------------------------------------------
+    @property
+    def deleted(self) -> bool:
+        return self.vm_state is VmState.DELETED
+
+    @property
+    def busy(self) -> bool:
+        """An operation is in flight."""
+        return self.task_state is not None
+
+    def seen(self, command_id: str) -> str | None:
+        """The last event a command caused, if this instance has already handled it."""
+        return self.recent.get(command_id)
+
+    def note_command(self, command_id: str, event_name: str) -> None:
+        self.recent[command_id] = event_name
+        self.recent.move_to_end(command_id)
+        while len(self.recent) > RECENT_COMMANDS:
+            self.recent.popitem(last=False)
+
+    def check(self, op: Operation) -> None:
+        """Nova's ``check_instance_state``: raise unless ``op`` is allowed now."""
+        if self.deleted:
+            raise InstanceNotFound(self.id)
+        if op.vm_states is not None and self.vm_state not in op.vm_states:
+            raise InstanceInvalidState(self.id, "vm_state", self.vm_state.value, op.name)
+        if op.task_states is not None and self.task_state not in op.task_states:
+            raise InstanceInvalidState(self.id, "task_state", self.task_state, op.name)
+
+    # -- the three moves of every operation ---------------------------------------------
+    def accept(self, op: Operation, command_id: str, payload: Command) -> None:
+        """The API half: guard, set the task_state, start the instance action; then the
+        compute steps that precede the hypervisor call."""
+        self.check(op)
+        params = msgspec.to_builtins(payload)
+        params.pop("command_id", None)
+        self._emit(e.ActionStarted, command_id, operation=op.name, action=op.action,
+                   action_event=op.action_event, task_state=op.task_state, params=params)
+        self._steps(op, command_id)
+
+    def complete(self, op: Operation, command_id: str, power_state: PowerState,
+                 params: dict[str, Any] | None = None) -> None:
+        """The hypervisor call succeeded: the operation's event with Nova's final states."""
+        now = utcnow()
+        self._emit(op.event, command_id, timestamp=now, operation=op.name, action=op.action,
+                   action_event=op.action_event, vm_state=op.final_vm_state,
+                   power_state=power_state, **op.event.details(params or {}, now))
+
+    def fail(self, op: Operation, command_id: str, error: BaseException,
+             power_state: PowerState) -> None:
+        """The hypervisor call failed: a fault (Nova's rules), then the task_state reverts."""
+        code = error.code if isinstance(error, ComputeError) else 500
+        message = str(error) or type(error).__name__
+        details = getattr(error, "details", "") if code == 500 else ""
+        self._emit(e.FaultRecorded, command_id, operation=op.name, code=code,
+                   message=message[:MAX_FAULT_MESSAGE], details=details)
+        vm_state = self.vm_state
+        if op.on_failure is OnFailure.ERROR or (
+            op.on_failure is OnFailure.ERROR_UNLESS_RUNNING
+            and power_state is not PowerState.RUNNING
+        ):
+            vm_state = VmState.ERROR
+        self._emit(e.TaskReverted, command_id, operation=op.name, action=op.action,
+                   action_event=op.action_event, vm_state=vm_state, power_state=power_state)
+
+    def observe_power(self, command_id: str, power_state: PowerState) -> None:
+        """Record what the hypervisor says, when it differs (the hypervisor wins)."""
+        if power_state is not self.power_state:
+            self._emit(e.PowerStateChanged, command_id, power_state=power_state)
+
+    def finish(self, vm_state: VmState, power_state: PowerState) -> None:
+        """Applied by the events that end an operation."""
+        self.vm_state = vm_state
+        self.task_state = None
+        self.power_state = power_state
+        self.operation = self.action = self.action_event = self.action_command_id = None
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _steps(self, op: Operation, command_id: str) -> None:
+        for task_state in op.steps:
+            self._emit(e.TaskStateChanged, command_id, task_state=task_state,
+                       vm_state=self.vm_state)
+
+    def _emit(self, cls: type[e.Event], command_id: str, *,
+              timestamp: datetime | None = None, **fields: Any) -> None:
+        event = cls(originator_id=self.id, originator_version=self.version + 1,
+                    timestamp=timestamp or utcnow(), host=self.host, command_id=command_id,
+                    **fields)
+        event.mutate(self)
+        self._pending_events.append(event)

@@ -1,0 +1,226 @@
+"""Domain events of an instance: immutable msgspec Structs, one type for store, wire and replay.
+
+Each event is stored as the JSON msgspec gives it and published to NATS byte for byte, so a
+subscriber, an auditor and the aggregate all read the same document. ``uuid``/``version`` are
+the aggregate's id and version (eventsourcing's ``originator_id``/``originator_version``), and
+the ``event`` tag names the type. Each event knows how it changes the aggregate (``apply``), so a
+replay needs nothing but the log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+from uuid import UUID
+
+import msgspec
+
+from compute.domain.states import PowerState, TaskState, VmState
+from compute.events.commands import Flavor
+
+if TYPE_CHECKING:
+    from compute.domain.instance import Instance
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=True):
+    """Base of every event: who (uuid, host), when, which version, caused by which command."""
+
+    originator_id: UUID = msgspec.field(name="uuid")
+    originator_version: int = msgspec.field(name="version")
+    timestamp: datetime
+    host: str
+    command_id: str
+
+    def mutate(self, aggregate: Any) -> Any:
+        """eventsourcing's projector hook: check the sequence, then apply."""
+        if aggregate.version + 1 != self.originator_version:
+            raise ValueError(
+                f"event version {self.originator_version} does not follow {aggregate.version}"
+            )
+        self.apply(aggregate)
+        aggregate.version = self.originator_version
+        aggregate.modified_on = self.timestamp
+        aggregate.note_command(self.command_id, type(self).__name__)
+        return aggregate
+
+    def apply(self, aggregate: Instance) -> None:
+        """How this event changes the instance; the base changes nothing."""
+
+
+class Created(Event, frozen=True, kw_only=True):
+    """The build request was accepted: the instance exists, BUILDING / SCHEDULING."""
+
+    name: str
+    flavor: Flavor
+    image_ref: str
+    metadata: dict[str, str] = {}
+    operation: str = "run_instance"
+    action: str = "create"
+    action_event: str = "compute__do_build_and_run_instance"
+
+    def mutate(self, aggregate: Any) -> Any:
+        from compute.domain.instance import Instance
+
+        if aggregate is not None:
+            raise ValueError("Created must be the first event of an instance")
+        instance = Instance.__new__(Instance)
+        instance.__base_init__(self.originator_id, self.originator_version, self.timestamp)
+        instance.init_from(self)
+        instance.note_command(self.command_id, "Created")
+        return instance
+
+
+class ActionStarted(Event, frozen=True, kw_only=True):
+    """An operation was accepted: its task_state is set and its instance action begins."""
+
+    operation: str
+    action: str
+    action_event: str
+    task_state: TaskState
+    params: dict[str, Any] = {}
+
+    def apply(self, aggregate: Instance) -> None:
+        aggregate.task_state = self.task_state
+        aggregate.action = self.action
+        aggregate.action_event = self.action_event
+        aggregate.operation = self.operation
+        aggregate.action_command_id = self.command_id
+
+
+class TaskStateChanged(Event, frozen=True, kw_only=True):
+    """Compute moved the operation in flight to its next step (Nova's expected_task_state CAS)."""
+
+    task_state: TaskState | None
+    vm_state: VmState
+
+    def apply(self, aggregate: Instance) -> None:
+        aggregate.task_state = self.task_state
+        aggregate.vm_state = self.vm_state
+
+
+class Completed(Event, frozen=True, kw_only=True):
+    """Base of the events that end an operation successfully: the final Nova states."""
+
+    operation: str
+    action: str
+    action_event: str
+    vm_state: VmState
+    power_state: PowerState
+    task_state: None = None
+
+    result: ClassVar[str] = "Success"
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """Event-specific fields, from the command's parameters and the completion time."""
+        return {}
+
+    def apply(self, aggregate: Instance) -> None:
+        aggregate.finish(self.vm_state, self.power_state)
+
+
+class Spawned(Completed, frozen=True, kw_only=True):
+    """The guest was created and started on the hypervisor."""
+
+    launched_at: datetime
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {"launched_at": now}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.launched_at = self.launched_at
+
+
+class Terminated(Completed, frozen=True, kw_only=True):
+    """The guest was destroyed and its resources released."""
+
+    terminated_at: datetime
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {"terminated_at": now}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.terminated_at = self.terminated_at
+
+
+class Rebooted(Completed, frozen=True, kw_only=True):
+    """The guest was rebooted (soft or hard)."""
+
+    reboot_type: str = "SOFT"
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {"reboot_type": params.get("reboot_type", "SOFT")}
+
+
+class PoweredOff(Completed, frozen=True, kw_only=True):
+    """The guest was stopped."""
+
+
+class PoweredOn(Completed, frozen=True, kw_only=True):
+    """The guest was started again."""
+
+
+class Paused(Completed, frozen=True, kw_only=True):
+    """The guest was paused in memory."""
+
+
+class Unpaused(Completed, frozen=True, kw_only=True):
+    """The paused guest runs again."""
+
+
+class Suspended(Completed, frozen=True, kw_only=True):
+    """The guest's state was saved to disk."""
+
+
+class Resumed(Completed, frozen=True, kw_only=True):
+    """The suspended guest was restored from disk."""
+
+
+class FaultRecorded(Event, frozen=True, kw_only=True):
+    """A failure, as Nova's instance_faults row: code, message (<=255), details (500 only)."""
+
+    operation: str
+    code: int
+    message: str
+    details: str = ""
+
+    def apply(self, aggregate: Instance) -> None:
+        aggregate.fault_count += 1
+
+
+class TaskReverted(Event, frozen=True, kw_only=True):
+    """The failed operation is over: task_state back to None, the action event ends in Error."""
+
+    operation: str
+    action: str
+    action_event: str
+    vm_state: VmState
+    power_state: PowerState
+    task_state: None = None
+
+    result: ClassVar[str] = "Error"
+
+    def apply(self, aggregate: Instance) -> None:
+        aggregate.finish(self.vm_state, self.power_state)
+
+
+class PowerStateChanged(Event, frozen=True, kw_only=True):
+    """The hypervisor reported a power state the instance did not have (the hypervisor wins)."""
+
+    power_state: PowerState
+
+    def apply(self, aggregate: Instance) -> None:
+        aggregate.power_state = self.power_state
+
+
+InstanceEvent = (
+    Created | ActionStarted | TaskStateChanged | Spawned | Terminated | Rebooted | PoweredOff
+    | PoweredOn | Paused | Unpaused | Suspended | Resumed | FaultRecorded | TaskReverted
+    | PowerStateChanged
+)
+"""Every instance event, as one tagged union: ``msgspec.json.decode(b, type=InstanceEvent)``."""

@@ -1,0 +1,73 @@
+"""Outcomes: the one visible answer each command gets, sent to its ``Compute-Reply-To`` inbox.
+
+A command either ends in the events it caused (``Succeeded`` or, when the hypervisor failed,
+``Failed`` with the recorded fault) or in a typed ``Rejected`` that changed nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class ErrorCode(enum.StrEnum):
+    """Typed rejection reasons; names follow nova/exception.py where Nova has one."""
+
+    INVALID_PAYLOAD = "InvalidPayload"
+    UNKNOWN_OPERATION = "UnknownOperation"
+    INSTANCE_NOT_FOUND = "InstanceNotFound"
+    INSTANCE_EXISTS = "InstanceExists"
+    INSTANCE_INVALID_STATE = "InstanceInvalidState"
+    COMPUTE_RESOURCES_UNAVAILABLE = "ComputeResourcesUnavailable"
+    NOT_SUPPORTED = "NotSupported"
+    INTERNAL_ERROR = "InternalError"
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True, tag_field="outcome", tag=True):
+    """Common head: which command, which instance, which host answered."""
+
+    command_id: str | None
+    uuid: str | None
+    operation: str | None
+    host: str
+
+
+class Succeeded(Outcome, frozen=True, kw_only=True):
+    """The operation ran; ``events`` are the names of the events it committed, in order."""
+
+    events: list[str]
+    version: int
+    vm_state: str
+    task_state: str | None
+    power_state: int
+    duplicate: bool = False
+
+
+class Failed(Outcome, frozen=True, kw_only=True):
+    """The operation ran and failed: a fault was recorded and the task_state reverted."""
+
+    events: list[str]
+    version: int
+    vm_state: str
+    task_state: str | None
+    power_state: int
+    code: int
+    message: str
+    duplicate: bool = False
+
+
+class Rejected(Outcome, frozen=True, kw_only=True):
+    """The command was refused before it changed anything."""
+
+    error: ErrorCode
+    message: str
+
+
+class Moved(Outcome, frozen=True, kw_only=True):
+    """The instance lives on another host now; send the command there."""
+
+    to_host: str
+
+
+AnyOutcome = Succeeded | Failed | Rejected | Moved

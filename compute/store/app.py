@@ -1,0 +1,72 @@
+"""The event store: an eventsourcing Application on SQLite (default) or PostgreSQL.
+
+``open_store("var/compute.sqlite")`` or ``open_store("postgres://user@host:5432/db")``.
+The application is used only as the store (recorders, mapper, repository); writes go through
+the group-commit writer, never ``app.save`` per command.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.utils import get_topic
+
+from compute.domain.instance import Instance
+from compute.store.mapper import MsgspecMapper
+
+DEFAULT_STORE = "var/compute.sqlite"
+
+
+class ComputeStore(Application[UUID]):
+    """Event store of one deployment (all hosts may share it on PostgreSQL)."""
+
+    name = "Compute"
+
+    def get_instance(self, uuid: UUID) -> Instance | None:
+        """Rebuild an instance from its events, or None if it never existed."""
+        try:
+            return self.repository.get(uuid, projector_func=_project)
+        except AggregateNotFoundError:
+            return None
+
+
+def _project(aggregate: Any, events: Iterable[Any]) -> Any:
+    """A plain fold: skips the library's per-event runtime-Protocol checks (notes §1.11)."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
+def store_env(url: str) -> dict[str, str]:
+    """eventsourcing settings for a store URL (a path or sqlite:// URL, or postgres://)."""
+    env = {"MAPPER_TOPIC": get_topic(MsgspecMapper)}
+    parsed = urlparse(url)
+    if parsed.scheme in ("postgres", "postgresql"):
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.postgres",
+            POSTGRES_DBNAME=parsed.path.lstrip("/") or "compute",
+            POSTGRES_HOST=parsed.hostname or "127.0.0.1",
+            POSTGRES_PORT=str(parsed.port or 5432),
+            POSTGRES_USER=unquote(parsed.username or os.environ.get("USER", "postgres")),
+            POSTGRES_PASSWORD=unquote(parsed.password or ""),
+            POSTGRES_SCHEMA=os.environ.get("COMPUTE_POSTGRES_SCHEMA", ""),
+        )
+        if not env["POSTGRES_SCHEMA"]:
+            del env["POSTGRES_SCHEMA"]
+        return env
+    path = parsed.path if parsed.scheme == "sqlite" else url
+    if path and not path.startswith("file:") and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    env.update(PERSISTENCE_MODULE="eventsourcing.sqlite", SQLITE_DBNAME=path,
+               SQLITE_LOCK_TIMEOUT="30")
+    return env
+
+
+def open_store(url: str = DEFAULT_STORE) -> ComputeStore:
+    return ComputeStore(env=store_env(url))

@@ -1,0 +1,66 @@
+"""A msgspec Mapper: events are stored as the JSON of their Struct, decoded by type.
+
+Replacing the Mapper (not the Transcoder) keeps types exact (UUID, datetime, enums, nested
+Structs) and makes the stored bytes the wire bytes: the relay publishes them unchanged. It was
+measured 3-4x faster to encode and 2x faster to decode than the default JSONTranscoder
+(reference/eventsourcing-notes.md §2.3).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
+from eventsourcing.utils import get_topic, resolve_topic
+
+_encoder = msgspec.json.Encoder()
+
+
+@lru_cache(maxsize=None)
+def _decoder(topic: str) -> tuple[type, msgspec.json.Decoder[Any]]:
+    cls = resolve_topic(topic)
+    return cls, msgspec.json.Decoder(cls)
+
+
+@lru_cache(maxsize=None)
+def _topic(cls: type) -> str:
+    return get_topic(cls)
+
+
+class MsgspecMapper(Mapper[Any]):
+    """Stores msgspec Struct events as JSON; the library's compressor/cipher still apply."""
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        state = _encoder.encode(domain_event)
+        if self.compressor:
+            state = self.compressor.compress(state)
+        if self.cipher:
+            state = self.cipher.encrypt(state)
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=_topic(type(domain_event)),
+            state=state,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        state = stored_event.state
+        try:
+            if self.cipher:
+                state = self.cipher.decrypt(state)
+            if self.compressor:
+                state = self.compressor.decompress(state)
+            _, decoder = _decoder(stored_event.topic)
+            return decoder.decode(state)
+        except Exception as exc:
+            raise MapperDeserialisationError(
+                f"cannot decode {stored_event.topic} v{stored_event.originator_version} "
+                f"of {stored_event.originator_id}: {exc}"
+            ) from exc
+
+
+def decode_state(topic: str, state: bytes) -> Any:
+    """Decode one stored event's state (used by the relay and projections on raw pages)."""
+    return _decoder(topic)[1].decode(state)

@@ -1,0 +1,114 @@
+"""Group commit: many actors' events in one transaction, from one writer thread.
+
+Actors hand over the events they collected and await a future; the writer drains whatever has
+queued up into one ``insert_events`` call. At low load a group is 1-4 commands (no added
+latency), under load it grows to hundreds (notes §2.6: 14-15k durable events/s vs ~1k for a
+save per executor call). A conflicting batch is retried command by command so one stale writer
+cannot fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError
+
+from compute.store.app import ComputeStore
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class GroupCommitWriter:
+    """One thread owns all writes to the store."""
+
+    def __init__(self, store: ComputeStore, *, max_batch: int = 2000,
+                 on_commit: Callable[[int], None] | None = None) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.on_commit = on_commit
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+        self.transactions = 0
+        self.events = 0
+
+    async def append(self, events: Sequence[Any]) -> list[int]:
+        """Store ``events`` durably; returns their notification ids once committed."""
+        if not events:
+            return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int]] = loop.create_future()
+        self._queue.put((events, future, loop))
+        return await future
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[Any]) -> None:
+        mapper = self.store.mapper
+        recorder = self.store.recorder
+        try:
+            stored = [mapper.to_stored_event(e) for events, _, _ in batch for e in events]
+            ids = recorder.insert_events(stored) or []
+        except IntegrityError:
+            if len(batch) > 1:
+                for item in batch:
+                    self._commit([item])
+                return
+            self._resolve(batch, None, IntegrityError("version conflict: another writer"))
+            return
+        except Exception as exc:  # the store is down or refused: every waiter learns it
+            log.exception("group commit of %d commands failed", len(batch))
+            self._resolve(batch, None, exc)
+            return
+        self.transactions += 1
+        self.events += len(stored)
+        self._resolve(batch, ids, None)
+        if self.on_commit is not None and ids:
+            self.on_commit(ids[-1])
+
+    @staticmethod
+    def _resolve(batch: list[Any], ids: list[int] | None, exc: BaseException | None) -> None:
+        offset = 0
+        for events, future, loop in batch:
+            n = len(events)
+            result = ids[offset:offset + n] if ids is not None else None
+            offset += n
+            loop.call_soon_threadsafe(_settle, future, result, exc)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
