@@ -1,0 +1,57 @@
+"""Events of a compute host: what its hypervisor offers, as the resource projection needs it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+
+class HostEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=True):
+    originator_id: UUID = msgspec.field(name="uuid")
+    originator_version: int = msgspec.field(name="version")
+    timestamp: datetime
+    host: str
+
+    def mutate(self, aggregate: Any) -> Any:
+        if aggregate is None:
+            from compute.domain.host import Host
+
+            aggregate = Host.__new__(Host)
+            aggregate.__base_init__(self.originator_id, 0, self.timestamp)
+        if aggregate.version + 1 != self.originator_version:
+            raise ValueError("host event out of sequence")
+        self.apply(aggregate)
+        aggregate.version = self.originator_version
+        aggregate.modified_on = self.timestamp
+        return aggregate
+
+    def apply(self, aggregate: Any) -> None:
+        """How this event changes the host."""
+
+
+class HostResourcesReported(HostEvent, frozen=True, kw_only=True):
+    """The hypervisor's capacity and the host's configured ratios and reservations (§2.10).
+
+    Recorded when a host service starts and whenever the values differ from the last report,
+    so the host-resource view is a pure function of the log."""
+
+    hypervisor_type: str
+    hypervisor_version: int
+    hypervisor_hostname: str
+    cpu_info: str
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
+    disk_allocation_ratio: float = 1.0
+    reserved_host_memory_mb: int = 512
+    reserved_host_disk_mb: int = 0
+    reserved_host_cpus: int = 0
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.host = self.host
+        aggregate.resources = self
