@@ -41,6 +41,8 @@ class Succeeded(Outcome, frozen=True, kw_only=True):
     vm_state: str
     task_state: str | None
     power_state: int
+    position: int = 0
+    """Notification id of the last event: a query with ``min_position`` sees its effect."""
     duplicate: bool = False
 
 
@@ -54,6 +56,7 @@ class Failed(Outcome, frozen=True, kw_only=True):
     power_state: int
     code: int
     message: str
+    position: int = 0
     duplicate: bool = False
 
 

@@ -17,6 +17,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.utils import get_topic
 
+from compute.domain.host import Host, host_id
 from compute.domain.instance import Instance
 from compute.store.mapper import MsgspecMapper
 
@@ -34,6 +35,14 @@ class ComputeStore(Application[UUID]):
             return self.repository.get(uuid, projector_func=_project)
         except AggregateNotFoundError:
             return None
+
+
+    def get_host(self, host: str) -> Host:
+        """The host's aggregate, or a new empty one (version 0) if it never reported."""
+        try:
+            return self.repository.get(host_id(host), projector_func=_project)
+        except AggregateNotFoundError:
+            return Host.register(host)
 
 
 def _project(aggregate: Any, events: Iterable[Any]) -> Any:

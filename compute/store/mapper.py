@@ -64,3 +64,8 @@ class MsgspecMapper(Mapper[Any]):
 def decode_state(topic: str, state: bytes) -> Any:
     """Decode one stored event's state (used by the relay and projections on raw pages)."""
     return _decoder(topic)[1].decode(state)
+
+
+def event_name(topic: str) -> str:
+    """``compute.events.lifecycle:Spawned`` -> ``Spawned`` (the subject's last token)."""
+    return topic.rsplit(":", 1)[-1].rsplit(".", 1)[-1]

@@ -1,0 +1,52 @@
+"""What every actor of a host shares: the store, the writer, the driver and the way out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from compute.actors.driver import DriverActor
+from compute.domain.operations import Operation
+from compute.events.commands import Command
+from compute.events.outcomes import Outcome
+from compute.store.app import ComputeStore
+from compute.store.writer import GroupCommitWriter
+
+log = logging.getLogger("compute")
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A decoded command on its way to an instance actor, with its transport handle."""
+
+    uuid: UUID
+    op: Operation
+    payload: Command
+    command_id: str
+    msg: Any = None                 # the JetStream message, acked once the outcome is durable
+    reply_to: str | None = None
+
+
+@dataclass
+class Counters:
+    accepted: int = 0
+    rejected: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    by_operation: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ActorContext:
+    host: str
+    store: ComputeStore
+    writer: GroupCommitWriter
+    driver: DriverActor
+    reply: Callable[[Envelope | None, str | None, Outcome], Awaitable[None]]
+    passivate_after: float = 120.0
+    ack_wait: float = 60.0
+    counters: Counters = field(default_factory=Counters)

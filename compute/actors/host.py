@@ -1,0 +1,181 @@
+"""HostService: one per compute host. Wires the bus, the store, the actors and the views.
+
+Inbound: a durable JetStream pull consumer on ``compute.cmd.<host>.>`` (commands survive a
+host that is down), routed to one actor per instance. Outbound: outcomes to the sender's
+inbox, events to ``COMPUTE_EVENTS`` through the relay, queries answered from the projections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from compute.actors.context import ActorContext, Envelope
+from compute.actors.driver import DriverActor
+from compute.actors.router import Router
+from compute.config import Settings
+from compute.domain.errors import ComputeError
+from compute.events.outcomes import Outcome, Rejected
+from compute.messaging import intake
+from compute.messaging.queries import QueryService
+from compute.messaging.relay import Relay
+from compute.messaging.streams import ensure_streams
+from compute.messaging.subjects import COMMANDS_STREAM, host_commands
+from compute.projections.projector import Projector
+from compute.projections.views import ViewStore
+from compute.store.app import ComputeStore, open_store
+from compute.store.writer import GroupCommitWriter
+from compute.virt.libvirt_driver import LibvirtDriver
+
+log = logging.getLogger("compute.host")
+
+_encoder = msgspec.json.Encoder()
+
+
+class HostService:
+    def __init__(self, settings: Settings, *, driver: Any | None = None) -> None:
+        self.settings = settings
+        self.host = settings.host
+        self.driver = driver or LibvirtDriver(settings.libvirt_uri, local_gb=settings.local_gb)
+        self.nc: NATS | None = None
+        self.store: ComputeStore | None = None
+        self.router: Router | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._started = asyncio.Event()
+
+    # -- start / stop ---------------------------------------------------------------------
+    async def start(self) -> HostService:
+        s = self.settings
+        self.loop = asyncio.get_running_loop()
+        self.nc = await nats.connect(s.nats_url, name=f"compute-host-{self.host}",
+                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self.js = self.nc.jetstream()
+        await ensure_streams(self.js)
+        self.store = await asyncio.to_thread(open_store, s.store)
+        self.views = await asyncio.to_thread(ViewStore, s.views)
+        self.projector = Projector(self.store, self.views)
+        self.writer = GroupCommitWriter(self.store, on_commit=self._committed)
+        self.driver_actor = DriverActor(self.driver, threads=s.driver_threads,
+                                        timeout=s.driver_timeout)
+        self.relay = Relay(self.store, self.js)
+        self.queries = QueryService(self.nc, self.views, self.projector)
+        ctx = ActorContext(host=self.host, store=self.store, writer=self.writer,
+                           driver=self.driver_actor, reply=self._reply,
+                           passivate_after=s.passivate_after, ack_wait=s.ack_wait)
+        self.ctx = ctx
+        self.router = Router(ctx)
+        await self._report_resources()
+        await self.queries.start()
+        self._tasks = [
+            asyncio.create_task(self.relay.run(), name="relay"),
+            asyncio.create_task(self.queries.follow(), name="projector"),
+            asyncio.create_task(self._consume(), name="consumer"),
+        ]
+        log.info("host %s serving %s (store %s, hypervisor %s)", self.host,
+                 host_commands(self.host), s.store, s.libvirt_uri)
+        return self
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self.router is not None:
+            await self.router.drain()
+        await self.queries.stop()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        await asyncio.to_thread(self.writer.close)
+        self.driver_actor.close()
+        await asyncio.to_thread(self.views.close)
+
+    async def __aenter__(self) -> HostService:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- inbound --------------------------------------------------------------------------
+    async def _consume(self) -> None:
+        s = self.settings
+        config = ConsumerConfig(
+            durable_name=f"host-{self.host}", ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, ack_wait=s.ack_wait,
+            max_deliver=s.max_deliver, max_ack_pending=s.max_ack_pending,
+            filter_subject=host_commands(self.host),
+        )
+        sub = await self.js.pull_subscribe(host_commands(self.host), durable=config.durable_name,
+                                           stream=COMMANDS_STREAM, config=config)
+        while True:
+            try:
+                msgs = await sub.fetch(batch=500, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fetching commands failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self.dispatch(msg)
+
+    async def dispatch(self, msg: Any) -> None:
+        """Route one command; a malformed one is answered and terminated (never redelivered)."""
+        try:
+            env = intake.parse(msg.subject, msg.data, msg.headers)
+        except ComputeError as exc:
+            info = intake.salvage(msg.subject, msg.data, msg.headers)
+            log.warning("rejected %s on %s: %s", exc.error.value, msg.subject, exc)
+            self.ctx.counters.rejected += 1
+            await self._reply(None, info["reply_to"], Rejected(
+                command_id=info["command_id"], uuid=info["uuid"], operation=info["operation"],
+                host=self.host, error=exc.error, message=str(exc)))
+            with contextlib.suppress(Exception):
+                await msg.term()
+            return
+        env.msg = msg
+        self.router.deliver(env)
+
+    # -- outbound -------------------------------------------------------------------------
+    async def _reply(self, env: Envelope | None, reply_to: str | None, outcome: Outcome) -> None:
+        if reply_to and self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.publish(reply_to, _encoder.encode(outcome))
+
+    def _committed(self, last_id: int) -> None:
+        """Writer thread: new events are durable; wake the relay and the projector."""
+        self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self.relay.wake()
+        self.queries.wake()
+
+    async def _report_resources(self) -> None:
+        """Record the hypervisor's capacity when it differs from the last report."""
+        s = self.settings
+        info = await self.driver_actor.call("host_info", self.host)
+        host = await asyncio.to_thread(self.store.get_host, self.host)
+        changed = host.report(
+            hypervisor_type=info.hypervisor_type, hypervisor_version=info.hypervisor_version,
+            hypervisor_hostname=info.hypervisor_hostname, cpu_info=info.cpu_model,
+            vcpus=info.vcpus, memory_mb=info.memory_mb, local_gb=info.local_gb,
+            cpu_allocation_ratio=s.cpu_allocation_ratio,
+            ram_allocation_ratio=s.ram_allocation_ratio,
+            disk_allocation_ratio=s.disk_allocation_ratio,
+            reserved_host_memory_mb=s.reserved_host_memory_mb,
+            reserved_host_disk_mb=s.reserved_host_disk_mb,
+            reserved_host_cpus=s.reserved_host_cpus,
+        )
+        if changed:
+            await self.writer.append(host.collect_events())

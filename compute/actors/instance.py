@@ -1,0 +1,221 @@
+"""InstanceActor: one per instance; a mailbox processed strictly in order.
+
+For each command: guard and accept (events committed), the hypervisor call through the driver
+actor, then the outcome events (committed), then the reply and the JetStream ack. A command
+is acked only once all its events are durable, so a crash at any point leads to a redelivery,
+which the actor recognises by its command id: an operation already finished is answered as a
+duplicate, one interrupted mid-flight is resumed from its hypervisor call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from compute.actors.context import ActorContext, Envelope
+from compute.domain.errors import ComputeError, InstanceExists, InstanceNotFound
+from compute.domain.instance import Instance
+from compute.domain.operations import Operation, lookup, variant
+from compute.domain.states import PowerState
+from compute.events.commands import RunInstance
+from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
+from compute.virt.api import InstanceRef
+
+log = logging.getLogger("compute.instance")
+
+STORE_RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0, 5.0)
+
+
+class StoreUnavailable(Exception):
+    """The store refused a write after retries; the command is left for redelivery."""
+
+
+class InstanceActor:
+    def __init__(self, uuid: UUID, ctx: ActorContext,
+                 on_idle: Callable[[InstanceActor], bool]) -> None:
+        self.uuid = uuid
+        self.ctx = ctx
+        self.mailbox: asyncio.Queue[Envelope] = asyncio.Queue()
+        self.instance: Instance | None = None
+        self._on_idle = on_idle
+        self.processing = False
+        self.task = asyncio.create_task(self._run(), name=f"instance-{uuid}")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def _run(self) -> None:
+        self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
+        while True:
+            try:
+                env = await asyncio.wait_for(self.mailbox.get(), self.ctx.passivate_after)
+            except TimeoutError:
+                if self._on_idle(self):   # the router agreed: nothing queued, we are gone
+                    return
+                continue
+            self.processing = True
+            try:
+                await self._handle(env)
+            except asyncio.CancelledError:
+                raise
+            except StoreUnavailable as exc:
+                log.error("instance %s: %s; command %s left for redelivery",
+                          self.uuid, exc, env.command_id)
+                self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
+                await _nak(env)
+            except Exception:  # a bug must not kill the actor nor block its queue
+                log.exception("instance %s: command %s failed unexpectedly",
+                              self.uuid, env.command_id)
+                self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
+                await self._reject(env, "InternalError", "internal error; see the host's log")
+            finally:
+                self.processing = False
+
+    # -- one command ----------------------------------------------------------------------
+    async def _handle(self, env: Envelope) -> None:
+        inst = self.instance
+        if inst is not None and inst.host != self.ctx.host and not inst.deleted:
+            await self._answer(env, Moved(command_id=env.command_id, uuid=str(self.uuid),
+                                          operation=env.op.name, host=self.ctx.host,
+                                          to_host=inst.host))
+            return
+        if inst is not None and inst.seen(env.command_id):
+            if inst.busy and inst.action_command_id == env.command_id:
+                log.info("instance %s: resuming %s of command %s after redelivery",
+                         self.uuid, inst.operation, env.command_id)
+                op = variant(lookup(inst.operation or env.op.name) or env.op, env.payload)
+                await self._drive(env, inst, op, [], 0)
+            else:
+                self.ctx.counters.duplicates += 1
+                await self._answer(env, self._state_outcome(env, inst, [], 0, duplicate=True))
+            return
+        op = env.op
+        try:
+            if op.name == "run_instance":
+                if inst is not None:
+                    raise InstanceExists(self.uuid)
+                assert isinstance(env.payload, RunInstance)
+                inst = Instance.create(self.uuid, self.ctx.host, env.command_id,
+                                       env.payload, op)
+            else:
+                if inst is None:
+                    raise InstanceNotFound(self.uuid)
+                op = variant(op, env.payload)
+                inst.accept(op, env.command_id, env.payload)
+        except ComputeError as exc:
+            await self._reject(env, exc.error.value, str(exc))
+            return
+        events = inst.collect_events()
+        position = await self._commit(events)
+        self.instance = inst
+        self.ctx.counters.accepted += 1
+        await self._drive(env, inst, op, events, position)
+
+    async def _drive(self, env: Envelope, inst: Instance, op: Operation,
+                     earlier: list[Any], position: int) -> None:
+        """The hypervisor half: call the driver, record success or the fault, answer."""
+        params = msgspec.to_builtins(env.payload)
+        ref = instance_ref(inst)
+        error: BaseException | None = None
+        async with _keepalive(env.msg, self.ctx.ack_wait / 3):
+            try:
+                power = PowerState(await self.ctx.driver.call(op.driver, ref, **params))
+            except Exception as exc:  # every hypervisor failure becomes a fault
+                error = exc
+                power = await self._power_state(ref, inst.power_state)
+        if error is None:
+            inst.complete(op, env.command_id, power, params)
+        else:
+            log.warning("instance %s: %s failed: %s", self.uuid, op.name, error)
+            inst.fail(op, env.command_id, error, power)
+        events = inst.collect_events()
+        position = await self._commit(events)
+        names = [type(ev).__name__ for ev in earlier + events]
+        outcome = self._state_outcome(env, inst, names, position, error=error)
+        if error is None:
+            self.ctx.counters.succeeded += 1
+        else:
+            self.ctx.counters.failed += 1
+        await self._answer(env, outcome)
+
+    # -- helpers --------------------------------------------------------------------------
+    async def _commit(self, events: list[Any]) -> int:
+        """Durably store ``events``; retried while the store is briefly unavailable."""
+        for delay in (*STORE_RETRY_DELAYS, None):
+            try:
+                ids = await self.ctx.writer.append(events)
+                return ids[-1] if ids else 0
+            except Exception as exc:
+                if delay is None or "conflict" in str(exc):
+                    raise StoreUnavailable(f"store write failed: {exc}") from exc
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _power_state(self, ref: InstanceRef, default: PowerState) -> PowerState:
+        try:
+            return PowerState(await self.ctx.driver.call("power_state", ref, timeout=10))
+        except Exception:
+            return default
+
+    def _state_outcome(self, env: Envelope, inst: Instance, names: list[str], position: int,
+                       *, error: BaseException | None = None,
+                       duplicate: bool = False) -> Succeeded | Failed:
+        head = dict(command_id=env.command_id, uuid=str(self.uuid), operation=env.op.name,
+                    host=self.ctx.host, events=names, version=inst.version,
+                    vm_state=inst.vm_state.value,
+                    task_state=inst.task_state.value if inst.task_state else None,
+                    power_state=int(inst.power_state), position=position,
+                    duplicate=duplicate)
+        if error is None and not (duplicate and inst.seen(env.command_id) == "TaskReverted"):
+            return Succeeded(**head)
+        code = error.code if isinstance(error, ComputeError) else 500
+        return Failed(**head, code=code, message=str(error or "operation failed earlier"))
+
+    async def _reject(self, env: Envelope, error: str, message: str) -> None:
+        self.ctx.counters.rejected += 1
+        log.info("instance %s: rejected %s (%s): %s", self.uuid, env.op.name, error, message)
+        await self._answer(env, Rejected(command_id=env.command_id, uuid=str(self.uuid),
+                                         operation=env.op.name, host=self.ctx.host,
+                                         error=error, message=message))
+
+    async def _answer(self, env: Envelope, outcome: Any) -> None:
+        await self.ctx.reply(env, env.reply_to, outcome)
+        if env.msg is not None:
+            await env.msg.ack()
+
+
+def instance_ref(inst: Instance) -> InstanceRef:
+    """The narrow view the driver gets (the seed's ComputeVirtAPI): never the store."""
+    return InstanceRef(uuid=str(inst.id), name=inst.name, flavor=inst.flavor,
+                       image_ref=inst.image_ref, metadata=dict(inst.metadata))
+
+
+async def _nak(env: Envelope) -> None:
+    if env.msg is not None:
+        with contextlib.suppress(Exception):
+            await env.msg.nak(delay=1.0)
+
+
+@contextlib.asynccontextmanager
+async def _keepalive(msg: Any, interval: float) -> AsyncIterator[None]:
+    """Tell JetStream a long operation is still being worked on (no redelivery meanwhile)."""
+    if msg is None:
+        yield
+        return
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+

@@ -1,0 +1,84 @@
+"""The ``compute`` command: run a host, drive instances, follow events, audit the log.
+
+Instance verbs come from the operation table, so every operation has its verb without a
+hand-written subcommand. Tables for people, ``--json`` for machines; non-zero exit on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from compute.config import Settings
+from compute.domain.operations import OPERATIONS
+from compute.flavors import FLAVORS
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="compute", description=__doc__.splitlines()[0])
+    p.add_argument("--nats-url", help="NATS server (default: COMPUTE_NATS_URL or the embedded one)")
+    p.add_argument("--host", help="compute host name (default: COMPUTE_HOST or this machine's)")
+    p.add_argument("--store", help="event store: a SQLite path or postgres:// URL")
+    p.add_argument("--views", help="SQLite file of the projections")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    up = sub.add_parser("up", help="start NATS if none answers, then the host service")
+    up.add_argument("--libvirt-uri", help="hypervisor (default test:///default)")
+    demo = sub.add_parser("demo", help="up, boot and drive a few instances, print the table, exit")
+    demo.add_argument("--libvirt-uri")
+    demo.add_argument("--count", type=int, default=3)
+
+    boot = sub.add_parser("boot", help=OPERATIONS["run_instance"].summary)
+    boot.add_argument("name")
+    boot.add_argument("--flavor", default="m1.tiny", choices=sorted(FLAVORS))
+    boot.add_argument("--image", default="cirros-0.6.2")
+    boot.add_argument("--uuid", help="instance uuid (default: a new one)")
+    for op in OPERATIONS.values():
+        if op.name == "run_instance":
+            continue
+        verb = sub.add_parser(op.cli, help=op.summary)
+        verb.add_argument("uuid")
+        if op.name == "reboot_instance":
+            verb.add_argument("--hard", action="store_true", help="power-cycle the guest")
+        if op.name == "stop_instance":
+            verb.add_argument("--force", action="store_true", help="no clean shutdown")
+        verb.set_defaults(operation=op.name)
+
+    sub.add_parser("list", help="the instance table").add_argument("--all", action="store_true",
+                                                                   help="include deleted")
+    sub.add_parser("show", help="one instance with its actions and faults").add_argument("uuid")
+    sub.add_parser("hosts", help="host resources")
+    events = sub.add_parser("events", help="lifecycle events from COMPUTE_EVENTS")
+    events.add_argument("--follow", "-f", action="store_true")
+    events.add_argument("--uuid", help="only this instance")
+    audit = sub.add_parser("audit", help="replay the log; check the views against a rebuild")
+    audit.add_argument("uuid", nargs="?")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(nats_url=args.nats_url, host=args.host, store=args.store,
+                             views=args.views,
+                             libvirt_uri=getattr(args, "libvirt_uri", None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    from compute.cli import commands
+
+    handler = getattr(commands, f"cmd_{args.verb}", None) or commands.cmd_operation
+    try:
+        return asyncio.run(handler(args, settings_from(args)))
+    except KeyboardInterrupt:
+        return 130
+    except commands.CliError as exc:
+        print(f"compute: {exc}", file=sys.stderr)
+        return 1
+
+

@@ -1,0 +1,3 @@
+from compute.cli import main
+
+raise SystemExit(main())

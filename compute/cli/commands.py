@@ -1,0 +1,283 @@
+"""Implementations of the ``compute`` verbs (the parser lives in ``compute.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+import uuid as uuidlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import msgspec
+import nats
+
+from compute.cli.table import emit, render, to_rows
+from compute.client import ComputeClient, QueryFailed
+from compute.config import Settings
+from compute.domain.states import PowerState
+from compute.events.outcomes import Rejected, Succeeded
+from compute.flavors import FLAVORS
+from compute.messaging.server import NatsServer, answers
+from compute.messaging.subjects import EVENTS_STREAM
+
+INSTANCE_COLUMNS = ("uuid", "name", "status", "vm_state", "task_state", "power", "flavor",
+                    "host")
+OUTCOME_COLUMNS = ("outcome", "uuid", "operation", "vm_state", "task_state", "detail")
+
+
+class CliError(Exception):
+    pass
+
+
+# -- running a host ------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def embedded_nats(settings: Settings) -> AsyncIterator[None]:
+    """Use the NATS at the URL; start the project's own server there if none answers."""
+    if answers(settings.nats_url):
+        yield
+        return
+    parsed = urlparse(settings.nats_url)
+    if parsed.hostname not in ("127.0.0.1", "localhost"):
+        raise CliError(f"no NATS server answers at {settings.nats_url}")
+    server = NatsServer(parsed.port or 4222, Path("var/nats").resolve(),
+                        log_file=Path("var/nats-server.log").resolve())
+    print(f"starting nats-server on {server.url} (JetStream store var/nats)", file=sys.stderr)
+    await asyncio.to_thread(server.start)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+@contextlib.asynccontextmanager
+async def host_service(settings: Settings) -> AsyncIterator[Any]:
+    from compute.actors.host import HostService
+
+    async with embedded_nats(settings):
+        service = HostService(settings)
+        await service.start()
+        try:
+            yield service
+        finally:
+            await service.stop()
+
+
+async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    async with host_service(settings):
+        print(f"compute host {settings.host} is up on {settings.nats_url}; Ctrl-C stops it",
+              file=sys.stderr)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    async with host_service(settings):
+        async with await ComputeClient.connect(settings.nats_url) as client:
+            return await run_demo(client, settings.host, args.count, as_json=args.json)
+
+
+async def run_demo(client: ComputeClient, host: str, count: int, *, as_json: bool) -> int:
+    flavors = ["m1.tiny", "m1.small", "m1.medium"]
+    uuids = [str(uuidlib.uuid4()) for _ in range(count)]
+    t0 = time.perf_counter()
+    step = 0
+
+    async def run(uuid: str, operation: str, payload: dict[str, Any] | None = None) -> Any:
+        nonlocal step
+        outcome = await client.send(host, uuid, operation, payload)
+        step += 1
+        print(f"[{step:2d}] {operation:<16} {uuid[:8]}  -> {_outcome_row(outcome)['detail']}",
+              file=sys.stderr)
+        if isinstance(outcome, Rejected):
+            raise CliError(f"{operation} rejected: {outcome.message}")
+        return outcome
+
+    await asyncio.gather(*(
+        run(u, "run_instance", {"name": f"demo-{i}", "image_ref": "cirros-0.6.2",
+                                "flavor": msgspec.to_builtins(FLAVORS[flavors[i % 3]])})
+        for i, u in enumerate(uuids)))
+    scripts = [
+        [("reboot_instance", {"reboot_type": "SOFT"}), ("suspend_instance", None),
+         ("resume_instance", None), ("reboot_instance", {"reboot_type": "HARD"})],
+        [("stop_instance", None), ("start_instance", None), ("stop_instance", None)],
+        [("pause_instance", None), ("unpause_instance", None), ("pause_instance", None)],
+    ]
+
+    async def play(uuid: str, script: list[tuple[str, dict[str, Any] | None]]) -> Any:
+        outcome = None
+        for operation, payload in script:
+            outcome = await run(uuid, operation, payload)
+        return outcome
+
+    outcomes = await asyncio.gather(*(play(u, scripts[i % len(scripts)])
+                                      for i, u in enumerate(uuids)))
+    last = max(outcomes, key=lambda o: o.position)
+    rows = await client.query("instances", min_position=last.position)
+    print(f"demo: {step} commands in {time.perf_counter() - t0:.2f}s", file=sys.stderr)
+    emit(_instance_rows(rows), as_json=as_json, columns=INSTANCE_COLUMNS)
+    return 0
+
+
+# -- driving instances ---------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def client_for(settings: Settings) -> AsyncIterator[ComputeClient]:
+    try:
+        client = await ComputeClient.connect(settings.nats_url, connect_timeout=2,
+                                             max_reconnect_attempts=0)
+    except Exception as exc:
+        raise CliError(f"cannot reach NATS at {settings.nats_url}: {exc}") from None
+    async with client:
+        yield client
+
+
+async def cmd_boot(args: argparse.Namespace, settings: Settings) -> int:
+    payload = {"name": args.name, "image_ref": args.image,
+               "flavor": msgspec.to_builtins(FLAVORS[args.flavor])}
+    uuid = args.uuid or str(uuidlib.uuid4())
+    async with client_for(settings) as client:
+        outcome = await client.send(settings.host, uuid, "run_instance", payload)
+    return _print_outcome(outcome, args.json)
+
+
+async def cmd_operation(args: argparse.Namespace, settings: Settings) -> int:
+    payload: dict[str, Any] = {}
+    if getattr(args, "hard", False):
+        payload["reboot_type"] = "HARD"
+    if getattr(args, "force", False):
+        payload["clean_shutdown"] = False
+    async with client_for(settings) as client:
+        host = settings.host if args.host else await _host_of(client, args.uuid, settings.host)
+        outcome = await client.send(host, args.uuid, args.operation, payload)
+    return _print_outcome(outcome, args.json)
+
+
+async def _host_of(client: ComputeClient, uuid: str, default: str) -> str:
+    """Where the instance lives, per the views (commands then follow ``Moved`` if stale)."""
+    with contextlib.suppress(QueryFailed, nats.errors.Error, TimeoutError):
+        return (await client.query("instance", uuid, timeout=2))["instance"]["host"]
+    return default
+
+
+def _print_outcome(outcome: Any, as_json: bool) -> int:
+    emit([_outcome_row(outcome)] if not as_json else outcome, as_json=as_json,
+         columns=None if as_json else OUTCOME_COLUMNS)
+    return 0 if isinstance(outcome, Succeeded) else 1
+
+
+def _outcome_row(outcome: Any) -> dict[str, Any]:
+    data = msgspec.to_builtins(outcome)
+    if isinstance(outcome, Rejected):
+        detail = f"{outcome.error}: {outcome.message}"
+    elif "events" in data:
+        detail = " ".join(data["events"]) or "(already done)"
+        if data.get("message"):
+            detail += f" | fault {data['code']}: {data['message']}"
+    else:
+        detail = f"moved to {data.get('to_host')}"
+    return {**data, "detail": detail}
+
+
+# -- reading -------------------------------------------------------------------------------
+def _instance_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        power = r.get("power_state")
+        flavor = r.get("flavor")
+        out.append({**r, "power": PowerState(power).label if power is not None else None,
+                    "flavor": flavor.get("name") if isinstance(flavor, dict) else flavor})
+    return out
+
+
+async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with client_for(settings) as client:
+        rows = await client.query("instances", include_deleted=args.all or None)
+    emit(_instance_rows(rows) if not args.json else rows, as_json=args.json,
+         columns=INSTANCE_COLUMNS)
+    return 0
+
+
+async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    async with client_for(settings) as client:
+        try:
+            detail = await client.query("instance", args.uuid)
+        except QueryFailed as exc:
+            raise CliError(str(exc)) from None
+    if args.json:
+        emit(detail, as_json=True)
+        return 0
+    emit(_instance_rows([detail["instance"]])[0], as_json=False)
+    print()
+    actions = [{**a, "events": ", ".join(f"{ev['event']}={ev['result'] or '...'}"
+                                         for ev in a.get("events", []))}
+               for a in detail["actions"]]
+    print(render(actions, ("action", "request_id", "start_time", "message", "events")))
+    if detail["faults"]:
+        print()
+        print(render(detail["faults"], ("created_at", "code", "message")))
+    return 0
+
+
+async def cmd_hosts(args: argparse.Namespace, settings: Settings) -> int:
+    async with client_for(settings) as client:
+        rows = await client.query("hosts")
+    emit(rows, as_json=args.json, columns=("host", "hypervisor_type", "vcpus", "vcpus_used",
+                                           "memory_mb", "memory_mb_used", "free_ram_mb",
+                                           "local_gb", "free_disk_gb", "running_vms"))
+    return 0
+
+
+async def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    subject = f"compute.evt.*.{args.uuid}.*" if args.uuid else "compute.evt.>"
+    async with client_for(settings) as client:
+        js = client.js
+        info = await js.stream_info(EVENTS_STREAM)
+        last = info.state.last_seq
+        sub = await js.subscribe(subject, ordered_consumer=True)
+        columns = ("seq", "timestamp", "uuid", "version", "event", "vm_state", "task_state")
+        if not args.json:
+            print(render([], columns))
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=None if args.follow else 0.5)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            row = {**msgspec.json.decode(msg.data), "seq": msg.metadata.sequence.stream}
+            if args.json:
+                print(msgspec.json.encode(row).decode())
+            else:
+                print(render([row], columns).splitlines()[1])
+            if not args.follow and msg.metadata.sequence.stream >= last:
+                break
+    return 0
+
+
+async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from compute.projections.audit import history, verify
+    from compute.projections.views import ViewStore
+    from compute.store.app import open_store
+
+    store = open_store(settings.store)
+    uuid = uuidlib.UUID(args.uuid) if args.uuid else None
+    events = await asyncio.to_thread(history, store, uuid)
+    if not Path(settings.views).exists() and "://" not in settings.views:
+        raise CliError(f"no views at {settings.views}: has a host run here?")
+    live = ViewStore(settings.views)
+    print(f"replaying {len(events)} events and rebuilding the views...", file=sys.stderr)
+    report = await asyncio.to_thread(verify, store, live)
+    if args.json:
+        emit({"events": events, "report": report}, as_json=True)
+    else:
+        print(render(events, ("id", "timestamp", "uuid", "version", "event", "command_id")))
+        print()
+        emit(report, as_json=False)
+    return 0 if report.equal else 1

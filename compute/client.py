@@ -1,0 +1,92 @@
+"""ComputeClient: publish a command and await its outcome; query the views.
+
+    async with await ComputeClient.connect("nats://127.0.0.1:14222") as client:
+        outcome = await client.send("host1", uuid, "reboot_instance", {"reboot_type": "HARD"})
+
+Commands go through JetStream (durable: they wait for a host that is down), with the command
+id as ``Nats-Msg-Id`` (the server drops a re-publish within its duplicate window) and a reply
+inbox in ``Compute-Reply-To`` for the outcome.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+
+from compute.events.outcomes import AnyOutcome, Moved
+from compute.messaging.subjects import MSG_ID, REPLY_TO, command, query
+
+_decoder = msgspec.json.Decoder(AnyOutcome)
+
+
+class DuplicateCommand(Exception):
+    """JetStream already holds a command with this id (within its duplicate window)."""
+
+
+class QueryFailed(Exception):
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(f"{error}: {message}")
+        self.error = error
+
+
+class ComputeClient:
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+
+    @classmethod
+    async def connect(cls, url: str, **options: Any) -> ComputeClient:
+        return cls(await nats.connect(url, name="compute-client", **options))
+
+    async def __aenter__(self) -> ComputeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+    async def send(self, host: str, uuid: str | uuidlib.UUID, operation: str,
+                   payload: dict[str, Any] | None = None, *, command_id: str | None = None,
+                   timeout: float = 60.0, follow_moved: bool = True) -> AnyOutcome:
+        """Publish one command and wait for its outcome (following ``Moved`` once)."""
+        command_id = command_id or str(uuidlib.uuid4())
+        body = msgspec.json.encode({**(payload or {}), "command_id": command_id})
+        outcome = await self.send_raw(command(host, str(uuid), operation), body,
+                                      msg_id=command_id, timeout=timeout)
+        if follow_moved and isinstance(outcome, Moved):
+            return await self.send(outcome.to_host, uuid, operation, payload,
+                                   command_id=command_id, timeout=timeout, follow_moved=False)
+        return outcome
+
+    async def send_raw(self, subject: str, data: bytes, *, msg_id: str | None = None,
+                       timeout: float = 60.0) -> AnyOutcome:
+        """Publish bytes as they are (tests of hostile input use this) and await the outcome."""
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, max_msgs=1)
+        try:
+            headers = {REPLY_TO: inbox}
+            if msg_id:
+                headers[MSG_ID] = msg_id
+            ack = await self.js.publish(subject, data, headers=headers)
+            if ack.duplicate:
+                raise DuplicateCommand(f"command {msg_id} was already published")
+            msg = await sub.next_msg(timeout=timeout)
+            return _decoder.decode(msg.data)
+        finally:
+            await sub.unsubscribe()
+
+    async def query(self, view: str, key: str | None = None, *, timeout: float = 10.0,
+                    **params: Any) -> Any:
+        """Ask the projections; returns plain data (dicts/lists), raises QueryFailed."""
+        body = msgspec.json.encode({k: v for k, v in params.items() if v is not None})
+        reply = await self.nc.request(query(view, key), body, timeout=timeout)
+        data = msgspec.json.decode(reply.data)
+        if isinstance(data, dict) and set(data) == {"error", "message"}:
+            raise QueryFailed(data["error"], data["message"])
+        return data

@@ -1,0 +1,56 @@
+"""Settings of a host service, from ``COMPUTE_*`` environment variables or the CLI.
+
+Defaults are the embedded ones: a NATS server started from the project's ``nats.conf`` on
+127.0.0.1:14222 (not 4222, so an unrelated NATS on the machine is never used by accident),
+a SQLite file under ``var/``, and libvirt's in-process test hypervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+
+import msgspec
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:14222"
+
+
+def default_host() -> str:
+    """This machine's short name, made safe as a NATS subject token."""
+    name = socket.gethostname().split(".")[0].lower() or "compute1"
+    return re.sub(r"[^a-z0-9_-]", "-", name)
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    host: str = msgspec.field(default_factory=default_host)
+    nats_url: str = DEFAULT_NATS_URL
+    store: str = "var/compute.sqlite"
+    views: str = "var/views.sqlite"
+    libvirt_uri: str = "test:///default"
+    driver_timeout: float = 60.0          # seconds a hypervisor call may take
+    driver_threads: int = 4
+    passivate_after: float = 120.0        # idle seconds before an instance actor is dropped
+    ack_wait: float = 60.0                # JetStream redelivery deadline of an unacked command
+    max_deliver: int = 5                  # deliveries before JetStream gives a command up
+    max_ack_pending: int = 20000
+    local_gb: int = 1024                  # disk capacity reported for the test hypervisor
+    reserved_host_memory_mb: int = 512
+    reserved_host_disk_mb: int = 0
+    reserved_host_cpus: int = 0
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
+    disk_allocation_ratio: float = 1.0
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Defaults < ``COMPUTE_<FIELD>`` environment variables < explicit overrides."""
+        values: dict[str, object] = {}
+        for field in msgspec.structs.fields(cls):
+            raw = os.environ.get(f"COMPUTE_{field.name.upper()}")
+            if raw is not None:
+                values[field.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "store" not in values and "COMPUTE_STORE" in os.environ:
+            values["store"] = os.environ["COMPUTE_STORE"]
+        return msgspec.convert(values, cls, strict=False)

@@ -1,0 +1,72 @@
+"""Intake: a raw command message becomes an Envelope, or a typed error for its sender.
+
+Everything that can be wrong with a message before it reaches an actor is decided here: the
+subject's shape, the instance uuid, the operation name, the JSON and its types.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from compute.actors.context import Envelope
+from compute.domain.errors import ComputeError, InvalidPayload, UnknownOperation
+from compute.domain.operations import OPERATIONS, lookup
+from compute.events.commands import Command
+from compute.messaging.subjects import HOST_TARGET, MSG_ID, REPLY_TO
+
+
+class _CommandId(msgspec.Struct):
+    command_id: str | None = None
+
+
+@lru_cache(maxsize=None)
+def _decoder(payload_type: type[Command]) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(payload_type)
+
+
+def parse(subject: str, data: bytes, headers: dict[str, str] | None) -> Envelope:
+    """Decode ``compute.cmd.<host>.<uuid>.<operation>``; raise a ComputeError if malformed."""
+    tokens = subject.split(".")
+    if len(tokens) != 5 or tokens[0] != "compute" or tokens[1] != "cmd":
+        raise InvalidPayload(f"subject {subject!r} is not compute.cmd.<host>.<uuid>.<operation>")
+    _, _, _, target, name = tokens
+    if target == HOST_TARGET:
+        raise UnknownOperation(f"unknown host operation {name!r}")
+    op = lookup(name)
+    if op is None:
+        raise UnknownOperation(
+            f"unknown operation {name!r}; known: {', '.join(sorted(OPERATIONS))}")
+    try:
+        uuid = UUID(target)
+    except ValueError:
+        raise InvalidPayload(f"{target!r} is not an instance UUID") from None
+    try:
+        payload = _decoder(op.payload).decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidPayload(f"invalid {op.name} payload: {exc}") from None
+    return Envelope(uuid=uuid, op=op, payload=payload, command_id=str(payload.command_id),
+                    reply_to=(headers or {}).get(REPLY_TO))
+
+
+def salvage(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[str, Any]:
+    """What can be said about a bad message, so its rejection still finds its sender."""
+    tokens = subject.split(".")
+    command_id = (headers or {}).get(MSG_ID)
+    if command_id is None:
+        try:
+            command_id = msgspec.json.decode(data, type=_CommandId).command_id
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            command_id = None
+    return {
+        "command_id": command_id,
+        "uuid": tokens[3] if len(tokens) > 3 else None,
+        "operation": tokens[4] if len(tokens) > 4 else None,
+        "reply_to": (headers or {}).get(REPLY_TO),
+    }
+
+
+__all__ = ["ComputeError", "parse", "salvage"]

@@ -1,0 +1,87 @@
+"""The relay: every committed event reaches ``COMPUTE_EVENTS`` exactly once, in log order.
+
+The store's notification log is the outbox: the relay reads pages after its tracked position,
+publishes each event's stored JSON unchanged to ``compute.evt.<host>.<uuid>.<Event>`` with
+``Nats-Msg-Id = <uuid>:<version>``, waits for the acks, then records its position. A crash
+between publish and position re-sends at most one page, which JetStream's duplicate window
+drops; publishing follows the store, never the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+from eventsourcing.persistence import Tracking
+from nats.js import JetStreamContext
+
+from compute.messaging.subjects import MSG_ID, event as event_subject
+from compute.store.app import ComputeStore
+from compute.store.mapper import event_name
+
+log = logging.getLogger("compute.relay")
+
+TRACKING_NAME = "jetstream-relay"
+
+
+class _Head(msgspec.Struct):
+    host: str
+
+
+_head = msgspec.json.Decoder(_Head)
+
+
+class Relay:
+    def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int = 1000,
+                 idle_poll: float = 0.2) -> None:
+        self.store = store
+        self.js = js
+        self.page = page
+        self.idle_poll = idle_poll
+        self.tracker = store.factory.tracking_recorder()
+        self.position = 0
+        self.published = 0
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called on the loop after a commit: new events may be waiting."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        self.position = await asyncio.to_thread(self.tracker.max_tracking_id, TRACKING_NAME) or 0
+        while True:
+            try:
+                sent = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("relay: publishing from %d failed; retrying", self.position)
+                await asyncio.sleep(1.0)
+                continue
+            if sent == 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> int:
+        page = await asyncio.to_thread(
+            self.store.recorder.select_notifications, self.position, self.page,
+            inclusive_of_start=False)
+        if not page:
+            return 0
+        acks: list[asyncio.Future[Any]] = []
+        for n in page:
+            subject = event_subject(_head.decode(n.state).host, str(n.originator_id),
+                                    event_name(n.topic))
+            acks.append(await self.js.publish_async(
+                subject, n.state, headers={MSG_ID: f"{n.originator_id}:{n.originator_version}"}))
+        await asyncio.gather(*acks)
+        last = page[-1].id
+        await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))
+        self.position = last
+        self.published += len(page)
+        return len(page)

@@ -1,0 +1,35 @@
+"""JetStream streams of the contract, created or updated idempotently at start."""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from compute.messaging.subjects import COMMANDS_STREAM, EVENTS_STREAM
+
+DUPLICATE_WINDOW = 120.0  # seconds: a command id or event id seen twice within it is dropped
+
+
+def stream_configs(replicas: int = 1) -> list[StreamConfig]:
+    return [
+        StreamConfig(
+            name=COMMANDS_STREAM, subjects=["compute.cmd.>"],
+            retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW, discard=DiscardPolicy.NEW,
+            max_msg_size=256 * 1024, num_replicas=replicas,
+        ),
+        StreamConfig(
+            name=EVENTS_STREAM, subjects=["compute.evt.>"],
+            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW, num_replicas=replicas,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    for config in stream_configs(replicas):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)

@@ -1,0 +1,32 @@
+"""Subjects and headers of the contract (shared/DESIGN.md §2), in one place."""
+
+from __future__ import annotations
+
+COMMANDS_STREAM = "COMPUTE_COMMANDS"
+EVENTS_STREAM = "COMPUTE_EVENTS"
+
+MSG_ID = "Nats-Msg-Id"
+REPLY_TO = "Compute-Reply-To"
+"""Header a client sets on a command to receive its outcome on a core-NATS inbox."""
+
+HOST_TARGET = "_host"
+
+
+def command(host: str, uuid: str, operation: str) -> str:
+    return f"compute.cmd.{host}.{uuid}.{operation}"
+
+
+def host_commands(host: str) -> str:
+    return f"compute.cmd.{host}.>"
+
+
+def event(host: str, uuid: str, name: str) -> str:
+    return f"compute.evt.{host}.{uuid}.{name}"
+
+
+def query(view: str, key: str | None = None) -> str:
+    return f"compute.query.{view}" + (f".{key}" if key else "")
+
+
+def call(host: str, operation: str) -> str:
+    return f"compute.call.{host}.{operation}"

@@ -1,0 +1,198 @@
+"""The projector: the event log, page by page, into the views, exactly once.
+
+Each page is applied in one transaction together with the new position, so a crash either
+applies a page fully or not at all, and a restart resumes exactly where it stopped
+(notes §4.5: batched projections with the tracking row reach ~30k events/s on SQLite).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from functools import singledispatch
+from typing import Any
+
+import msgspec
+
+from compute.events import lifecycle as e
+from compute.events.host import HostResourcesReported
+from compute.projections.views import ViewStore
+from compute.store.app import ComputeStore
+from compute.store.mapper import decode_state
+
+log = logging.getLogger("compute.projector")
+
+_json = msgspec.json.Encoder()
+
+
+def _ts(event: Any) -> str:
+    return event.timestamp.isoformat()
+
+
+@singledispatch
+def apply(event: Any, db: sqlite3.Connection) -> set[str]:
+    """Apply one event to the views; returns the hosts whose usage must be recomputed."""
+    return set()
+
+
+def _touch(event: e.Event, db: sqlite3.Connection, **columns: Any) -> set[str]:
+    sets = "".join(f", {c} = ?" for c in columns)
+    db.execute(f"UPDATE instances SET version = ?, updated_at = ?{sets} WHERE uuid = ?",
+               (event.originator_version, _ts(event), *columns.values(),
+                str(event.originator_id)))
+    db.execute("UPDATE instances SET status = api_status(vm_state, task_state) WHERE uuid = ?",
+               (str(event.originator_id),))
+    return {event.host}
+
+
+def _start_action(event: Any, db: sqlite3.Connection) -> None:
+    uuid = str(event.originator_id)
+    db.execute("INSERT OR IGNORE INTO instance_actions VALUES (?, ?, ?, ?, NULL)",
+               (uuid, event.command_id, event.action, _ts(event)))
+    db.execute("INSERT OR IGNORE INTO instance_action_events "
+               "VALUES (?, ?, ?, ?, NULL, NULL, NULL, ?)",
+               (uuid, event.command_id, event.action_event, _ts(event), event.host))
+
+
+def _finish_action(event: Any, db: sqlite3.Connection, result: str,
+                   details: str | None) -> None:
+    uuid = str(event.originator_id)
+    db.execute("UPDATE instance_action_events SET finish_time = ?, result = ?, details = ? "
+               "WHERE uuid = ? AND request_id = ? AND event = ?",
+               (_ts(event), result, details, uuid, event.command_id, event.action_event))
+    if result == "Error":
+        db.execute("UPDATE instance_actions SET message = 'Error' "
+                   "WHERE uuid = ? AND request_id = ?", (uuid, event.command_id))
+
+
+@apply.register
+def _(event: e.Created, db: sqlite3.Connection) -> set[str]:
+    f = event.flavor
+    db.execute(
+        "INSERT OR REPLACE INTO instances (uuid, host, name, flavor, vcpus, memory_mb, disk_gb,"
+        " image_ref, metadata, vm_state, task_state, power_state, status, created_at,"
+        " updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'building', 'scheduling', 0,"
+        " 'BUILD', ?, ?, ?)",
+        (str(event.originator_id), event.host, event.name, _json.encode(f).decode(), f.vcpus,
+         f.memory_mb, f.root_gb + f.ephemeral_gb + f.swap / 1024, event.image_ref,
+         _json.encode(event.metadata).decode(), _ts(event), _ts(event),
+         event.originator_version))
+    _start_action(event, db)
+    return {event.host}
+
+
+@apply.register
+def _(event: e.ActionStarted, db: sqlite3.Connection) -> set[str]:
+    _start_action(event, db)
+    return _touch(event, db, task_state=event.task_state.value)
+
+
+@apply.register
+def _(event: e.TaskStateChanged, db: sqlite3.Connection) -> set[str]:
+    return _touch(event, db, task_state=event.task_state.value if event.task_state else None,
+                  vm_state=event.vm_state.value)
+
+
+@apply.register
+def _(event: e.Completed, db: sqlite3.Connection) -> set[str]:
+    extra: dict[str, Any] = {}
+    if isinstance(event, e.Spawned):
+        extra["launched_at"] = event.launched_at.isoformat()
+    if isinstance(event, e.Terminated):
+        extra["terminated_at"] = event.terminated_at.isoformat()
+    _finish_action(event, db, "Success", None)
+    return _touch(event, db, vm_state=event.vm_state.value, task_state=None,
+                  power_state=int(event.power_state), **extra)
+
+
+@apply.register
+def _(event: e.FaultRecorded, db: sqlite3.Connection) -> set[str]:
+    db.execute("INSERT OR REPLACE INTO faults VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (str(event.originator_id), event.originator_version, event.code, event.message,
+                event.details, event.host, _ts(event)))
+    return _touch(event, db, fault_code=event.code, fault_message=event.message,
+                  fault_details=event.details, fault_at=_ts(event))
+
+
+@apply.register
+def _(event: e.TaskReverted, db: sqlite3.Connection) -> set[str]:
+    row = db.execute("SELECT fault_message FROM instances WHERE uuid = ?",
+                     (str(event.originator_id),)).fetchone()
+    _finish_action(event, db, "Error", row[0] if row else None)
+    return _touch(event, db, vm_state=event.vm_state.value, task_state=None,
+                  power_state=int(event.power_state))
+
+
+@apply.register
+def _(event: e.PowerStateChanged, db: sqlite3.Connection) -> set[str]:
+    return _touch(event, db, power_state=int(event.power_state))
+
+
+@apply.register
+def _(event: HostResourcesReported, db: sqlite3.Connection) -> set[str]:
+    fields = ("hypervisor_type", "hypervisor_version", "hypervisor_hostname", "cpu_info",
+              "vcpus", "memory_mb", "local_gb", "cpu_allocation_ratio", "ram_allocation_ratio",
+              "disk_allocation_ratio", "reserved_host_memory_mb", "reserved_host_disk_mb",
+              "reserved_host_cpus")
+    db.execute(
+        f"INSERT INTO hosts (host, {', '.join(fields)}, updated_at) "
+        f"VALUES (?, {', '.join('?' for _ in fields)}, ?) ON CONFLICT(host) DO UPDATE SET "
+        + ", ".join(f"{f} = excluded.{f}" for f in (*fields, "updated_at")),
+        (event.host, *(getattr(event, f) for f in fields), _ts(event)))
+    return {event.host}
+
+
+def recompute_usage(db: sqlite3.Connection, host: str) -> None:
+    """Nova's resource tracker arithmetic (§2.10) over the host's live instances."""
+    db.execute(
+        """UPDATE hosts SET
+             vcpus_used = u.vcpus,
+             memory_mb_used = reserved_host_memory_mb + u.memory_mb,
+             local_gb_used = reserved_host_disk_mb / 1024.0 + u.disk_gb,
+             running_vms = u.n, current_workload = u.busy
+           FROM (SELECT COALESCE(SUM(vcpus), 0) AS vcpus, COALESCE(SUM(memory_mb), 0)
+                   AS memory_mb, COALESCE(SUM(disk_gb), 0) AS disk_gb, COUNT(*) AS n,
+                   COUNT(task_state) AS busy
+                 FROM instances WHERE host = ? AND vm_state != 'deleted') AS u
+           WHERE host = ?""", (host, host))
+    db.execute("UPDATE hosts SET free_ram_mb = memory_mb - memory_mb_used, "
+               "free_disk_gb = local_gb - local_gb_used WHERE host = ?", (host,))
+
+
+class Projector:
+    def __init__(self, store: ComputeStore, views: ViewStore, name: str = "views") -> None:
+        self.store = store
+        self.views = views
+        self.name = name
+        self.skipped = 0
+
+    def run_once(self, limit: int = 1000, stop: int | None = None) -> int:
+        """Apply the next page (up to ``stop``) and the new position in one transaction."""
+        position = self.views.position(self.name)
+        if stop is not None and position >= stop:
+            return 0
+        page = self.store.recorder.select_notifications(
+            position, limit, stop=stop, inclusive_of_start=False)
+        if not page:
+            return 0
+        hosts: set[str] = set()
+        with self.views.transaction() as db:
+            for n in page:
+                try:
+                    event = decode_state(n.topic, n.state)
+                except Exception as exc:   # an unknown or newer event type: skip, say so
+                    self.skipped += 1
+                    log.warning("projection skips notification %d (%s): %s", n.id, n.topic, exc)
+                    continue
+                hosts |= apply(event, db)
+            for host in hosts:
+                recompute_usage(db, host)
+            db.execute("INSERT INTO tracking VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
+                       "SET position = excluded.position", (self.name, page[-1].id))
+        return len(page)
+
+    def catch_up(self, stop: int | None = None, limit: int = 1000) -> int:
+        total = 0
+        while n := self.run_once(limit, stop):
+            total += n
+        return total

@@ -1,0 +1,233 @@
+"""The read models: instances, hosts, instance actions, faults, in one SQLite file.
+
+Written only by the projector (one transaction per page of events, with its position); read
+by queries and the audit. ``api_status`` is a SQL function so the status column is always
+derived from vm_state and task_state exactly as Nova's API does.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+
+from compute.domain.states import TaskState, VmState, api_status
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+  uuid TEXT PRIMARY KEY, host TEXT NOT NULL, name TEXT NOT NULL, flavor TEXT NOT NULL,
+  vcpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL, disk_gb REAL NOT NULL,
+  image_ref TEXT NOT NULL, metadata TEXT NOT NULL,
+  vm_state TEXT NOT NULL, task_state TEXT, power_state INTEGER NOT NULL, status TEXT NOT NULL,
+  launched_at TEXT, terminated_at TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  fault_code INTEGER, fault_message TEXT, fault_details TEXT, fault_at TEXT);
+CREATE INDEX IF NOT EXISTS instances_host ON instances(host, vm_state);
+CREATE TABLE IF NOT EXISTS hosts (
+  host TEXT PRIMARY KEY, hypervisor_type TEXT, hypervisor_version INTEGER,
+  hypervisor_hostname TEXT, cpu_info TEXT,
+  vcpus INTEGER, memory_mb INTEGER, local_gb INTEGER,
+  cpu_allocation_ratio REAL, ram_allocation_ratio REAL, disk_allocation_ratio REAL,
+  reserved_host_memory_mb INTEGER, reserved_host_disk_mb INTEGER, reserved_host_cpus INTEGER,
+  vcpus_used INTEGER DEFAULT 0, memory_mb_used INTEGER DEFAULT 0, local_gb_used REAL DEFAULT 0,
+  free_ram_mb INTEGER DEFAULT 0, free_disk_gb REAL DEFAULT 0,
+  running_vms INTEGER DEFAULT 0, current_workload INTEGER DEFAULT 0, updated_at TEXT);
+CREATE TABLE IF NOT EXISTS instance_actions (
+  uuid TEXT NOT NULL, request_id TEXT NOT NULL, action TEXT NOT NULL,
+  start_time TEXT NOT NULL, message TEXT, PRIMARY KEY (uuid, request_id));
+CREATE TABLE IF NOT EXISTS instance_action_events (
+  uuid TEXT NOT NULL, request_id TEXT NOT NULL, event TEXT NOT NULL, start_time TEXT NOT NULL,
+  finish_time TEXT, result TEXT, details TEXT, host TEXT,
+  PRIMARY KEY (uuid, request_id, event));
+CREATE TABLE IF NOT EXISTS faults (
+  uuid TEXT NOT NULL, version INTEGER NOT NULL, code INTEGER NOT NULL, message TEXT NOT NULL,
+  details TEXT NOT NULL, host TEXT NOT NULL, created_at TEXT NOT NULL,
+  PRIMARY KEY (uuid, version));
+CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
+"""
+
+VIEW_TABLES = ("instances", "hosts", "instance_actions", "instance_action_events", "faults")
+"""Tables compared by the audit (tracking is the position, compared separately)."""
+
+
+class FaultView(msgspec.Struct):
+    code: int
+    message: str
+    details: str
+    created_at: str
+    host: str | None = None
+
+
+class InstanceView(msgspec.Struct):
+    uuid: str
+    host: str
+    name: str
+    flavor: dict[str, Any]
+    image_ref: str
+    metadata: dict[str, str]
+    status: str
+    vm_state: str
+    task_state: str | None
+    power_state: int
+    launched_at: str | None
+    terminated_at: str | None
+    created_at: str
+    updated_at: str
+    version: int
+    fault: FaultView | None = None     # shown only when status is ERROR or DELETED (Nova)
+
+
+class ActionEventView(msgspec.Struct):
+    event: str
+    start_time: str
+    finish_time: str | None
+    result: str | None
+    details: str | None
+    host: str | None
+
+
+class ActionView(msgspec.Struct):
+    action: str
+    request_id: str
+    start_time: str
+    message: str | None
+    events: list[ActionEventView]
+
+
+class HostView(msgspec.Struct):
+    host: str
+    hypervisor_type: str
+    hypervisor_version: int
+    hypervisor_hostname: str
+    cpu_info: str
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+    vcpus_used: int
+    memory_mb_used: int
+    local_gb_used: float
+    free_ram_mb: int
+    free_disk_gb: float
+    running_vms: int
+    current_workload: int
+    cpu_allocation_ratio: float
+    ram_allocation_ratio: float
+    disk_allocation_ratio: float
+    reserved_host_memory_mb: int
+    reserved_host_disk_mb: int
+    reserved_host_cpus: int
+
+
+def _status(vm_state: str, task_state: str | None) -> str:
+    return api_status(VmState(vm_state), TaskState(task_state) if task_state else None)
+
+
+class ViewStore:
+    """One SQLite connection guarded by a lock: writes are one short transaction per page,
+    reads are point lookups, so a lock is simpler than a pool and fast enough."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        uri = path.startswith("file:")
+        self._conn = sqlite3.connect(path, uri=uri, check_same_thread=False,
+                                     isolation_level=None, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.create_function("api_status", 2, _status, deterministic=True)
+        self._lock = threading.RLock()
+        with self._lock:
+            if not uri and path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _all(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # -- queries ---------------------------------------------------------------------------
+    def position(self, name: str) -> int:
+        rows = self._all("SELECT position FROM tracking WHERE name = ?", name)
+        return rows[0]["position"] if rows else 0
+
+    def list_instances(self, host: str | None = None, vm_state: str | None = None,
+                       include_deleted: bool = False) -> list[InstanceView]:
+        sql, params = "SELECT * FROM instances WHERE 1=1", []
+        if host:
+            sql, params = sql + " AND host = ?", [*params, host]
+        if vm_state:
+            sql, params = sql + " AND vm_state = ?", [*params, vm_state]
+        elif not include_deleted:
+            sql += " AND vm_state != 'deleted'"
+        return [_instance(r) for r in self._all(sql + " ORDER BY created_at, uuid", *params)]
+
+    def get_instance(self, uuid: str) -> InstanceView | None:
+        rows = self._all("SELECT * FROM instances WHERE uuid = ?", uuid)
+        return _instance(rows[0]) if rows else None
+
+    def list_actions(self, uuid: str) -> list[ActionView]:
+        events: dict[str, list[ActionEventView]] = {}
+        for r in self._all("SELECT * FROM instance_action_events WHERE uuid = ? "
+                           "ORDER BY start_time, event", uuid):
+            events.setdefault(r["request_id"], []).append(ActionEventView(
+                event=r["event"], start_time=r["start_time"], finish_time=r["finish_time"],
+                result=r["result"], details=r["details"], host=r["host"]))
+        return [ActionView(action=r["action"], request_id=r["request_id"],
+                           start_time=r["start_time"], message=r["message"],
+                           events=events.get(r["request_id"], []))
+                for r in self._all("SELECT * FROM instance_actions WHERE uuid = ? "
+                                   "ORDER BY start_time, request_id", uuid)]
+
+    def list_faults(self, uuid: str) -> list[FaultView]:
+        return [FaultView(code=r["code"], message=r["message"], details=r["details"],
+                          created_at=r["created_at"], host=r["host"])
+                for r in self._all("SELECT * FROM faults WHERE uuid = ? ORDER BY version DESC",
+                                   uuid)]
+
+    def list_hosts(self) -> list[HostView]:
+        return [_host(r) for r in self._all("SELECT * FROM hosts ORDER BY host")]
+
+    def get_host(self, host: str) -> HostView | None:
+        rows = self._all("SELECT * FROM hosts WHERE host = ?", host)
+        return _host(rows[0]) if rows else None
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every view row in a deterministic order, for comparing two view stores."""
+        return {t: [tuple(r) for r in self._all(f"SELECT * FROM {t} ORDER BY 1, 2")]
+                for t in VIEW_TABLES}
+
+
+def _instance(r: sqlite3.Row) -> InstanceView:
+    fault = None
+    if r["fault_code"] is not None and r["status"] in ("ERROR", "DELETED"):
+        fault = FaultView(code=r["fault_code"], message=r["fault_message"],
+                          details=r["fault_details"], created_at=r["fault_at"])
+    return InstanceView(
+        uuid=r["uuid"], host=r["host"], name=r["name"], flavor=msgspec.json.decode(r["flavor"]),
+        image_ref=r["image_ref"], metadata=msgspec.json.decode(r["metadata"]),
+        status=r["status"], vm_state=r["vm_state"], task_state=r["task_state"],
+        power_state=r["power_state"], launched_at=r["launched_at"],
+        terminated_at=r["terminated_at"], created_at=r["created_at"],
+        updated_at=r["updated_at"], version=r["version"], fault=fault)
+
+
+def _host(r: sqlite3.Row) -> HostView:
+    return HostView(**{f: r[f] for f in HostView.__struct_fields__})

@@ -1,0 +1,38 @@
+"""What the driver may know of the rest of the system (the seed's ComputeVirtAPI idea).
+
+The driver gets value objects, never the store: an ``InstanceRef`` to act on, and it answers
+with ``HostInfo`` / ``InstanceInfo`` and power states.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from compute.domain.states import PowerState
+from compute.events.commands import Flavor
+
+
+class InstanceRef(msgspec.Struct, frozen=True):
+    uuid: str
+    name: str
+    flavor: Flavor
+    image_ref: str
+    metadata: dict[str, str] = {}
+
+
+class HostInfo(msgspec.Struct, frozen=True):
+    hypervisor_type: str
+    hypervisor_version: int
+    hypervisor_hostname: str
+    cpu_model: str
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+
+
+class InstanceInfo(msgspec.Struct, frozen=True):
+    power_state: PowerState
+    max_mem_kb: int
+    mem_kb: int
+    num_cpu: int
+    cpu_time_ns: int

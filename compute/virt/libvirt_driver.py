@@ -1,0 +1,242 @@
+"""The libvirt driver: synchronous hypervisor calls, run on the DriverActor's threads.
+
+Works unchanged on libvirt's test hypervisor (``test:///default`` or ``test:///<host>.xml``)
+and on ``qemu:///system``. Every libvirt failure becomes a typed error carrying libvirt's
+error code; every operation answers with the power state the hypervisor reports afterwards
+(the hypervisor wins).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import libvirt
+
+from compute.domain.errors import HypervisorError, NotSupported
+from compute.domain.states import PowerState
+from compute.virt.api import HostInfo, InstanceInfo, InstanceRef
+from compute.virt.xml import domain_name, domain_xml
+
+R = TypeVar("R")
+
+# libvirt's own error report goes to stderr by default; ours is the typed error.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+VIR_ERR_NO_SUPPORT = 3
+VIR_ERR_NO_DOMAIN = 42
+
+_POWER = {
+    libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUTDOWN,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
+}
+
+
+def _typed(method: Callable[..., R]) -> Callable[..., R]:
+    """Turn libvirt errors into the domain's typed errors, with libvirt's code."""
+
+    @functools.wraps(method)
+    def wrapper(self: LibvirtDriver, *args: Any, **kwargs: Any) -> R:
+        self._maybe_fail(method.__name__)
+        try:
+            return method(self, *args, **kwargs)
+        except libvirt.libvirtError as exc:
+            code = exc.get_error_code()
+            message = str(exc.get_error_message() or exc)
+            if code == VIR_ERR_NO_SUPPORT:
+                raise NotSupported(message) from exc
+            raise HypervisorError(message, libvirt_code=code,
+                                  details=traceback.format_exc()) from exc
+
+    return wrapper
+
+
+class LibvirtDriver:
+    def __init__(self, uri: str = "test:///default", *, local_gb: int = 1024,
+                 disk_dir: str = "/var/lib/compute/instances",
+                 shutdown_timeout: float = 60.0) -> None:
+        self.uri = uri
+        self.local_gb = local_gb
+        self.disk_dir = disk_dir
+        self.shutdown_timeout = shutdown_timeout
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+        self._faults: dict[str, list[Exception]] = {}
+
+    # -- connection -------------------------------------------------------------------------
+    def connect(self) -> libvirt.virConnect:
+        """One shared connection (libvirt connections are thread-safe), opened lazily."""
+        with self._lock:
+            if self._conn is None or not self._conn.isAlive():
+                self._conn = libvirt.open(self.uri)
+            return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @property
+    def domain_type(self) -> str:
+        """``test`` on the test hypervisor, else ``qemu``; never ``kvm`` picked blindly."""
+        return "test" if self.uri.startswith("test:") else "qemu"
+
+    # -- chaos tooling ----------------------------------------------------------------------
+    def inject_fault(self, method: str, error: Exception | None, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` raise ``error`` without touching
+        libvirt (tests and chaos runs; ``None`` clears). The other calls are real."""
+        with self._lock:
+            self._faults[method] = [] if error is None else [error] * times
+
+    def _maybe_fail(self, method: str) -> None:
+        with self._lock:
+            pending = self._faults.get(method)
+            error = pending.pop() if pending else None
+        if error is not None:
+            raise error
+
+    # -- lookups ----------------------------------------------------------------------------
+    def _domain(self, ref: InstanceRef) -> libvirt.virDomain:
+        return self.connect().lookupByUUIDString(ref.uuid)
+
+    def _find(self, ref: InstanceRef) -> libvirt.virDomain | None:
+        try:
+            return self._domain(ref)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    def _define(self, ref: InstanceRef) -> libvirt.virDomain:
+        return self.connect().defineXML(domain_xml(ref, self.domain_type, self.disk_dir))
+
+    @staticmethod
+    def _power(dom: libvirt.virDomain | None) -> PowerState:
+        if dom is None:
+            return PowerState.NOSTATE
+        return _POWER.get(dom.state()[0], PowerState.NOSTATE)
+
+    # -- operations -------------------------------------------------------------------------
+    @_typed
+    def spawn(self, ref: InstanceRef) -> PowerState:
+        """Define and start; idempotent, so a build resumed after a crash just succeeds."""
+        dom = self._find(ref) or self._define(ref)
+        if not dom.isActive():
+            dom.create()
+        return self._power(dom)
+
+    @_typed
+    def destroy(self, ref: InstanceRef) -> PowerState:
+        """Stop and undefine; a guest that is already gone is success."""
+        dom = self._find(ref)
+        if dom is None:
+            return PowerState.NOSTATE
+        if dom.isActive():
+            dom.destroy()
+        try:
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+                raise
+            dom.undefine()
+        return PowerState.NOSTATE
+
+    @_typed
+    def reboot(self, ref: InstanceRef, reboot_type: str = "SOFT") -> PowerState:
+        """SOFT asks the guest; HARD power-cycles it and respawns a missing guest (Nova)."""
+        if reboot_type == "SOFT":
+            dom = self._domain(ref)
+            dom.reboot()
+            return self._power(dom)
+        dom = self._find(ref) or self._define(ref)
+        if dom.isActive():
+            dom.destroy()
+        if dom.hasManagedSaveImage():
+            dom.managedSaveRemove()
+        dom.create()
+        return self._power(dom)
+
+    @_typed
+    def power_off(self, ref: InstanceRef, clean_shutdown: bool = True) -> PowerState:
+        """Clean: ask the guest, wait, then pull the plug if it did not stop."""
+        dom = self._domain(ref)
+        if not dom.isActive():
+            return self._power(dom)
+        if clean_shutdown:
+            dom.shutdown()
+            deadline = time.monotonic() + self.shutdown_timeout
+            while dom.isActive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if dom.isActive():
+            dom.destroy()
+        return self._power(dom)
+
+    @_typed
+    def power_on(self, ref: InstanceRef) -> PowerState:
+        dom = self._find(ref) or self._define(ref)
+        if not dom.isActive():
+            dom.create()
+        return self._power(dom)
+
+    @_typed
+    def pause(self, ref: InstanceRef) -> PowerState:
+        dom = self._domain(ref)
+        dom.suspend()
+        return self._power(dom)
+
+    @_typed
+    def unpause(self, ref: InstanceRef) -> PowerState:
+        dom = self._domain(ref)
+        dom.resume()
+        return self._power(dom)
+
+    @_typed
+    def suspend(self, ref: InstanceRef) -> PowerState:
+        """libvirt's suspend is a managed save: the guest's memory goes to disk, it stops."""
+        dom = self._domain(ref)
+        dom.managedSave()
+        return self._power(dom)
+
+    @_typed
+    def resume(self, ref: InstanceRef) -> PowerState:
+        """Starting a domain with a managed save restores it."""
+        dom = self._domain(ref)
+        if not dom.isActive():
+            dom.create()
+        return self._power(dom)
+
+    # -- facts ------------------------------------------------------------------------------
+    @_typed
+    def power_state(self, ref: InstanceRef) -> PowerState:
+        return self._power(self._find(ref))
+
+    @_typed
+    def get_info(self, ref: InstanceRef) -> InstanceInfo:
+        state, max_mem, mem, cpus, cpu_time = self._domain(ref).info()
+        return InstanceInfo(power_state=_POWER.get(state, PowerState.NOSTATE),
+                            max_mem_kb=max_mem, mem_kb=mem, num_cpu=cpus, cpu_time_ns=cpu_time)
+
+    @_typed
+    def host_info(self, hostname: str) -> HostInfo:
+        conn = self.connect()
+        model, memory_mb, cpus, *_ = conn.getInfo()
+        return HostInfo(hypervisor_type=conn.getType(), hypervisor_version=conn.getVersion(),
+                        hypervisor_hostname=hostname, cpu_model=model, vcpus=cpus,
+                        memory_mb=memory_mb, local_gb=self.local_gb)
+
+    @_typed
+    def list_instance_uuids(self) -> list[str]:
+        return [d.UUIDString() for d in self.connect().listAllDomains()
+                if d.name() == domain_name(d.UUIDString())]

@@ -1,0 +1,76 @@
+"""Fixtures: a real nats-server from the project's nats.conf on a free loopback port, real
+SQLite files, and libvirt's test hypervisor described per test (its own capacity and state)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compute.actors.host import HostService
+from compute.client import ComputeClient
+from compute.config import Settings
+from compute.messaging.server import NatsServer, free_port
+
+_hosts = itertools.count(1)
+
+HOST_XML = """<node>
+  <cpu><nodes>1</nodes><sockets>1</sockets><cores>{cpus}</cores><threads>1</threads>
+       <active>{cpus}</active><mhz>2000</mhz><model>i686</model><vendor>compute-tests</vendor></cpu>
+  <memory>{memory_kib}</memory>
+</node>
+"""
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One server for the session; tests are isolated by host name and instance uuids."""
+    root = tmp_path_factory.mktemp("nats")
+    server = NatsServer(free_port(), root / "jetstream", log_file=root / "nats.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hypervisor_uri(tmp_path: Path) -> Callable[..., str]:
+    """A fresh test hypervisor with the given capacity (its own state, per connection)."""
+
+    def make(cpus: int = 16, memory_mb: int = 65536, name: str = "host") -> str:
+        path = tmp_path / f"{name}.xml"
+        path.write_text(HOST_XML.format(cpus=cpus, memory_kib=memory_mb * 1024))
+        return f"test://{path}"
+
+    return make
+
+
+@pytest.fixture
+def settings(tmp_path: Path, nats_server: NatsServer,
+             hypervisor_uri: Callable[..., str]) -> Settings:
+    return Settings(host=f"t{next(_hosts)}", nats_url=nats_server.url,
+                    store=str(tmp_path / "compute.sqlite"), views=str(tmp_path / "views.sqlite"),
+                    libvirt_uri=hypervisor_uri(), driver_timeout=10.0, ack_wait=5.0)
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[HostService]:
+    host = HostService(settings)
+    await host.start()
+    yield host
+    await host.stop()
+
+
+@pytest.fixture
+async def client(nats_server: NatsServer) -> AsyncIterator[ComputeClient]:
+    c = await ComputeClient.connect(nats_server.url)
+    yield c
+    await c.close()
+
+
+TINY = {"name": "m1.tiny", "vcpus": 1, "memory_mb": 512, "root_gb": 1}
+
+
+def boot_payload(name: str = "vm", **flavor: Any) -> dict[str, Any]:
+    return {"name": name, "image_ref": "cirros-0.6.2", "flavor": {**TINY, **flavor}}

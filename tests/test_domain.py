@@ -1,0 +1,150 @@
+"""The Instance aggregate against Nova's rules, without any infrastructure."""
+
+from __future__ import annotations
+
+import uuid
+from itertools import product
+
+import pytest
+
+from compute.domain.errors import HypervisorError, InstanceInvalidState, InstanceNotFound
+from compute.domain.instance import Instance
+from compute.domain.operations import HARD_REBOOT, OPERATIONS, lookup, variant
+from compute.domain.states import PowerState, TaskState, VmState, api_status
+from compute.events import commands as c
+
+V, T = VmState, TaskState
+
+# Nova's API guards (reference/nova-behaviour.md §1.6.2, code-derived), written out
+# independently of the operation table so that a change to the table is caught here.
+NOVA_ALLOWED_VM = {
+    "reboot_instance": {V.ACTIVE},
+    "stop_instance": {V.ACTIVE, V.ERROR},
+    "start_instance": {V.STOPPED},
+    "pause_instance": {V.ACTIVE},
+    "unpause_instance": {V.PAUSED},
+    "suspend_instance": {V.ACTIVE},
+    "resume_instance": {V.SUSPENDED},
+    "terminate_instance": set(V) - {V.DELETED},
+}
+HARD_REBOOT_VM = {V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED, V.ERROR}
+HARD_REBOOT_TASKS = {None, T.REBOOTING, T.REBOOT_PENDING, T.REBOOT_STARTED, T.RESUMING,
+                     T.REBOOTING_HARD, T.UNPAUSING, T.PAUSING, T.SUSPENDING}
+
+
+def booted(vm_state: VmState = V.ACTIVE, task_state: TaskState | None = None) -> Instance:
+    op = OPERATIONS["run_instance"]
+    inst = Instance.create(uuid.uuid4(), "h1", "c0", c.RunInstance(
+        command_id=uuid.uuid4(), flavor=c.Flavor(name="f", vcpus=1, memory_mb=64),
+        image_ref="img"), op)
+    inst.complete(op, "c0", PowerState.RUNNING)
+    inst.collect_events()
+    inst.vm_state, inst.task_state = vm_state, task_state
+    return inst
+
+
+def payload(op_name: str, **kw: object) -> c.Command:
+    return OPERATIONS[op_name].payload(command_id=uuid.uuid4(), **kw)
+
+
+@pytest.mark.parametrize("op_name", sorted(NOVA_ALLOWED_VM))
+def test_each_operation_is_allowed_exactly_from_novas_states(op_name: str) -> None:
+    op = OPERATIONS[op_name]
+    for vm_state, task_state in product(set(V) - {V.DELETED}, [None, *T]):
+        inst = booted(vm_state, task_state)
+        allowed = vm_state in NOVA_ALLOWED_VM[op_name] and (
+            task_state is None or op.preempts)
+        if allowed:
+            inst.accept(op, "c1", payload(op_name))
+            assert inst.task_state is (op.steps[-1] if op.steps else op.task_state)
+        else:
+            with pytest.raises(InstanceInvalidState):
+                inst.accept(op, "c1", payload(op_name))
+            assert inst.collect_events() == []
+
+
+def test_hard_reboot_is_allowed_from_novas_allow_reboot_states() -> None:
+    op = variant(OPERATIONS["reboot_instance"], payload("reboot_instance", reboot_type="HARD"))
+    assert op is HARD_REBOOT
+    for vm_state, task_state in product(set(V) - {V.DELETED}, [None, *T]):
+        inst = booted(vm_state, task_state)
+        if vm_state in HARD_REBOOT_VM and task_state in HARD_REBOOT_TASKS:
+            inst.accept(op, "c1", payload("reboot_instance", reboot_type="HARD"))
+            assert inst.task_state is T.REBOOT_STARTED_HARD
+        else:
+            with pytest.raises(InstanceInvalidState):
+                inst.accept(op, "c1", payload("reboot_instance", reboot_type="HARD"))
+
+
+def test_build_passes_through_novas_task_states_in_order() -> None:
+    op = OPERATIONS["run_instance"]
+    inst = Instance.create(uuid.uuid4(), "h1", "c0", c.RunInstance(
+        command_id=uuid.uuid4(), flavor=c.Flavor(name="f", vcpus=1, memory_mb=64),
+        image_ref="img"), op)
+    inst.complete(op, "c0", PowerState.RUNNING)
+    seen = [(getattr(e, "vm_state", V.BUILDING), getattr(e, "task_state", T.SCHEDULING))
+            for e in inst.collect_events()]
+    assert seen == [(V.BUILDING, T.SCHEDULING), (V.BUILDING, None), (V.BUILDING, T.NETWORKING),
+                    (V.BUILDING, T.BLOCK_DEVICE_MAPPING), (V.BUILDING, T.SPAWNING),
+                    (V.ACTIVE, None)]
+
+
+@pytest.mark.parametrize("op_name, vm_after", [
+    ("pause_instance", V.ACTIVE), ("stop_instance", V.ACTIVE), ("suspend_instance", V.ERROR)])
+def test_a_failure_records_a_fault_and_reverts_the_task_state(op_name: str,
+                                                              vm_after: VmState) -> None:
+    inst = booted()
+    op = OPERATIONS[op_name]
+    inst.accept(op, "c1", payload(op_name))
+    inst.fail(op, "c1", HypervisorError("libvirt said no", details="Traceback ..."),
+              PowerState.RUNNING)
+    fault, reverted = inst.collect_events()[-2:]
+    assert (fault.code, fault.message, fault.details) == (500, "libvirt said no", "Traceback ...")
+    assert reverted.task_state is None and reverted.vm_state is vm_after
+    assert inst.task_state is None and inst.vm_state is vm_after
+
+
+def test_a_fault_keeps_details_only_for_code_500_and_truncates_the_message() -> None:
+    inst = booted()
+    op = OPERATIONS["pause_instance"]
+    inst.accept(op, "c1", payload("pause_instance"))
+    inst.fail(op, "c1", InstanceNotFound("x" * 400), PowerState.RUNNING)
+    fault = inst.collect_events()[-2]
+    assert fault.code == 404 and fault.details == "" and len(fault.message) == 255
+
+
+def test_a_soft_reboot_that_fails_with_the_guest_down_ends_in_error() -> None:
+    inst = booted()
+    op = OPERATIONS["reboot_instance"]
+    inst.accept(op, "c1", payload("reboot_instance"))
+    inst.fail(op, "c1", HypervisorError("gone"), PowerState.SHUTDOWN)
+    assert inst.vm_state is V.ERROR
+
+
+def test_a_deleted_instance_is_not_found() -> None:
+    inst = booted(V.DELETED)
+    with pytest.raises(InstanceNotFound):
+        inst.check(OPERATIONS["start_instance"])
+
+
+def test_the_instance_remembers_which_commands_it_handled() -> None:
+    inst = booted()
+    assert inst.seen("c0") == "Spawned"
+    assert inst.seen("never") is None
+
+
+def test_seed_aliases_name_the_same_operations() -> None:
+    assert lookup("power_off_instance") is OPERATIONS["stop_instance"]
+    assert lookup("power_on_instance") is OPERATIONS["start_instance"]
+    assert lookup("levitate") is None
+
+
+@pytest.mark.parametrize("vm_state, task_state, status", [
+    (V.ACTIVE, None, "ACTIVE"), (V.ACTIVE, T.REBOOTING, "REBOOT"),
+    (V.ACTIVE, T.REBOOT_STARTED_HARD, "HARD_REBOOT"), (V.STOPPED, None, "SHUTOFF"),
+    (V.BUILDING, T.SPAWNING, "BUILD"), (V.RESIZED, T.RESIZE_REVERTING, "REVERT_RESIZE"),
+    (V.ERROR, T.REBUILDING, "REBUILD"), (V.PAUSED, T.MIGRATING, "MIGRATING")])
+def test_api_status_is_derived_as_novas_api_does(vm_state: VmState,
+                                                  task_state: TaskState | None,
+                                                  status: str) -> None:
+    assert api_status(vm_state, task_state) == status

@@ -1,0 +1,87 @@
+"""Idempotency, a host that is down, passivation: nothing lost, nothing applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+import pytest
+
+from compute.actors.host import HostService
+from compute.client import ComputeClient, DuplicateCommand
+from compute.config import Settings
+from compute.events.outcomes import Succeeded
+from compute.messaging.subjects import command
+from tests.conftest import boot_payload
+
+
+async def test_a_command_republished_with_its_id_is_dropped_by_jetstream(
+        service: HostService, client: ComputeClient) -> None:
+    vm, cid = str(uuid.uuid4()), str(uuid.uuid4())
+    first = await client.send(service.host, vm, "run_instance", boot_payload(), command_id=cid)
+    assert isinstance(first, Succeeded)
+    with pytest.raises(DuplicateCommand):
+        await client.send(service.host, vm, "run_instance", boot_payload(), command_id=cid)
+
+
+async def test_a_command_delivered_twice_has_its_effect_once(
+        service: HostService, client: ComputeClient) -> None:
+    """A redelivery past JetStream's duplicate window still reaches the actor: it answers
+    from the log instead of acting again."""
+    vm, cid = str(uuid.uuid4()), str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    body = msgspec.json.encode({"command_id": cid, "reboot_type": "HARD"})
+    subject = command(service.host, vm, "reboot_instance")
+    first = await client.send_raw(subject, body, msg_id=f"{cid}-a")
+    second = await client.send_raw(subject, body, msg_id=f"{cid}-b")
+    assert isinstance(first, Succeeded) and not first.duplicate
+    assert isinstance(second, Succeeded) and second.duplicate
+    assert second.version == first.version and second.events == []
+
+
+async def test_commands_published_while_the_host_is_down_run_when_it_starts(
+        settings: Settings, client: ComputeClient) -> None:
+    vm = str(uuid.uuid4())
+    first = HostService(settings)
+    await first.start()
+    await client.send(settings.host, vm, "run_instance", boot_payload())
+    await first.stop()
+
+    pending = asyncio.create_task(client.send(settings.host, vm, "stop_instance", timeout=30))
+    await asyncio.sleep(0.3)
+    assert not pending.done()
+
+    second = HostService(settings, driver=first.driver)   # the hypervisor outlived the service
+    await second.start()
+    try:
+        outcome = await pending
+        assert isinstance(outcome, Succeeded)
+        assert outcome.vm_state == "stopped"
+    finally:
+        await second.stop()
+
+
+async def test_a_passivated_instance_comes_back_with_the_same_state(
+        service: HostService, client: ComputeClient) -> None:
+    vm = str(uuid.uuid4())
+    before = await client.send(service.host, vm, "run_instance", boot_payload())
+    service.router.passivate_all()
+    assert uuid.UUID(vm) not in service.router.actors
+    outcome = await client.send(service.host, vm, "pause_instance")
+    assert isinstance(outcome, Succeeded)
+    assert outcome.version == before.version + 2
+    assert outcome.vm_state == "paused"
+    assert service.router.activations == 2
+
+
+async def test_an_idle_actor_passivates_itself(settings: Settings,
+                                               client: ComputeClient) -> None:
+    settings.passivate_after = 0.2
+    async with HostService(settings) as service:
+        await client.send(service.host, uuid.uuid4(), "run_instance", boot_payload())
+        for _ in range(100):
+            if not service.router.actors:
+                break
+            await asyncio.sleep(0.05)
+        assert service.router.passivations == 1

@@ -1,0 +1,98 @@
+"""The event store and the group-commit writer, on SQLite and (when one answers) PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from compute.domain.instance import Instance
+from compute.domain.operations import OPERATIONS
+from compute.domain.states import PowerState, VmState
+from compute.events import commands as c
+from compute.store.app import ComputeStore, open_store
+from compute.store.writer import GroupCommitWriter
+
+
+def postgres_answers() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[ComputeStore]:
+    if request.param == "sqlite":
+        yield open_store(str(tmp_path / "compute.sqlite"))
+        return
+    if not postgres_answers():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    import psycopg
+
+    schema = f"compute_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect("host=127.0.0.1 dbname=test user=postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    monkeypatch.setenv("COMPUTE_POSTGRES_SCHEMA", schema)
+    try:
+        yield open_store("postgres://postgres@127.0.0.1:5432/test")
+    finally:
+        with psycopg.connect("host=127.0.0.1 dbname=test user=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def new_instance() -> Instance:
+    op = OPERATIONS["run_instance"]
+    return Instance.create(uuid.uuid4(), "h1", str(uuid.uuid4()), c.RunInstance(
+        command_id=uuid.uuid4(), flavor=c.Flavor(name="f", vcpus=1, memory_mb=64),
+        image_ref="img"), op)
+
+
+async def test_an_instance_is_rebuilt_from_its_stored_events(store: ComputeStore) -> None:
+    writer = GroupCommitWriter(store)
+    inst = new_instance()
+    await writer.append(inst.collect_events())
+    inst.complete(OPERATIONS["run_instance"], "c", PowerState.RUNNING)
+    await writer.append(inst.collect_events())
+    writer.close()
+    again = store.get_instance(inst.id)
+    assert again is not None
+    assert (again.vm_state, again.version, again.flavor) == (VmState.ACTIVE, 6, inst.flavor)
+    assert store.get_instance(uuid.uuid4()) is None
+
+
+async def test_many_actors_share_few_transactions(store: ComputeStore) -> None:
+    writer = GroupCommitWriter(store)
+    instances = [new_instance() for _ in range(200)]
+    ids = await asyncio.gather(*(writer.append(i.collect_events()) for i in instances))
+    writer.close()
+    assert sorted(n for batch in ids for n in batch) == sorted(
+        {n for batch in ids for n in batch})          # every event got its own id
+    assert writer.events == 200 * 5
+    assert writer.transactions < 200
+
+
+async def test_a_stale_writer_fails_alone_and_its_batch_mates_commit(store: ComputeStore) -> None:
+    writer = GroupCommitWriter(store)
+    inst = new_instance()
+    await writer.append(inst.collect_events())
+    stale = store.get_instance(inst.id)
+    terminate = OPERATIONS["terminate_instance"]
+    inst.accept(terminate, "c1", c.InstanceCommand(command_id=uuid.uuid4()))
+    stale.accept(terminate, "c2", c.InstanceCommand(command_id=uuid.uuid4()))
+    others = [new_instance() for _ in range(5)]
+    results = await asyncio.gather(
+        writer.append(inst.collect_events()), writer.append(stale.collect_events()),
+        *(writer.append(o.collect_events()) for o in others), return_exceptions=True)
+    writer.close()
+    assert isinstance(results[1], IntegrityError)
+    assert all(isinstance(r, list) for i, r in enumerate(results) if i != 1)
+    assert store.get_instance(inst.id).task_state is not None   # the first writer won
