@@ -41,7 +41,7 @@ DONE = {"Spawned", "PoweredOff", "PoweredOn", "Paused", "Unpaused", "Rebooted",
 
 class Head(msgspec.Struct):
     event: str
-    command_id: str
+    command_id: str = ""
 
 
 def pct(values: list[float], p: float) -> float:

@@ -32,3 +32,42 @@ def test_demo_boots_and_drives_instances_then_audit_matches_the_views(tmp_path: 
     report = json.loads(audit.stdout)["report"]
     assert report["equal"] is True
     assert report["events_replayed"] > 0
+
+
+async def cli(settings, *args: str) -> tuple[int, str, str]:
+    """Run the CLI against the in-process host without blocking its event loop."""
+    import asyncio
+
+    env = {**os.environ, "COMPUTE_NATS_URL": settings.nats_url, "COMPUTE_HOST": settings.host,
+           "COMPUTE_STORE": settings.store, "COMPUTE_VIEWS": settings.views,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "compute.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_verbs_drive_an_instance_and_fail_loudly_on_a_wrong_state(
+        service, settings) -> None:
+    code, out, err = await cli(settings, "--json", "boot", "web1", "--flavor", "m1.small")
+    assert code == 0, err
+    vm = json.loads(out)["uuid"]
+    code, out, _ = await cli(settings, "reboot", vm, "--hard")
+    assert code == 0 and "Rebooted" in out
+    code, out, _ = await cli(settings, "unpause", vm)
+    assert code == 1 and "InstanceInvalidState" in out
+    code, out, _ = await cli(settings, "show", vm)
+    assert code == 0 and "web1" in out and "reboot" in out
+    code, out, _ = await cli(settings, "--json", "list")
+    assert [row["uuid"] for row in json.loads(out)] == [vm]
+
+
+async def test_cli_events_lists_an_instances_events_in_order(service, settings) -> None:
+    code, out, _ = await cli(settings, "--json", "boot", "db1")
+    vm = json.loads(out)["uuid"]
+    await cli(settings, "stop", vm)
+    code, out, err = await cli(settings, "--json", "events", "--uuid", vm)
+    assert code == 0, err
+    names = [json.loads(line)["event"] for line in out.splitlines()]
+    assert names[0] == "Created" and names[-1] == "PoweredOff"
