@@ -85,3 +85,24 @@ async def test_an_idle_actor_passivates_itself(settings: Settings,
                 break
             await asyncio.sleep(0.05)
         assert service.router.passivations == 1
+
+
+async def test_the_relay_publishes_each_event_once_even_when_it_replays(
+        service: HostService, client: ComputeClient) -> None:
+    """A relay that crashed before recording its position sends a page again; JetStream's
+    duplicate window (Nats-Msg-Id = uuid:version) keeps one copy of each event."""
+    from compute.messaging.relay import Relay
+    from compute.messaging.subjects import EVENTS_STREAM
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    done = await client.send(service.host, vm, "stop_instance")
+    subject = f"compute.evt.{service.host}.{vm}.*"
+    for _ in range(100):
+        if service.relay.position >= done.position:
+            break
+        await asyncio.sleep(0.02)
+    replay = Relay(service.store, service.js)       # position 0: everything again
+    assert await replay.run_once() >= done.version
+    info = await client.js.stream_info(EVENTS_STREAM, subjects_filter=subject)
+    assert sum(info.state.subjects.values()) == done.version

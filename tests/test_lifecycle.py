@@ -148,3 +148,16 @@ async def test_concurrent_commands_to_one_instance_run_one_after_another(
         client.send(service.host, vm, "reboot_instance", {"reboot_type": "SOFT"}))
     assert all(isinstance(o, Succeeded) for o in outcomes)
     assert sorted(o.version for o in outcomes) == [10, 14, 18]
+
+
+async def test_a_hypervisor_call_past_its_deadline_is_a_fault(
+        settings, client: ComputeClient) -> None:
+    settings.driver_timeout = 0.3
+    async with HostService(settings) as service:
+        vm = str(uuid.uuid4())
+        await client.send(service.host, vm, "run_instance", boot_payload())
+        service.driver.inject_fault("pause", None, delay=1.0)
+        outcome = await client.send(service.host, vm, "pause_instance")
+        assert isinstance(outcome, Failed)
+        assert "did not return within 0.3s" in outcome.message
+        assert outcome.task_state is None

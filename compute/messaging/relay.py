@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 import msgspec
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 from nats.js import JetStreamContext
 
 from compute.messaging.subjects import MSG_ID, event as event_subject
@@ -81,7 +81,12 @@ class Relay:
                 subject, n.state, headers={MSG_ID: f"{n.originator_id}:{n.originator_version}"}))
         await asyncio.gather(*acks)
         last = page[-1].id
-        await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))
+        try:
+            await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))
+        except IntegrityError:   # another relay recorded a later position: follow it
+            last = max(last, await asyncio.to_thread(self.tracker.max_tracking_id,
+                                                     TRACKING_NAME) or 0)
+            log.warning("relay: another relay is ahead; continuing from %d", last)
         self.position = last
         self.published += len(page)
         return len(page)

@@ -71,7 +71,7 @@ class LibvirtDriver:
         self.shutdown_timeout = shutdown_timeout
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
-        self._faults: dict[str, list[Exception]] = {}
+        self._faults: dict[str, list[tuple[Exception | None, float]]] = {}
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> libvirt.virConnect:
@@ -93,16 +93,20 @@ class LibvirtDriver:
         return "test" if self.uri.startswith("test:") else "qemu"
 
     # -- chaos tooling ----------------------------------------------------------------------
-    def inject_fault(self, method: str, error: Exception | None, times: int = 1) -> None:
-        """Make the next ``times`` calls of ``method`` raise ``error`` without touching
-        libvirt (tests and chaos runs; ``None`` clears). The other calls are real."""
+    def inject_fault(self, method: str, error: Exception | None, times: int = 1,
+                     delay: float = 0.0) -> None:
+        """Make the next ``times`` calls of ``method`` wait ``delay`` seconds, then raise
+        ``error`` without touching libvirt, or, with no error, make the real call (a slow
+        hypervisor). For tests and chaos runs; the calls not injected are untouched."""
         with self._lock:
-            self._faults[method] = [] if error is None else [error] * times
+            self._faults[method] = [(error, delay)] * times
 
     def _maybe_fail(self, method: str) -> None:
         with self._lock:
             pending = self._faults.get(method)
-            error = pending.pop() if pending else None
+            error, delay = pending.pop() if pending else (None, 0.0)
+        if delay:
+            time.sleep(delay)
         if error is not None:
             raise error
 
