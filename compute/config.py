@@ -51,6 +51,4 @@ class Settings(msgspec.Struct, kw_only=True):
             if raw is not None:
                 values[field.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "store" not in values and "COMPUTE_STORE" in os.environ:
-            values["store"] = os.environ["COMPUTE_STORE"]
         return msgspec.convert(values, cls, strict=False)

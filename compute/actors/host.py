@@ -98,6 +98,7 @@ class HostService:
         await asyncio.to_thread(self.writer.close)
         self.driver_actor.close()
         await asyncio.to_thread(self.views.close)
+        await asyncio.to_thread(self.store.close)
 
     async def __aenter__(self) -> HostService:
         return await self.start()

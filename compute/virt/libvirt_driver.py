@@ -132,13 +132,16 @@ class LibvirtDriver:
         return _POWER.get(dom.state()[0], PowerState.NOSTATE)
 
     # -- operations -------------------------------------------------------------------------
-    @_typed
-    def spawn(self, ref: InstanceRef) -> PowerState:
-        """Define and start; idempotent, so a build resumed after a crash just succeeds."""
+    def _start(self, ref: InstanceRef) -> PowerState:
         dom = self._find(ref) or self._define(ref)
         if not dom.isActive():
             dom.create()
         return self._power(dom)
+
+    @_typed
+    def spawn(self, ref: InstanceRef) -> PowerState:
+        """Define and start; idempotent, so a build resumed after a crash just succeeds."""
+        return self._start(ref)
 
     @_typed
     def destroy(self, ref: InstanceRef) -> PowerState:
@@ -189,10 +192,8 @@ class LibvirtDriver:
 
     @_typed
     def power_on(self, ref: InstanceRef) -> PowerState:
-        dom = self._find(ref) or self._define(ref)
-        if not dom.isActive():
-            dom.create()
-        return self._power(dom)
+        """Start the guest, redefining it if the hypervisor lost it (as spawn does)."""
+        return self._start(ref)
 
     @_typed
     def pause(self, ref: InstanceRef) -> PowerState:
