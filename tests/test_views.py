@@ -24,7 +24,7 @@ def record(store: ComputeStore, *aggregates: object) -> None:
     store.recorder.insert_events([store.mapper.to_stored_event(e) for e in events])
 
 
-def world(tmp_path: Path) -> tuple[ComputeStore, ViewStore, Projector, Instance]:
+def world(tmp_path: Path) -> tuple[ComputeStore, ViewStore, Projector, Instance, Host]:
     store = open_store(str(tmp_path / "compute.sqlite"))
     views = ViewStore(str(tmp_path / "views.sqlite"))
     host = Host.register("h1")
@@ -35,14 +35,15 @@ def world(tmp_path: Path) -> tuple[ComputeStore, ViewStore, Projector, Instance]
         command_id=uuid.uuid4(), flavor=c.Flavor(name="f", vcpus=2, memory_mb=1024, root_gb=10,
                                                  swap=512),
         image_ref="img"), op)
+    host.claim(str(inst.id), inst.flavor, "c1")
     inst.complete(op, "c1", PowerState.RUNNING)
     record(store, host, inst)
-    return store, views, Projector(store, views), inst
+    return store, views, Projector(store, views), inst, host
 
 
 def test_the_views_follow_the_log_and_host_usage_follows_nova(tmp_path: Path) -> None:
-    store, views, projector, inst = world(tmp_path)
-    assert projector.catch_up() == 7
+    store, views, projector, inst, host = world(tmp_path)
+    assert projector.catch_up() == 8
     row = views.get_instance(str(inst.id))
     assert (row.status, row.vm_state, row.task_state, row.power_state) == ("ACTIVE", "active",
                                                                           None, 1)
@@ -52,7 +53,7 @@ def test_the_views_follow_the_log_and_host_usage_follows_nova(tmp_path: Path) ->
 
 
 def test_running_the_projector_again_applies_nothing_twice(tmp_path: Path) -> None:
-    store, views, projector, inst = world(tmp_path)
+    store, views, projector, inst, host = world(tmp_path)
     projector.catch_up()
     before = views.dump()
     assert projector.catch_up() == 0
@@ -61,7 +62,7 @@ def test_running_the_projector_again_applies_nothing_twice(tmp_path: Path) -> No
 
 
 def test_a_failure_shows_the_fault_and_an_action_event_in_error(tmp_path: Path) -> None:
-    store, views, projector, inst = world(tmp_path)
+    store, views, projector, inst, host = world(tmp_path)
     op = OPERATIONS["suspend_instance"]
     inst.accept(op, "c2", c.InstanceCommand(command_id=uuid.uuid4()))
     inst.fail(op, "c2", HypervisorError("disk full"), PowerState.RUNNING)
@@ -76,11 +77,12 @@ def test_a_failure_shows_the_fault_and_an_action_event_in_error(tmp_path: Path) 
 
 
 def test_a_terminated_instance_frees_its_host_resources(tmp_path: Path) -> None:
-    store, views, projector, inst = world(tmp_path)
+    store, views, projector, inst, host = world(tmp_path)
     op = OPERATIONS["terminate_instance"]
     inst.accept(op, "c3", c.InstanceCommand(command_id=uuid.uuid4()))
     inst.complete(op, "c3", PowerState.NOSTATE)
-    record(store, inst)
+    host.release(str(inst.id), "c3")
+    record(store, inst, host)
     projector.catch_up()
     host = views.get_host("h1")
     assert (host.vcpus_used, host.memory_mb_used, host.running_vms) == (0, 512, 0)
@@ -89,23 +91,23 @@ def test_a_terminated_instance_frees_its_host_resources(tmp_path: Path) -> None:
 
 
 def test_an_event_the_projector_cannot_read_is_skipped_not_fatal(tmp_path: Path) -> None:
-    store, views, projector, inst = world(tmp_path)
+    store, views, projector, inst, host = world(tmp_path)
     store.recorder.insert_events([StoredEvent(originator_id=uuid.uuid4(), originator_version=1,
                                               topic="compute.events.future:Teleported",
                                               state=b"{}")])
-    assert projector.catch_up() == 8
+    assert projector.catch_up() == 9
     assert projector.skipped == 1
 
 
 def test_the_audit_rebuilds_views_equal_to_the_live_ones(tmp_path: Path) -> None:
-    store, views, projector, inst = world(tmp_path)
+    store, views, projector, inst, host = world(tmp_path)
     projector.catch_up()
     report = verify(store, views)
-    assert report.equal and report.events_replayed == 7 and report.position == 7
+    assert report.equal and report.events_replayed == 8 and report.position == 8
 
 
 def test_the_audit_reports_a_view_that_was_tampered_with(tmp_path: Path) -> None:
-    store, views, projector, inst = world(tmp_path)
+    store, views, projector, inst, host = world(tmp_path)
     projector.catch_up()
     with views.transaction() as db:
         db.execute("UPDATE instances SET vm_state = 'stopped'")
@@ -115,8 +117,8 @@ def test_the_audit_reports_a_view_that_was_tampered_with(tmp_path: Path) -> None
 
 
 def test_history_lists_an_instances_events_in_version_order(tmp_path: Path) -> None:
-    store, views, projector, inst = world(tmp_path)
+    store, views, projector, inst, host = world(tmp_path)
     events = history(store, inst.id)
     assert [e["version"] for e in events] == [1, 2, 3, 4, 5, 6]
     assert events[0]["event"] == "Created" and events[-1]["event"] == "Spawned"
-    assert len(history(store)) == 7
+    assert len(history(store)) == 8

@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from compute.actors.driver import DriverActor
+from compute.actors.resources import ResourceTracker
 from compute.domain.operations import Operation
 from compute.events.commands import Command
 from compute.events.outcomes import Outcome
@@ -46,6 +47,7 @@ class ActorContext:
     store: ComputeStore
     writer: GroupCommitWriter
     driver: DriverActor
+    tracker: ResourceTracker
     reply: Callable[[Envelope | None, str | None, Outcome], Awaitable[None]]
     passivate_after: float = 120.0
     ack_wait: float = 60.0

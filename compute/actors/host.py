@@ -19,9 +19,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from compute.actors.context import ActorContext, Envelope
 from compute.actors.driver import DriverActor
+from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
 from compute.config import Settings
 from compute.domain.errors import ComputeError
+from compute.domain.host import Host
 from compute.events.outcomes import Outcome, Rejected
 from compute.messaging import intake
 from compute.messaging.queries import QueryService
@@ -66,12 +68,12 @@ class HostService:
                                         timeout=s.driver_timeout)
         self.relay = Relay(self.store, self.js)
         self.queries = QueryService(self.nc, self.views, self.projector)
+        self.tracker = ResourceTracker(await self._report_resources())
         ctx = ActorContext(host=self.host, store=self.store, writer=self.writer,
-                           driver=self.driver_actor, reply=self._reply,
+                           driver=self.driver_actor, tracker=self.tracker, reply=self._reply,
                            passivate_after=s.passivate_after, ack_wait=s.ack_wait)
         self.ctx = ctx
         self.router = Router(ctx)
-        await self._report_resources()
         await self.queries.start()
         self._tasks = [
             asyncio.create_task(self.relay.run(), name="relay"),
@@ -93,8 +95,12 @@ class HostService:
             await self.router.drain()
         await self.queries.stop()
         if self.nc is not None:
+            # flush the last replies and acks, then close: a drain would wait for the pull
+            # subscription's buffered messages, which nobody consumes any more.
             with contextlib.suppress(Exception):
-                await self.nc.drain()
+                await self.nc.flush(timeout=2)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
         await asyncio.to_thread(self.writer.close)
         self.driver_actor.close()
         await asyncio.to_thread(self.views.close)
@@ -162,7 +168,7 @@ class HostService:
         self.relay.wake()
         self.queries.wake()
 
-    async def _report_resources(self) -> None:
+    async def _report_resources(self) -> Host:
         """Record the hypervisor's capacity when it differs from the last report."""
         s = self.settings
         info = await self.driver_actor.call("host_info", self.host)
@@ -180,3 +186,4 @@ class HostService:
         )
         if changed:
             await self.writer.append(host.collect_events())
+        return host

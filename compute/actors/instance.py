@@ -19,7 +19,12 @@ from uuid import UUID
 import msgspec
 
 from compute.actors.context import ActorContext, Envelope
-from compute.domain.errors import ComputeError, InstanceExists, InstanceNotFound
+from compute.domain.errors import (
+    ComputeError,
+    ComputeResourcesUnavailable,
+    InstanceExists,
+    InstanceNotFound,
+)
 from compute.domain.instance import Instance
 from compute.domain.operations import Operation, lookup, variant
 from compute.domain.states import PowerState
@@ -109,8 +114,22 @@ class InstanceActor:
         except ComputeError as exc:
             await self._reject(env, exc.error.value, str(exc))
             return
+        claimed: list[Any] = []
+        if op.claims:
+            try:
+                claimed = self.ctx.tracker.claim(str(self.uuid), inst.flavor, env.command_id)
+            except ComputeResourcesUnavailable as exc:
+                # Nova: the claim fails in compute, the build is aborted, the instance
+                # goes to ERROR with a fault (there is no other host to reschedule to).
+                inst.fail(op, env.command_id, exc, PowerState.NOSTATE)
+                events = inst.collect_events()
+                position = await self._commit(events)
+                self.instance = inst
+                await self._answer(env, self._state_outcome(
+                    env, inst, [type(ev).__name__ for ev in events], position, error=exc))
+                return
         events = inst.collect_events()
-        position = await self._commit(events)
+        position = await self._commit(events + claimed)
         self.instance = inst
         self.ctx.counters.accepted += 1
         await self._drive(env, inst, op, events, position)
@@ -127,13 +146,18 @@ class InstanceActor:
             except Exception as exc:  # every hypervisor failure becomes a fault
                 error = exc
                 power = await self._power_state(ref, inst.power_state)
+        released: list[Any] = []
         if error is None:
             inst.complete(op, env.command_id, power, params)
+            if op.releases:
+                released = self.ctx.tracker.release(str(self.uuid), env.command_id)
         else:
             log.warning("instance %s: %s failed: %s", self.uuid, op.name, error)
             inst.fail(op, env.command_id, error, power)
+            if op.claims:
+                released = self.ctx.tracker.release(str(self.uuid), env.command_id)
         events = inst.collect_events()
-        position = await self._commit(events)
+        position = await self._commit(events + released)
         names = [type(ev).__name__ for ev in earlier + events]
         outcome = self._state_outcome(env, inst, names, position, error=error)
         if error is None:
@@ -173,7 +197,10 @@ class InstanceActor:
         if error is None and not (duplicate and inst.seen(env.command_id) == "TaskReverted"):
             return Succeeded(**head)
         code = error.code if isinstance(error, ComputeError) else 500
-        return Failed(**head, code=code, message=str(error or "operation failed earlier"))
+        name = error.error.value if isinstance(error, ComputeError) and \
+            error.code != 500 else type(error).__name__ if error else "Fault"
+        return Failed(**head, error=name, code=code,
+                      message=str(error or "the operation failed earlier"))
 
     async def _reject(self, env: Envelope, error: str, message: str) -> None:
         self.ctx.counters.rejected += 1

@@ -45,6 +45,15 @@ class InstanceInvalidState(ComputeError):
         )
 
 
+class ComputeResourcesUnavailable(ComputeError):
+    """A claim does not fit the host's capacity (Nova's resource tracker)."""
+
+    error, code = ErrorCode.COMPUTE_RESOURCES_UNAVAILABLE, 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Insufficient compute resources: {reason}.")
+
+
 class NotSupported(ComputeError):
     error, code = ErrorCode.NOT_SUPPORTED, 400
 

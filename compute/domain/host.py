@@ -8,7 +8,14 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import BaseAggregate
 
-from compute.events.host import HostResourcesReported
+from compute.domain.errors import ComputeResourcesUnavailable
+from compute.events.commands import Flavor
+from compute.events.host import (
+    ClaimReleased,
+    HostEvent,
+    HostResourcesReported,
+    ResourcesClaimed,
+)
 
 
 def host_id(host: str) -> UUID:
@@ -27,8 +34,12 @@ class Host(BaseAggregate[UUID]):
         agg = cls.__new__(cls)
         agg.__base_init__(host_id(host), 0, datetime.now(timezone.utc))
         agg.host = host
-        agg.resources: HostResourcesReported | None = None
+        agg.init_state()
         return agg
+
+    def init_state(self) -> None:
+        self.resources: HostResourcesReported | None = None
+        self.claims: dict[str, tuple[int, int, float]] = {}
 
     def report(self, **fields: Any) -> bool:
         """Record the hypervisor's report if it differs from the last one; True if recorded."""
@@ -36,9 +47,50 @@ class Host(BaseAggregate[UUID]):
             current = {k: getattr(self.resources, k) for k in fields}
             if current == fields:
                 return False
-        event = HostResourcesReported(
-            originator_id=self.id, originator_version=self.version + 1,
-            timestamp=datetime.now(timezone.utc), host=self.host, **fields)
+        self._emit(HostResourcesReported, **fields)
+        return True
+
+    # -- the resource tracker ------------------------------------------------------------
+    def usage(self) -> tuple[int, int, float]:
+        """vcpus, memory_mb and disk_gb claimed by instances (reservations not included)."""
+        vcpus = sum(c[0] for c in self.claims.values())
+        memory = sum(c[1] for c in self.claims.values())
+        disk = sum(c[2] for c in self.claims.values())
+        return vcpus, memory, disk
+
+    def limits(self) -> tuple[float, float, float]:
+        """Placement's capacity: (total - reserved) * allocation ratio, per resource."""
+        r = self.resources
+        if r is None:
+            return 0.0, 0.0, 0.0
+        return ((r.vcpus - r.reserved_host_cpus) * r.cpu_allocation_ratio,
+                (r.memory_mb - r.reserved_host_memory_mb) * r.ram_allocation_ratio,
+                (r.local_gb - r.reserved_host_disk_mb / 1024) * r.disk_allocation_ratio)
+
+    def claim(self, instance_uuid: str, flavor: Flavor, command_id: str) -> None:
+        """Set resources aside for an instance, or raise ComputeResourcesUnavailable.
+
+        Runs synchronously on the host's event loop, so two builds can never both see the
+        last free memory: the second one sees the first one's claim."""
+        if instance_uuid in self.claims:
+            return
+        disk = flavor.root_gb + flavor.ephemeral_gb + flavor.swap / 1024
+        used = self.usage()
+        wanted = (flavor.vcpus, flavor.memory_mb, disk)
+        for name, have, want, limit in zip(("vcpus", "memory_mb", "disk_gb"), used, wanted,
+                                           self.limits(), strict=True):
+            if have + want > limit:
+                raise ComputeResourcesUnavailable(
+                    f"{name}: {want} requested, {max(limit - have, 0):g} of {limit:g} free")
+        self._emit(ResourcesClaimed, instance_uuid=instance_uuid, command_id=command_id,
+                   vcpus=flavor.vcpus, memory_mb=flavor.memory_mb, disk_gb=disk)
+
+    def release(self, instance_uuid: str, command_id: str) -> None:
+        if instance_uuid in self.claims:
+            self._emit(ClaimReleased, instance_uuid=instance_uuid, command_id=command_id)
+
+    def _emit(self, cls: type[HostEvent], **fields: object) -> None:
+        event = cls(originator_id=self.id, originator_version=self.version + 1,
+                    timestamp=datetime.now(timezone.utc), host=self.host, **fields)
         event.mutate(self)
         self._pending_events.append(event)
-        return True

@@ -49,6 +49,8 @@ class Operation:
     cli: str                                   # CLI verb
     summary: str
     preempts: bool = False                     # runs even while another operation is in flight
+    claims: bool = False                       # takes a resource claim (released on failure)
+    releases: bool = False                     # gives the instance's claim back on success
 
     @property
     def action_event(self) -> str:
@@ -60,10 +62,11 @@ class Operation:
 _ROWS = (
     Operation("run_instance", c.RunInstance, "create", None, None, T.SCHEDULING,
               (None, T.NETWORKING, T.BLOCK_DEVICE_MAPPING, T.SPAWNING), "spawn",
-              e.Spawned, V.ACTIVE, OnFailure.ERROR, "boot", "Build and run a new instance."),
+              e.Spawned, V.ACTIVE, OnFailure.ERROR, "boot", "Build and run a new instance.",
+              claims=True),
     Operation("terminate_instance", c.InstanceCommand, "delete", None, None, T.DELETING, (),
               "destroy", e.Terminated, V.DELETED, OnFailure.ERROR, "delete",
-              "Destroy the guest and delete the instance.", preempts=True),
+              "Destroy the guest and delete the instance.", preempts=True, releases=True),
     Operation("reboot_instance", c.RebootInstance, "reboot", ALLOW_SOFT_REBOOT, IDLE,
               T.REBOOTING, (T.REBOOT_PENDING, T.REBOOT_STARTED), "reboot", e.Rebooted,
               V.ACTIVE, OnFailure.ERROR_UNLESS_RUNNING, "reboot",

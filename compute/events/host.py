@@ -21,6 +21,8 @@ class HostEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", ta
 
             aggregate = Host.__new__(Host)
             aggregate.__base_init__(self.originator_id, 0, self.timestamp)
+            aggregate.host = self.host
+            aggregate.init_state()
         if aggregate.version + 1 != self.originator_version:
             raise ValueError("host event out of sequence")
         self.apply(aggregate)
@@ -55,3 +57,26 @@ class HostResourcesReported(HostEvent, frozen=True, kw_only=True):
     def apply(self, aggregate: Any) -> None:
         aggregate.host = self.host
         aggregate.resources = self
+
+
+class ResourcesClaimed(HostEvent, frozen=True, kw_only=True):
+    """The host set resources aside for an instance (Nova's instance_claim)."""
+
+    instance_uuid: str
+    command_id: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: float
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.claims[self.instance_uuid] = (self.vcpus, self.memory_mb, self.disk_gb)
+
+
+class ClaimReleased(HostEvent, frozen=True, kw_only=True):
+    """The instance's resources went back to the host (delete, or a build that failed)."""
+
+    instance_uuid: str
+    command_id: str
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.claims.pop(self.instance_uuid, None)

@@ -54,6 +54,7 @@ class Failed(Outcome, frozen=True, kw_only=True):
     vm_state: str
     task_state: str | None
     power_state: int
+    error: str
     code: int
     message: str
     position: int = 0

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from compute.events import lifecycle as e
-from compute.events.host import HostResourcesReported
+from compute.events.host import ClaimReleased, HostResourcesReported, ResourcesClaimed
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore
 from compute.store.mapper import decode_state
@@ -142,19 +142,35 @@ def _(event: HostResourcesReported, db: sqlite3.Connection) -> set[str]:
     return {event.host}
 
 
+@apply.register
+def _(event: ResourcesClaimed, db: sqlite3.Connection) -> set[str]:
+    db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
+               (event.host, event.instance_uuid, event.vcpus, event.memory_mb, event.disk_gb))
+    return {event.host}
+
+
+@apply.register
+def _(event: ClaimReleased, db: sqlite3.Connection) -> set[str]:
+    db.execute("DELETE FROM claims WHERE host = ? AND instance_uuid = ?",
+               (event.host, event.instance_uuid))
+    return {event.host}
+
+
 def recompute_usage(db: sqlite3.Connection, host: str) -> None:
-    """Nova's resource tracker arithmetic (§2.10) over the host's live instances."""
+    """Nova's resource tracker arithmetic (§2.10): reservations plus the host's claims;
+    running_vms and current_workload count its instances that are not deleted."""
     db.execute(
         """UPDATE hosts SET
-             vcpus_used = u.vcpus,
-             memory_mb_used = reserved_host_memory_mb + u.memory_mb,
-             local_gb_used = reserved_host_disk_mb / 1024.0 + u.disk_gb,
-             running_vms = u.n, current_workload = u.busy
+             vcpus_used = c.vcpus,
+             memory_mb_used = reserved_host_memory_mb + c.memory_mb,
+             local_gb_used = reserved_host_disk_mb / 1024.0 + c.disk_gb,
+             running_vms = i.n, current_workload = i.busy
            FROM (SELECT COALESCE(SUM(vcpus), 0) AS vcpus, COALESCE(SUM(memory_mb), 0)
-                   AS memory_mb, COALESCE(SUM(disk_gb), 0) AS disk_gb, COUNT(*) AS n,
-                   COUNT(task_state) AS busy
-                 FROM instances WHERE host = ? AND vm_state != 'deleted') AS u
-           WHERE host = ?""", (host, host))
+                   AS memory_mb, COALESCE(SUM(disk_gb), 0) AS disk_gb
+                 FROM claims WHERE host = ?) AS c,
+                (SELECT COUNT(*) AS n, COUNT(task_state) AS busy
+                 FROM instances WHERE host = ? AND vm_state != 'deleted') AS i
+           WHERE host = ?""", (host, host, host))
     db.execute("UPDATE hosts SET free_ram_mb = memory_mb - memory_mb_used, "
                "free_disk_gb = local_gb - local_gb_used WHERE host = ?", (host,))
 

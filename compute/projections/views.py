@@ -47,10 +47,14 @@ CREATE TABLE IF NOT EXISTS faults (
   uuid TEXT NOT NULL, version INTEGER NOT NULL, code INTEGER NOT NULL, message TEXT NOT NULL,
   details TEXT NOT NULL, host TEXT NOT NULL, created_at TEXT NOT NULL,
   PRIMARY KEY (uuid, version));
+CREATE TABLE IF NOT EXISTS claims (
+  host TEXT NOT NULL, instance_uuid TEXT NOT NULL, vcpus INTEGER NOT NULL,
+  memory_mb INTEGER NOT NULL, disk_gb REAL NOT NULL, PRIMARY KEY (host, instance_uuid));
 CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
 """
 
-VIEW_TABLES = ("instances", "hosts", "instance_actions", "instance_action_events", "faults")
+VIEW_TABLES = ("instances", "hosts", "instance_actions", "instance_action_events", "faults",
+               "claims")
 """Tables compared by the audit (tracking is the position, compared separately)."""
 
 
