@@ -50,7 +50,7 @@ class HostService:
         self.store: ComputeStore | None = None
         self.router: Router | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._started = asyncio.Event()
+        self._stopping = False
 
     # -- start / stop ---------------------------------------------------------------------
     async def start(self) -> HostService:
@@ -85,11 +85,13 @@ class HostService:
         return self
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # nats-py's fetch can turn a cancellation into its own timeout; the loops also
+            # check ``_stopping``, and the wait is bounded either way.
+            await asyncio.wait(self._tasks, timeout=5)
         self._tasks = []
         if self.router is not None:
             await self.router.drain()
@@ -123,7 +125,7 @@ class HostService:
         )
         sub = await self.js.pull_subscribe(host_commands(self.host), durable=config.durable_name,
                                            stream=COMMANDS_STREAM, config=config)
-        while True:
+        while not self._stopping:
             try:
                 msgs = await sub.fetch(batch=500, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
