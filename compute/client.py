@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import nats
+import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from compute.events.outcomes import AnyOutcome, Moved
@@ -25,6 +26,10 @@ _decoder = msgspec.json.Decoder(AnyOutcome)
 
 class DuplicateCommand(Exception):
     """JetStream already holds a command with this id (within its duplicate window)."""
+
+
+class NoCommandStream(Exception):
+    """Commands cannot be stored: the stream does not exist (no host ever started)."""
 
 
 class QueryFailed(Exception):
@@ -73,7 +78,12 @@ class ComputeClient:
             headers = {REPLY_TO: inbox}
             if msg_id:
                 headers[MSG_ID] = msg_id
-            ack = await self.js.publish(subject, data, headers=headers)
+            try:
+                ack = await self.js.publish(subject, data, headers=headers)
+            except nats.js.errors.NoStreamResponseError:
+                raise NoCommandStream(
+                    "no COMPUTE_COMMANDS stream answers: no compute host has started on this "
+                    "NATS yet") from None
             if ack.duplicate:
                 raise DuplicateCommand(f"command {msg_id} was already published")
             msg = await sub.next_msg(timeout=timeout)

@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, kw_only=True):
     cpu_allocation_ratio: float = 4.0
     ram_allocation_ratio: float = 1.0
     disk_allocation_ratio: float = 1.0
+    resume_guests_state_on_host_boot: bool = False   # Nova's option of the same name
+    faults: str = ""
+    """Chaos tooling: ``method:seconds[,method:seconds]`` makes those hypervisor calls slow."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

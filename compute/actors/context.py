@@ -31,6 +31,14 @@ class Envelope:
     reply_to: str | None = None
 
 
+@dataclass(slots=True)
+class Recover:
+    """Internal message: a restarted host asks an instance to apply Nova's init rules."""
+
+    uuid: UUID
+    resume_guests_state_on_host_boot: bool = False
+
+
 @dataclass
 class Counters:
     accepted: int = 0

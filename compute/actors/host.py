@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import logging
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from compute.actors.context import ActorContext, Envelope
+from compute.actors.context import ActorContext, Envelope, Recover
 from compute.actors.driver import DriverActor
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
@@ -74,6 +75,8 @@ class HostService:
                            passivate_after=s.passivate_after, ack_wait=s.ack_wait)
         self.ctx = ctx
         self.router = Router(ctx)
+        self._inject_faults()
+        await self._init_host()
         await self.queries.start()
         self._tasks = [
             asyncio.create_task(self.relay.run(), name="relay"),
@@ -113,6 +116,24 @@ class HostService:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _init_host(self) -> None:
+        """Nova's init_host: every instance of this host that was mid-operation (or, with
+        resume_guests_state_on_host_boot, every one) gets its recovery first in its mailbox,
+        ahead of any command."""
+        await asyncio.to_thread(self.projector.catch_up)
+        views = await asyncio.to_thread(self.views.list_instances, self.host)
+        resume = self.settings.resume_guests_state_on_host_boot
+        for view in views:
+            if view.task_state is not None or view.vm_state == "building" or resume:
+                self.router.deliver(Recover(UUID(view.uuid), resume))
+
+    def _inject_faults(self) -> None:
+        for item in filter(None, self.settings.faults.split(",")):
+            method, _, seconds = item.partition(":")
+            log.warning("chaos: every %s call is delayed %ss", method, seconds)
+            self.driver.inject_fault(method.strip(), None, times=1 << 30,
+                                     delay=float(seconds or 0))
 
     # -- inbound --------------------------------------------------------------------------
     async def _consume(self) -> None:

@@ -14,11 +14,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 
-from compute.actors.context import ActorContext, Envelope
+from compute.actors.context import ActorContext, Envelope, Recover
 from compute.domain.errors import (
     ComputeError,
     ComputeResourcesUnavailable,
@@ -27,6 +27,7 @@ from compute.domain.errors import (
 )
 from compute.domain.instance import Instance
 from compute.domain.operations import Operation, lookup, variant
+from compute.domain.recovery import plan
 from compute.domain.states import PowerState
 from compute.events.commands import RunInstance
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
@@ -46,7 +47,7 @@ class InstanceActor:
                  on_idle: Callable[[InstanceActor], bool]) -> None:
         self.uuid = uuid
         self.ctx = ctx
-        self.mailbox: asyncio.Queue[Envelope] = asyncio.Queue()
+        self.mailbox: asyncio.Queue[Envelope | Recover] = asyncio.Queue()
         self.instance: Instance | None = None
         self._on_idle = on_idle
         self.processing = False
@@ -64,6 +65,9 @@ class InstanceActor:
                 continue
             self.processing = True
             try:
+                if isinstance(env, Recover):
+                    await self._recover(env)
+                    continue
                 await self._handle(env)
             except asyncio.CancelledError:
                 raise
@@ -166,6 +170,31 @@ class InstanceActor:
             self.ctx.counters.failed += 1
         await self._answer(env, outcome)
 
+    async def _recover(self, msg: Recover) -> None:
+        """Nova's init_host for this instance: clear, redo or fail what was in flight."""
+        inst = self.instance
+        if inst is None or inst.host != self.ctx.host or inst.deleted:
+            return
+        power = await self._power_state(instance_ref(inst), PowerState.NOSTATE)
+        recovery = plan(inst.vm_state, inst.task_state, inst.power_state, power,
+                        resume_guests_state_on_host_boot=msg.resume_guests_state_on_host_boot)
+        if recovery is None:
+            return
+        command_id = inst.action_command_id or "init_host"
+        log.info("instance %s: init_host rule %d: %s", self.uuid, recovery.rule,
+                 recovery.reason)
+        inst.recover(recovery, power, command_id)
+        events = inst.collect_events()
+        position = await self._commit(events)
+        if recovery.rerun is None:
+            return
+        op = lookup(recovery.rerun)
+        assert op is not None
+        fields = {"reboot_type": recovery.reboot_type} if recovery.reboot_type else {}
+        payload = op.payload(command_id=_as_uuid(command_id), **fields)
+        env = Envelope(uuid=self.uuid, op=op, payload=payload, command_id=command_id)
+        await self._drive(env, inst, variant(op, payload), events, position)
+
     # -- helpers --------------------------------------------------------------------------
     async def _commit(self, events: list[Any]) -> int:
         """Durably store ``events``; retried while the store is briefly unavailable."""
@@ -213,6 +242,13 @@ class InstanceActor:
         await self.ctx.reply(env, env.reply_to, outcome)
         if env.msg is not None:
             await env.msg.ack()
+
+
+def _as_uuid(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        return uuid4()
 
 
 def instance_ref(inst: Instance) -> InstanceRef:

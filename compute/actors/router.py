@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from uuid import UUID
 
-from compute.actors.context import ActorContext, Envelope
+from compute.actors.context import ActorContext, Envelope, Recover
 from compute.actors.instance import InstanceActor
 
 
@@ -21,7 +21,7 @@ class Router:
         self.activations = 0
         self.passivations = 0
 
-    def deliver(self, env: Envelope) -> None:
+    def deliver(self, env: Envelope | Recover) -> None:
         actor = self.actors.get(env.uuid)
         if actor is None:
             actor = InstanceActor(env.uuid, self.ctx, self._idle)

@@ -17,6 +17,7 @@ from eventsourcing.domain import BaseAggregate
 
 from compute.domain.errors import ComputeError, InstanceInvalidState, InstanceNotFound
 from compute.domain.operations import OnFailure, Operation
+from compute.domain.recovery import Recovery
 from compute.domain.states import PowerState, TaskState, VmState
 from compute.events import lifecycle as e
 from compute.events.commands import Command, RunInstance
@@ -132,6 +133,15 @@ class Instance(BaseAggregate[UUID]):
             vm_state = VmState.ERROR
         self._emit(e.TaskReverted, command_id, operation=op.name, action=op.action,
                    action_event=op.action_event, vm_state=vm_state, power_state=power_state)
+
+    def recover(self, recovery: Recovery, power_state: PowerState, command_id: str) -> None:
+        """Record what a restarted host decided for an operation it found in flight."""
+        result = None
+        if recovery.rerun is None:
+            result = "Success" if recovery.rule == 10 else "Error"
+        self._emit(e.Recovered, command_id, rule=recovery.rule, reason=recovery.reason,
+                   vm_state=recovery.vm_state, task_state=recovery.task_state,
+                   power_state=power_state, action_event=self.action_event, result=result)
 
     def observe_power(self, command_id: str, power_state: PowerState) -> None:
         """Record what the hypervisor says, when it differs (the hypervisor wins)."""

@@ -209,6 +209,28 @@ class TaskReverted(Event, frozen=True, kw_only=True):
         aggregate.finish(self.vm_state, self.power_state)
 
 
+class Recovered(Event, frozen=True, kw_only=True):
+    """A restarted host resolved an operation it found in flight (Nova's _init_instance).
+
+    ``result`` finishes the interrupted action event (None: it is being redone)."""
+
+    rule: int
+    reason: str
+    vm_state: VmState
+    task_state: TaskState | None
+    power_state: PowerState
+    action_event: str | None = None
+    result: str | None = None
+
+    def apply(self, aggregate: Instance) -> None:
+        if self.task_state is None:
+            aggregate.finish(self.vm_state, self.power_state)
+        else:
+            aggregate.vm_state = self.vm_state
+            aggregate.task_state = self.task_state
+            aggregate.power_state = self.power_state
+
+
 class PowerStateChanged(Event, frozen=True, kw_only=True):
     """The hypervisor reported a power state the instance did not have (the hypervisor wins)."""
 
@@ -221,6 +243,6 @@ class PowerStateChanged(Event, frozen=True, kw_only=True):
 InstanceEvent = (
     Created | ActionStarted | TaskStateChanged | Spawned | Terminated | Rebooted | PoweredOff
     | PoweredOn | Paused | Unpaused | Suspended | Resumed | FaultRecorded | TaskReverted
-    | PowerStateChanged
+    | Recovered | PowerStateChanged
 )
 """Every instance event, as one tagged union: ``msgspec.json.decode(b, type=InstanceEvent)``."""

@@ -124,6 +124,16 @@ def _(event: e.TaskReverted, db: sqlite3.Connection) -> set[str]:
 
 
 @apply.register
+def _(event: e.Recovered, db: sqlite3.Connection) -> set[str]:
+    if event.result is not None and event.action_event is not None:
+        _finish_action(event, db, event.result,
+                       None if event.result == "Success" else event.reason)
+    return _touch(event, db, vm_state=event.vm_state.value,
+                  task_state=event.task_state.value if event.task_state else None,
+                  power_state=int(event.power_state))
+
+
+@apply.register
 def _(event: e.PowerStateChanged, db: sqlite3.Connection) -> set[str]:
     return _touch(event, db, power_state=int(event.power_state))
 

@@ -71,7 +71,7 @@ class LibvirtDriver:
         self.shutdown_timeout = shutdown_timeout
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
-        self._faults: dict[str, list[tuple[Exception | None, float]]] = {}
+        self._faults: dict[str, tuple[Exception | None, float, int]] = {}
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> libvirt.virConnect:
@@ -99,12 +99,14 @@ class LibvirtDriver:
         ``error`` without touching libvirt, or, with no error, make the real call (a slow
         hypervisor). For tests and chaos runs; the calls not injected are untouched."""
         with self._lock:
-            self._faults[method] = [(error, delay)] * times
+            self._faults[method] = (error, delay, times)
 
     def _maybe_fail(self, method: str) -> None:
         with self._lock:
-            pending = self._faults.get(method)
-            error, delay = pending.pop() if pending else (None, 0.0)
+            error, delay, times = self._faults.get(method, (None, 0.0, 0))
+            if times <= 0:
+                return
+            self._faults[method] = (error, delay, times - 1)
         if delay:
             time.sleep(delay)
         if error is not None:
@@ -177,9 +179,10 @@ class LibvirtDriver:
 
     @_typed
     def power_off(self, ref: InstanceRef, clean_shutdown: bool = True) -> PowerState:
-        """Clean: ask the guest, wait, then pull the plug if it did not stop."""
-        dom = self._domain(ref)
-        if not dom.isActive():
+        """Clean: ask the guest, wait, then pull the plug if it did not stop. A guest the
+        hypervisor does not know is as off as it gets."""
+        dom = self._find(ref)
+        if dom is None or not dom.isActive():
             return self._power(dom)
         if clean_shutdown:
             dom.shutdown()

@@ -1,0 +1,176 @@
+"""Nova's init_host rules, one by one, then a host killed with SIGKILL mid-operation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dataclasses import replace
+
+from compute.client import ComputeClient
+from compute.domain.operations import OPERATIONS
+from compute.events.commands import InstanceCommand
+from compute.projections.audit import history
+from compute.store.app import open_store
+from compute.domain.recovery import plan
+from compute.domain.states import PowerState as P, TaskState as T, VmState as V
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("vm, task, db_power, power, rule, vm_after, task_after, rerun", [
+    (V.BUILDING, T.SPAWNING, P.NOSTATE, P.NOSTATE, 4, V.ERROR, None, None),
+    (V.ACTIVE, T.NETWORKING, P.NOSTATE, P.NOSTATE, 4, V.ERROR, None, None),
+    (V.STOPPED, T.REBUILD_SPAWNING, P.SHUTDOWN, P.SHUTDOWN, 5, V.ERROR, None, None),
+    (V.ACTIVE, T.IMAGE_UPLOADING, P.RUNNING, P.RUNNING, 6, V.ACTIVE, None, None),
+    (V.STOPPED, T.RESIZE_PREP, P.SHUTDOWN, P.SHUTDOWN, 7, V.STOPPED, None, None),
+    (V.ACTIVE, T.DELETING, P.RUNNING, P.RUNNING, 8, V.ACTIVE, T.DELETING, "terminate_instance"),
+    (V.ERROR, T.DELETING, P.RUNNING, P.NOSTATE, 8, V.ERROR, T.DELETING, "terminate_instance"),
+    (V.ACTIVE, T.REBOOT_PENDING, P.RUNNING, P.RUNNING, 9, V.ACTIVE, T.REBOOT_PENDING,
+     "reboot_instance"),
+    (V.ACTIVE, T.REBOOT_STARTED, P.RUNNING, P.SHUTDOWN, 9, V.ACTIVE, T.REBOOT_PENDING_HARD,
+     "reboot_instance"),
+    (V.ACTIVE, T.REBOOT_STARTED, P.RUNNING, P.RUNNING, 10, V.ACTIVE, None, None),
+    (V.PAUSED, T.UNPAUSING, P.PAUSED, P.RUNNING, 10, V.ACTIVE, None, None),
+    (V.PAUSED, T.UNPAUSING, P.PAUSED, P.PAUSED, 11, V.PAUSED, T.UNPAUSING, "unpause_instance"),
+    (V.ACTIVE, T.POWERING_OFF, P.RUNNING, P.RUNNING, 12, V.ACTIVE, T.POWERING_OFF,
+     "stop_instance"),
+    (V.STOPPED, T.POWERING_ON, P.SHUTDOWN, P.SHUTDOWN, 13, V.STOPPED, T.POWERING_ON,
+     "start_instance"),
+    (V.ACTIVE, T.RESIZE_MIGRATING, P.RUNNING, P.RUNNING, 15, V.ACTIVE, None, None),
+    (V.ACTIVE, T.MIGRATING, P.RUNNING, P.RUNNING, 16, V.ACTIVE, None, None),
+])
+def test_init_host_rule(vm, task, db_power, power, rule, vm_after, task_after, rerun) -> None:
+    r = plan(vm, task, db_power, power)
+    assert (r.rule, r.vm_state, r.task_state, r.rerun) == (rule, vm_after, task_after, rerun)
+
+
+@pytest.mark.parametrize("vm, task", [
+    (V.SOFT_DELETED, None), (V.ERROR, T.REBOOTING), (V.DELETED, T.DELETING),
+    (V.ACTIVE, None), (V.SUSPENDED, T.RESUMING)])
+def test_states_nova_leaves_alone(vm, task) -> None:
+    assert plan(vm, task, P.RUNNING, P.RUNNING) is None
+
+
+def test_resume_guests_state_on_host_boot_starts_guests_that_were_running() -> None:
+    r = plan(V.ACTIVE, None, P.RUNNING, P.NOSTATE, resume_guests_state_on_host_boot=True)
+    assert (r.rule, r.rerun) == (17, "start_instance")
+    assert plan(V.ACTIVE, None, P.RUNNING, P.NOSTATE) is None
+
+
+# -- a real crash --------------------------------------------------------------------------
+def start_host(env: dict[str, str], log: Path, **extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "compute.cli", "up"], cwd=ROOT,
+                            env={**env, **extra}, stderr=open(log, "ab"))
+
+
+async def wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_host_killed_mid_operation_recovers_each_instance_by_novas_rules(
+        tmp_path: Path, nats_server, hypervisor_uri, client: ComputeClient) -> None:
+    host = f"crash{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "COMPUTE_HOST": host, "COMPUTE_NATS_URL": nats_server.url,
+           "COMPUTE_STORE": str(tmp_path / "compute.sqlite"),
+           "COMPUTE_VIEWS": str(tmp_path / "views.sqlite"),
+           "COMPUTE_LIBVIRT_URI": hypervisor_uri(), "COMPUTE_ACK_WAIT": "2",
+           "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "host.log"
+    flavor = {"name": "t", "vcpus": 1, "memory_mb": 256, "root_gb": 1}
+    vm = {name: str(uuid.uuid4()) for name in ("build", "reboot", "stop", "start", "delete",
+                                               "snapshot", "resize", "migrate")}
+
+    async def state(v: str) -> dict:
+        return (await client.query("instance", v, timeout=5))["instance"]
+
+    async def host_is_up() -> bool:
+        try:
+            await client.js.consumer_info("COMPUTE_COMMANDS", f"host-{host}")
+            return True
+        except Exception:
+            return False
+
+    # 1. A healthy host creates the instances the crash will catch mid-operation.
+    first = start_host(env, log)
+    await wait_for(host_is_up)
+    for name in ("reboot", "stop", "start", "delete", "snapshot", "resize", "migrate"):
+        out = await client.send(host, vm[name], "run_instance",
+                                {"image_ref": "img", "flavor": flavor}, timeout=30)
+        assert out.vm_state == "active", out
+    await client.send(host, vm["start"], "stop_instance", timeout=30)
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=30)
+
+    # 2. A host whose hypervisor is slow accepts the operations, then is killed.
+    second = start_host(env, log, COMPUTE_FAULTS="spawn:60,reboot:60,power_off:60,"
+                                                 "power_on:60,destroy:60")
+    ops = {"build": ("run_instance", {"image_ref": "img", "flavor": flavor}),
+           "reboot": ("reboot_instance", {"reboot_type": "SOFT"}),
+           "stop": ("stop_instance", None), "start": ("start_instance", None),
+           "delete": ("terminate_instance", None)}
+    pending = [asyncio.create_task(client.send(host, vm[k], op, body, timeout=60))
+               for k, (op, body) in ops.items()]
+    in_flight = {"build": "spawning", "reboot": "reboot_started", "stop": "powering-off",
+                 "start": "powering-on", "delete": "deleting"}
+
+    async def all_in_flight() -> bool:
+        try:
+            got = {k: (await state(vm[k]))["task_state"] for k in in_flight}
+        except Exception:
+            return False
+        return got == in_flight
+
+    await wait_for(all_in_flight)
+    second.send_signal(signal.SIGKILL)
+    second.wait(timeout=10)
+    # Operations of later issues, caught in flight too: recorded as they would have been.
+    store = open_store(env["COMPUTE_STORE"])
+    for name, task in (("snapshot", T.IMAGE_UPLOADING), ("resize", T.RESIZE_PREP),
+                       ("migrate", T.MIGRATING)):
+        inst = store.get_instance(uuid.UUID(vm[name]))
+        op = replace(OPERATIONS["pause_instance"], name=f"{name}_instance", task_state=task)
+        inst.accept(op, str(uuid.uuid4()), InstanceCommand(command_id=uuid.uuid4()))
+        store.recorder.insert_events([store.mapper.to_stored_event(ev)
+                                      for ev in inst.collect_events()])
+    store.close()
+
+    # 3. The host comes back (a fresh hypervisor: the test driver keeps no state).
+    third = start_host(env, log)
+    try:
+        expected = {"build": ("error", None), "reboot": ("active", None),
+                    "stop": ("stopped", None), "start": ("active", None),
+                    "delete": ("deleted", None), "snapshot": ("active", None),
+                    "resize": ("active", None), "migrate": ("active", None)}
+
+        async def all_recovered() -> bool:
+            try:
+                got = {k: await state(vm[k]) for k in vm}
+            except Exception:
+                return False
+            return all((g["vm_state"], g["task_state"]) == expected[k] for k, g in got.items())
+
+        await wait_for(all_recovered, timeout=30)
+        outcomes = await asyncio.gather(*pending)       # redelivered commands get answers
+        assert all(o.duplicate for o in outcomes)
+        detail = await client.query("instance", vm["reboot"])
+        assert detail["instance"]["power_state"] == 1
+        store = open_store(env["COMPUTE_STORE"])
+        rules = {k: [e["rule"] for e in history(store, uuid.UUID(vm[k]))
+                     if e["event"] == "Recovered"] for k in vm}
+        store.close()
+        assert rules == {"build": [4], "reboot": [9], "stop": [12], "start": [13],
+                         "delete": [8], "snapshot": [6], "resize": [7], "migrate": [16]}
+    finally:
+        third.send_signal(signal.SIGTERM)
+        third.wait(timeout=30)
