@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, kw_only=True):
     ram_allocation_ratio: float = 1.0
     disk_allocation_ratio: float = 1.0
     resume_guests_state_on_host_boot: bool = False   # Nova's option of the same name
+    sync_power_state_interval: float = 600.0          # seconds; negative disables (Nova)
+    update_resources_interval: float = 60.0           # seconds; negative disables
     faults: str = ""
     """Chaos tooling: ``method:seconds[,method:seconds]`` makes those hypervisor calls slow."""
 

@@ -66,6 +66,7 @@ async def test_a_passivated_instance_comes_back_with_the_same_state(
         service: HostService, client: ComputeClient) -> None:
     vm = str(uuid.uuid4())
     before = await client.send(service.host, vm, "run_instance", boot_payload())
+    await service.router.settle()        # lifecycle events of the spawn are handled too
     service.router.passivate_all()
     assert uuid.UUID(vm) not in service.router.actors
     outcome = await client.send(service.host, vm, "pause_instance")

@@ -112,8 +112,9 @@ async def test_libvirt_failure_records_a_fault_and_reverts_the_task_state(
         service: HostService, client: ComputeClient) -> None:
     vm = str(uuid.uuid4())
     await client.send(service.host, vm, "run_instance", boot_payload())
-    # The guest dies behind our back: the next pause is refused by libvirt itself.
-    service.driver.connect().lookupByUUIDString(vm).destroy()
+    # Someone pauses the guest behind our back (the power sync only records that, as Nova
+    # does for ACTIVE/PAUSED); our own pause is then refused by libvirt itself.
+    service.driver.connect().lookupByUUIDString(vm).suspend()
     outcome = await client.send(service.host, vm, "pause_instance")
     assert isinstance(outcome, Failed)
     assert outcome.events == ["ActionStarted", "FaultRecorded", "TaskReverted"]

@@ -39,6 +39,17 @@ class Recover:
     resume_guests_state_on_host_boot: bool = False
 
 
+@dataclass(slots=True)
+class SyncPower:
+    """Internal message: compare with the hypervisor (periodic sync or a lifecycle event).
+
+    ``expected`` is the power state a lifecycle event announced: if the hypervisor says
+    otherwise by now, the event is stale and dropped (Nova §2.9)."""
+
+    uuid: UUID
+    expected: Any = None
+
+
 @dataclass
 class Counters:
     accepted: int = 0

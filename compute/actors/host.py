@@ -18,13 +18,14 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from compute.actors.context import ActorContext, Envelope, Recover
+from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
 from compute.actors.driver import DriverActor
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
 from compute.config import Settings
 from compute.domain.errors import ComputeError
 from compute.domain.host import Host
+from compute.domain.states import PowerState
 from compute.events.outcomes import Outcome, Rejected
 from compute.messaging import intake
 from compute.messaging.queries import QueryService
@@ -35,6 +36,7 @@ from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore, open_store
 from compute.store.writer import GroupCommitWriter
+from compute.virt.events import LifecycleEvents
 from compute.virt.libvirt_driver import LibvirtDriver
 
 log = logging.getLogger("compute.host")
@@ -52,6 +54,7 @@ class HostService:
         self.router: Router | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
+        self._known: set[UUID] = set()
 
     # -- start / stop ---------------------------------------------------------------------
     async def start(self) -> HostService:
@@ -78,7 +81,11 @@ class HostService:
         self._inject_faults()
         await self._init_host()
         await self.queries.start()
+        self.lifecycle = LifecycleEvents(self.driver.connect, self._lifecycle_event)
         self._tasks = [
+            asyncio.create_task(self.lifecycle.run(), name="lifecycle-events"),
+            asyncio.create_task(self._periodic(s.sync_power_state_interval,
+                                               self.sync_power_states), name="power-sync"),
             asyncio.create_task(self.relay.run(), name="relay"),
             asyncio.create_task(self.queries.follow(), name="projector"),
             asyncio.create_task(self._consume(), name="consumer"),
@@ -96,6 +103,7 @@ class HostService:
             # check ``_stopping``, and the wait is bounded either way.
             await asyncio.wait(self._tasks, timeout=5)
         self._tasks = []
+        self.lifecycle.close()
         if self.router is not None:
             await self.router.drain()
         await self.queries.stop()
@@ -123,10 +131,45 @@ class HostService:
         ahead of any command."""
         await asyncio.to_thread(self.projector.catch_up)
         views = await asyncio.to_thread(self.views.list_instances, self.host)
+        self._known = {UUID(v.uuid) for v in views}
         resume = self.settings.resume_guests_state_on_host_boot
         for view in views:
             if view.task_state is not None or view.vm_state == "building" or resume:
                 self.router.deliver(Recover(UUID(view.uuid), resume))
+
+    # -- following the hypervisor -------------------------------------------------------
+    def _lifecycle_event(self, uuid: str, power: PowerState) -> None:
+        """A domain changed state: the instance checks it against a fresh read (§2.9)."""
+        try:
+            key = UUID(uuid)
+        except ValueError:
+            return
+        if key in self.router.actors or key in self._known:
+            self.router.deliver(SyncPower(key, power))
+
+    async def sync_power_states(self) -> int:
+        """Nova's ``_sync_power_states``: every idle instance of this host compares its
+        power state with the hypervisor's; returns how many were asked."""
+        views = await asyncio.to_thread(self.views.list_instances, self.host)
+        self._known = {UUID(v.uuid) for v in views}
+        for view in views:
+            if view.task_state is None:
+                self.router.deliver(SyncPower(UUID(view.uuid)))
+        return len(views)
+
+    @staticmethod
+    async def _periodic(interval: float, task: Any) -> None:
+        """Run ``task`` every ``interval`` seconds (a negative interval disables it)."""
+        if interval < 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await task()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic task %s failed", getattr(task, "__name__", task))
 
     def _inject_faults(self) -> None:
         for item in filter(None, self.settings.faults.split(",")):

@@ -18,7 +18,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 
-from compute.actors.context import ActorContext, Envelope, Recover
+from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
 from compute.domain.errors import (
     ComputeError,
     ComputeResourcesUnavailable,
@@ -26,10 +26,11 @@ from compute.domain.errors import (
     InstanceNotFound,
 )
 from compute.domain.instance import Instance
-from compute.domain.operations import Operation, lookup, variant
+from compute.domain.operations import OPERATIONS, Operation, lookup, variant
+from compute.domain.power_sync import SyncAction, decide
 from compute.domain.recovery import plan
 from compute.domain.states import PowerState
-from compute.events.commands import RunInstance
+from compute.events.commands import RunInstance, StopInstance
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
 from compute.virt.api import InstanceRef
 
@@ -47,7 +48,7 @@ class InstanceActor:
                  on_idle: Callable[[InstanceActor], bool]) -> None:
         self.uuid = uuid
         self.ctx = ctx
-        self.mailbox: asyncio.Queue[Envelope | Recover] = asyncio.Queue()
+        self.mailbox: asyncio.Queue[Envelope | Recover | SyncPower] = asyncio.Queue()
         self.instance: Instance | None = None
         self._on_idle = on_idle
         self.processing = False
@@ -67,6 +68,9 @@ class InstanceActor:
             try:
                 if isinstance(env, Recover):
                     await self._recover(env)
+                    continue
+                if isinstance(env, SyncPower):
+                    await self._sync_power(env)
                     continue
                 await self._handle(env)
             except asyncio.CancelledError:
@@ -194,6 +198,33 @@ class InstanceActor:
         payload = op.payload(command_id=_as_uuid(command_id), **fields)
         env = Envelope(uuid=self.uuid, op=op, payload=payload, command_id=command_id)
         await self._drive(env, inst, variant(op, payload), events, position)
+
+    async def _sync_power(self, msg: SyncPower) -> None:
+        """Follow the hypervisor: record its power state, stop what went down (§2.8)."""
+        inst = self.instance
+        if inst is None or inst.host != self.ctx.host or inst.deleted or inst.busy:
+            return
+        power = await self._power_state(instance_ref(inst), PowerState.NOSTATE)
+        if msg.expected is not None and power is not msg.expected:
+            return                                   # a stale lifecycle event
+        decision = decide(inst.vm_state, inst.task_state, inst.power_state, power)
+        if decision is None:
+            return
+        command_id = str(uuid4())
+        if decision.record_power:
+            inst.observe_power(command_id, power)
+        events = inst.collect_events()
+        position = await self._commit(events) if events else 0
+        if decision.action is SyncAction.NONE:
+            return
+        log.warning("instance %s: %s; stopping it", self.uuid, decision.reason)
+        op = OPERATIONS["stop_instance"]
+        payload = StopInstance(command_id=UUID(command_id))
+        inst.accept(op, command_id, payload, force=decision.action is SyncAction.FORCE_STOP)
+        accepted = inst.collect_events()
+        position = await self._commit(accepted)
+        env = Envelope(uuid=self.uuid, op=op, payload=payload, command_id=command_id)
+        await self._drive(env, inst, op, events + accepted, position)
 
     # -- helpers --------------------------------------------------------------------------
     async def _commit(self, events: list[Any]) -> int:

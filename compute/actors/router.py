@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from uuid import UUID
 
-from compute.actors.context import ActorContext, Envelope, Recover
+from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
 from compute.actors.instance import InstanceActor
 
 
@@ -21,7 +21,7 @@ class Router:
         self.activations = 0
         self.passivations = 0
 
-    def deliver(self, env: Envelope | Recover) -> None:
+    def deliver(self, env: Envelope | Recover | SyncPower) -> None:
         actor = self.actors.get(env.uuid)
         if actor is None:
             actor = InstanceActor(env.uuid, self.ctx, self._idle)
@@ -43,13 +43,18 @@ class Router:
             if self._idle(actor):
                 actor.task.cancel()
 
-    async def drain(self, timeout: float = 10.0) -> None:
-        """Wait until every mailbox is empty and every actor idle, then stop them."""
+    async def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until every mailbox is empty and no actor is processing; False on timeout."""
         deadline = asyncio.get_running_loop().time() + timeout
         while any(not a.mailbox.empty() or a.processing for a in self.actors.values()):
             if asyncio.get_running_loop().time() > deadline:
-                break
+                return False
             await asyncio.sleep(0.01)
+        return True
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Let every actor finish what it has, then stop them."""
+        await self.settle(timeout)
         for actor in list(self.actors.values()):
             actor.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -99,10 +99,13 @@ class Instance(BaseAggregate[UUID]):
             raise InstanceInvalidState(self.id, "task_state", self.task_state, op.name)
 
     # -- the three moves of every operation ---------------------------------------------
-    def accept(self, op: Operation, command_id: str, payload: Command) -> None:
+    def accept(self, op: Operation, command_id: str, payload: Command, *,
+               force: bool = False) -> None:
         """The API half: guard, set the task_state, start the instance action; then the
-        compute steps that precede the hypervisor call."""
-        self.check(op)
+        compute steps that precede the hypervisor call. ``force`` skips the state guard
+        (Nova's force_stop, used by the power sync)."""
+        if not force:
+            self.check(op)
         params = msgspec.to_builtins(payload)
         params.pop("command_id", None)
         self._emit(e.ActionStarted, command_id, operation=op.name, action=op.action,

@@ -1,0 +1,109 @@
+"""Hypervisor lifecycle events (Nova's ``init_virt_events`` / ``handle_lifecycle_event``).
+
+libvirt's default event loop runs on one daemon thread per process (it works with any number
+of asyncio loops, unlike libvirtaio's one-loop binding: libvirt-test-driver.md); callbacks
+hand each event to the owning loop. A watchdog re-registers after the connection is lost
+(with backoff) and reports the host degraded meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+
+from compute.domain.states import PowerState
+
+log = logging.getLogger("compute.virt.events")
+
+# Nova's mapping (§2.9): the power state each lifecycle event announces.
+EVENT_POWER = {
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: PowerState.SHUTDOWN,
+    libvirt.VIR_DOMAIN_EVENT_STARTED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: PowerState.SUSPENDED,
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: PowerState.CRASHED,
+}
+
+_impl_lock = threading.Lock()
+_impl_started = False
+
+
+def ensure_event_impl() -> None:
+    """libvirt's default event loop, registered once per process, run by a daemon thread."""
+    global _impl_started
+    with _impl_lock:
+        if _impl_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _impl_started = True
+
+
+class LifecycleEvents:
+    """Delivers ``(instance uuid, power state)`` to ``on_event`` on the asyncio loop."""
+
+    def __init__(self, connect: Callable[[], Any],
+                 on_event: Callable[[str, PowerState], None], *,
+                 check_every: float = 1.0, max_backoff: float = 30.0) -> None:
+        self._connect = connect
+        self._on_event = on_event
+        self.check_every = check_every
+        self.max_backoff = max_backoff
+        self.degraded = False
+        self.received = 0
+        self._conn: Any = None
+        self._callback_id: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self) -> None:
+        """Register, then watch the connection; re-register after a loss, with backoff."""
+        self._loop = asyncio.get_running_loop()
+        ensure_event_impl()
+        backoff = self.check_every
+        while True:
+            try:
+                if self._conn is None or not await asyncio.to_thread(self._conn.isAlive):
+                    await asyncio.to_thread(self._register)
+                    if self.degraded:
+                        log.warning("hypervisor connection is back; lifecycle events resumed")
+                    self.degraded = False
+                    backoff = self.check_every
+            except Exception as exc:
+                if not self.degraded:
+                    log.error("hypervisor connection lost (%s); host degraded", exc)
+                self.degraded = True
+                self._conn = None
+                backoff = min(backoff * 2, self.max_backoff)
+            await asyncio.sleep(backoff if self.degraded else self.check_every)
+
+    def _register(self) -> None:
+        conn = self._connect()
+        self._callback_id = conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._callback, None)
+        self._conn = conn
+
+    def _callback(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+        power = EVENT_POWER.get(event)
+        if power is None or self._loop is None:
+            return
+        self.received += 1
+        self._loop.call_soon_threadsafe(self._on_event, dom.UUIDString(), power)
+
+    def close(self) -> None:
+        if self._conn is not None and self._callback_id is not None:
+            try:
+                self._conn.domainEventDeregisterAny(self._callback_id)
+            except libvirt.libvirtError:
+                pass
+        self._conn = None
