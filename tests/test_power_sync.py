@@ -88,3 +88,21 @@ async def test_our_own_operations_do_not_trigger_the_sync(
     last = await client.send(service.host, vm, "reboot_instance", {"reboot_type": "HARD"})
     assert last.events == ["ActionStarted", "TaskStateChanged", "TaskStateChanged", "Rebooted"]
     assert last.version == 6 + 4 * 2 + 4       # no PowerStateChanged, no extra stop
+
+
+async def test_lifecycle_events_survive_a_lost_hypervisor_connection(
+        service: HostService, client: ComputeClient) -> None:
+    service.lifecycle.check_every = 0.05
+    before = service.lifecycle.registrations
+    service.driver.close()                        # the connection goes away under us
+    for _ in range(100):
+        if service.lifecycle.registrations > before:
+            break
+        await asyncio.sleep(0.05)
+    assert service.lifecycle.registrations == before + 1
+    assert service.lifecycle.degraded is False
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    service.driver.connect().lookupByUUIDString(vm).destroy()
+    names = await events_of(client, vm, until="PoweredOff")
+    assert "PowerStateChanged" in names           # events flow on the new connection

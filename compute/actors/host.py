@@ -19,19 +19,22 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
+from compute.actors.backdoor import start_backdoor
 from compute.actors.driver import DriverActor
+from compute.actors.host_ops import HostOperations
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
 from compute.config import Settings
 from compute.domain.errors import ComputeError
 from compute.domain.host import Host
 from compute.domain.states import PowerState
+from compute.events.commands import Flavor
 from compute.events.outcomes import Outcome, Rejected
 from compute.messaging import intake
 from compute.messaging.queries import QueryService
 from compute.messaging.relay import Relay
 from compute.messaging.streams import ensure_streams
-from compute.messaging.subjects import COMMANDS_STREAM, host_commands
+from compute.messaging.subjects import COMMANDS_STREAM, HOST_TARGET, REPLY_TO, host_commands
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore, open_store
@@ -40,6 +43,9 @@ from compute.virt.events import LifecycleEvents
 from compute.virt.libvirt_driver import LibvirtDriver
 
 log = logging.getLogger("compute.host")
+
+HOLDS_CLAIM = frozenset({"active", "stopped", "paused", "suspended", "rescued", "resized"})
+"""Instances in these states use the host's resources (a failed build does not)."""
 
 _encoder = msgspec.json.Encoder()
 
@@ -55,6 +61,8 @@ class HostService:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self._known: set[UUID] = set()
+        self.backdoor_port: int | None = None
+        self._backdoor: asyncio.Server | None = None
 
     # -- start / stop ---------------------------------------------------------------------
     async def start(self) -> HostService:
@@ -72,7 +80,9 @@ class HostService:
                                         timeout=s.driver_timeout)
         self.relay = Relay(self.store, self.js)
         self.queries = QueryService(self.nc, self.views, self.projector)
-        self.tracker = ResourceTracker(await self._report_resources())
+        host = await asyncio.to_thread(self.store.get_host, self.host)
+        await self._report_resources(host)
+        self.tracker = ResourceTracker(host)
         ctx = ActorContext(host=self.host, store=self.store, writer=self.writer,
                            driver=self.driver_actor, tracker=self.tracker, reply=self._reply,
                            passivate_after=s.passivate_after, ack_wait=s.ack_wait)
@@ -81,11 +91,20 @@ class HostService:
         self._inject_faults()
         await self._init_host()
         await self.queries.start()
+        self.host_ops = HostOperations(self)
+        self._calls = await self.nc.subscribe(f"compute.call.{self.host}.*", cb=self._on_call)
+        if s.backdoor_port >= 0:
+            self._backdoor = await start_backdoor(self, s.backdoor_port)
+            self.backdoor_port = self._backdoor.sockets[0].getsockname()[1]
+            log.warning("introspection console on 127.0.0.1:%d", self.backdoor_port)
         self.lifecycle = LifecycleEvents(self.driver.connect, self._lifecycle_event)
         self._tasks = [
             asyncio.create_task(self.lifecycle.run(), name="lifecycle-events"),
             asyncio.create_task(self._periodic(s.sync_power_state_interval,
                                                self.sync_power_states), name="power-sync"),
+            asyncio.create_task(self._periodic(s.update_resources_interval,
+                                               self.update_available_resource),
+                                name="update-available-resource"),
             asyncio.create_task(self.relay.run(), name="relay"),
             asyncio.create_task(self.queries.follow(), name="projector"),
             asyncio.create_task(self._consume(), name="consumer"),
@@ -104,6 +123,8 @@ class HostService:
             await asyncio.wait(self._tasks, timeout=5)
         self._tasks = []
         self.lifecycle.close()
+        if self._backdoor is not None:
+            self._backdoor.close()
         if self.router is not None:
             await self.router.drain()
         await self.queries.stop()
@@ -205,6 +226,13 @@ class HostService:
 
     async def dispatch(self, msg: Any) -> None:
         """Route one command; a malformed one is answered and terminated (never redelivered)."""
+        tokens = msg.subject.split(".")
+        if len(tokens) == 5 and tokens[3] == HOST_TARGET:
+            outcome = await self.host_ops.run(tokens[4], msg.data)
+            await self._reply(None, (msg.headers or {}).get(REPLY_TO), outcome)
+            with contextlib.suppress(Exception):
+                await (msg.term() if isinstance(outcome, Rejected) else msg.ack())
+            return
         try:
             env = intake.parse(msg.subject, msg.data, msg.headers)
         except ComputeError as exc:
@@ -220,6 +248,13 @@ class HostService:
         env.msg = msg
         self.router.deliver(env)
 
+    async def _on_call(self, msg: Any) -> None:
+        """Synchronous calls on ``compute.call.<host>.<operation>``."""
+        result = await self.host_ops.run(msg.subject.rsplit(".", 1)[-1], msg.data)
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(_encoder.encode(result))
+
     # -- outbound -------------------------------------------------------------------------
     async def _reply(self, env: Envelope | None, reply_to: str | None, outcome: Outcome) -> None:
         if reply_to and self.nc is not None:
@@ -234,11 +269,10 @@ class HostService:
         self.relay.wake()
         self.queries.wake()
 
-    async def _report_resources(self) -> Host:
+    async def _report_resources(self, host: Host) -> bool:
         """Record the hypervisor's capacity when it differs from the last report."""
         s = self.settings
         info = await self.driver_actor.call("host_info", self.host)
-        host = await asyncio.to_thread(self.store.get_host, self.host)
         changed = host.report(
             hypervisor_type=info.hypervisor_type, hypervisor_version=info.hypervisor_version,
             hypervisor_hostname=info.hypervisor_hostname, cpu_info=info.cpu_model,
@@ -252,4 +286,34 @@ class HostService:
         )
         if changed:
             await self.writer.append(host.collect_events())
-        return host
+        return changed
+
+    async def update_available_resource(self) -> int:
+        """Nova's periodic resource audit: re-read the hypervisor, then compare the claims
+        with the instances. Records events only for what drifted; returns their number."""
+        host = self.tracker.host
+        corrections = int(await self._report_resources(host))
+        await asyncio.to_thread(self.projector.catch_up)
+        views = {v.uuid: v for v in await asyncio.to_thread(
+            self.views.list_instances, self.host, None, True)}
+        busy = {str(u) for u, a in self.router.actors.items() if a.processing or
+                not a.mailbox.empty()}
+        events: list[Any] = []
+        for uuid in set(host.claims) - busy:
+            view = views.get(uuid)
+            if view is None:   # maybe too new for the views: ask the log itself
+                inst = await asyncio.to_thread(self.store.get_instance, UUID(uuid))
+                gone = inst is None or inst.deleted
+            else:
+                gone = view.vm_state == "deleted"
+            if gone:
+                host.release(uuid, "update_available_resource")
+        for uuid, view in views.items():
+            if uuid not in host.claims and uuid not in busy and view.vm_state in HOLDS_CLAIM:
+                flavor = Flavor(**view.flavor)
+                host.force_claim(uuid, flavor, "update_available_resource")
+        events = list(host.collect_events())
+        if events:
+            log.warning("update_available_resource: %d corrections", len(events))
+            await self.writer.append(events)
+        return corrections + len(events)

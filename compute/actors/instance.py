@@ -22,6 +22,7 @@ from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
 from compute.domain.errors import (
     ComputeError,
     ComputeResourcesUnavailable,
+    ComputeServiceUnavailable,
     InstanceExists,
     InstanceNotFound,
 )
@@ -111,6 +112,12 @@ class InstanceActor:
             if op.name == "run_instance":
                 if inst is not None:
                     raise InstanceExists(self.uuid)
+                host = self.ctx.tracker.host
+                if not host.accepting:
+                    raise ComputeServiceUnavailable(
+                        f"compute host {self.ctx.host} accepts no new builds: " + (
+                            f"disabled ({host.disabled_reason or 'no reason given'})"
+                            if not host.enabled else "in maintenance mode"))
                 assert isinstance(env.payload, RunInstance)
                 inst = Instance.create(self.uuid, self.ctx.host, env.command_id,
                                        env.payload, op)

@@ -54,6 +54,12 @@ class ComputeResourcesUnavailable(ComputeError):
         super().__init__(f"Insufficient compute resources: {reason}.")
 
 
+class ComputeServiceUnavailable(ComputeError):
+    """The host takes no new work (disabled or in maintenance)."""
+
+    error, code = ErrorCode.SERVICE_UNAVAILABLE, 503
+
+
 class NotSupported(ComputeError):
     error, code = ErrorCode.NOT_SUPPORTED, 400
 

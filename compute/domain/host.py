@@ -11,9 +11,14 @@ from eventsourcing.domain import BaseAggregate
 from compute.domain.errors import ComputeResourcesUnavailable
 from compute.events.commands import Flavor
 from compute.events.host import (
+    AggregateHostAdded,
+    AggregateHostRemoved,
     ClaimReleased,
+    HostEnabledSet,
     HostEvent,
+    HostPowerActionRequested,
     HostResourcesReported,
+    MaintenanceModeSet,
     ResourcesClaimed,
 )
 
@@ -40,6 +45,38 @@ class Host(BaseAggregate[UUID]):
     def init_state(self) -> None:
         self.resources: HostResourcesReported | None = None
         self.claims: dict[str, tuple[int, int, float]] = {}
+        self.enabled = True
+        self.disabled_reason = ""
+        self.maintenance = False
+        self.aggregates: dict[str, dict[str, str]] = {}
+
+    @property
+    def accepting(self) -> bool:
+        """New builds are welcome: enabled and not in maintenance."""
+        return self.enabled and not self.maintenance
+
+    # -- host operations -----------------------------------------------------------------
+    def set_enabled(self, enabled: bool, reason: str, command_id: str) -> None:
+        if enabled != self.enabled or (not enabled and reason != self.disabled_reason):
+            self._emit(HostEnabledSet, command_id=command_id, enabled=enabled, reason=reason)
+
+    def set_maintenance(self, maintenance: bool, remaining: int, command_id: str) -> None:
+        if maintenance != self.maintenance:
+            self._emit(MaintenanceModeSet, command_id=command_id, maintenance=maintenance,
+                       remaining=remaining)
+
+    def power_action(self, action: str, result: str, command_id: str) -> None:
+        self._emit(HostPowerActionRequested, command_id=command_id, action=action,
+                   result=result)
+
+    def add_aggregate(self, name: str, metadata: dict[str, str], command_id: str) -> None:
+        if self.aggregates.get(name) != metadata:
+            self._emit(AggregateHostAdded, command_id=command_id, aggregate=name,
+                       metadata=metadata)
+
+    def remove_aggregate(self, name: str, command_id: str) -> None:
+        if name in self.aggregates:
+            self._emit(AggregateHostRemoved, command_id=command_id, aggregate=name)
 
     def report(self, **fields: Any) -> bool:
         """Record the hypervisor's report if it differs from the last one; True if recorded."""
@@ -84,6 +121,13 @@ class Host(BaseAggregate[UUID]):
                     f"{name}: {want} requested, {max(limit - have, 0):g} of {limit:g} free")
         self._emit(ResourcesClaimed, instance_uuid=instance_uuid, command_id=command_id,
                    vcpus=flavor.vcpus, memory_mb=flavor.memory_mb, disk_gb=disk)
+
+    def force_claim(self, instance_uuid: str, flavor: Flavor, command_id: str) -> None:
+        """Record a claim the hypervisor already proves (the periodic audit's correction)."""
+        if instance_uuid not in self.claims:
+            self._emit(ResourcesClaimed, instance_uuid=instance_uuid, command_id=command_id,
+                       vcpus=flavor.vcpus, memory_mb=flavor.memory_mb,
+                       disk_gb=flavor.root_gb + flavor.ephemeral_gb + flavor.swap / 1024)
 
     def release(self, instance_uuid: str, command_id: str) -> None:
         if instance_uuid in self.claims:

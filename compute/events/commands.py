@@ -59,3 +59,27 @@ class StopInstance(Command, frozen=True, kw_only=True):
 
 class InstanceCommand(Command, frozen=True, kw_only=True):
     """A command that needs nothing but its id (terminate, start, pause, ...)."""
+
+
+# -- host commands (compute.cmd.<host>._host.<operation>) --------------------------------
+class SetHostEnabled(Command, frozen=True, kw_only=True):
+    enabled: bool
+    reason: Annotated[str, msgspec.Meta(max_length=255)] = ""
+
+
+class HostMaintenanceMode(Command, frozen=True, kw_only=True):
+    mode: bool
+
+
+class HostPowerAction(Command, frozen=True, kw_only=True):
+    action: Literal["reboot", "shutdown", "startup"]
+
+
+class AddAggregateHost(Command, frozen=True, kw_only=True):
+    aggregate: Name
+    metadata: dict[Annotated[str, msgspec.Meta(max_length=255)],
+                   Annotated[str, msgspec.Meta(max_length=255)]] = {}
+
+
+class RemoveAggregateHost(Command, frozen=True, kw_only=True):
+    aggregate: Name

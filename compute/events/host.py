@@ -80,3 +80,53 @@ class ClaimReleased(HostEvent, frozen=True, kw_only=True):
 
     def apply(self, aggregate: Any) -> None:
         aggregate.claims.pop(self.instance_uuid, None)
+
+
+class HostEnabledSet(HostEvent, frozen=True, kw_only=True):
+    """The host was enabled or disabled (a disabled host accepts no new builds)."""
+
+    command_id: str
+    enabled: bool
+    reason: str = ""
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.enabled = self.enabled
+        aggregate.disabled_reason = "" if self.enabled else self.reason
+
+
+class MaintenanceModeSet(HostEvent, frozen=True, kw_only=True):
+    """Maintenance mode started or stopped; ``remaining`` instances were still on the host."""
+
+    command_id: str
+    maintenance: bool
+    remaining: int = 0
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.maintenance = self.maintenance
+
+
+class HostPowerActionRequested(HostEvent, frozen=True, kw_only=True):
+    """A reboot/shutdown/startup of the host was asked for, and what the hypervisor said."""
+
+    command_id: str
+    action: str
+    result: str
+
+
+class AggregateHostAdded(HostEvent, frozen=True, kw_only=True):
+    """The host joined a host aggregate (with the aggregate's metadata as given)."""
+
+    command_id: str
+    aggregate: str
+    metadata: dict[str, str] = {}
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.aggregates[self.aggregate] = dict(self.metadata)
+
+
+class AggregateHostRemoved(HostEvent, frozen=True, kw_only=True):
+    command_id: str
+    aggregate: str
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.aggregates.pop(self.aggregate, None)

@@ -21,6 +21,7 @@ class ErrorCode(enum.StrEnum):
     INSTANCE_INVALID_STATE = "InstanceInvalidState"
     COMPUTE_RESOURCES_UNAVAILABLE = "ComputeResourcesUnavailable"
     NOT_SUPPORTED = "NotSupported"
+    SERVICE_UNAVAILABLE = "ComputeServiceUnavailable"
     INTERNAL_ERROR = "InternalError"
 
 
@@ -68,10 +69,21 @@ class Rejected(Outcome, frozen=True, kw_only=True):
     message: str
 
 
+class HostUpdated(Outcome, frozen=True, kw_only=True):
+    """A host command ran: the host's flags after it, and what it has to say."""
+
+    events: list[str]
+    position: int
+    enabled: bool
+    maintenance: bool
+    aggregates: list[str]
+    message: str = ""
+
+
 class Moved(Outcome, frozen=True, kw_only=True):
     """The instance lives on another host now; send the command there."""
 
     to_host: str
 
 
-AnyOutcome = Succeeded | Failed | Rejected | Moved
+AnyOutcome = Succeeded | Failed | Rejected | HostUpdated | Moved

@@ -15,7 +15,15 @@ from typing import Any
 import msgspec
 
 from compute.events import lifecycle as e
-from compute.events.host import ClaimReleased, HostResourcesReported, ResourcesClaimed
+from compute.events.host import (
+    AggregateHostAdded,
+    AggregateHostRemoved,
+    ClaimReleased,
+    HostEnabledSet,
+    HostResourcesReported,
+    MaintenanceModeSet,
+    ResourcesClaimed,
+)
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore
 from compute.store.mapper import decode_state
@@ -166,6 +174,53 @@ def _(event: ClaimReleased, db: sqlite3.Connection) -> set[str]:
     return {event.host}
 
 
+@apply.register
+def _(event: HostEnabledSet, db: sqlite3.Connection) -> set[str]:
+    db.execute("UPDATE hosts SET enabled = ?, disabled_reason = ? WHERE host = ?",
+               (int(event.enabled), event.reason if not event.enabled else "", event.host))
+    return set()
+
+
+@apply.register
+def _(event: MaintenanceModeSet, db: sqlite3.Connection) -> set[str]:
+    db.execute("UPDATE hosts SET maintenance = ? WHERE host = ?",
+               (int(event.maintenance), event.host))
+    return set()
+
+
+@apply.register
+def _(event: AggregateHostAdded, db: sqlite3.Connection) -> set[str]:
+    db.execute("INSERT OR REPLACE INTO host_aggregates VALUES (?, ?, ?)",
+               (event.host, event.aggregate, _json.encode(event.metadata).decode()))
+    return set()
+
+
+@apply.register
+def _(event: AggregateHostRemoved, db: sqlite3.Connection) -> set[str]:
+    db.execute("DELETE FROM host_aggregates WHERE host = ? AND aggregate = ?",
+               (event.host, event.aggregate))
+    return set()
+
+
+IO_WORKLOAD_TASKS = ("building", "resize_migrating", "rebuilding", "resize_prep",
+                     "image_snapshot", "image_backup", "rescuing", "unshelving")
+
+
+def host_stats(db: sqlite3.Connection, host: str) -> dict[str, int]:
+    """Nova's compute stats (compute/stats.py) over the host's instances."""
+    stats = {"num_instances": 0, "io_workload": 0}
+    for vm_state, task_state, n in db.execute(
+            "SELECT vm_state, task_state, COUNT(*) FROM instances WHERE host = ? "
+            "AND vm_state != 'deleted' GROUP BY vm_state, task_state", (host,)):
+        stats["num_instances"] += n
+        stats[f"num_vm_{vm_state}"] = stats.get(f"num_vm_{vm_state}", 0) + n
+        key = f"num_task_{task_state}"
+        stats[key] = stats.get(key, 0) + n
+        if vm_state == "building" or task_state in IO_WORKLOAD_TASKS:
+            stats["io_workload"] += n
+    return stats
+
+
 def recompute_usage(db: sqlite3.Connection, host: str) -> None:
     """Nova's resource tracker arithmetic (§2.10): reservations plus the host's claims;
     running_vms and current_workload count its instances that are not deleted."""
@@ -182,7 +237,8 @@ def recompute_usage(db: sqlite3.Connection, host: str) -> None:
                  FROM instances WHERE host = ? AND vm_state != 'deleted') AS i
            WHERE host = ?""", (host, host, host))
     db.execute("UPDATE hosts SET free_ram_mb = memory_mb - memory_mb_used, "
-               "free_disk_gb = local_gb - local_gb_used WHERE host = ?", (host,))
+               "free_disk_gb = local_gb - local_gb_used, stats = ? WHERE host = ?",
+               (_json.encode(host_stats(db, host)).decode(), host))
 
 
 class Projector:
@@ -194,15 +250,18 @@ class Projector:
 
     def run_once(self, limit: int = 1000, stop: int | None = None) -> int:
         """Apply the next page (up to ``stop``) and the new position in one transaction."""
-        position = self.views.position(self.name)
-        if stop is not None and position >= stop:
-            return 0
-        page = self.store.recorder.select_notifications(
-            position, limit, stop=stop, inclusive_of_start=False)
-        if not page:
-            return 0
         hosts: set[str] = set()
         with self.views.transaction() as db:
+            # the position is read inside the transaction: two callers never apply twice
+            row = db.execute("SELECT position FROM tracking WHERE name = ?",
+                             (self.name,)).fetchone()
+            position = row[0] if row else 0
+            if stop is not None and position >= stop:
+                return 0
+            page = self.store.recorder.select_notifications(
+                position, limit, stop=stop, inclusive_of_start=False)
+            if not page:
+                return 0
             for n in page:
                 try:
                     event = decode_state(n.topic, n.state)

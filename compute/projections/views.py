@@ -35,7 +35,12 @@ CREATE TABLE IF NOT EXISTS hosts (
   reserved_host_memory_mb INTEGER, reserved_host_disk_mb INTEGER, reserved_host_cpus INTEGER,
   vcpus_used INTEGER DEFAULT 0, memory_mb_used INTEGER DEFAULT 0, local_gb_used REAL DEFAULT 0,
   free_ram_mb INTEGER DEFAULT 0, free_disk_gb REAL DEFAULT 0,
-  running_vms INTEGER DEFAULT 0, current_workload INTEGER DEFAULT 0, updated_at TEXT);
+  running_vms INTEGER DEFAULT 0, current_workload INTEGER DEFAULT 0, updated_at TEXT,
+  enabled INTEGER NOT NULL DEFAULT 1, disabled_reason TEXT NOT NULL DEFAULT '',
+  maintenance INTEGER NOT NULL DEFAULT 0, stats TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS host_aggregates (
+  host TEXT NOT NULL, aggregate TEXT NOT NULL, metadata TEXT NOT NULL,
+  PRIMARY KEY (host, aggregate));
 CREATE TABLE IF NOT EXISTS instance_actions (
   uuid TEXT NOT NULL, request_id TEXT NOT NULL, action TEXT NOT NULL,
   start_time TEXT NOT NULL, message TEXT, PRIMARY KEY (uuid, request_id));
@@ -54,7 +59,7 @@ CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, position INTEGER NOT
 """
 
 VIEW_TABLES = ("instances", "hosts", "instance_actions", "instance_action_events", "faults",
-               "claims")
+               "claims", "host_aggregates")
 """Tables compared by the audit (tracking is the position, compared separately)."""
 
 
@@ -124,6 +129,12 @@ class HostView(msgspec.Struct):
     reserved_host_memory_mb: int
     reserved_host_disk_mb: int
     reserved_host_cpus: int
+    enabled: bool
+    disabled_reason: str
+    maintenance: bool
+    aggregates: dict[str, dict[str, str]]
+    stats: dict[str, int]
+    """Nova's compute stats: num_instances, num_vm_<state>, num_task_<state>, io_workload."""
 
 
 def _status(vm_state: str, task_state: str | None) -> str:
@@ -207,11 +218,19 @@ class ViewStore:
                                    uuid)]
 
     def list_hosts(self) -> list[HostView]:
-        return [_host(r) for r in self._all("SELECT * FROM hosts ORDER BY host")]
+        return [self._host(r) for r in self._all("SELECT * FROM hosts ORDER BY host")]
 
     def get_host(self, host: str) -> HostView | None:
         rows = self._all("SELECT * FROM hosts WHERE host = ?", host)
-        return _host(rows[0]) if rows else None
+        return self._host(rows[0]) if rows else None
+
+    def _host(self, r: sqlite3.Row) -> HostView:
+        aggregates = {a["aggregate"]: msgspec.json.decode(a["metadata"]) for a in self._all(
+            "SELECT * FROM host_aggregates WHERE host = ? ORDER BY aggregate", r["host"])}
+        plain = {f: r[f] for f in HostView.__struct_fields__
+                 if f not in ("aggregates", "stats", "enabled", "maintenance")}
+        return HostView(**plain, enabled=bool(r["enabled"]), maintenance=bool(r["maintenance"]),
+                        aggregates=aggregates, stats=msgspec.json.decode(r["stats"]))
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every view row in a deterministic order, for comparing two view stores."""
@@ -232,6 +251,3 @@ def _instance(r: sqlite3.Row) -> InstanceView:
         terminated_at=r["terminated_at"], created_at=r["created_at"],
         updated_at=r["updated_at"], version=r["version"], fault=fault)
 
-
-def _host(r: sqlite3.Row) -> HostView:
-    return HostView(**{f: r[f] for f in HostView.__struct_fields__})

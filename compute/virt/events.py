@@ -62,6 +62,7 @@ class LifecycleEvents:
         self.max_backoff = max_backoff
         self.degraded = False
         self.received = 0
+        self.registrations = 0
         self._conn: Any = None
         self._callback_id: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -92,6 +93,7 @@ class LifecycleEvents:
         self._callback_id = conn.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._callback, None)
         self._conn = conn
+        self.registrations += 1
 
     def _callback(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
         power = EVENT_POWER.get(event)

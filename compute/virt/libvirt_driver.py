@@ -245,6 +245,13 @@ class LibvirtDriver:
                         memory_mb=memory_mb, local_gb=self.local_gb)
 
     @_typed
+    def host_power_action(self, action: str) -> None:
+        """libvirt manages guests, not the machine it runs on (Nova's libvirt driver says
+        the same): power the host through its own management (IPMI, systemd) instead."""
+        raise NotSupported(f"host {action} is not something libvirt can do; use the "
+                           f"machine's own power management")
+
+    @_typed
     def list_instance_uuids(self) -> list[str]:
         return [d.UUIDString() for d in self.connect().listAllDomains()
                 if d.name() == domain_name(d.UUIDString())]

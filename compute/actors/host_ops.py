@@ -1,0 +1,145 @@
+"""Host operations: the Host aggregate's commands, serialised by one lock per host."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from compute.domain.errors import ComputeError, InvalidPayload, NotSupported, UnknownOperation
+from compute.domain.host_operations import HOST_OPERATIONS
+from compute.events import commands as c
+from compute.events.outcomes import ErrorCode, HostUpdated, Rejected
+
+if TYPE_CHECKING:
+    from compute.actors.host import HostService
+
+
+class HostUptime(msgspec.Struct):
+    host: str
+    uptime: str
+    seconds: float
+    load_average: tuple[float, float, float]
+
+
+class HostStatus(msgspec.Struct):
+    host: str
+    enabled: bool
+    maintenance: bool
+    degraded: bool
+    actors: int
+    instances: int
+
+
+class BackdoorPort(msgspec.Struct):
+    host: str
+    port: int | None
+
+
+class HostOperations:
+    def __init__(self, service: HostService) -> None:
+        self.service = service
+        self._lock = asyncio.Lock()
+
+    async def run(self, name: str, data: bytes) -> Any:
+        """Decode and run one host operation; every error is a typed ``Rejected``."""
+        host = self.service.host
+        op = HOST_OPERATIONS.get(name)
+        command_id: str | None = None
+        try:
+            if op is None:
+                raise UnknownOperation(f"unknown host operation {name!r}; known: "
+                                       f"{', '.join(sorted(HOST_OPERATIONS))}")
+            payload = None
+            if op.payload is not None:
+                try:
+                    payload = msgspec.json.decode(data, type=op.payload)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    raise InvalidPayload(f"invalid {name} payload: {exc}") from None
+                command_id = str(payload.command_id)
+            async with self._lock:
+                return await getattr(self, name)(payload)
+        except ComputeError as exc:
+            return Rejected(command_id=command_id, uuid=None, operation=name, host=host,
+                            error=exc.error, message=str(exc))
+
+    # -- the operations ---------------------------------------------------------------------
+    async def set_host_enabled(self, p: c.SetHostEnabled) -> HostUpdated:
+        self._host.set_enabled(p.enabled, p.reason, str(p.command_id))
+        return await self._commit(p, "set_host_enabled")
+
+    async def host_maintenance_mode(self, p: c.HostMaintenanceMode) -> HostUpdated:
+        remaining = len(self._host.claims)
+        self._host.set_maintenance(p.mode, remaining, str(p.command_id))
+        if not p.mode:
+            message = "maintenance over: the host accepts work again"
+        elif remaining:
+            message = (f"the host accepts no new work; {remaining} instances remain on it: "
+                       f"moving them needs live migration to another host, which this "
+                       f"deployment does not offer yet")
+        else:
+            message = "the host accepts no new work and has no instances"
+        return await self._commit(p, "host_maintenance_mode", message)
+
+    async def host_power_action(self, p: c.HostPowerAction) -> Any:
+        h = self._host
+        if p.action != "startup" and (not h.maintenance or h.claims):
+            return Rejected(command_id=str(p.command_id), uuid=None,
+                            operation="host_power_action", host=self.service.host,
+                            error=ErrorCode.SERVICE_UNAVAILABLE,
+                            message=f"refused to {p.action} the host: it must be in "
+                                    f"maintenance mode and empty ({len(h.claims)} instances)")
+        try:
+            await self.service.driver_actor.call("host_power_action", p.action)
+            result = "Success"
+        except NotSupported as exc:
+            result = f"NotSupported: {exc}"
+        h.power_action(p.action, result, str(p.command_id))
+        return await self._commit(p, "host_power_action", result)
+
+    async def add_aggregate_host(self, p: c.AddAggregateHost) -> HostUpdated:
+        self._host.add_aggregate(p.aggregate, dict(p.metadata), str(p.command_id))
+        return await self._commit(p, "add_aggregate_host")
+
+    async def remove_aggregate_host(self, p: c.RemoveAggregateHost) -> HostUpdated:
+        self._host.remove_aggregate(p.aggregate, str(p.command_id))
+        return await self._commit(p, "remove_aggregate_host")
+
+    async def get_host_uptime(self, _: None) -> HostUptime:
+        seconds = float(open("/proc/uptime").read().split()[0]) if os.path.exists(
+            "/proc/uptime") else time.monotonic()
+        load = os.getloadavg()
+        days, rest = divmod(int(seconds), 86400)
+        hours, minutes = divmod(rest // 60, 60)
+        up = (f"{days} days, " if days else "") + f"{hours}:{minutes:02d}"
+        text = (f" {time.strftime('%H:%M:%S')} up {up},  load average: "
+                f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}")
+        return HostUptime(host=self.service.host, uptime=text, seconds=seconds,
+                          load_average=load)
+
+    async def get_host_status(self, _: None) -> HostStatus:
+        h, s = self._host, self.service
+        return HostStatus(host=s.host, enabled=h.enabled, maintenance=h.maintenance,
+                          degraded=s.lifecycle.degraded, actors=len(s.router.actors),
+                          instances=len(h.claims))
+
+    async def get_backdoor_port(self, _: None) -> BackdoorPort:
+        return BackdoorPort(host=self.service.host, port=self.service.backdoor_port)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def _host(self) -> Any:
+        return self.service.tracker.host
+
+    async def _commit(self, p: c.Command, name: str, message: str = "") -> HostUpdated:
+        events = list(self._host.collect_events())
+        ids = await self.service.writer.append(events) if events else []
+        h = self._host
+        return HostUpdated(command_id=str(p.command_id), uuid=None, operation=name,
+                           host=self.service.host, events=[type(e).__name__ for e in events],
+                           position=ids[-1] if ids else 0, enabled=h.enabled,
+                           maintenance=h.maintenance, aggregates=sorted(h.aggregates),
+                           message=message)

@@ -1,0 +1,34 @@
+"""The table of host operations: durable on ``compute.cmd.<host>._host.<op>`` and
+request/reply on ``compute.call.<host>.<op>`` (the same handler serves both)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compute.events import commands as c
+
+
+@dataclass(frozen=True, slots=True)
+class HostOperation:
+    name: str
+    payload: type[c.Command] | None     # None: a query that needs no command id
+    summary: str
+
+
+HOST_OPERATIONS: dict[str, HostOperation] = {op.name: op for op in (
+    HostOperation("set_host_enabled", c.SetHostEnabled,
+                  "Enable or disable the host; a disabled host accepts no new builds."),
+    HostOperation("host_maintenance_mode", c.HostMaintenanceMode,
+                  "Start or stop maintenance: no new work while it lasts."),
+    HostOperation("host_power_action", c.HostPowerAction,
+                  "Reboot, shut down or start the host (guarded: maintenance, no instances)."),
+    HostOperation("add_aggregate_host", c.AddAggregateHost,
+                  "Add the host to a host aggregate, with the aggregate's metadata."),
+    HostOperation("remove_aggregate_host", c.RemoveAggregateHost,
+                  "Remove the host from a host aggregate."),
+    HostOperation("get_host_uptime", None, "The host's uptime and load, as `uptime` says it."),
+    HostOperation("get_host_status", None,
+                  "Enabled, maintenance, degraded (hypervisor unreachable), resident actors."),
+    HostOperation("get_backdoor_port", None,
+                  "Loopback port of the live introspection console, or null when it is off."),
+)}
