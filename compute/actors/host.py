@@ -90,6 +90,7 @@ class HostService:
         self.router = Router(ctx)
         self._inject_faults()
         await self._init_host()
+        await self.update_available_resource()          # Nova's pre_start_hook
         await self.queries.start()
         self.host_ops = HostOperations(self)
         self._calls = await self.nc.subscribe(f"compute.call.{self.host}.*", cb=self._on_call)

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from compute.config import Settings
+from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import OPERATIONS
 from compute.flavors import FLAVORS
 
@@ -51,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    help="include deleted")
     sub.add_parser("show", help="one instance with its actions and faults").add_argument("uuid")
     sub.add_parser("hosts", help="host resources")
+    host_op = sub.add_parser("host", help="a host operation: set_host_enabled enabled=false "
+                                          "reason=..., host_maintenance_mode mode=true, "
+                                          "add_aggregate_host aggregate=az1, get_host_uptime, ...")
+    host_op.add_argument("operation", choices=sorted(HOST_OPERATIONS))
+    host_op.add_argument("fields", nargs="*", metavar="KEY=VALUE",
+                         help="payload fields; values are JSON where they parse as JSON")
     events = sub.add_parser("events", help="lifecycle events from COMPUTE_EVENTS")
     events.add_argument("--follow", "-f", action="store_true")
     events.add_argument("--uuid", help="only this instance")

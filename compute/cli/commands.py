@@ -237,6 +237,30 @@ async def cmd_hosts(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_host(args: argparse.Namespace, settings: Settings) -> int:
+    """Host operations go as durable commands; the read-only ones as synchronous calls."""
+    from compute.domain.host_operations import HOST_OPERATIONS
+
+    fields: dict[str, Any] = {}
+    for item in args.fields:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise CliError(f"{item!r} is not KEY=VALUE")
+        try:
+            fields[key] = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            fields[key] = raw
+    async with client_for(settings) as client:
+        if HOST_OPERATIONS[args.operation].payload is None:
+            reply = await client.nc.request(f"compute.call.{settings.host}.{args.operation}",
+                                            msgspec.json.encode(fields), timeout=10)
+            emit(msgspec.json.decode(reply.data), as_json=args.json)
+            return 0
+        outcome = await client.send(settings.host, "_host", args.operation, fields)
+    emit(outcome, as_json=args.json)
+    return 0 if not isinstance(outcome, Rejected) else 1
+
+
 async def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     subject = f"compute.evt.*.{args.uuid}.*" if args.uuid else "compute.evt.>"
     async with client_for(settings) as client:
