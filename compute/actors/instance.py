@@ -211,6 +211,8 @@ class InstanceActor:
         inst = self.instance
         if inst is None or inst.host != self.ctx.host or inst.deleted or inst.busy:
             return
+        if msg.expected is not None and msg.expected is inst.power_state:
+            return       # the event confirms what we recorded (usually our own operation)
         power = await self._power_state(instance_ref(inst), PowerState.NOSTATE)
         if msg.expected is not None and power is not msg.expected:
             return                                   # a stale lifecycle event
