@@ -162,3 +162,40 @@ async def test_a_hypervisor_call_past_its_deadline_is_a_fault(
         assert isinstance(outcome, Failed)
         assert "did not return within 0.3s" in outcome.message
         assert outcome.task_state is None
+
+
+async def test_a_delete_preempts_a_long_operation_which_ends_quietly(
+        service: HostService, client: ComputeClient) -> None:
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    service.driver.inject_fault("reboot", None, delay=1.0)        # a slow hypervisor
+    reboot = asyncio.create_task(
+        client.send(service.host, vm, "reboot_instance", {"reboot_type": "HARD"}))
+    for _ in range(100):                                          # the reboot is in flight
+        if service.router.actors[uuid.UUID(vm)].instance.task_state is not None:
+            break
+        await asyncio.sleep(0.01)
+    deleted = await client.send(service.host, vm, "terminate_instance")
+    assert isinstance(deleted, Succeeded) and deleted.vm_state == "deleted"
+    assert not reboot.done()                     # the delete did not wait for the reboot
+    interrupted = await reboot
+    assert isinstance(interrupted, Failed)
+    assert interrupted.error == "UnexpectedDeletingTaskStateError"
+    assert "FaultRecorded" not in interrupted.events and "TaskReverted" not in interrupted.events
+    published = await collect_events(client, vm, until="Terminated")
+    assert [e["event"] for e in published][-2:] == ["ActionStarted", "Terminated"]
+    assert "FaultRecorded" not in [e["event"] for e in published]
+
+
+async def test_commands_queued_behind_an_operation_keep_their_order(
+        service: HostService, client: ComputeClient) -> None:
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    service.driver.inject_fault("power_off", None, delay=0.3)
+    stop = asyncio.create_task(client.send(service.host, vm, "stop_instance"))
+    await asyncio.sleep(0.05)
+    start = asyncio.create_task(client.send(service.host, vm, "start_instance"))
+    await asyncio.sleep(0.05)
+    pause = asyncio.create_task(client.send(service.host, vm, "pause_instance"))
+    results = [await stop, await start, await pause]
+    assert [r.vm_state for r in results] == ["stopped", "active", "paused"]

@@ -10,6 +10,7 @@ duplicate, one interrupted mid-flight is resumed from its hypervisor call.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,8 @@ log = logging.getLogger("compute.instance")
 
 STORE_RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0, 5.0)
 
+Message = Envelope | Recover | SyncPower
+
 
 class StoreUnavailable(Exception):
     """The store refused a write after retries; the command is left for redelivery."""
@@ -49,7 +52,8 @@ class InstanceActor:
                  on_idle: Callable[[InstanceActor], bool]) -> None:
         self.uuid = uuid
         self.ctx = ctx
-        self.mailbox: asyncio.Queue[Envelope | Recover | SyncPower] = asyncio.Queue()
+        self.mailbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.deferred: collections.deque[Message] = collections.deque()
         self.instance: Instance | None = None
         self._on_idle = on_idle
         self.processing = False
@@ -59,35 +63,62 @@ class InstanceActor:
     async def _run(self) -> None:
         self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
         while True:
-            try:
-                env = await asyncio.wait_for(self.mailbox.get(), self.ctx.passivate_after)
-            except TimeoutError:
-                if self._on_idle(self):   # the router agreed: nothing queued, we are gone
-                    return
-                continue
+            if self.deferred:
+                message = self.deferred.popleft()
+            else:
+                try:
+                    message = await asyncio.wait_for(self.mailbox.get(),
+                                                     self.ctx.passivate_after)
+                except TimeoutError:
+                    if self._on_idle(self):   # the router agreed: nothing queued, we are gone
+                        return
+                    continue
             self.processing = True
             try:
-                if isinstance(env, Recover):
-                    await self._recover(env)
-                    continue
-                if isinstance(env, SyncPower):
-                    await self._sync_power(env)
-                    continue
-                await self._handle(env)
-            except asyncio.CancelledError:
-                raise
-            except StoreUnavailable as exc:
-                log.error("instance %s: %s; command %s left for redelivery",
-                          self.uuid, exc, env.command_id)
-                self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
-                await _nak(env)
-            except Exception:  # a bug must not kill the actor nor block its queue
-                log.exception("instance %s: command %s failed unexpectedly",
-                              self.uuid, env.command_id)
-                self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
-                await self._reject(env, "InternalError", "internal error; see the host's log")
+                await self._process_preemptible(message)
             finally:
                 self.processing = False
+
+    async def _process_preemptible(self, message: Message) -> None:
+        """Process one message; meanwhile a pre-empting command (delete) runs at once and
+        everything else waits its turn, in order (Nova §0.4: delete pre-empts everything)."""
+        current = asyncio.create_task(self._process(message))
+        while not current.done():
+            getter = asyncio.create_task(self.mailbox.get())
+            done, _ = await asyncio.wait({current, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    self.deferred.append(await getter)   # it may have won the race
+                break
+            nxt = getter.result()
+            if isinstance(nxt, Envelope) and nxt.op.preempts:
+                await self._process(nxt)
+            else:
+                self.deferred.append(nxt)
+        await current
+
+    async def _process(self, message: Message) -> None:
+        """One message, with the actor's safety net: nothing kills the actor or its queue."""
+        try:
+            if isinstance(message, Recover):
+                await self._recover(message)
+            elif isinstance(message, SyncPower):
+                await self._sync_power(message)
+            else:
+                await self._handle(message)
+        except asyncio.CancelledError:
+            raise
+        except StoreUnavailable as exc:
+            log.error("instance %s: %s; left for redelivery", self.uuid, exc)
+            self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
+            if isinstance(message, Envelope):
+                await _nak(message)
+        except Exception:  # a bug must not kill the actor nor block its queue
+            log.exception("instance %s: %s failed unexpectedly", self.uuid, message)
+            self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
+            if isinstance(message, Envelope):
+                await self._reject(message, "InternalError", "internal error; see the log")
 
     # -- one command ----------------------------------------------------------------------
     async def _handle(self, env: Envelope) -> None:
@@ -161,6 +192,9 @@ class InstanceActor:
             except Exception as exc:  # every hypervisor failure becomes a fault
                 error = exc
                 power = await self._power_state(ref, inst.power_state)
+        if inst.action_command_id != env.command_id:
+            await self._preempted(env, inst, op, earlier)
+            return
         released: list[Any] = []
         if error is None:
             inst.complete(op, env.command_id, power, params)
@@ -234,6 +268,23 @@ class InstanceActor:
         position = await self._commit(accepted)
         env = Envelope(uuid=self.uuid, op=op, payload=payload, command_id=command_id)
         await self._drive(env, inst, op, events + accepted, position)
+
+    async def _preempted(self, env: Envelope, inst: Instance, op: Operation,
+                         earlier: list[Any]) -> None:
+        """A delete took over while the hypervisor was busy: bail out quietly, as Nova's
+        UnexpectedDeletingTaskStateError does (no fault, no state change)."""
+        log.info("instance %s: %s of command %s pre-empted by a delete", self.uuid, op.name,
+                 env.command_id)
+        if op.claims:      # a guest a preempted build may have created must not leak
+            with contextlib.suppress(Exception):
+                await self.ctx.driver.call("destroy", instance_ref(inst))
+        await self._answer(env, Failed(
+            command_id=env.command_id, uuid=str(self.uuid), operation=op.name,
+            host=self.ctx.host, events=[type(ev).__name__ for ev in earlier],
+            version=inst.version, vm_state=inst.vm_state.value,
+            task_state=inst.task_state.value if inst.task_state else None,
+            power_state=int(inst.power_state), error="UnexpectedDeletingTaskStateError",
+            code=409, message=f"{op.name} was pre-empted by a delete"))
 
     # -- helpers --------------------------------------------------------------------------
     async def _commit(self, events: list[Any]) -> int:
