@@ -31,7 +31,8 @@ from compute.domain.instance import Instance
 from compute.domain.operations import OPERATIONS, Operation, lookup, variant
 from compute.domain.power_sync import SyncAction, decide
 from compute.domain.recovery import plan
-from compute.domain.states import PowerState
+from compute.domain.states import PowerState, VmState
+from compute.events.lifecycle import ImageDeleted
 from compute.events.commands import RunInstance, StopInstance
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
 from compute.virt.api import InstanceRef
@@ -184,6 +185,10 @@ class InstanceActor:
                      earlier: list[Any], position: int) -> None:
         """The hypervisor half: call the driver, record success or the fault, answer."""
         params = msgspec.to_builtins(env.payload)
+        # what the driver may need beyond the payload: the image id a snapshot gets (its
+        # command id, so a redelivery makes the same image) and whether to end powered on
+        params.setdefault("image_id", env.command_id)
+        params["power_on"] = inst.action_vm_state is not VmState.STOPPED
         ref = instance_ref(inst)
         error: BaseException | None = None
         async with _keepalive(env.msg, self.ctx.ack_wait / 3):
@@ -207,6 +212,13 @@ class InstanceActor:
                 released = self.ctx.tracker.release(str(self.uuid), env.command_id)
         events = inst.collect_events()
         position = await self._commit(events + released)
+        for event in events:
+            if isinstance(event, ImageDeleted):      # best effort, as Nova's rotation
+                try:
+                    await self.ctx.driver.call("delete_image", ref, image_id=event.image_id)
+                except Exception as exc:
+                    log.warning("instance %s: deleting image %s failed: %s", self.uuid,
+                                event.image_id, exc)
         names = [type(ev).__name__ for ev in earlier + events]
         outcome = self._state_outcome(env, inst, names, position, error=error)
         if error is None:

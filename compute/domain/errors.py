@@ -64,6 +64,12 @@ class NotSupported(ComputeError):
     error, code = ErrorCode.NOT_SUPPORTED, 400
 
 
+class InstancePasswordSetFailed(ComputeError):
+    """The admin password could not be set (the guest is not running); REST 409."""
+
+    error, code = ErrorCode.PASSWORD_SET_FAILED, 409
+
+
 class HypervisorError(ComputeError):
     """The hypervisor refused or failed a call; recorded as a fault with code 500."""
 

@@ -67,7 +67,10 @@ class Instance(BaseAggregate[UUID]):
         self.action: str | None = created.action
         self.action_event: str | None = created.action_event
         self.action_command_id: str | None = created.command_id
+        self.action_vm_state: VmState = VmState.BUILDING
         self.recent: OrderedDict[str, str] = OrderedDict()
+        self.deleted_at: datetime | None = None
+        self.images: dict[str, tuple[str, str | None]] = {}   # in creation order
 
     # -- guards -------------------------------------------------------------------------
     @property
@@ -116,9 +119,24 @@ class Instance(BaseAggregate[UUID]):
                  params: dict[str, Any] | None = None) -> None:
         """The hypervisor call succeeded: the operation's event with Nova's final states."""
         now = utcnow()
+        params = params or {}
+        vm_state = op.final_vm_state or self.vm_state
+        if op.keeps_stopped and self.action_vm_state is VmState.STOPPED:
+            vm_state = VmState.STOPPED
         self._emit(op.event, command_id, timestamp=now, operation=op.name, action=op.action,
-                   action_event=op.action_event, vm_state=op.final_vm_state,
-                   power_state=power_state, **op.event.details(params or {}, now))
+                   action_event=op.action_event, vm_state=vm_state,
+                   power_state=power_state, **op.event.details(params, now))
+        if params.get("image_type") == "backup":
+            self._rotate_backups(params["backup_type"], params["rotation"], command_id)
+
+    def _rotate_backups(self, backup_type: str, rotation: int, command_id: str) -> None:
+        """Nova's _rotate_backups (§2.11): keep the newest ``rotation`` backups of this type,
+        the one just taken included (rotation 0 deletes them all)."""
+        backups = [i for i, (kind, btype) in self.images.items()
+                   if kind == "backup" and btype == backup_type]   # oldest first
+        for image_id in backups[:max(len(backups) - rotation, 0)]:
+            self._emit(e.ImageDeleted, command_id, image_id=image_id,
+                       reason=f"backup rotation ({backup_type}, keep {rotation})")
 
     def fail(self, op: Operation, command_id: str, error: BaseException,
              power_state: PowerState) -> None:

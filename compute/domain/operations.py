@@ -16,6 +16,7 @@ from compute.domain.states import (
     ALLOW_HARD_REBOOT,
     ALLOW_REBOOT_TASKS,
     ALLOW_SOFT_REBOOT,
+    VmState,
     TaskState as T,
     VmState as V,
 )
@@ -40,17 +41,18 @@ class Operation:
     action: str                                # Nova instance-action name
     vm_states: frozenset[V] | None             # allowed vm_states; None = any
     task_states: frozenset[T | None] | None    # allowed task_states; None = any
-    task_state: T                              # set when the command is accepted
+    task_state: T | None                       # set when the command is accepted
     steps: tuple[T | None, ...]                # compute's progression before the driver call
     driver: str                                # DriverActor method
     event: type[e.Completed]
-    final_vm_state: V
+    final_vm_state: V | None                   # None: vm_state unchanged
     on_failure: OnFailure
     cli: str                                   # CLI verb
     summary: str
     preempts: bool = False                     # runs even while another operation is in flight
     claims: bool = False                       # takes a resource claim (released on failure)
     releases: bool = False                     # gives the instance's claim back on success
+    keeps_stopped: bool = False                # a STOPPED instance ends STOPPED (rebuild)
 
     @property
     def action_event(self) -> str:
@@ -59,7 +61,7 @@ class Operation:
             else f"compute_{self.name}"
 
 
-_ROWS = (
+_ROWS: tuple[Operation, ...] = (
     Operation("run_instance", c.RunInstance, "create", None, None, T.SCHEDULING,
               (None, T.NETWORKING, T.BLOCK_DEVICE_MAPPING, T.SPAWNING), "spawn",
               e.Spawned, V.ACTIVE, OnFailure.ERROR, "boot", "Build and run a new instance.",
@@ -91,7 +93,56 @@ _ROWS = (
               "resume", "Restore a suspended guest."),
 )
 
+IMAGE_STATES = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED})
+LIVE = frozenset(set(VmState) - {V.DELETED})
+
+_ROWS += (
+    Operation("soft_delete_instance", c.InstanceCommand, "delete", LIVE - {V.SOFT_DELETED},
+              None, T.SOFT_DELETING, (), "soft_delete", e.SoftDeleted, V.SOFT_DELETED,
+              OnFailure.ERROR, "soft-delete",
+              "Delete, but keep the instance restorable until it is reclaimed.",
+              preempts=True),
+    Operation("restore_instance", c.InstanceCommand, "restore", frozenset({V.SOFT_DELETED}),
+              IDLE, T.RESTORING, (), "power_on", e.Restored, V.ACTIVE, OnFailure.KEEP,
+              "restore", "Bring a soft-deleted instance back."),
+    Operation("rescue_instance", c.RescueInstance, "rescue",
+              frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), IDLE, T.RESCUING, (), "rescue",
+              e.Rescued, V.RESCUED, OnFailure.ERROR, "rescue",
+              "Boot from a rescue image with the instance's disk attached."),
+    Operation("unrescue_instance", c.InstanceCommand, "unrescue", frozenset({V.RESCUED}),
+              IDLE, T.UNRESCUING, (), "unrescue", e.Unrescued, V.ACTIVE, OnFailure.KEEP,
+              "unrescue", "Boot from the instance's own disk again."),
+    Operation("rebuild_instance", c.RebuildInstance, "rebuild",
+              frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), IDLE, T.REBUILDING,
+              (T.REBUILD_BLOCK_DEVICE_MAPPING, T.REBUILD_SPAWNING), "rebuild", e.Rebuilt,
+              V.ACTIVE, OnFailure.ERROR, "rebuild",
+              "Destroy the guest and spawn it again from an image.", keeps_stopped=True),
+    Operation("set_admin_password", c.SetAdminPassword, "changePassword",
+              frozenset({V.ACTIVE}), IDLE, T.UPDATING_PASSWORD, (), "set_admin_password",
+              e.PasswordChanged, None, OnFailure.KEEP, "set-password",
+              "Set the guest's admin password (the guest must be running)."),
+    Operation("inject_file", c.InjectFile, "inject_file", frozenset({V.ACTIVE}), IDLE, None,
+              (), "inject_file", e.FileInjected, None, OnFailure.KEEP, "inject-file",
+              "Write a file into the guest."),
+    Operation("change_instance_metadata", c.ChangeInstanceMetadata, "change_metadata",
+              frozenset({V.ACTIVE, V.PAUSED, V.SUSPENDED, V.STOPPED}), IDLE, None, (),
+              "set_metadata", e.MetadataChanged, None, OnFailure.KEEP, "metadata",
+              "Replace the metadata published to the guest."),
+    Operation("snapshot_instance", c.SnapshotInstance, "createImage", IMAGE_STATES, IDLE,
+              T.IMAGE_SNAPSHOT_PENDING,
+              (T.IMAGE_SNAPSHOT, T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING), "snapshot",
+              e.Snapshotted, None, OnFailure.KEEP, "snapshot",
+              "Take an image of the instance (or a rotated backup: --backup-type)."),
+)
+
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _ROWS}
+
+# A backup is a snapshot with its own task_states and action (§1.6.6).
+BACKUP = Operation(
+    "snapshot_instance", c.SnapshotInstance, "createBackup", IMAGE_STATES, IDLE,
+    T.IMAGE_BACKUP, (T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING), "snapshot", e.Snapshotted,
+    None, OnFailure.KEEP, "backup", "Take a backup image, rotating older ones.",
+)
 
 # Hard reboot is a variant of reboot_instance with its own guard and progression (§1.6.2).
 HARD_REBOOT = Operation(
@@ -113,4 +164,6 @@ def variant(op: Operation, payload: c.Command) -> Operation:
     """The row that applies to this payload (reboot's HARD variant)."""
     if isinstance(payload, c.RebootInstance) and payload.reboot_type == "HARD":
         return HARD_REBOOT
+    if isinstance(payload, c.SnapshotInstance) and payload.image_type == "backup":
+        return BACKUP
     return op

@@ -61,6 +61,57 @@ class InstanceCommand(Command, frozen=True, kw_only=True):
     """A command that needs nothing but its id (terminate, start, pause, ...)."""
 
 
+Password = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+
+class InjectedFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^/")]
+    contents: Annotated[str, msgspec.Meta(max_length=65536)]
+
+
+class RebuildInstance(Command, frozen=True, kw_only=True):
+    """Destroy the guest and spawn it again from ``image_ref`` (Nova: rebuild_instance)."""
+
+    image_ref: Ref
+    admin_password: Password | None = None
+    injected_files: list[InjectedFile] = []
+    preserve_ephemeral: bool = False
+
+
+class RescueInstance(Command, frozen=True, kw_only=True):
+    rescue_password: Password | None = None
+    rescue_image_ref: Ref | None = None
+
+
+class SetAdminPassword(Command, frozen=True, kw_only=True):
+    new_pass: Password
+
+
+class InjectFile(Command, frozen=True, kw_only=True):
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^/")]
+    contents: Annotated[str, msgspec.Meta(max_length=65536)]
+
+
+class ChangeInstanceMetadata(Command, frozen=True, kw_only=True):
+    """The whole metadata to publish to the guest (Nova sends a diff; we send the result)."""
+
+    metadata: dict[Annotated[str, msgspec.Meta(max_length=255)],
+                   Annotated[str, msgspec.Meta(max_length=255)]]
+
+
+class SnapshotInstance(Command, frozen=True, kw_only=True):
+    """A snapshot, or a backup of ``backup_type`` kept ``rotation`` deep (§2.11)."""
+
+    name: Name
+    image_type: Literal["snapshot", "backup"] = "snapshot"
+    backup_type: Literal["daily", "weekly"] | None = None
+    rotation: Annotated[int, msgspec.Meta(ge=0, le=1000)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_type == "backup" and (self.backup_type is None or self.rotation is None):
+            raise ValueError("a backup needs backup_type and rotation")
+
+
 # -- host commands (compute.cmd.<host>._host.<operation>) --------------------------------
 class SetHostEnabled(Command, frozen=True, kw_only=True):
     enabled: bool

@@ -76,10 +76,11 @@ class ActionStarted(Event, frozen=True, kw_only=True):
     operation: str
     action: str
     action_event: str
-    task_state: TaskState
+    task_state: TaskState | None
     params: dict[str, Any] = {}
 
     def apply(self, aggregate: Instance) -> None:
+        aggregate.action_vm_state = aggregate.vm_state
         aggregate.task_state = self.task_state
         aggregate.action = self.action
         aggregate.action_event = self.action_event
@@ -181,6 +182,115 @@ class Resumed(Completed, frozen=True, kw_only=True):
     """The suspended guest was restored from disk."""
 
 
+class SoftDeleted(Completed, frozen=True, kw_only=True):
+    """The instance was deleted but can be restored until it is reclaimed."""
+
+    deleted_at: datetime
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {"deleted_at": now}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.deleted_at = self.deleted_at
+
+
+class Restored(Completed, frozen=True, kw_only=True):
+    """A soft-deleted instance is back."""
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.deleted_at = None
+
+
+class Rescued(Completed, frozen=True, kw_only=True):
+    """The guest booted from a rescue image, its own disk attached."""
+
+    rescue_image_ref: str
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {"rescue_image_ref": params.get("rescue_image_ref") or ""}
+
+
+class Unrescued(Completed, frozen=True, kw_only=True):
+    """The guest boots from its own disk again."""
+
+
+class Rebuilt(Completed, frozen=True, kw_only=True):
+    """The guest was destroyed and spawned again from ``image_ref``."""
+
+    image_ref: str
+    launched_at: datetime
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {"image_ref": params["image_ref"], "launched_at": now}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.image_ref = self.image_ref
+        aggregate.launched_at = self.launched_at
+
+
+class PasswordChanged(Completed, frozen=True, kw_only=True):
+    """The guest's admin password was set (the password itself is never recorded)."""
+
+
+class FileInjected(Completed, frozen=True, kw_only=True):
+    """A file was written into the guest (its path and size; the contents stay private)."""
+
+    path: str
+    size: int
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {"path": params["path"], "size": len(params["contents"])}
+
+
+class MetadataChanged(Completed, frozen=True, kw_only=True):
+    """The metadata published to the guest changed."""
+
+    metadata: dict[str, str]
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {"metadata": params["metadata"]}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.metadata = dict(self.metadata)
+
+
+class Snapshotted(Completed, frozen=True, kw_only=True):
+    """An image of the instance was taken (a snapshot, or a backup of a type)."""
+
+    image_id: str
+    name: str
+    image_type: str
+    backup_type: str | None = None
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {"image_id": params["image_id"], "name": params["name"],
+                "image_type": params["image_type"], "backup_type": params.get("backup_type")}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.images[self.image_id] = (self.image_type, self.backup_type)
+
+
+class ImageDeleted(Event, frozen=True, kw_only=True):
+    """An image was deleted (backup rotation, §2.11)."""
+
+    image_id: str
+    reason: str
+
+    def apply(self, aggregate: Instance) -> None:
+        aggregate.images.pop(self.image_id, None)
+
+
 class FaultRecorded(Event, frozen=True, kw_only=True):
     """A failure, as Nova's instance_faults row: code, message (<=255), details (500 only)."""
 
@@ -243,6 +353,7 @@ class PowerStateChanged(Event, frozen=True, kw_only=True):
 InstanceEvent = (
     Created | ActionStarted | TaskStateChanged | Spawned | Terminated | Rebooted | PoweredOff
     | PoweredOn | Paused | Unpaused | Suspended | Resumed | FaultRecorded | TaskReverted
-    | Recovered | PowerStateChanged
+    | Recovered | PowerStateChanged | SoftDeleted | Restored | Rescued | Unrescued | Rebuilt
+    | PasswordChanged | FileInjected | MetadataChanged | Snapshotted | ImageDeleted
 )
 """Every instance event, as one tagged union: ``msgspec.json.decode(b, type=InstanceEvent)``."""

@@ -22,6 +22,7 @@ class ErrorCode(enum.StrEnum):
     COMPUTE_RESOURCES_UNAVAILABLE = "ComputeResourcesUnavailable"
     NOT_SUPPORTED = "NotSupported"
     SERVICE_UNAVAILABLE = "ComputeServiceUnavailable"
+    PASSWORD_SET_FAILED = "InstancePasswordSetFailed"
     INTERNAL_ERROR = "InternalError"
 
 

@@ -68,6 +68,7 @@ HANDLERS: dict[str, Callable[[ViewStore, str | None, QueryRequest], Any]] = {
                                                   include_deleted=r.include_deleted),
     "instance": _instance,
     "hosts": lambda v, k, r: v.list_hosts(),
+    "images": lambda v, k, r: v.list_images(str(UUID(k)) if k else None, r.include_deleted),
     "host": _host,
 }
 

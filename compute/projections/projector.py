@@ -43,6 +43,11 @@ def apply(event: Any, db: sqlite3.Connection) -> set[str]:
     return set()
 
 
+@apply.register
+def _(event: e.Event, db: sqlite3.Connection) -> set[str]:
+    return _touch(event, db)          # any other instance event: version and time
+
+
 def _touch(event: e.Event, db: sqlite3.Connection, **columns: Any) -> set[str]:
     sets = "".join(f", {c} = ?" for c in columns)
     db.execute(f"UPDATE instances SET version = ?, updated_at = ?{sets} WHERE uuid = ?",
@@ -104,10 +109,18 @@ def _(event: e.TaskStateChanged, db: sqlite3.Connection) -> set[str]:
 @apply.register
 def _(event: e.Completed, db: sqlite3.Connection) -> set[str]:
     extra: dict[str, Any] = {}
-    if isinstance(event, e.Spawned):
+    if isinstance(event, (e.Spawned, e.Rebuilt)):
         extra["launched_at"] = event.launched_at.isoformat()
+    if isinstance(event, e.Rebuilt):
+        extra["image_ref"] = event.image_ref
     if isinstance(event, e.Terminated):
         extra["terminated_at"] = event.terminated_at.isoformat()
+    if isinstance(event, e.MetadataChanged):
+        extra["metadata"] = _json.encode(event.metadata).decode()
+    if isinstance(event, e.Snapshotted):
+        db.execute("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
+                   (event.image_id, str(event.originator_id), event.name, event.image_type,
+                    event.backup_type, _ts(event)))
     _finish_action(event, db, "Success", None)
     return _touch(event, db, vm_state=event.vm_state.value, task_state=None,
                   power_state=int(event.power_state), **extra)
@@ -139,6 +152,13 @@ def _(event: e.Recovered, db: sqlite3.Connection) -> set[str]:
     return _touch(event, db, vm_state=event.vm_state.value,
                   task_state=event.task_state.value if event.task_state else None,
                   power_state=int(event.power_state))
+
+
+@apply.register
+def _(event: e.ImageDeleted, db: sqlite3.Connection) -> set[str]:
+    db.execute("UPDATE images SET deleted_at = ?, reason = ? WHERE image_id = ?",
+               (_ts(event), event.reason, event.image_id))
+    return _touch(event, db)
 
 
 @apply.register

@@ -55,11 +55,14 @@ CREATE TABLE IF NOT EXISTS faults (
 CREATE TABLE IF NOT EXISTS claims (
   host TEXT NOT NULL, instance_uuid TEXT NOT NULL, vcpus INTEGER NOT NULL,
   memory_mb INTEGER NOT NULL, disk_gb REAL NOT NULL, PRIMARY KEY (host, instance_uuid));
+CREATE TABLE IF NOT EXISTS images (
+  image_id TEXT PRIMARY KEY, uuid TEXT NOT NULL, name TEXT NOT NULL, image_type TEXT NOT NULL,
+  backup_type TEXT, created_at TEXT NOT NULL, deleted_at TEXT, reason TEXT);
 CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
 """
 
 VIEW_TABLES = ("instances", "hosts", "instance_actions", "instance_action_events", "faults",
-               "claims", "host_aggregates")
+               "claims", "host_aggregates", "images")
 """Tables compared by the audit (tracking is the position, compared separately)."""
 
 
@@ -88,6 +91,17 @@ class InstanceView(msgspec.Struct):
     updated_at: str
     version: int
     fault: FaultView | None = None     # shown only when status is ERROR or DELETED (Nova)
+
+
+class ImageView(msgspec.Struct):
+    image_id: str
+    uuid: str
+    name: str
+    image_type: str
+    backup_type: str | None
+    created_at: str
+    deleted_at: str | None
+    reason: str | None
 
 
 class ActionEventView(msgspec.Struct):
@@ -216,6 +230,15 @@ class ViewStore:
                           created_at=r["created_at"], host=r["host"])
                 for r in self._all("SELECT * FROM faults WHERE uuid = ? ORDER BY version DESC",
                                    uuid)]
+
+    def list_images(self, uuid: str | None = None, include_deleted: bool = False
+                    ) -> list[ImageView]:
+        sql, params = "SELECT * FROM images WHERE 1=1", []
+        if uuid:
+            sql, params = sql + " AND uuid = ?", [uuid]
+        if not include_deleted:
+            sql += " AND deleted_at IS NULL"
+        return [ImageView(**dict(r)) for r in self._all(sql + " ORDER BY created_at", *params)]
 
     def list_hosts(self) -> list[HostView]:
         return [self._host(r) for r in self._all("SELECT * FROM hosts ORDER BY host")]

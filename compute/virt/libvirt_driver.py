@@ -16,11 +16,20 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import libvirt
+import msgspec
 
-from compute.domain.errors import HypervisorError, NotSupported
+from compute.domain.errors import HypervisorError, InstancePasswordSetFailed, NotSupported
 from compute.domain.states import PowerState
 from compute.virt.api import HostInfo, InstanceInfo, InstanceRef
-from compute.virt.xml import domain_name, domain_xml
+from compute.virt.xml import (
+    FILES_XMLNS,
+    XMLNS,
+    domain_name,
+    domain_xml,
+    files_xml,
+    metadata_xml,
+    snapshot_xml,
+)
 
 R = TypeVar("R")
 
@@ -40,6 +49,12 @@ _POWER = {
     libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
     libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
 }
+
+
+def _affect(dom: libvirt.virDomain) -> int:
+    """Change the running guest (if it runs) and its persistent definition."""
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    return flags | libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else flags
 
 
 def _typed(method: Callable[..., R]) -> Callable[..., R]:
@@ -181,6 +196,9 @@ class LibvirtDriver:
     def power_off(self, ref: InstanceRef, clean_shutdown: bool = True) -> PowerState:
         """Clean: ask the guest, wait, then pull the plug if it did not stop. A guest the
         hypervisor does not know is as off as it gets."""
+        return self._power_off(ref, clean_shutdown)
+
+    def _power_off(self, ref: InstanceRef, clean_shutdown: bool = True) -> PowerState:
         dom = self._find(ref)
         if dom is None or not dom.isActive():
             return self._power(dom)
@@ -224,6 +242,105 @@ class LibvirtDriver:
         if not dom.isActive():
             dom.create()
         return self._power(dom)
+
+    @_typed
+    def soft_delete(self, ref: InstanceRef) -> PowerState:
+        """libvirt has no soft delete: Nova falls back to power_off, and so do we."""
+        return self._power_off(ref)
+
+    @_typed
+    def rescue(self, ref: InstanceRef, rescue_image_ref: str | None = None,
+               rescue_password: str | None = None) -> PowerState:
+        """Boot a rescue disk with the instance's disk as the second one (Nova's libvirt
+        rescue); the original definition comes back with unrescue."""
+        dom = self._domain(ref)
+        if dom.isActive():
+            dom.destroy()
+        image = rescue_image_ref or ref.image_ref
+        dom = self.connect().defineXML(domain_xml(ref, self.domain_type, self.disk_dir,
+                                                  rescue_image_ref=image))
+        dom.create()
+        if rescue_password:
+            dom.setUserPassword("root", rescue_password, 0)
+        return self._power(dom)
+
+    @_typed
+    def unrescue(self, ref: InstanceRef) -> PowerState:
+        dom = self._domain(ref)
+        if dom.isActive():
+            dom.destroy()
+        dom = self._define(ref)
+        dom.create()
+        return self._power(dom)
+
+    @_typed
+    def rebuild(self, ref: InstanceRef, image_ref: str, power_on: bool = True,
+                admin_password: str | None = None,
+                injected_files: list[dict[str, str]] | None = None) -> PowerState:
+        """Destroy and spawn again from the new image; a stopped instance ends stopped."""
+        rebuilt = msgspec.structs.replace(ref, image_ref=image_ref)
+        dom = self._find(ref)
+        if dom is not None:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        dom = self._define(rebuilt)
+        dom.create()
+        if admin_password:
+            dom.setUserPassword("root", admin_password, 0)
+        for item in injected_files or []:
+            self._write_file(dom, item["path"], item["contents"])
+        if not power_on:
+            dom.destroy()
+        return self._power(dom)
+
+    @_typed
+    def set_admin_password(self, ref: InstanceRef, new_pass: str) -> PowerState:
+        """The guest agent sets the password; it must be running (InstancePasswordSetFailed)."""
+        dom = self._domain(ref)
+        if self._power(dom) is not PowerState.RUNNING:
+            raise InstancePasswordSetFailed(f"instance {ref.uuid} is not running")
+        dom.setUserPassword("root", new_pass, 0)
+        return self._power(dom)
+
+    @_typed
+    def inject_file(self, ref: InstanceRef, path: str, contents: str) -> PowerState:
+        """Write a file for the guest. The test hypervisor has no guest agent, so the file
+        goes into the domain's metadata (where a config drive or agent would read it)."""
+        dom = self._domain(ref)
+        self._write_file(dom, path, contents)
+        return self._power(dom)
+
+    @_typed
+    def set_metadata(self, ref: InstanceRef, metadata: dict[str, str]) -> PowerState:
+        """Publish new metadata to the guest (our namespace in the domain's metadata)."""
+        dom = self._domain(ref)
+        updated = msgspec.structs.replace(ref, metadata=metadata)
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata_xml(updated), "compute",
+                        XMLNS, _affect(dom))
+        return self._power(dom)
+
+    @_typed
+    def snapshot(self, ref: InstanceRef, image_id: str, name: str) -> PowerState:
+        """A libvirt domain snapshot named by the image id (idempotent on a retry)."""
+        dom = self._domain(ref)
+        if image_id not in dom.snapshotListNames():
+            dom.snapshotCreateXML(snapshot_xml(image_id, name))
+        return self._power(dom)
+
+    @_typed
+    def delete_image(self, ref: InstanceRef, image_id: str) -> None:
+        dom = self._find(ref)
+        if dom is not None and image_id in dom.snapshotListNames():
+            dom.snapshotLookupByName(image_id).delete()
+
+    def _write_file(self, dom: libvirt.virDomain, path: str, contents: str) -> None:
+        try:
+            current = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, FILES_XMLNS)
+        except libvirt.libvirtError:
+            current = None
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                        files_xml(current, path, contents), "files", FILES_XMLNS, _affect(dom))
 
     # -- facts ------------------------------------------------------------------------------
     @_typed

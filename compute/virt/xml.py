@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import xml.etree.ElementTree as ET
 
 from compute.virt.api import InstanceRef
@@ -14,35 +15,81 @@ def domain_name(uuid: str) -> str:
     return f"instance-{uuid}"
 
 
-def domain_xml(ref: InstanceRef, domain_type: str, disk_dir: str = "/var/lib/compute/instances"
-               ) -> str:
-    """A complete domain: memory, vcpus, a root disk, a NIC, VNC, a serial console, and the
-    image and user metadata under our own namespace (libvirt keeps it with the domain)."""
-    dom = ET.Element("domain", type=domain_type)
-    ET.SubElement(dom, "name").text = domain_name(ref.uuid)
-    ET.SubElement(dom, "uuid").text = ref.uuid
-    ET.SubElement(dom, "memory", unit="KiB").text = str(ref.flavor.memory_mb * 1024)
-    ET.SubElement(dom, "vcpu").text = str(ref.flavor.vcpus)
-    meta = ET.SubElement(ET.SubElement(dom, "metadata"), f"{{{XMLNS}}}instance")
+FILES_XMLNS = "https://compute.local/xmlns/files/1.0"
+
+
+def _instance_metadata(ref: InstanceRef) -> ET.Element:
+    meta = ET.Element(f"{{{XMLNS}}}instance")
     ET.SubElement(meta, f"{{{XMLNS}}}name").text = ref.name
     ET.SubElement(meta, f"{{{XMLNS}}}image", ref=ref.image_ref)
     ET.SubElement(meta, f"{{{XMLNS}}}flavor", name=ref.flavor.name)
     for key, value in sorted(ref.metadata.items()):
         ET.SubElement(meta, f"{{{XMLNS}}}meta", key=key).text = value
+    return meta
+
+
+def metadata_xml(ref: InstanceRef) -> str:
+    """Our metadata element alone, for ``setMetadata`` (libvirt adds the namespace)."""
+    return ET.tostring(_instance_metadata(ref), encoding="unicode")
+
+
+def files_xml(current: str | None, path: str, contents: str) -> str:
+    """The files element with ``path`` added or replaced (contents base64-encoded)."""
+    root = ET.fromstring(current) if current else ET.Element("files")
+    for old in [f for f in root.findall("file") if f.get("path") == path]:
+        root.remove(old)
+    ET.SubElement(root, "file", path=path).text = base64.b64encode(contents.encode()).decode()
+    return ET.tostring(root, encoding="unicode")
+
+
+def snapshot_xml(name: str, description: str) -> str:
+    snap = ET.Element("domainsnapshot")
+    ET.SubElement(snap, "name").text = name
+    ET.SubElement(snap, "description").text = description
+    return ET.tostring(snap, encoding="unicode")
+
+
+def console_port(uuid: str, console_type: str) -> int:
+    """A fixed display port for hypervisors that allocate none (the test driver); a real
+    hypervisor allocates its own (autoport) and the domain XML says which."""
+    return (5900 if console_type == "vnc" else 15900) + int(uuid.replace("-", ""), 16) % 10000
+
+
+def domain_xml(ref: InstanceRef, domain_type: str, disk_dir: str = "/var/lib/compute/instances",
+               *, rescue_image_ref: str | None = None) -> str:
+    """A complete domain: memory, vcpus, a root disk, a NIC, VNC and SPICE, a serial console
+    logged to a file, and the image and user metadata under our own namespace. A rescue
+    domain boots a rescue disk first, the instance's own disk second."""
+    dom = ET.Element("domain", type=domain_type)
+    ET.SubElement(dom, "name").text = domain_name(ref.uuid)
+    ET.SubElement(dom, "uuid").text = ref.uuid
+    ET.SubElement(dom, "memory", unit="KiB").text = str(ref.flavor.memory_mb * 1024)
+    ET.SubElement(dom, "vcpu").text = str(ref.flavor.vcpus)
+    meta = _instance_metadata(ref)
+    ET.SubElement(dom, "metadata").append(meta)
     os_ = ET.SubElement(dom, "os")
     ET.SubElement(os_, "type").text = "hvm"
     ET.SubElement(os_, "boot", dev="hd")
+    if rescue_image_ref is not None:
+        ET.SubElement(meta, f"{{{XMLNS}}}rescue", image=rescue_image_ref)
     devices = ET.SubElement(dom, "devices")
-    disk = ET.SubElement(devices, "disk", type="file", device="disk")
-    ET.SubElement(disk, "driver", name="qemu", type="qcow2")
-    ET.SubElement(disk, "source", file=f"{disk_dir}/{ref.uuid}/disk")
-    ET.SubElement(disk, "target", dev="vda", bus="virtio")
+    disks = ["disk.rescue", "disk"] if rescue_image_ref is not None else ["disk"]
+    for dev, name in zip(("vda", "vdb"), disks):
+        disk = ET.SubElement(devices, "disk", type="file", device="disk")
+        ET.SubElement(disk, "driver", name="qemu", type="qcow2")
+        ET.SubElement(disk, "source", file=f"{disk_dir}/{ref.uuid}/{name}")
+        ET.SubElement(disk, "target", dev=dev, bus="virtio")
     nic = ET.SubElement(devices, "interface", type="ethernet")
     ET.SubElement(nic, "target", dev=f"tap{ref.uuid[:11]}")
     ET.SubElement(nic, "model", type="virtio")
-    ET.SubElement(devices, "graphics", type="vnc", port="-1", autoport="yes",
-                  listen="127.0.0.1")
+    for kind in ("vnc", "spice"):
+        if domain_type == "test":
+            ET.SubElement(devices, "graphics", type=kind, port=str(console_port(ref.uuid, kind)),
+                          autoport="no", listen="127.0.0.1")
+        else:
+            ET.SubElement(devices, "graphics", type=kind, autoport="yes", listen="127.0.0.1")
     serial = ET.SubElement(devices, "serial", type="pty")
+    ET.SubElement(serial, "log", file=f"{disk_dir}/{ref.uuid}/console.log", append="on")
     ET.SubElement(serial, "target", port="0")
     ET.SubElement(devices, "console", type="pty")
     return ET.tostring(dom, encoding="unicode")
