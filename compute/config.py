@@ -44,6 +44,8 @@ class Settings(msgspec.Struct, kw_only=True):
     resume_guests_state_on_host_boot: bool = False   # Nova's option of the same name
     sync_power_state_interval: float = 600.0          # seconds; negative disables (Nova)
     update_resources_interval: float = 60.0           # seconds; negative disables
+    reclaim_instance_interval: float = 0.0            # soft-deleted kept this long; 0: off
+    reclaim_poll_interval: float = 60.0               # how often reclaim looks (Nova: 60 s)
     backdoor_port: int = -1
     """Live introspection console on 127.0.0.1: -1 off (default), 0 any free port, or a port."""
     faults: str = ""

@@ -71,3 +71,21 @@ async def test_cli_events_lists_an_instances_events_in_order(service, settings) 
     assert code == 0, err
     names = [json.loads(line)["event"] for line in out.splitlines()]
     assert names[0] == "Created" and names[-1] == "PoweredOff"
+
+
+async def test_cli_verbs_cover_the_new_operations_and_calls(service, settings) -> None:
+    code, out, _ = await cli(settings, "--json", "boot", "app1")
+    vm = json.loads(out)["uuid"]
+    code, out, err = await cli(settings, "rebuild", vm, "--image-ref", "debian-13")
+    assert code == 0 and "Rebuilt" in out, err
+    code, out, _ = await cli(settings, "backup", vm, "--name", "nightly", "--backup-type",
+                             "daily", "--rotation", "2")
+    assert code == 0 and "Snapshotted" in out
+    code, out, _ = await cli(settings, "metadata", vm, "--metadata", '{"tier": "web"}')
+    assert code == 0 and "MetadataChanged" in out
+    code, out, _ = await cli(settings, "--json", "console", vm)
+    assert code == 0 and json.loads(out)["port"] > 0
+    code, out, _ = await cli(settings, "--json", "diagnostics", vm)
+    assert code == 0 and json.loads(out)["state"] == "running"
+    code, out, _ = await cli(settings, "rescue", vm)
+    assert code == 0 and "Rescued" in out

@@ -26,6 +26,23 @@ NOVA_ALLOWED_VM = {
     "suspend_instance": {V.ACTIVE},
     "resume_instance": {V.SUSPENDED},
     "terminate_instance": set(V) - {V.DELETED},
+    # a soft-deleted instance is restored or reclaimed, not soft-deleted again
+    "soft_delete_instance": set(V) - {V.DELETED, V.SOFT_DELETED},
+    "restore_instance": {V.SOFT_DELETED},
+    "rescue_instance": {V.ACTIVE, V.STOPPED, V.ERROR},
+    "unrescue_instance": {V.RESCUED},
+    "rebuild_instance": {V.ACTIVE, V.STOPPED, V.ERROR},
+    "set_admin_password": {V.ACTIVE},
+    "inject_file": {V.ACTIVE},
+    "change_instance_metadata": {V.ACTIVE, V.PAUSED, V.SUSPENDED, V.STOPPED},
+    "snapshot_instance": {V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED},
+}
+SAMPLE = {
+    "rebuild_instance": {"image_ref": "img2"},
+    "set_admin_password": {"new_pass": "pw"},
+    "inject_file": {"path": "/etc/motd", "contents": "hi"},
+    "change_instance_metadata": {"metadata": {"a": "b"}},
+    "snapshot_instance": {"name": "snap"},
 }
 HARD_REBOOT_VM = {V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED, V.ERROR}
 HARD_REBOOT_TASKS = {None, T.REBOOTING, T.REBOOT_PENDING, T.REBOOT_STARTED, T.RESUMING,
@@ -44,7 +61,12 @@ def booted(vm_state: VmState = V.ACTIVE, task_state: TaskState | None = None) ->
 
 
 def payload(op_name: str, **kw: object) -> c.Command:
-    return OPERATIONS[op_name].payload(command_id=uuid.uuid4(), **kw)
+    return OPERATIONS[op_name].payload(command_id=uuid.uuid4(), **{**SAMPLE.get(op_name, {}),
+                                                                   **kw})
+
+
+def test_every_instance_operation_of_the_table_is_checked_here() -> None:
+    assert set(OPERATIONS) - {"run_instance"} == set(NOVA_ALLOWED_VM)
 
 
 @pytest.mark.parametrize("op_name", sorted(NOVA_ALLOWED_VM))
@@ -57,6 +79,7 @@ def test_each_operation_is_allowed_exactly_from_novas_states(op_name: str) -> No
         if allowed:
             inst.accept(op, "c1", payload(op_name))
             assert inst.task_state is (op.steps[-1] if op.steps else op.task_state)
+            assert inst.action_command_id == "c1"
         else:
             with pytest.raises(InstanceInvalidState):
                 inst.accept(op, "c1", payload(op_name))
@@ -148,3 +171,25 @@ def test_api_status_is_derived_as_novas_api_does(vm_state: VmState,
                                                   task_state: TaskState | None,
                                                   status: str) -> None:
     assert api_status(vm_state, task_state) == status
+
+
+@pytest.mark.parametrize("kinds, rotation, kept", [
+    (["daily"] * 3, 0, []),
+    (["daily"] * 3, 1, ["daily"]),
+    (["daily", "weekly", "daily", "weekly", "daily", "daily"], 3,
+     ["weekly", "daily", "weekly", "daily", "daily"]),
+])
+def test_backup_rotation_keeps_the_newest_of_each_type(kinds: list[str], rotation: int,
+                                                       kept: list[str]) -> None:
+    """Nova's _rotate_backups: per backup_type, the newest ``rotation`` stay, the new one
+    counted (rotation 0 deletes them all, the new one included)."""
+    from compute.domain.operations import BACKUP
+
+    inst = booted()
+    for i, kind in enumerate(kinds):
+        params = {"name": f"b{i}", "image_type": "backup", "backup_type": kind,
+                  "rotation": rotation, "image_id": f"img{i}"}
+        inst.accept(BACKUP, f"c{i}", payload("snapshot_instance", **{
+            k: v for k, v in params.items() if k != "image_id"}))
+        inst.complete(BACKUP, f"c{i}", PowerState.RUNNING, params)
+    assert [btype for _, btype in inst.images.values()] == kept

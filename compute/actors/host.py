@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import time
 from typing import Any
-from uuid import UUID
+from datetime import datetime
+from uuid import UUID, uuid4
 
 import msgspec
 import nats
@@ -28,7 +31,8 @@ from compute.config import Settings
 from compute.domain.errors import ComputeError
 from compute.domain.host import Host
 from compute.domain.states import PowerState
-from compute.events.commands import Flavor
+from compute.domain.operations import OPERATIONS
+from compute.events.commands import Flavor, InstanceCommand
 from compute.events.outcomes import Outcome, Rejected
 from compute.messaging import intake
 from compute.messaging.queries import QueryService
@@ -62,6 +66,7 @@ class HostService:
         self._stopping = False
         self._known: set[UUID] = set()
         self.backdoor_port: int | None = None
+        self.console_secret = secrets.token_bytes(32)
         self._backdoor: asyncio.Server | None = None
 
     # -- start / stop ---------------------------------------------------------------------
@@ -106,6 +111,9 @@ class HostService:
             asyncio.create_task(self._periodic(s.update_resources_interval,
                                                self.update_available_resource),
                                 name="update-available-resource"),
+            asyncio.create_task(self._periodic(
+                s.reclaim_poll_interval if s.reclaim_instance_interval > 0 else -1,
+                self.reclaim_queued_deletes), name="reclaim"),
             asyncio.create_task(self.relay.run(), name="relay"),
             asyncio.create_task(self.queries.follow(), name="projector"),
             asyncio.create_task(self._consume(), name="consumer"),
@@ -178,6 +186,21 @@ class HostService:
             if view.task_state is None:
                 self.router.deliver(SyncPower(UUID(view.uuid)))
         return len(views)
+
+    async def reclaim_queued_deletes(self) -> int:
+        """Nova's ``_reclaim_queued_deletes``: soft-deleted instances older than the
+        reclaim interval are deleted for good; returns how many were sent to deletion."""
+        views = await asyncio.to_thread(self.views.list_instances, self.host, "soft-delete")
+        horizon = time.time() - self.settings.reclaim_instance_interval
+        due = [v for v in views if v.task_state is None and (
+            v.deleted_at is None or datetime.fromisoformat(v.deleted_at).timestamp() <= horizon)]
+        op = OPERATIONS["terminate_instance"]
+        for view in due:
+            command_id = uuid4()
+            self.router.deliver(Envelope(uuid=UUID(view.uuid), op=op,
+                                         payload=InstanceCommand(command_id=command_id),
+                                         command_id=str(command_id)))
+        return len(due)
 
     @staticmethod
     async def _periodic(interval: float, task: Any) -> None:

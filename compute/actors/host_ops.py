@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from compute.domain.errors import ComputeError, InvalidPayload, NotSupported, UnknownOperation
+from compute.domain.errors import (
+    ComputeError,
+    InstanceNotFound,
+    InvalidPayload,
+    NotSupported,
+    UnknownOperation,
+)
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.events import commands as c
 from compute.events.outcomes import ErrorCode, HostUpdated, Rejected
@@ -34,6 +42,53 @@ class HostStatus(msgspec.Struct):
     instances: int
 
 
+class ConsoleOutput(msgspec.Struct):
+    uuid: str
+    output: str
+
+
+class Console(msgspec.Struct):
+    uuid: str
+    console_type: str
+    host: str
+    port: int
+    token: str
+
+
+class ConsoleValidation(msgspec.Struct):
+    uuid: str
+    valid: bool
+
+
+class Diagnostics(msgspec.Struct):
+    uuid: str
+    state: str
+    num_cpus: int
+    cpu_time_ns: int
+    memory_kb: int
+    max_memory_kb: int
+    memory_stats: dict[str, int]
+    disk: dict[str, dict[str, int]]
+    nic: dict[str, dict[str, int]]
+
+
+class ConsolePool(msgspec.Struct):
+    host: str
+    console_type: str
+    address: str
+    topic: str
+
+
+class ConsoleTopic(msgspec.Struct):
+    host: str
+    topic: str
+
+
+def _display(console_type: str) -> str:
+    """novnc/xvpvnc/vnc are VNC displays; spice-html5/spice are SPICE."""
+    return "spice" if console_type.startswith("spice") else "vnc"
+
+
 class BackdoorPort(msgspec.Struct):
     host: str
     port: int | None
@@ -56,10 +111,10 @@ class HostOperations:
             payload = None
             if op.payload is not None:
                 try:
-                    payload = msgspec.json.decode(data, type=op.payload)
+                    payload = msgspec.json.decode(data or b"{}", type=op.payload)
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     raise InvalidPayload(f"invalid {name} payload: {exc}") from None
-                command_id = str(payload.command_id)
+                command_id = str(getattr(payload, "command_id", "")) or None
             async with self._lock:
                 return await getattr(self, name)(payload)
         except ComputeError as exc:
@@ -128,6 +183,68 @@ class HostOperations:
 
     async def get_backdoor_port(self, _: None) -> BackdoorPort:
         return BackdoorPort(host=self.service.host, port=self.service.backdoor_port)
+
+    # -- instance calls: consoles and diagnostics -------------------------------------------
+    async def get_console_output(self, p: c.ConsoleOutputCall) -> ConsoleOutput:
+        ref = await self._ref(p.uuid)
+        text = await self.service.driver_actor.call("get_console_output", ref,
+                                                    tail_length=p.tail_length)
+        return ConsoleOutput(uuid=str(p.uuid), output=text)
+
+    async def get_vnc_console(self, p: c.ConsoleCall) -> Console:
+        return await self._console(p, "vnc")
+
+    async def get_spice_console(self, p: c.ConsoleCall) -> Console:
+        return await self._console(p, "spice")
+
+    async def validate_console_port(self, p: c.ValidateConsolePort) -> ConsoleValidation:
+        """Nova's check that a console proxy connects where the instance's console is; with
+        a token, also that the token was issued for this instance and port."""
+        kind = _display(p.console_type)
+        ref = await self._ref(p.uuid)
+        try:
+            _, port = await self.service.driver_actor.call("get_console", ref, kind)
+        except NotSupported:
+            return ConsoleValidation(uuid=str(p.uuid), valid=False)
+        valid = port == p.port and (p.token is None or hmac.compare_digest(
+            p.token, self._token(str(p.uuid), kind, port)))
+        return ConsoleValidation(uuid=str(p.uuid), valid=valid)
+
+    async def get_diagnostics(self, p: c.InstanceCall) -> Diagnostics:
+        ref = await self._ref(p.uuid)
+        data = await self.service.driver_actor.call("get_diagnostics", ref)
+        return Diagnostics(uuid=str(p.uuid), **data)
+
+    async def get_console_pool_info(self, p: c.ConsolePoolCall) -> ConsolePool:
+        return ConsolePool(host=self.service.host, console_type=p.console_type,
+                           address="127.0.0.1", topic=self._topic)
+
+    async def get_console_topic(self, _: None) -> ConsoleTopic:
+        return ConsoleTopic(host=self.service.host, topic=self._topic)
+
+    async def _console(self, p: c.ConsoleCall, kind: str) -> Console:
+        ref = await self._ref(p.uuid)
+        address, port = await self.service.driver_actor.call("get_console", ref, kind)
+        return Console(uuid=str(p.uuid), console_type=p.console_type, host=address, port=port,
+                       token=self._token(str(p.uuid), kind, port))
+
+    def _token(self, uuid: str, kind: str, port: int) -> str:
+        """A console token is an HMAC of (instance, type, port) with this host's secret:
+        it opens exactly one console, and nothing needs storing."""
+        return hmac.new(self.service.console_secret, f"{uuid}:{kind}:{port}".encode(),
+                        hashlib.sha256).hexdigest()
+
+    @property
+    def _topic(self) -> str:
+        return f"compute.call.{self.service.host}"
+
+    async def _ref(self, uuid: Any) -> Any:
+        from compute.actors.instance import instance_ref
+
+        inst = await asyncio.to_thread(self.service.store.get_instance, uuid)
+        if inst is None or inst.deleted:
+            raise InstanceNotFound(uuid)
+        return instance_ref(inst)
 
     # -- plumbing ---------------------------------------------------------------------------
     @property

@@ -7,13 +7,15 @@ hand-written subcommand. Tables for people, ``--json`` for machines; non-zero ex
 from __future__ import annotations
 
 import argparse
+
+import msgspec
 import asyncio
 import logging
 import sys
 
 from compute.config import Settings
 from compute.domain.host_operations import HOST_OPERATIONS
-from compute.domain.operations import OPERATIONS
+from compute.domain.operations import BACKUP, OPERATIONS
 from compute.flavors import FLAVORS
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,16 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--flavor", default="m1.tiny", choices=sorted(FLAVORS))
     boot.add_argument("--image", default="cirros-0.6.2")
     boot.add_argument("--uuid", help="instance uuid (default: a new one)")
-    for op in OPERATIONS.values():
+    for op in (*OPERATIONS.values(), BACKUP):
         if op.name == "run_instance":
             continue
         verb = sub.add_parser(op.cli, help=op.summary)
         verb.add_argument("uuid")
+        payload_options(verb, op.payload)
         if op.name == "reboot_instance":
             verb.add_argument("--hard", action="store_true", help="power-cycle the guest")
         if op.name == "stop_instance":
             verb.add_argument("--force", action="store_true", help="no clean shutdown")
-        verb.set_defaults(operation=op.name)
+        verb.set_defaults(operation=op.name,
+                          fixed={"image_type": "backup"} if op is BACKUP else {})
+    for verb_name, call, help_text in (
+            ("console", "get_vnc_console", "the VNC console's host, port and token"),
+            ("spice-console", "get_spice_console", "the SPICE console's host, port, token"),
+            ("console-log", "get_console_output", "the serial console log"),
+            ("diagnostics", "get_diagnostics", "CPU, memory, disk, NIC statistics")):
+        verb = sub.add_parser(verb_name, help=help_text)
+        verb.add_argument("uuid")
+        verb.set_defaults(call=call)
 
     sub.add_parser("list", help="the instance table").add_argument("--all", action="store_true",
                                                                    help="include deleted")
@@ -66,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def payload_options(parser: argparse.ArgumentParser, payload: type) -> None:
+    """One ``--option`` per payload field, from the msgspec Struct (values parse as JSON
+    when they can: ``--metadata '{"a": "b"}'``, ``--rotation 3``)."""
+    for field in msgspec.structs.fields(payload):
+        if field.name == "command_id":
+            continue
+        default = field.default if field.default is not msgspec.NODEFAULT else (
+            field.default_factory() if field.default_factory is not msgspec.NODEFAULT else None)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=f"p_{field.name}",
+                            required=field.required, metavar=field.name.upper(),
+                            help="required" if field.required else f"default: {default!r}")
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings.from_env(nats_url=args.nats_url, host=args.host, store=args.store,
                              views=args.views,
@@ -79,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     from compute.cli import commands
 
-    handler = getattr(commands, f"cmd_{args.verb}", None) or commands.cmd_operation
+    handler = getattr(commands, f"cmd_{args.verb}", None) or (
+        commands.cmd_call if getattr(args, "call", None) else commands.cmd_operation)
     try:
         return asyncio.run(handler(args, settings_from(args)))
     except KeyboardInterrupt:

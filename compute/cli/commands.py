@@ -151,7 +151,10 @@ async def cmd_boot(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_operation(args: argparse.Namespace, settings: Settings) -> int:
-    payload: dict[str, Any] = {}
+    payload: dict[str, Any] = dict(args.fixed)
+    for key, raw in vars(args).items():
+        if key.startswith("p_") and raw is not None:
+            payload[key[2:]] = _value(raw)
     if getattr(args, "hard", False):
         payload["reboot_type"] = "HARD"
     if getattr(args, "force", False):
@@ -160,6 +163,27 @@ async def cmd_operation(args: argparse.Namespace, settings: Settings) -> int:
         host = settings.host if args.host else await _host_of(client, args.uuid, settings.host)
         outcome = await client.send(host, args.uuid, args.operation, payload)
     return _print_outcome(outcome, args.json)
+
+
+async def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
+    """A synchronous instance call (console, console log, diagnostics)."""
+    async with client_for(settings) as client:
+        host = settings.host if args.host else await _host_of(client, args.uuid, settings.host)
+        reply = await client.nc.request(f"compute.call.{host}.{args.call}",
+                                        msgspec.json.encode({"uuid": args.uuid}), timeout=30)
+    data = msgspec.json.decode(reply.data)
+    if args.json or not isinstance(data, dict) or "output" not in data:
+        emit(data, as_json=args.json)
+    else:
+        print(data["output"])
+    return 1 if isinstance(data, dict) and "error" in data else 0
+
+
+def _value(raw: str) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return raw
 
 
 async def _host_of(client: ComputeClient, uuid: str, default: str) -> str:
@@ -246,10 +270,7 @@ async def cmd_host(args: argparse.Namespace, settings: Settings) -> int:
         key, sep, raw = item.partition("=")
         if not sep:
             raise CliError(f"{item!r} is not KEY=VALUE")
-        try:
-            fields[key] = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
-            fields[key] = raw
+        fields[key] = _value(raw)
     async with client_for(settings) as client:
         if HOST_OPERATIONS[args.operation].payload is None:
             reply = await client.nc.request(f"compute.call.{settings.host}.{args.operation}",

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from compute.events import commands as c
 
 
 @dataclass(frozen=True, slots=True)
 class HostOperation:
     name: str
-    payload: type[c.Command] | None     # None: a query that needs no command id
+    payload: type[c.Command] | type[msgspec.Struct] | None   # a Command is durable; else a call
     summary: str
 
 
@@ -29,6 +31,19 @@ HOST_OPERATIONS: dict[str, HostOperation] = {op.name: op for op in (
     HostOperation("get_host_uptime", None, "The host's uptime and load, as `uptime` says it."),
     HostOperation("get_host_status", None,
                   "Enabled, maintenance, degraded (hypervisor unreachable), resident actors."),
+    HostOperation("get_console_output", c.ConsoleOutputCall,
+                  "The tail of the instance's serial console log."),
+    HostOperation("get_vnc_console", c.ConsoleCall,
+                  "Host, port and token of the instance's VNC console."),
+    HostOperation("get_spice_console", c.ConsoleCall,
+                  "Host, port and token of the instance's SPICE console."),
+    HostOperation("validate_console_port", c.ValidateConsolePort,
+                  "Whether a port (and token) is the instance's console of that type."),
+    HostOperation("get_diagnostics", c.InstanceCall,
+                  "CPU, memory, disk and NIC statistics from the hypervisor."),
+    HostOperation("get_console_pool_info", c.ConsolePoolCall,
+                  "Where this host's consoles are served."),
+    HostOperation("get_console_topic", None, "The subject that serves this host's consoles."),
     HostOperation("get_backdoor_port", None,
                   "Loopback port of the live introspection console, or null when it is off."),
 )}

@@ -134,3 +134,26 @@ class AddAggregateHost(Command, frozen=True, kw_only=True):
 
 class RemoveAggregateHost(Command, frozen=True, kw_only=True):
     aggregate: Name
+
+
+# -- synchronous calls (compute.call.<host>.<operation>): queries, no command id -----------
+class InstanceCall(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    uuid: UUID
+
+
+class ConsoleOutputCall(InstanceCall, frozen=True, kw_only=True):
+    tail_length: Annotated[int, msgspec.Meta(ge=1, le=100000)] | None = None
+
+
+class ConsoleCall(InstanceCall, frozen=True, kw_only=True):
+    console_type: Literal["novnc", "xvpvnc", "vnc", "spice-html5", "spice"] = "novnc"
+
+
+class ValidateConsolePort(InstanceCall, frozen=True, kw_only=True):
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
+    console_type: Literal["novnc", "xvpvnc", "vnc", "spice-html5", "spice"]
+    token: str | None = None
+
+
+class ConsolePoolCall(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    console_type: Literal["vnc", "spice"] = "vnc"

@@ -97,7 +97,7 @@ def _(event: e.Created, db: sqlite3.Connection) -> set[str]:
 @apply.register
 def _(event: e.ActionStarted, db: sqlite3.Connection) -> set[str]:
     _start_action(event, db)
-    return _touch(event, db, task_state=event.task_state.value)
+    return _touch(event, db, task_state=event.task_state.value if event.task_state else None)
 
 
 @apply.register
@@ -115,6 +115,10 @@ def _(event: e.Completed, db: sqlite3.Connection) -> set[str]:
         extra["image_ref"] = event.image_ref
     if isinstance(event, e.Terminated):
         extra["terminated_at"] = event.terminated_at.isoformat()
+    if isinstance(event, e.SoftDeleted):
+        extra["deleted_at"] = event.deleted_at.isoformat()
+    if isinstance(event, e.Restored):
+        extra["deleted_at"] = None
     if isinstance(event, e.MetadataChanged):
         extra["metadata"] = _json.encode(event.metadata).decode()
     if isinstance(event, e.Snapshotted):

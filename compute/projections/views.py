@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS instances (
   vcpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL, disk_gb REAL NOT NULL,
   image_ref TEXT NOT NULL, metadata TEXT NOT NULL,
   vm_state TEXT NOT NULL, task_state TEXT, power_state INTEGER NOT NULL, status TEXT NOT NULL,
-  launched_at TEXT, terminated_at TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+  launched_at TEXT, terminated_at TEXT, deleted_at TEXT,
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
   version INTEGER NOT NULL,
   fault_code INTEGER, fault_message TEXT, fault_details TEXT, fault_at TEXT);
 CREATE INDEX IF NOT EXISTS instances_host ON instances(host, vm_state);
@@ -87,6 +88,7 @@ class InstanceView(msgspec.Struct):
     power_state: int
     launched_at: str | None
     terminated_at: str | None
+    deleted_at: str | None
     created_at: str
     updated_at: str
     version: int
@@ -271,6 +273,7 @@ def _instance(r: sqlite3.Row) -> InstanceView:
         image_ref=r["image_ref"], metadata=msgspec.json.decode(r["metadata"]),
         status=r["status"], vm_state=r["vm_state"], task_state=r["task_state"],
         power_state=r["power_state"], launched_at=r["launched_at"],
-        terminated_at=r["terminated_at"], created_at=r["created_at"],
+        terminated_at=r["terminated_at"], deleted_at=r["deleted_at"],
+        created_at=r["created_at"],
         updated_at=r["updated_at"], version=r["version"], fault=fault)
 

@@ -18,19 +18,19 @@ def domain_name(uuid: str) -> str:
 FILES_XMLNS = "https://compute.local/xmlns/files/1.0"
 
 
-def _instance_metadata(ref: InstanceRef) -> ET.Element:
-    meta = ET.Element(f"{{{XMLNS}}}instance")
-    ET.SubElement(meta, f"{{{XMLNS}}}name").text = ref.name
-    ET.SubElement(meta, f"{{{XMLNS}}}image", ref=ref.image_ref)
-    ET.SubElement(meta, f"{{{XMLNS}}}flavor", name=ref.flavor.name)
+def _instance_metadata(ref: InstanceRef, ns: str = f"{{{XMLNS}}}") -> ET.Element:
+    meta = ET.Element(f"{ns}instance")
+    ET.SubElement(meta, f"{ns}name").text = ref.name
+    ET.SubElement(meta, f"{ns}image", ref=ref.image_ref)
+    ET.SubElement(meta, f"{ns}flavor", name=ref.flavor.name)
     for key, value in sorted(ref.metadata.items()):
-        ET.SubElement(meta, f"{{{XMLNS}}}meta", key=key).text = value
+        ET.SubElement(meta, f"{ns}meta", key=key).text = value
     return meta
 
 
 def metadata_xml(ref: InstanceRef) -> str:
-    """Our metadata element alone, for ``setMetadata`` (libvirt adds the namespace)."""
-    return ET.tostring(_instance_metadata(ref), encoding="unicode")
+    """Our metadata element without a namespace, for ``setMetadata`` (which adds it)."""
+    return ET.tostring(_instance_metadata(ref, ns=""), encoding="unicode")
 
 
 def files_xml(current: str | None, path: str, contents: str) -> str:
