@@ -216,3 +216,41 @@ async def test_diagnostics_and_console_facts(service: HostService,
     assert missing["error"] == "InstanceNotFound"
 
 
+
+
+@pytest.mark.parametrize("op, payload, prepare, tasks", [
+    ("reboot_instance", {"reboot_type": "SOFT"}, None,
+     ["rebooting", "reboot_pending", "reboot_started", None]),
+    ("reboot_instance", {"reboot_type": "HARD"}, None,
+     ["rebooting_hard", "reboot_pending_hard", "reboot_started_hard", None]),
+    ("rebuild_instance", {"image_ref": "img2"}, None,
+     ["rebuilding", "rebuild_block_device_mapping", "rebuild_spawning", None]),
+    ("snapshot_instance", {"name": "b", "image_type": "backup", "backup_type": "weekly",
+                           "rotation": 2}, None,
+     ["image_backup", "image_pending_upload", "image_uploading", None]),
+    ("rescue_instance", {}, None, ["rescuing", None]),
+    ("unrescue_instance", {}, "rescue_instance", ["unrescuing", None]),
+    ("soft_delete_instance", {}, None, ["soft-deleting", None]),
+    ("restore_instance", {}, "soft_delete_instance", ["restoring", None]),
+    ("stop_instance", {}, None, ["powering-off", None]),
+    ("start_instance", {}, "stop_instance", ["powering-on", None]),
+    ("suspend_instance", {}, None, ["suspending", None]),
+    ("resume_instance", {}, "suspend_instance", ["resuming", None]),
+    ("pause_instance", {}, None, ["pausing", None]),
+    ("unpause_instance", {}, "pause_instance", ["unpausing", None]),
+    ("set_admin_password", {"new_pass": "x"}, None, ["updating_password", None]),
+    ("terminate_instance", {}, None, ["deleting", None]),
+])
+async def test_each_operation_passes_through_novas_task_states_in_the_log(
+        service: HostService, client: ComputeClient, op: str, payload: dict,
+        prepare: str | None, tasks: list) -> None:
+    vm = str(uuid.uuid4())
+    last = await client.send(service.host, vm, "run_instance", boot_payload())
+    if prepare:
+        last = await client.send(service.host, vm, prepare)
+    before = last.version
+    out = await client.send(service.host, vm, op, payload)
+    assert isinstance(out, Succeeded), out
+    events = await history(client, vm, until_version=out.version)
+    seen = [e["task_state"] for e in events if e["version"] > before and "task_state" in e]
+    assert seen == tasks
