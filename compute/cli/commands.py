@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import msgspec
 import nats
 
-from compute.cli.table import emit, render, to_rows
+from compute.cli.table import emit, render
 from compute.client import ComputeClient, QueryFailed
 from compute.config import Settings
 from compute.domain.states import PowerState

@@ -8,21 +8,18 @@ error code; every operation answers with the power state the hypervisor reports 
 
 from __future__ import annotations
 
-import functools
-import os
-import xml.etree.ElementTree as ET
 import threading
 import time
-import traceback
-from collections.abc import Callable
-from typing import Any, TypeVar
+
 
 import libvirt
 import msgspec
 
-from compute.domain.errors import HypervisorError, InstancePasswordSetFailed, NotSupported
+from compute.domain.errors import InstancePasswordSetFailed, NotSupported
 from compute.domain.states import PowerState
 from compute.virt.api import HostInfo, InstanceInfo, InstanceRef
+from compute.virt.consoles import ConsolesMixin
+from compute.virt.typed import _POWER, VIR_ERR_NO_DOMAIN, VIR_ERR_NO_SUPPORT, _affect, _typed
 from compute.virt.xml import (
     FILES_XMLNS,
     XMLNS,
@@ -33,52 +30,8 @@ from compute.virt.xml import (
     snapshot_xml,
 )
 
-R = TypeVar("R")
 
-# libvirt's own error report goes to stderr by default; ours is the typed error.
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-VIR_ERR_NO_SUPPORT = 3
-VIR_ERR_NO_DOMAIN = 42
-
-_POWER = {
-    libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
-    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.SHUTDOWN,
-    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUTDOWN,
-    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
-}
-
-
-def _affect(dom: libvirt.virDomain) -> int:
-    """Change the running guest (if it runs) and its persistent definition."""
-    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    return flags | libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else flags
-
-
-def _typed(method: Callable[..., R]) -> Callable[..., R]:
-    """Turn libvirt errors into the domain's typed errors, with libvirt's code."""
-
-    @functools.wraps(method)
-    def wrapper(self: LibvirtDriver, *args: Any, **kwargs: Any) -> R:
-        self._maybe_fail(method.__name__)
-        try:
-            return method(self, *args, **kwargs)
-        except libvirt.libvirtError as exc:
-            code = exc.get_error_code()
-            message = str(exc.get_error_message() or exc)
-            if code == VIR_ERR_NO_SUPPORT:
-                raise NotSupported(message) from exc
-            raise HypervisorError(message, libvirt_code=code,
-                                  details=traceback.format_exc()) from exc
-
-    return wrapper
-
-
-class LibvirtDriver:
+class LibvirtDriver(ConsolesMixin):
     def __init__(self, uri: str = "test:///default", *, local_gb: int = 1024,
                  disk_dir: str = "/var/lib/compute/instances",
                  shutdown_timeout: float = 60.0) -> None:
@@ -343,50 +296,6 @@ class LibvirtDriver:
             current = None
         dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
                         files_xml(current, path, contents), "files", FILES_XMLNS, _affect(dom))
-
-    # -- consoles and diagnostics -----------------------------------------------------------
-    @_typed
-    def get_console_output(self, ref: InstanceRef, tail_length: int | None = None) -> str:
-        """The serial console's log file (the domain XML names it), as Nova's libvirt
-        driver reads it. The test hypervisor runs no guest, so it writes no log."""
-        dom = self._domain(ref)
-        log_file = ET.fromstring(dom.XMLDesc()).find("./devices/serial/log")
-        path = log_file.get("file") if log_file is not None else None
-        if not path or not os.path.exists(path):
-            raise NotSupported(f"no console log for instance {ref.uuid} "
-                               f"({'no guest runs on the test hypervisor' if self.domain_type == 'test' else 'not written yet'})")
-        with open(path, errors="replace") as f:
-            lines = f.read().splitlines()
-        return "\n".join(lines[-tail_length:] if tail_length else lines)
-
-    @_typed
-    def get_console(self, ref: InstanceRef, console_type: str) -> tuple[str, int]:
-        """Listen address and port of the instance's ``vnc`` or ``spice`` display."""
-        dom = self._domain(ref)
-        for g in ET.fromstring(dom.XMLDesc()).findall("./devices/graphics"):
-            if g.get("type") == console_type and int(g.get("port", "-1")) > 0:
-                return g.get("listen", "127.0.0.1"), int(g.get("port", "-1"))
-        raise NotSupported(f"instance {ref.uuid} has no running {console_type} console")
-
-    @_typed
-    def get_diagnostics(self, ref: InstanceRef) -> dict[str, Any]:
-        """Nova's diagnostics: CPU time, memory, disk and NIC counters from libvirt."""
-        dom = self._domain(ref)
-        state, max_mem, mem, cpus, cpu_time = dom.info()
-        rd_req, rd_bytes, wr_req, wr_bytes, errs = dom.blockStats("vda")
-        nic = f"tap{ref.uuid[:11]}"
-        rx_b, rx_p, rx_e, rx_d, tx_b, tx_p, tx_e, tx_d = dom.interfaceStats(nic)
-        return {
-            "state": _POWER.get(state, PowerState.NOSTATE).label, "num_cpus": cpus,
-            "cpu_time_ns": cpu_time, "memory_kb": mem, "max_memory_kb": max_mem,
-            "memory_stats": dom.memoryStats() if dom.isActive() else {},
-            "disk": {"vda": {"read_requests": rd_req, "read_bytes": rd_bytes,
-                             "write_requests": wr_req, "write_bytes": wr_bytes,
-                             "errors": errs}},
-            "nic": {nic: {"rx_bytes": rx_b, "rx_packets": rx_p, "rx_errors": rx_e,
-                          "rx_drop": rx_d, "tx_bytes": tx_b, "tx_packets": tx_p,
-                          "tx_errors": tx_e, "tx_drop": tx_d}},
-        }
 
     # -- facts ------------------------------------------------------------------------------
     @_typed
