@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -59,8 +60,11 @@ async def main(args: argparse.Namespace) -> dict:
     env = {**os.environ, "COMPUTE_HOST": "bench", "COMPUTE_NATS_URL": server.url,
            "COMPUTE_STORE": args.store or str(work / "compute.sqlite"),
            "COMPUTE_VIEWS": str(work / "views.sqlite"), "COMPUTE_LIBVIRT_URI": f"test://{hv}"}
-    host = subprocess.Popen([sys.executable, "-m", "compute.cli", "up"], env=env, cwd=ROOT,
-                            stderr=open(work / "host.log", "wb"))
+    cmd = [sys.executable, "-m", "compute.cli", "up"]
+    if args.profile:                # py-spy samples the host process for the whole run
+        cmd = ["py-spy", "record", "-o", args.profile, "-f", "speedscope", "-r", "200",
+               "--", *cmd]
+    host = subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=open(work / "host.log", "wb"))
     nc = await nats.connect(server.url)
     js = nc.jetstream()
     decoder = msgspec.json.Decoder(Head)
@@ -117,6 +121,10 @@ async def main(args: argparse.Namespace) -> dict:
         tput_lat += lat
     n_cmds = per_vm * len(vms)
 
+    # Let the previous phase's background work (projections of ~30k events) finish first,
+    # so this phase measures latency at its own rate, not the backlog of the last one.
+    await asyncio.sleep(args.settle)
+
     # Open loop: a fixed arrival rate, each on an instance that is idle.
     lat_open: list[float] = []
     tasks = []
@@ -142,8 +150,8 @@ async def main(args: argparse.Namespace) -> dict:
                               "p99_ms": round(pct(lat_open, 0.99), 2),
                               "mean_ms": round(statistics.mean(lat_open) * 1000, 2)},
     }
-    host.terminate()
-    host.wait(timeout=30)
+    host.send_signal(signal.SIGINT)
+    host.wait(timeout=60)
     await nc.close()
     server.stop()
     return result
@@ -156,7 +164,9 @@ if __name__ == "__main__":
     p.add_argument("--window", type=int, default=500, help="commands in flight")
     p.add_argument("--rate", type=int, default=200, help="open-loop commands/s")
     p.add_argument("--seconds", type=int, default=5, help="open-loop duration")
+    p.add_argument("--settle", type=float, default=3.0, help="pause between phases, s")
     p.add_argument("--store", help="store URL (default: a SQLite file in a temp dir)")
+    p.add_argument("--profile", help="write a py-spy profile of the host to this file")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     res = asyncio.run(main(a))

@@ -103,7 +103,8 @@ class HostService:
             self._backdoor = await start_backdoor(self, s.backdoor_port)
             self.backdoor_port = self._backdoor.sockets[0].getsockname()[1]
             log.warning("introspection console on 127.0.0.1:%d", self.backdoor_port)
-        self.lifecycle = LifecycleEvents(self.driver.connect, self._lifecycle_event)
+        self.lifecycle = LifecycleEvents(self.driver.connect, self._lifecycle_event,
+                                         reset=self.driver.close)
         self._tasks = [
             asyncio.create_task(self.lifecycle.run(), name="lifecycle-events"),
             asyncio.create_task(self._periodic(s.sync_power_state_interval,

@@ -55,8 +55,10 @@ class LifecycleEvents:
 
     def __init__(self, connect: Callable[[], Any],
                  on_event: Callable[[str, PowerState], None], *,
+                 reset: Callable[[], None] | None = None,
                  check_every: float = 1.0, max_backoff: float = 30.0) -> None:
         self._connect = connect
+        self._reset = reset
         self._on_event = on_event
         self.check_every = check_every
         self.max_backoff = max_backoff
@@ -74,7 +76,9 @@ class LifecycleEvents:
         backoff = self.check_every
         while True:
             try:
-                if self._conn is None or not await asyncio.to_thread(self._conn.isAlive):
+                if self._conn is None or not await asyncio.to_thread(self._alive):
+                    if self._conn is not None and self._reset is not None:
+                        self._reset()        # the driver drops the dead connection too
                     await asyncio.to_thread(self._register)
                     if self.degraded:
                         log.warning("hypervisor connection is back; lifecycle events resumed")
@@ -87,6 +91,12 @@ class LifecycleEvents:
                 self._conn = None
                 backoff = min(backoff * 2, self.max_backoff)
             await asyncio.sleep(backoff if self.degraded else self.check_every)
+
+    def _alive(self) -> bool:
+        try:
+            return bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
 
     def _register(self) -> None:
         conn = self._connect()

@@ -8,6 +8,7 @@ error code; every operation answers with the power state the hypervisor reports 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -45,17 +46,23 @@ class LibvirtDriver(ConsolesMixin):
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> libvirt.virConnect:
-        """One shared connection (libvirt connections are thread-safe), opened lazily."""
+        """One shared connection (libvirt connections are thread-safe), opened lazily. The
+        hot path takes no lock; a lost connection is reset by ``close`` (the lifecycle
+        watchdog does it) and the next call opens a new one."""
+        conn = self._conn
+        if conn is not None:
+            return conn
         with self._lock:
-            if self._conn is None or not self._conn.isAlive():
+            if self._conn is None:
                 self._conn = libvirt.open(self.uri)
             return self._conn
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
 
     @property
     def domain_type(self) -> str:
@@ -72,6 +79,8 @@ class LibvirtDriver(ConsolesMixin):
             self._faults[method] = (error, delay, times)
 
     def _maybe_fail(self, method: str) -> None:
+        if not self._faults:
+            return
         with self._lock:
             error, delay, times = self._faults.get(method, (None, 0.0, 0))
             if times <= 0:
