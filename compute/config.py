@@ -35,6 +35,7 @@ class Settings(msgspec.Struct, kw_only=True):
     max_deliver: int = 5                  # deliveries before JetStream gives a command up
     max_ack_pending: int = 20000
     local_gb: int = 1024                  # disk capacity reported for the test hypervisor
+    volumes_dir: str = "var/volumes"      # where file-backed volumes are created
     reserved_host_memory_mb: int = 512
     reserved_host_disk_mb: int = 0
     reserved_host_cpus: int = 0

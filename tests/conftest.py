@@ -51,6 +51,7 @@ def settings(tmp_path: Path, nats_server: NatsServer,
              hypervisor_uri: Callable[..., str]) -> Settings:
     return Settings(host=f"t{next(_hosts)}", nats_url=nats_server.url,
                     store=str(tmp_path / "compute.sqlite"), views=str(tmp_path / "views.sqlite"),
+                    volumes_dir=str(tmp_path / "volumes"),
                     libvirt_uri=hypervisor_uri(), driver_timeout=10.0, ack_wait=5.0)
 
 

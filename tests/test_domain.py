@@ -36,13 +36,22 @@ NOVA_ALLOWED_VM = {
     "inject_file": {V.ACTIVE},
     "change_instance_metadata": {V.ACTIVE, V.PAUSED, V.SUSPENDED, V.STOPPED},
     "snapshot_instance": {V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED},
+    # §1.6.8: volumes attach and detach in these states
+    **{op: {V.ACTIVE, V.PAUSED, V.STOPPED, V.RESIZED, V.SOFT_DELETED, V.SHELVED,
+            V.SHELVED_OFFLOADED}
+       for op in ("reserve_block_device_name", "attach_volume", "detach_volume")},
+    "remove_volume_connection": set(V) - {V.DELETED},
 }
+ANY_TASK = {"terminate_instance", "soft_delete_instance", "remove_volume_connection"}
 SAMPLE = {
     "rebuild_instance": {"image_ref": "img2"},
     "set_admin_password": {"new_pass": "pw"},
     "inject_file": {"path": "/etc/motd", "contents": "hi"},
     "change_instance_metadata": {"metadata": {"a": "b"}},
     "snapshot_instance": {"name": "snap"},
+    "attach_volume": {"volume_id": "v2"},
+    "detach_volume": {"volume_id": "v1"},
+    "remove_volume_connection": {"volume_id": "v1"},
 }
 HARD_REBOOT_VM = {V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED, V.ERROR}
 HARD_REBOOT_TASKS = {None, T.REBOOTING, T.REBOOT_PENDING, T.REBOOT_STARTED, T.RESUMING,
@@ -57,6 +66,8 @@ def booted(vm_state: VmState = V.ACTIVE, task_state: TaskState | None = None) ->
     inst.complete(op, "c0", PowerState.RUNNING)
     inst.collect_events()
     inst.vm_state, inst.task_state = vm_state, task_state
+    inst.volumes["v1"] = ("/dev/vdb", "v1.img")
+    inst.block_devices["/dev/vdb"] = "v1"
     return inst
 
 
@@ -75,7 +86,7 @@ def test_each_operation_is_allowed_exactly_from_novas_states(op_name: str) -> No
     for vm_state, task_state in product(set(V) - {V.DELETED}, [None, *T]):
         inst = booted(vm_state, task_state)
         allowed = vm_state in NOVA_ALLOWED_VM[op_name] and (
-            task_state is None or op.preempts)
+            task_state is None or op_name in ANY_TASK)
         if allowed:
             inst.accept(op, "c1", payload(op_name))
             assert inst.task_state is (op.steps[-1] if op.steps else op.task_state)

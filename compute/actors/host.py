@@ -28,17 +28,23 @@ from compute.actors.host_ops import HostOperations
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
 from compute.config import Settings
-from compute.domain.errors import ComputeError
+from compute.domain.errors import ComputeError, InvalidPayload
 from compute.domain.host import Host
 from compute.domain.states import PowerState
-from compute.domain.operations import OPERATIONS
+from compute.domain.operations import OPERATIONS, lookup
 from compute.events.commands import Flavor, InstanceCommand
 from compute.events.outcomes import Outcome, Rejected
 from compute.messaging import intake
 from compute.messaging.queries import QueryService
 from compute.messaging.relay import Relay
 from compute.messaging.streams import ensure_streams
-from compute.messaging.subjects import COMMANDS_STREAM, HOST_TARGET, REPLY_TO, host_commands
+from compute.messaging.subjects import (
+    COMMANDS_STREAM,
+    HOST_TARGET,
+    REPLY_TO,
+    command,
+    host_commands,
+)
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore, open_store
@@ -58,7 +64,8 @@ class HostService:
     def __init__(self, settings: Settings, *, driver: Any | None = None) -> None:
         self.settings = settings
         self.host = settings.host
-        self.driver = driver or LibvirtDriver(settings.libvirt_uri, local_gb=settings.local_gb)
+        self.driver = driver or LibvirtDriver(settings.libvirt_uri, local_gb=settings.local_gb,
+                                              volumes_dir=settings.volumes_dir)
         self.nc: NATS | None = None
         self.store: ComputeStore | None = None
         self.router: Router | None = None
@@ -274,11 +281,33 @@ class HostService:
         self.router.deliver(env)
 
     async def _on_call(self, msg: Any) -> None:
-        """Synchronous calls on ``compute.call.<host>.<operation>``."""
-        result = await self.host_ops.run(msg.subject.rsplit(".", 1)[-1], msg.data)
+        """Synchronous calls on ``compute.call.<host>.<operation>``. An instance operation
+        (``{"uuid": ..., "command_id": ...}``) goes through the instance's actor, which
+        answers on the request's inbox; the others are host calls."""
+        name = msg.subject.rsplit(".", 1)[-1]
+        if lookup(name) is not None and msg.reply:
+            await self._instance_call(name, msg)
+            return
+        result = await self.host_ops.run(name, msg.data)
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(_encoder.encode(result))
+
+    async def _instance_call(self, name: str, msg: Any) -> None:
+        try:
+            body = msgspec.json.decode(msg.data)
+            target = body.pop("uuid") if isinstance(body, dict) else None
+            if not isinstance(target, str):
+                raise InvalidPayload("an instance call needs {\"uuid\": ...} in its body")
+            env = intake.parse(command(self.host, target, name), msgspec.json.encode(body),
+                               {REPLY_TO: msg.reply})
+        except (ComputeError, msgspec.DecodeError) as exc:
+            error = exc if isinstance(exc, ComputeError) else InvalidPayload(str(exc))
+            await msg.respond(_encoder.encode(Rejected(
+                command_id=None, uuid=None, operation=name, host=self.host,
+                error=error.error, message=str(error))))
+            return
+        self.router.deliver(env)
 
     # -- outbound -------------------------------------------------------------------------
     async def _reply(self, env: Envelope | None, reply_to: str | None, outcome: Outcome) -> None:

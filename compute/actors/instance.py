@@ -32,7 +32,7 @@ from compute.domain.operations import OPERATIONS, Operation, lookup, variant
 from compute.domain.power_sync import SyncAction, decide
 from compute.domain.recovery import plan
 from compute.domain.states import PowerState, VmState
-from compute.events.lifecycle import ImageDeleted
+from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.commands import RunInstance, StopInstance
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
 from compute.virt.api import InstanceRef
@@ -184,7 +184,7 @@ class InstanceActor:
     async def _drive(self, env: Envelope, inst: Instance, op: Operation,
                      earlier: list[Any], position: int) -> None:
         """The hypervisor half: call the driver, record success or the fault, answer."""
-        params = msgspec.to_builtins(env.payload)
+        params = {**msgspec.to_builtins(env.payload), **inst.action_params}
         # what the driver may need beyond the payload: the image id a snapshot gets (its
         # command id, so a redelivery makes the same image) and whether to end powered on
         params.setdefault("image_id", env.command_id)
@@ -193,7 +193,8 @@ class InstanceActor:
         error: BaseException | None = None
         async with _keepalive(env.msg, self.ctx.ack_wait / 3):
             try:
-                power = PowerState(await self.ctx.driver.call(op.driver, ref, **params))
+                power = PowerState(await self.ctx.driver.call(op.driver, ref, **params)) \
+                    if op.driver else inst.power_state
             except Exception as exc:  # every hypervisor failure becomes a fault
                 error = exc
                 power = await self._power_state(ref, inst.power_state)
@@ -220,7 +221,8 @@ class InstanceActor:
                     log.warning("instance %s: deleting image %s failed: %s", self.uuid,
                                 event.image_id, exc)
         names = [type(ev).__name__ for ev in earlier + events]
-        outcome = self._state_outcome(env, inst, names, position, error=error)
+        outcome = self._state_outcome(env, inst, names, position, error=error,
+                                      result=_result(events))
         if error is None:
             self.ctx.counters.succeeded += 1
         else:
@@ -249,6 +251,7 @@ class InstanceActor:
         assert op is not None
         fields = {"reboot_type": recovery.reboot_type} if recovery.reboot_type else {}
         payload = op.payload(command_id=_as_uuid(command_id), **fields)
+        inst.action_params = {**inst.action_params, **fields}   # the rule decides the type
         env = Envelope(uuid=self.uuid, op=op, payload=payload, command_id=command_id)
         await self._drive(env, inst, variant(op, payload), events, position)
 
@@ -318,8 +321,8 @@ class InstanceActor:
             return default
 
     def _state_outcome(self, env: Envelope, inst: Instance, names: list[str], position: int,
-                       *, error: BaseException | None = None,
-                       duplicate: bool = False) -> Succeeded | Failed:
+                       *, error: BaseException | None = None, duplicate: bool = False,
+                       result: dict[str, Any] | None = None) -> Succeeded | Failed:
         head = dict(command_id=env.command_id, uuid=str(self.uuid), operation=env.op.name,
                     host=self.ctx.host, events=names, version=inst.version,
                     vm_state=inst.vm_state.value,
@@ -327,7 +330,7 @@ class InstanceActor:
                     power_state=int(inst.power_state), position=position,
                     duplicate=duplicate)
         if error is None and not (duplicate and inst.seen(env.command_id) == "TaskReverted"):
-            return Succeeded(**head)
+            return Succeeded(**head, result=result or {})
         code = error.code if isinstance(error, ComputeError) else 500
         name = error.error.value if isinstance(error, ComputeError) and \
             error.code != 500 else type(error).__name__ if error else "Fault"
@@ -345,6 +348,18 @@ class InstanceActor:
         await self.ctx.reply(env, env.reply_to, outcome)
         if env.msg is not None:
             await env.msg.ack()
+
+
+_BASE_FIELDS = frozenset(Completed.__struct_fields__)
+
+
+def _result(events: list[Any]) -> dict[str, Any]:
+    """What an operation produced: its completion event's own fields."""
+    for event in events:
+        if isinstance(event, Completed):
+            return {f: v for f, v in msgspec.to_builtins(event).items()
+                    if f in type(event).__struct_fields__ and f not in _BASE_FIELDS}
+    return {}
 
 
 def _as_uuid(value: str) -> UUID:

@@ -60,6 +60,14 @@ class ComputeServiceUnavailable(ComputeError):
     error, code = ErrorCode.SERVICE_UNAVAILABLE, 503
 
 
+class VolumeNotFound(ComputeError):
+    error, code = ErrorCode.VOLUME_NOT_FOUND, 404
+
+
+class VolumeAlreadyAttached(ComputeError):
+    error, code = ErrorCode.INVALID_VOLUME, 400
+
+
 class NotSupported(ComputeError):
     error, code = ErrorCode.NOT_SUPPORTED, 400
 

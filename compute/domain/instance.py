@@ -68,9 +68,12 @@ class Instance(BaseAggregate[UUID]):
         self.action_event: str | None = created.action_event
         self.action_command_id: str | None = created.command_id
         self.action_vm_state: VmState = VmState.BUILDING
+        self.action_params: dict[str, Any] = {}
         self.recent: OrderedDict[str, str] = OrderedDict()
         self.deleted_at: datetime | None = None
         self.images: dict[str, tuple[str, str | None]] = {}   # in creation order
+        self.block_devices: dict[str, str | None] = {"/dev/vda": None}   # device -> volume
+        self.volumes: dict[str, tuple[str, str]] = {}         # volume -> (device, path)
 
     # -- guards -------------------------------------------------------------------------
     @property
@@ -111,6 +114,7 @@ class Instance(BaseAggregate[UUID]):
             self.check(op)
         params = msgspec.to_builtins(payload)
         params.pop("command_id", None)
+        params = op.event.prepare(params, self)
         self._emit(e.ActionStarted, command_id, operation=op.name, action=op.action,
                    action_event=op.action_event, task_state=op.task_state, params=params)
         self._steps(op, command_id)
@@ -125,7 +129,7 @@ class Instance(BaseAggregate[UUID]):
             vm_state = VmState.STOPPED
         self._emit(op.event, command_id, timestamp=now, operation=op.name, action=op.action,
                    action_event=op.action_event, vm_state=vm_state,
-                   power_state=power_state, **op.event.details(params, now))
+                   power_state=power_state, **op.event.details(params, now, self))
         if params.get("image_type") == "backup":
             self._rotate_backups(params["backup_type"], params["rotation"], command_id)
 

@@ -135,6 +135,25 @@ _ROWS += (
               "Take an image of the instance (or a rotated backup: --backup-type)."),
 )
 
+VOLUME_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED, V.RESIZED, V.SOFT_DELETED,
+                           V.SHELVED, V.SHELVED_OFFLOADED})
+
+_ROWS += (
+    Operation("reserve_block_device_name", c.ReserveBlockDeviceName, "reserve_block_device",
+              VOLUME_STATES, IDLE, None, (), "", e.BlockDeviceReserved, None, OnFailure.KEEP,
+              "reserve-device", "Set the next free device name aside (a synchronous call)."),
+    Operation("attach_volume", c.AttachVolume, "attach_volume", VOLUME_STATES, IDLE, None, (),
+              "attach_volume", e.VolumeAttached, None, OnFailure.KEEP, "attach-volume",
+              "Attach a volume (a file under the volumes directory on the test hypervisor)."),
+    Operation("detach_volume", c.VolumeCommand, "detach_volume", VOLUME_STATES, IDLE, None,
+              (), "detach_volume", e.VolumeDetached, None, OnFailure.KEEP, "detach-volume",
+              "Detach a volume."),
+    Operation("remove_volume_connection", c.VolumeCommand, "remove_volume_connection", LIVE,
+              None, None, (), "remove_volume_connection", e.VolumeConnectionRemoved, None,
+              OnFailure.KEEP, "remove-volume-connection",
+              "Tear down this host's connection to a volume (after a move)."),
+)
+
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _ROWS}
 
 # A backup is a snapshot with its own task_states and action (§1.6.6).

@@ -112,6 +112,28 @@ class SnapshotInstance(Command, frozen=True, kw_only=True):
             raise ValueError("a backup needs backup_type and rotation")
 
 
+VolumeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Device = Annotated[str, msgspec.Meta(pattern=r"^/dev/vd[b-z]$")]
+
+
+class ReserveBlockDeviceName(Command, frozen=True, kw_only=True):
+    volume_id: VolumeId | None = None
+
+
+class AttachVolume(Command, frozen=True, kw_only=True):
+    """A volume: an id and its connection info (``{"path": ...}`` for a file; without one,
+    the host creates a sparse file under its volumes directory)."""
+
+    volume_id: VolumeId
+    connection_info: dict[str, str] = {}
+    device: Device | None = None
+    size_gb: Annotated[int, msgspec.Meta(ge=1, le=16384)] = 1
+
+
+class VolumeCommand(Command, frozen=True, kw_only=True):
+    volume_id: VolumeId
+
+
 # -- host commands (compute.cmd.<host>._host.<operation>) --------------------------------
 class SetHostEnabled(Command, frozen=True, kw_only=True):
     enabled: bool

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import msgspec
 
+from compute.domain.errors import VolumeAlreadyAttached, VolumeNotFound
 from compute.domain.states import PowerState, TaskState, VmState
 from compute.events.commands import Flavor
 
@@ -81,6 +82,7 @@ class ActionStarted(Event, frozen=True, kw_only=True):
 
     def apply(self, aggregate: Instance) -> None:
         aggregate.action_vm_state = aggregate.vm_state
+        aggregate.action_params = dict(self.params)
         aggregate.task_state = self.task_state
         aggregate.action = self.action
         aggregate.action_event = self.action_event
@@ -112,8 +114,16 @@ class Completed(Event, frozen=True, kw_only=True):
     result: ClassVar[str] = "Success"
 
     @classmethod
-    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
-        """Event-specific fields, from the command's parameters and the completion time."""
+    def prepare(cls, params: dict[str, Any], instance: Instance) -> dict[str, Any]:
+        """Decisions taken when the command is accepted (recorded in ActionStarted.params,
+        so the driver call and a replay see the same): validate, fill in defaults."""
+        return params
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
+        """Event-specific fields, from the command's parameters, the completion time and
+        the instance as it is before the event."""
         return {}
 
     def apply(self, aggregate: Instance) -> None:
@@ -126,7 +136,8 @@ class Spawned(Completed, frozen=True, kw_only=True):
     launched_at: datetime
 
     @classmethod
-    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
         return {"launched_at": now}
 
     def apply(self, aggregate: Instance) -> None:
@@ -140,7 +151,8 @@ class Terminated(Completed, frozen=True, kw_only=True):
     terminated_at: datetime
 
     @classmethod
-    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
         return {"terminated_at": now}
 
     def apply(self, aggregate: Instance) -> None:
@@ -154,7 +166,8 @@ class Rebooted(Completed, frozen=True, kw_only=True):
     reboot_type: str = "SOFT"
 
     @classmethod
-    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
         return {"reboot_type": params.get("reboot_type", "SOFT")}
 
 
@@ -188,7 +201,8 @@ class SoftDeleted(Completed, frozen=True, kw_only=True):
     deleted_at: datetime
 
     @classmethod
-    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
         return {"deleted_at": now}
 
     def apply(self, aggregate: Instance) -> None:
@@ -210,7 +224,8 @@ class Rescued(Completed, frozen=True, kw_only=True):
     rescue_image_ref: str
 
     @classmethod
-    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
         return {"rescue_image_ref": params.get("rescue_image_ref") or ""}
 
 
@@ -225,7 +240,8 @@ class Rebuilt(Completed, frozen=True, kw_only=True):
     launched_at: datetime
 
     @classmethod
-    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
         return {"image_ref": params["image_ref"], "launched_at": now}
 
     def apply(self, aggregate: Instance) -> None:
@@ -245,7 +261,8 @@ class FileInjected(Completed, frozen=True, kw_only=True):
     size: int
 
     @classmethod
-    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
         return {"path": params["path"], "size": len(params["contents"])}
 
 
@@ -255,7 +272,8 @@ class MetadataChanged(Completed, frozen=True, kw_only=True):
     metadata: dict[str, str]
 
     @classmethod
-    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
         return {"metadata": params["metadata"]}
 
     def apply(self, aggregate: Instance) -> None:
@@ -272,7 +290,8 @@ class Snapshotted(Completed, frozen=True, kw_only=True):
     backup_type: str | None = None
 
     @classmethod
-    def details(cls, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
         return {"image_id": params["image_id"], "name": params["name"],
                 "image_type": params["image_type"], "backup_type": params.get("backup_type")}
 
@@ -289,6 +308,104 @@ class ImageDeleted(Event, frozen=True, kw_only=True):
 
     def apply(self, aggregate: Instance) -> None:
         aggregate.images.pop(self.image_id, None)
+
+
+def next_device(instance: Instance) -> str:
+    """The first free virtio disk name after the root disk (vda)."""
+    for letter in "bcdefghijklmnopqrstuvwxyz":
+        if f"/dev/vd{letter}" not in instance.block_devices:
+            return f"/dev/vd{letter}"
+    raise ValueError("no free device name: 25 disks attached")
+
+
+class BlockDeviceReserved(Completed, frozen=True, kw_only=True):
+    """A device name was set aside for a volume, so two attaches never share one."""
+
+    device: str
+    volume_id: str | None = None
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
+        return {"device": next_device(instance), "volume_id": params.get("volume_id")}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.block_devices[self.device] = self.volume_id
+
+
+class VolumeAttached(Completed, frozen=True, kw_only=True):
+    """A volume is attached as ``device``, backed by ``path`` (relative paths are under the
+    host's volumes directory)."""
+
+    volume_id: str
+    device: str
+    path: str
+
+    @classmethod
+    def prepare(cls, params: dict[str, Any], instance: Instance) -> dict[str, Any]:
+        volume_id = params["volume_id"]
+        if volume_id in instance.volumes:
+            raise VolumeAlreadyAttached(f"volume {volume_id} is already attached to "
+                                        f"{instance.id} as {instance.volumes[volume_id][0]}")
+        reserved = [d for d, v in instance.block_devices.items() if v == volume_id]
+        device = params.get("device") or (reserved[0] if reserved else next_device(instance))
+        if instance.block_devices.get(device) not in (None, volume_id) or device == "/dev/vda":
+            raise VolumeAlreadyAttached(f"device {device} of {instance.id} is taken")
+        path = params.get("connection_info", {}).get("path") or f"{volume_id}.img"
+        return {**params, "device": device, "path": path}
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
+        return {"volume_id": params["volume_id"], "device": params["device"],
+                "path": params["path"]}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.block_devices[self.device] = self.volume_id
+        aggregate.volumes[self.volume_id] = (self.device, self.path)
+
+
+class VolumeDetached(Completed, frozen=True, kw_only=True):
+    """A volume left the instance; its device name is free again."""
+
+    volume_id: str
+    device: str
+
+    @classmethod
+    def prepare(cls, params: dict[str, Any], instance: Instance) -> dict[str, Any]:
+        if params["volume_id"] not in instance.volumes:
+            raise VolumeNotFound(f"volume {params['volume_id']} is not attached to "
+                                 f"{instance.id}")
+        device, path = instance.volumes[params["volume_id"]]
+        return {**params, "device": device, "path": path}
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
+        return {"volume_id": params["volume_id"], "device": params["device"]}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.block_devices.pop(self.device, None)
+        aggregate.volumes.pop(self.volume_id, None)
+
+
+class VolumeConnectionRemoved(Completed, frozen=True, kw_only=True):
+    """The host's connection to a volume was torn down (after a move, or a failed attach)."""
+
+    volume_id: str
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
+        return {"volume_id": params["volume_id"]}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        device = aggregate.volumes.pop(self.volume_id, (None, None))[0]
+        aggregate.block_devices.pop(device, None)
 
 
 class FaultRecorded(Event, frozen=True, kw_only=True):
@@ -355,5 +472,6 @@ InstanceEvent = (
     | PoweredOn | Paused | Unpaused | Suspended | Resumed | FaultRecorded | TaskReverted
     | Recovered | PowerStateChanged | SoftDeleted | Restored | Rescued | Unrescued | Rebuilt
     | PasswordChanged | FileInjected | MetadataChanged | Snapshotted | ImageDeleted
+    | BlockDeviceReserved | VolumeAttached | VolumeDetached | VolumeConnectionRemoved
 )
 """Every instance event, as one tagged union: ``msgspec.json.decode(b, type=InstanceEvent)``."""

@@ -7,6 +7,7 @@ A command either ends in the events it caused (``Succeeded`` or, when the hyperv
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import msgspec
 
@@ -23,6 +24,8 @@ class ErrorCode(enum.StrEnum):
     NOT_SUPPORTED = "NotSupported"
     SERVICE_UNAVAILABLE = "ComputeServiceUnavailable"
     PASSWORD_SET_FAILED = "InstancePasswordSetFailed"
+    VOLUME_NOT_FOUND = "VolumeNotFound"
+    INVALID_VOLUME = "InvalidVolume"
     INTERNAL_ERROR = "InternalError"
 
 
@@ -46,6 +49,8 @@ class Succeeded(Outcome, frozen=True, kw_only=True):
     position: int = 0
     """Notification id of the last event: a query with ``min_position`` sees its effect."""
     duplicate: bool = False
+    result: dict[str, Any] = {}
+    """What the operation produced (a device name, an image id, an address...)."""
 
 
 class Failed(Outcome, frozen=True, kw_only=True):

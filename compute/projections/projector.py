@@ -121,6 +121,9 @@ def _(event: e.Completed, db: sqlite3.Connection) -> set[str]:
         extra["deleted_at"] = None
     if isinstance(event, e.MetadataChanged):
         extra["metadata"] = _json.encode(event.metadata).decode()
+    if isinstance(event, (e.BlockDeviceReserved, e.VolumeAttached, e.VolumeDetached,
+                          e.VolumeConnectionRemoved)):
+        extra["volumes"] = _volumes(event, db)
     if isinstance(event, e.Snapshotted):
         db.execute("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
                    (event.image_id, str(event.originator_id), event.name, event.image_type,
@@ -128,6 +131,22 @@ def _(event: e.Completed, db: sqlite3.Connection) -> set[str]:
     _finish_action(event, db, "Success", None)
     return _touch(event, db, vm_state=event.vm_state.value, task_state=None,
                   power_state=int(event.power_state), **extra)
+
+
+def _volumes(event: Any, db: sqlite3.Connection) -> str:
+    """The instance's block devices after a volume event, as the view's JSON column."""
+    row = db.execute("SELECT volumes FROM instances WHERE uuid = ?",
+                     (str(event.originator_id),)).fetchone()
+    volumes: dict[str, Any] = msgspec.json.decode(row[0]) if row else {}
+    if isinstance(event, e.BlockDeviceReserved):
+        volumes[event.device] = {"volume_id": event.volume_id, "path": None,
+                                 "state": "reserved"}
+    elif isinstance(event, e.VolumeAttached):
+        volumes[event.device] = {"volume_id": event.volume_id, "path": event.path,
+                                 "state": "attached"}
+    else:
+        volumes = {d: v for d, v in volumes.items() if v["volume_id"] != event.volume_id}
+    return _json.encode(dict(sorted(volumes.items()))).decode()
 
 
 @apply.register

@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS instances (
   launched_at TEXT, terminated_at TEXT, deleted_at TEXT,
   created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
   version INTEGER NOT NULL,
-  fault_code INTEGER, fault_message TEXT, fault_details TEXT, fault_at TEXT);
+  fault_code INTEGER, fault_message TEXT, fault_details TEXT, fault_at TEXT,
+  volumes TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS instances_host ON instances(host, vm_state);
 CREATE TABLE IF NOT EXISTS hosts (
   host TEXT PRIMARY KEY, hypervisor_type TEXT, hypervisor_version INTEGER,
@@ -92,6 +93,7 @@ class InstanceView(msgspec.Struct):
     created_at: str
     updated_at: str
     version: int
+    volumes: dict[str, dict[str, Any]] = {}   # device -> {volume_id, path, state}
     fault: FaultView | None = None     # shown only when status is ERROR or DELETED (Nova)
 
 
@@ -275,5 +277,6 @@ def _instance(r: sqlite3.Row) -> InstanceView:
         power_state=r["power_state"], launched_at=r["launched_at"],
         terminated_at=r["terminated_at"], deleted_at=r["deleted_at"],
         created_at=r["created_at"],
-        updated_at=r["updated_at"], version=r["version"], fault=fault)
+        updated_at=r["updated_at"], version=r["version"],
+        volumes=msgspec.json.decode(r["volumes"]), fault=fault)
 

@@ -9,7 +9,9 @@ error code; every operation answers with the power state the hypervisor reports 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+import xml.etree.ElementTree as ET
 import time
 
 
@@ -23,6 +25,8 @@ from compute.virt.consoles import ConsolesMixin
 from compute.virt.typed import _POWER, VIR_ERR_NO_DOMAIN, VIR_ERR_NO_SUPPORT, _affect, _typed
 from compute.virt.xml import (
     FILES_XMLNS,
+    disk_xml,
+    with_device,
     XMLNS,
     domain_name,
     domain_xml,
@@ -35,7 +39,8 @@ from compute.virt.xml import (
 class LibvirtDriver(ConsolesMixin):
     def __init__(self, uri: str = "test:///default", *, local_gb: int = 1024,
                  disk_dir: str = "/var/lib/compute/instances",
-                 shutdown_timeout: float = 60.0) -> None:
+                 volumes_dir: str = "var/volumes", shutdown_timeout: float = 60.0) -> None:
+        self.volumes_dir = os.path.abspath(volumes_dir)
         self.uri = uri
         self.local_gb = local_gb
         self.disk_dir = disk_dir
@@ -305,6 +310,57 @@ class LibvirtDriver(ConsolesMixin):
             current = None
         dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
                         files_xml(current, path, contents), "files", FILES_XMLNS, _affect(dom))
+
+    # -- volumes ----------------------------------------------------------------------------
+    @_typed
+    def attach_volume(self, ref: InstanceRef, volume_id: str, device: str, path: str,
+                      size_gb: int = 1) -> PowerState:
+        """A file-backed disk at ``device``; the file is created (sparse) if it is ours."""
+        full = self._volume_file(path)
+        if not os.path.exists(full):
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            with open(full, "wb") as f:
+                f.truncate(size_gb << 30)
+        dom = self._domain(ref)
+        self._change_device(dom, disk_xml(full, device, volume_id), attach=True)
+        return self._power(dom)
+
+    @_typed
+    def detach_volume(self, ref: InstanceRef, volume_id: str, device: str,
+                      path: str) -> PowerState:
+        dom = self._domain(ref)
+        self._change_device(dom, disk_xml(self._volume_file(path), device, volume_id),
+                            attach=False)
+        return self._power(dom)
+
+    @_typed
+    def remove_volume_connection(self, ref: InstanceRef, volume_id: str) -> PowerState:
+        """A file volume has no host-side session to close; the disk must not stay
+        defined on this host either, so any device still naming the volume is removed."""
+        dom = self._find(ref)
+        if dom is None:
+            return PowerState.NOSTATE
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        for disk in root.findall("./devices/disk"):
+            serial = disk.find("serial")
+            if serial is not None and serial.text == volume_id:
+                self._change_device(dom, ET.tostring(disk, encoding="unicode"), attach=False)
+        return self._power(dom)
+
+    def _volume_file(self, path: str) -> str:
+        return path if os.path.isabs(path) else os.path.join(self.volumes_dir, path)
+
+    def _change_device(self, dom: libvirt.virDomain, device_xml: str, *, attach: bool) -> None:
+        """Hotplug where the hypervisor can; where it cannot (the test driver), change the
+        persistent definition, which is what the guest gets at its next start."""
+        call = dom.attachDeviceFlags if attach else dom.detachDeviceFlags
+        try:
+            call(device_xml, _affect(dom))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != VIR_ERR_NO_SUPPORT:
+                raise
+            self.connect().defineXML(
+                with_device(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), device_xml, attach))
 
     # -- facts ------------------------------------------------------------------------------
     @_typed

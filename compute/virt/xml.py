@@ -93,3 +93,29 @@ def domain_xml(ref: InstanceRef, domain_type: str, disk_dir: str = "/var/lib/com
     ET.SubElement(serial, "target", port="0")
     ET.SubElement(devices, "console", type="pty")
     return ET.tostring(dom, encoding="unicode")
+
+
+def disk_xml(path: str, device: str, serial: str) -> str:
+    """A file-backed virtio disk; the serial carries the volume id (as Nova's does)."""
+    disk = ET.Element("disk", type="file", device="disk")
+    ET.SubElement(disk, "driver", name="qemu", type="raw")
+    ET.SubElement(disk, "source", file=path)
+    ET.SubElement(disk, "target", dev=device.removeprefix("/dev/"), bus="virtio")
+    ET.SubElement(disk, "serial").text = serial
+    return ET.tostring(disk, encoding="unicode")
+
+
+def with_device(domain: str, device: str, attach: bool) -> str:
+    """The domain XML with ``device`` added, or with the device of the same target removed."""
+    root = ET.fromstring(domain)
+    devices = root.find("devices")
+    new = ET.fromstring(device)
+    target = new.find("target")
+    key = (new.tag, target.get("dev") if target is not None else None)
+    for old in list(devices):
+        t = old.find("target")
+        if (old.tag, t.get("dev") if t is not None else None) == key:
+            devices.remove(old)
+    if attach:
+        devices.append(new)
+    return ET.tostring(root, encoding="unicode")
