@@ -41,6 +41,10 @@ NOVA_ALLOWED_VM = {
             V.SHELVED_OFFLOADED}
        for op in ("reserve_block_device_name", "attach_volume", "detach_volume")},
     "remove_volume_connection": set(V) - {V.DELETED},
+    # §1.6.8: interfaces in ACTIVE, PAUSED, STOPPED; the network calls follow them
+    **{op: {V.ACTIVE, V.PAUSED, V.STOPPED}
+       for op in ("attach_interface", "detach_interface", "add_fixed_ip_to_instance",
+                  "remove_fixed_ip_from_instance", "inject_network_info", "reset_network")},
 }
 ANY_TASK = {"terminate_instance", "soft_delete_instance", "remove_volume_connection"}
 SAMPLE = {
@@ -52,6 +56,10 @@ SAMPLE = {
     "attach_volume": {"volume_id": "v2"},
     "detach_volume": {"volume_id": "v1"},
     "remove_volume_connection": {"volume_id": "v1"},
+    "attach_interface": {"network_id": "n1", "port_id": "p2"},
+    "detach_interface": {"port_id": "p1"},
+    "add_fixed_ip_to_instance": {"network_id": "n1"},
+    "remove_fixed_ip_from_instance": {"address": "10.0.0.2"},
 }
 HARD_REBOOT_VM = {V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED, V.ERROR}
 HARD_REBOOT_TASKS = {None, T.REBOOTING, T.REBOOT_PENDING, T.REBOOT_STARTED, T.RESUMING,
@@ -68,6 +76,8 @@ def booted(vm_state: VmState = V.ACTIVE, task_state: TaskState | None = None) ->
     inst.vm_state, inst.task_state = vm_state, task_state
     inst.volumes["v1"] = ("/dev/vdb", "v1.img")
     inst.block_devices["/dev/vdb"] = "v1"
+    inst.interfaces["p1"] = {"network_id": "n1", "mac": "fa:16:3e:00:00:01",
+                             "addresses": ["10.0.0.2"]}
     return inst
 
 

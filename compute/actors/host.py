@@ -25,6 +25,7 @@ from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
 from compute.actors.backdoor import start_backdoor
 from compute.actors.driver import DriverActor
 from compute.actors.host_ops import HostOperations
+from compute.actors.networks import NetworkBook
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
 from compute.config import Settings
@@ -95,8 +96,10 @@ class HostService:
         host = await asyncio.to_thread(self.store.get_host, self.host)
         await self._report_resources(host)
         self.tracker = ResourceTracker(host)
+        self.networks = NetworkBook(self.store)
         ctx = ActorContext(host=self.host, store=self.store, writer=self.writer,
-                           driver=self.driver_actor, tracker=self.tracker, reply=self._reply,
+                           driver=self.driver_actor, tracker=self.tracker,
+                           networks=self.networks, reply=self._reply,
                            passivate_after=s.passivate_after, ack_wait=s.ack_wait)
         self.ctx = ctx
         self.router = Router(ctx)

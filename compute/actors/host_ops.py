@@ -163,6 +163,21 @@ class HostOperations:
         self._host.remove_aggregate(p.aggregate, str(p.command_id))
         return await self._commit(p, "remove_aggregate_host")
 
+    async def define_network(self, p: c.DefineNetwork) -> HostUpdated:
+        network = await self.service.networks.get(p.network_id)
+        try:
+            network.define(p.cidr, str(p.command_id))
+        except ValueError as exc:
+            raise InvalidPayload(f"invalid cidr {p.cidr!r}: {exc}") from None
+        events = list(network.collect_events())
+        ids = await self.service.writer.append(events) if events else []
+        h = self._host
+        return HostUpdated(command_id=str(p.command_id), uuid=None, operation="define_network",
+                           host=self.service.host, events=[type(e).__name__ for e in events],
+                           position=ids[-1] if ids else 0, enabled=h.enabled,
+                           maintenance=h.maintenance, aggregates=sorted(h.aggregates),
+                           message=f"{p.network_id}: {network.cidr}, gateway {network.gateway}")
+
     async def get_host_uptime(self, _: None) -> HostUptime:
         seconds = float(open("/proc/uptime").read().split()[0]) if os.path.exists(
             "/proc/uptime") else time.monotonic()

@@ -162,24 +162,39 @@ class InstanceActor:
             await self._reject(env, exc.error.value, str(exc))
             return
         claimed: list[Any] = []
+        if op.allocates:
+            try:
+                network = await self.ctx.networks.get(str(inst.action_params["network_id"]))
+                inst.action_params["address"] = network.allocate(
+                    str(self.uuid), inst.action_params["port_id"], env.command_id,
+                    inst.action_params.get("requested_ip"))
+                claimed = list(network.collect_events())
+            except ComputeError as exc:
+                await self._fail_before_driver(env, inst, op, exc)
+                return
         if op.claims:
             try:
                 claimed = self.ctx.tracker.claim(str(self.uuid), inst.flavor, env.command_id)
             except ComputeResourcesUnavailable as exc:
                 # Nova: the claim fails in compute, the build is aborted, the instance
                 # goes to ERROR with a fault (there is no other host to reschedule to).
-                inst.fail(op, env.command_id, exc, PowerState.NOSTATE)
-                events = inst.collect_events()
-                position = await self._commit(events)
-                self.instance = inst
-                await self._answer(env, self._state_outcome(
-                    env, inst, [type(ev).__name__ for ev in events], position, error=exc))
+                await self._fail_before_driver(env, inst, op, exc)
                 return
         events = inst.collect_events()
         position = await self._commit(events + claimed)
         self.instance = inst
         self.ctx.counters.accepted += 1
         await self._drive(env, inst, op, events, position)
+
+    async def _fail_before_driver(self, env: Envelope, inst: Instance, op: Operation,
+                                  exc: ComputeError) -> None:
+        """A resource the operation needs was refused: fault, task reverted, answered."""
+        inst.fail(op, env.command_id, exc, inst.power_state)
+        events = inst.collect_events()
+        position = await self._commit(events)
+        self.instance = inst
+        await self._answer(env, self._state_outcome(
+            env, inst, [type(ev).__name__ for ev in events], position, error=exc))
 
     async def _drive(self, env: Envelope, inst: Instance, op: Operation,
                      earlier: list[Any], position: int) -> None:
@@ -189,7 +204,7 @@ class InstanceActor:
         # command id, so a redelivery makes the same image) and whether to end powered on
         params.setdefault("image_id", env.command_id)
         params["power_on"] = inst.action_vm_state is not VmState.STOPPED
-        ref = instance_ref(inst)
+        ref = instance_ref(inst, params)
         error: BaseException | None = None
         async with _keepalive(env.msg, self.ctx.ack_wait / 3):
             try:
@@ -203,14 +218,19 @@ class InstanceActor:
             return
         released: list[Any] = []
         if error is None:
+            freed = inst.addresses_freed_by(op, params)
             inst.complete(op, env.command_id, power, params)
             if op.releases:
                 released = self.ctx.tracker.release(str(self.uuid), env.command_id)
+            released += await self.ctx.networks.release(freed, env.command_id)
         else:
             log.warning("instance %s: %s failed: %s", self.uuid, op.name, error)
             inst.fail(op, env.command_id, error, power)
             if op.claims:
                 released = self.ctx.tracker.release(str(self.uuid), env.command_id)
+            if op.allocates and "address" in params:      # the address goes back
+                released += await self.ctx.networks.release(
+                    [(params["network_id"], params["address"])], env.command_id)
         events = inst.collect_events()
         position = await self._commit(events + released)
         for event in events:
@@ -369,10 +389,11 @@ def _as_uuid(value: str) -> UUID:
         return uuid4()
 
 
-def instance_ref(inst: Instance) -> InstanceRef:
+def instance_ref(inst: Instance, params: dict[str, Any] | None = None) -> InstanceRef:
     """The narrow view the driver gets (the seed's ComputeVirtAPI): never the store."""
     return InstanceRef(uuid=str(inst.id), name=inst.name, flavor=inst.flavor,
-                       image_ref=inst.image_ref, metadata=dict(inst.metadata))
+                       image_ref=inst.image_ref, metadata=dict(inst.metadata),
+                       network_info=inst.network_info(params))
 
 
 async def _nak(env: Envelope) -> None:

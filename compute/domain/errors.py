@@ -68,6 +68,26 @@ class VolumeAlreadyAttached(ComputeError):
     error, code = ErrorCode.INVALID_VOLUME, 400
 
 
+class NetworkNotFound(ComputeError):
+    error, code = ErrorCode.NETWORK_NOT_FOUND, 404
+
+
+class NoMoreFixedIps(ComputeError):
+    error, code = ErrorCode.NO_MORE_FIXED_IPS, 400
+
+
+class FixedIpInvalid(ComputeError):
+    error, code = ErrorCode.FIXED_IP_INVALID, 400
+
+
+class InterfaceAttachFailed(ComputeError):
+    error, code = ErrorCode.INTERFACE_ATTACH_FAILED, 400
+
+
+class InterfaceDetachFailed(ComputeError):
+    error, code = ErrorCode.INTERFACE_DETACH_FAILED, 404
+
+
 class NotSupported(ComputeError):
     error, code = ErrorCode.NOT_SUPPORTED, 400
 

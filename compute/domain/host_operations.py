@@ -28,6 +28,8 @@ HOST_OPERATIONS: dict[str, HostOperation] = {op.name: op for op in (
                   "Add the host to a host aggregate, with the aggregate's metadata."),
     HostOperation("remove_aggregate_host", c.RemoveAggregateHost,
                   "Remove the host from a host aggregate."),
+    HostOperation("define_network", c.DefineNetwork,
+                  "Define a network's CIDR (the address book instances get addresses from)."),
     HostOperation("get_host_uptime", None, "The host's uptime and load, as `uptime` says it."),
     HostOperation("get_host_status", None,
                   "Enabled, maintenance, degraded (hypervisor unreachable), resident actors."),

@@ -74,6 +74,7 @@ class Instance(BaseAggregate[UUID]):
         self.images: dict[str, tuple[str, str | None]] = {}   # in creation order
         self.block_devices: dict[str, str | None] = {"/dev/vda": None}   # device -> volume
         self.volumes: dict[str, tuple[str, str]] = {}         # volume -> (device, path)
+        self.interfaces: dict[str, dict[str, Any]] = {}       # port -> network, mac, addresses
 
     # -- guards -------------------------------------------------------------------------
     @property
@@ -158,6 +159,35 @@ class Instance(BaseAggregate[UUID]):
             vm_state = VmState.ERROR
         self._emit(e.TaskReverted, command_id, operation=op.name, action=op.action,
                    action_event=op.action_event, vm_state=vm_state, power_state=power_state)
+
+    def network_info(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The guest's interfaces as they will be once the operation in flight (whose
+        ``params`` are given) is done: what the driver publishes to the guest."""
+        ports = {p: {**i, "addresses": list(i["addresses"])} for p, i in self.interfaces.items()}
+        op = self.operation
+        p = params or {}
+        if op == "attach_interface" and "address" in p:
+            ports[p["port_id"]] = {"network_id": p["network_id"], "mac": p["mac"],
+                                   "addresses": [p["address"]]}
+        elif op == "detach_interface":
+            ports.pop(p.get("port_id", ""), None)
+        elif op == "add_fixed_ip_to_instance" and "address" in p:
+            ports[p["port_id"]]["addresses"].append(p["address"])
+        elif op == "remove_fixed_ip_from_instance" and p.get("port_id") in ports:
+            ports[p["port_id"]]["addresses"].remove(p["address"])
+        return [{"port_id": port, **iface} for port, iface in sorted(ports.items())]
+
+    def addresses_freed_by(self, op: Operation, params: dict[str, Any]
+                           ) -> list[tuple[str, str]]:
+        """(network, address) pairs an operation gives back to the address books."""
+        if op.name == "detach_interface":
+            return [(params["network_id"], a) for a in params["addresses"]]
+        if op.name == "remove_fixed_ip_from_instance":
+            return [(params["network_id"], params["address"])]
+        if op.releases:   # deleting the instance frees every address it had
+            return [(i["network_id"], a) for i in self.interfaces.values()
+                    for a in i["addresses"]]
+        return []
 
     def recover(self, recovery: Recovery, power_state: PowerState, command_id: str) -> None:
         """Record what a restarted host decided for an operation it found in flight."""

@@ -53,6 +53,7 @@ class Operation:
     claims: bool = False                       # takes a resource claim (released on failure)
     releases: bool = False                     # gives the instance's claim back on success
     keeps_stopped: bool = False                # a STOPPED instance ends STOPPED (rebuild)
+    allocates: bool = False                    # takes an address from params["network_id"]
 
     @property
     def action_event(self) -> str:
@@ -152,6 +153,29 @@ _ROWS += (
               None, None, (), "remove_volume_connection", e.VolumeConnectionRemoved, None,
               OnFailure.KEEP, "remove-volume-connection",
               "Tear down this host's connection to a volume (after a move)."),
+)
+
+IFACE_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED})
+
+_ROWS += (
+    Operation("attach_interface", c.AttachInterface, "attach_interface", IFACE_STATES, IDLE,
+              None, (), "attach_interface", e.InterfaceAttached, None, OnFailure.KEEP,
+              "attach-interface", "Plug a port of a network into the guest.", allocates=True),
+    Operation("detach_interface", c.DetachInterface, "detach_interface", IFACE_STATES, IDLE,
+              None, (), "detach_interface", e.InterfaceDetached, None, OnFailure.KEEP,
+              "detach-interface", "Unplug a port from the guest."),
+    Operation("add_fixed_ip_to_instance", c.AddFixedIp, "add_fixed_ip", IFACE_STATES, IDLE,
+              None, (), "inject_network_info", e.FixedIpAdded, None, OnFailure.KEEP,
+              "add-fixed-ip", "Another address on a network the guest is on.", allocates=True),
+    Operation("remove_fixed_ip_from_instance", c.RemoveFixedIp, "remove_fixed_ip",
+              IFACE_STATES, IDLE, None, (), "inject_network_info", e.FixedIpRemoved, None,
+              OnFailure.KEEP, "remove-fixed-ip", "Take an address away from the guest."),
+    Operation("inject_network_info", c.InstanceCommand, "inject_network_info", IFACE_STATES,
+              IDLE, None, (), "inject_network_info", e.NetworkInfoInjected, None,
+              OnFailure.KEEP, "inject-network-info", "Give the guest its network settings."),
+    Operation("reset_network", c.InstanceCommand, "reset_network", IFACE_STATES, IDLE, None,
+              (), "reset_network", e.NetworkReset, None, OnFailure.KEEP, "reset-network",
+              "Re-apply the guest's network settings."),
 )
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _ROWS}

@@ -134,6 +134,27 @@ class VolumeCommand(Command, frozen=True, kw_only=True):
     volume_id: VolumeId
 
 
+NetId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class AttachInterface(Command, frozen=True, kw_only=True):
+    network_id: NetId
+    port_id: NetId
+    requested_ip: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class DetachInterface(Command, frozen=True, kw_only=True):
+    port_id: NetId
+
+
+class AddFixedIp(Command, frozen=True, kw_only=True):
+    network_id: NetId
+
+
+class RemoveFixedIp(Command, frozen=True, kw_only=True):
+    address: Annotated[str, msgspec.Meta(max_length=64)]
+
+
 # -- host commands (compute.cmd.<host>._host.<operation>) --------------------------------
 class SetHostEnabled(Command, frozen=True, kw_only=True):
     enabled: bool
@@ -156,6 +177,13 @@ class AddAggregateHost(Command, frozen=True, kw_only=True):
 
 class RemoveAggregateHost(Command, frozen=True, kw_only=True):
     aggregate: Name
+
+
+class DefineNetwork(Command, frozen=True, kw_only=True):
+    """A network and its CIDR (the address book the hosts allocate from)."""
+
+    network_id: NetId
+    cidr: Annotated[str, msgspec.Meta(max_length=64)]
 
 
 # -- synchronous calls (compute.call.<host>.<operation>): queries, no command id -----------

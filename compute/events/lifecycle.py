@@ -9,13 +9,20 @@ replay needs nothing but the log.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 import msgspec
 
-from compute.domain.errors import VolumeAlreadyAttached, VolumeNotFound
+from compute.domain.errors import (
+    FixedIpInvalid,
+    InterfaceAttachFailed,
+    InterfaceDetachFailed,
+    VolumeAlreadyAttached,
+    VolumeNotFound,
+)
 from compute.domain.states import PowerState, TaskState, VmState
 from compute.events.commands import Flavor
 
@@ -408,6 +415,119 @@ class VolumeConnectionRemoved(Completed, frozen=True, kw_only=True):
         aggregate.block_devices.pop(device, None)
 
 
+def mac_for(port_id: str) -> str:
+    """A stable MAC per port, in the range Nova uses (fa:16:3e)."""
+    digest = hashlib.sha1(port_id.encode()).hexdigest()
+    return f"fa:16:3e:{digest[0:2]}:{digest[2:4]}:{digest[4:6]}"
+
+
+class InterfaceAttached(Completed, frozen=True, kw_only=True):
+    """A port of a network was plugged into the guest, with its address."""
+
+    port_id: str
+    network_id: str
+    mac: str
+    addresses: list[str]
+
+    @classmethod
+    def prepare(cls, params: dict[str, Any], instance: Instance) -> dict[str, Any]:
+        if params["port_id"] in instance.interfaces:
+            raise InterfaceAttachFailed(f"port {params['port_id']} is already attached to "
+                                        f"{instance.id}")
+        return {**params, "mac": mac_for(params["port_id"])}
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
+        return {"port_id": params["port_id"], "network_id": params["network_id"],
+                "mac": params["mac"], "addresses": [params["address"]]}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.interfaces[self.port_id] = {"network_id": self.network_id, "mac": self.mac,
+                                              "addresses": list(self.addresses)}
+
+
+class InterfaceDetached(Completed, frozen=True, kw_only=True):
+    port_id: str
+    network_id: str
+    addresses: list[str]
+
+    @classmethod
+    def prepare(cls, params: dict[str, Any], instance: Instance) -> dict[str, Any]:
+        port = instance.interfaces.get(params["port_id"])
+        if port is None:
+            raise InterfaceDetachFailed(f"port {params['port_id']} is not attached to "
+                                        f"{instance.id}")
+        return {**params, "network_id": port["network_id"], "mac": port["mac"],
+                "addresses": list(port["addresses"])}
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
+        return {"port_id": params["port_id"], "network_id": params["network_id"],
+                "addresses": params["addresses"]}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.interfaces.pop(self.port_id, None)
+
+
+class FixedIpAdded(Completed, frozen=True, kw_only=True):
+    port_id: str
+    network_id: str
+    address: str
+
+    @classmethod
+    def prepare(cls, params: dict[str, Any], instance: Instance) -> dict[str, Any]:
+        ports = [p for p, i in instance.interfaces.items()
+                 if i["network_id"] == params["network_id"]]
+        if not ports:
+            raise FixedIpInvalid(f"{instance.id} has no interface on {params['network_id']}")
+        return {**params, "port_id": ports[0]}
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
+        return {"port_id": params["port_id"], "network_id": params["network_id"],
+                "address": params["address"]}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.interfaces[self.port_id]["addresses"].append(self.address)
+
+
+class FixedIpRemoved(Completed, frozen=True, kw_only=True):
+    port_id: str
+    network_id: str
+    address: str
+
+    @classmethod
+    def prepare(cls, params: dict[str, Any], instance: Instance) -> dict[str, Any]:
+        for port, iface in instance.interfaces.items():
+            if params["address"] in iface["addresses"]:
+                return {**params, "port_id": port, "network_id": iface["network_id"]}
+        raise FixedIpInvalid(f"{params['address']} is not an address of {instance.id}")
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
+        return {"port_id": params["port_id"], "network_id": params["network_id"],
+                "address": params["address"]}
+
+    def apply(self, aggregate: Instance) -> None:
+        super().apply(aggregate)
+        aggregate.interfaces[self.port_id]["addresses"].remove(self.address)
+
+
+class NetworkInfoInjected(Completed, frozen=True, kw_only=True):
+    """The guest got its interfaces and addresses (the metadata a guest agent reads)."""
+
+
+class NetworkReset(Completed, frozen=True, kw_only=True):
+    """The guest's network configuration was re-applied."""
+
+
 class FaultRecorded(Event, frozen=True, kw_only=True):
     """A failure, as Nova's instance_faults row: code, message (<=255), details (500 only)."""
 
@@ -473,5 +593,7 @@ InstanceEvent = (
     | Recovered | PowerStateChanged | SoftDeleted | Restored | Rescued | Unrescued | Rebuilt
     | PasswordChanged | FileInjected | MetadataChanged | Snapshotted | ImageDeleted
     | BlockDeviceReserved | VolumeAttached | VolumeDetached | VolumeConnectionRemoved
+    | InterfaceAttached | InterfaceDetached | FixedIpAdded | FixedIpRemoved
+    | NetworkInfoInjected | NetworkReset
 )
 """Every instance event, as one tagged union: ``msgspec.json.decode(b, type=InstanceEvent)``."""

@@ -26,6 +26,11 @@ class ErrorCode(enum.StrEnum):
     PASSWORD_SET_FAILED = "InstancePasswordSetFailed"
     VOLUME_NOT_FOUND = "VolumeNotFound"
     INVALID_VOLUME = "InvalidVolume"
+    NETWORK_NOT_FOUND = "NetworkNotFound"
+    NO_MORE_FIXED_IPS = "NoMoreFixedIps"
+    FIXED_IP_INVALID = "FixedIpInvalid"
+    INTERFACE_ATTACH_FAILED = "InterfaceAttachFailed"
+    INTERFACE_DETACH_FAILED = "InterfaceDetachFailed"
     INTERNAL_ERROR = "InternalError"
 
 

@@ -124,6 +124,9 @@ def _(event: e.Completed, db: sqlite3.Connection) -> set[str]:
     if isinstance(event, (e.BlockDeviceReserved, e.VolumeAttached, e.VolumeDetached,
                           e.VolumeConnectionRemoved)):
         extra["volumes"] = _volumes(event, db)
+    if isinstance(event, (e.InterfaceAttached, e.InterfaceDetached, e.FixedIpAdded,
+                          e.FixedIpRemoved)):
+        extra["interfaces"] = _interfaces(event, db)
     if isinstance(event, e.Snapshotted):
         db.execute("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
                    (event.image_id, str(event.originator_id), event.name, event.image_type,
@@ -131,6 +134,22 @@ def _(event: e.Completed, db: sqlite3.Connection) -> set[str]:
     _finish_action(event, db, "Success", None)
     return _touch(event, db, vm_state=event.vm_state.value, task_state=None,
                   power_state=int(event.power_state), **extra)
+
+
+def _interfaces(event: Any, db: sqlite3.Connection) -> str:
+    row = db.execute("SELECT interfaces FROM instances WHERE uuid = ?",
+                     (str(event.originator_id),)).fetchone()
+    ports: dict[str, Any] = msgspec.json.decode(row[0]) if row else {}
+    if isinstance(event, e.InterfaceAttached):
+        ports[event.port_id] = {"network_id": event.network_id, "mac": event.mac,
+                                "addresses": list(event.addresses)}
+    elif isinstance(event, e.InterfaceDetached):
+        ports.pop(event.port_id, None)
+    elif isinstance(event, e.FixedIpAdded):
+        ports[event.port_id]["addresses"].append(event.address)
+    else:
+        ports[event.port_id]["addresses"].remove(event.address)
+    return _json.encode(dict(sorted(ports.items()))).decode()
 
 
 def _volumes(event: Any, db: sqlite3.Connection) -> str:

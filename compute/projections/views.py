@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS instances (
   created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
   version INTEGER NOT NULL,
   fault_code INTEGER, fault_message TEXT, fault_details TEXT, fault_at TEXT,
-  volumes TEXT NOT NULL DEFAULT '{}');
+  volumes TEXT NOT NULL DEFAULT '{}', interfaces TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS instances_host ON instances(host, vm_state);
 CREATE TABLE IF NOT EXISTS hosts (
   host TEXT PRIMARY KEY, hypervisor_type TEXT, hypervisor_version INTEGER,
@@ -94,6 +94,7 @@ class InstanceView(msgspec.Struct):
     updated_at: str
     version: int
     volumes: dict[str, dict[str, Any]] = {}   # device -> {volume_id, path, state}
+    interfaces: dict[str, dict[str, Any]] = {}   # port -> {network_id, mac, addresses}
     fault: FaultView | None = None     # shown only when status is ERROR or DELETED (Nova)
 
 
@@ -278,5 +279,6 @@ def _instance(r: sqlite3.Row) -> InstanceView:
         terminated_at=r["terminated_at"], deleted_at=r["deleted_at"],
         created_at=r["created_at"],
         updated_at=r["updated_at"], version=r["version"],
-        volumes=msgspec.json.decode(r["volumes"]), fault=fault)
+        volumes=msgspec.json.decode(r["volumes"]),
+        interfaces=msgspec.json.decode(r["interfaces"]), fault=fault)
 

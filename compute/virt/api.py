@@ -6,6 +6,8 @@ with ``HostInfo`` / ``InstanceInfo`` and power states.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from compute.domain.states import PowerState
@@ -18,6 +20,7 @@ class InstanceRef(msgspec.Struct, frozen=True):
     flavor: Flavor
     image_ref: str
     metadata: dict[str, str] = {}
+    network_info: list[dict[str, Any]] = []   # port_id, network_id, mac, addresses
 
 
 class HostInfo(msgspec.Struct, frozen=True):

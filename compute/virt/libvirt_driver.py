@@ -25,6 +25,9 @@ from compute.virt.consoles import ConsolesMixin
 from compute.virt.typed import _POWER, VIR_ERR_NO_DOMAIN, VIR_ERR_NO_SUPPORT, _affect, _typed
 from compute.virt.xml import (
     FILES_XMLNS,
+    NETWORK_XMLNS,
+    interface_xml,
+    network_xml,
     disk_xml,
     with_device,
     XMLNS,
@@ -346,6 +349,49 @@ class LibvirtDriver(ConsolesMixin):
             if serial is not None and serial.text == volume_id:
                 self._change_device(dom, ET.tostring(disk, encoding="unicode"), attach=False)
         return self._power(dom)
+
+    # -- interfaces and network info ---------------------------------------------------------
+    @_typed
+    def attach_interface(self, ref: InstanceRef, port_id: str, mac: str) -> PowerState:
+        """A virtio NIC for the port (hotplug, or the persistent definition on the test
+        hypervisor), then the guest's network info with the new address."""
+        dom = self._domain(ref)
+        self._change_device(dom, interface_xml(port_id, mac), attach=True)
+        self._publish_network(dom, ref)
+        return self._power(dom)
+
+    @_typed
+    def detach_interface(self, ref: InstanceRef, port_id: str, mac: str) -> PowerState:
+        dom = self._domain(ref)
+        self._change_device(dom, interface_xml(port_id, mac), attach=False)
+        self._publish_network(dom, ref)
+        return self._power(dom)
+
+    @_typed
+    def inject_network_info(self, ref: InstanceRef) -> PowerState:
+        """The guest's interfaces and addresses, where its agent (or a config drive) reads
+        them: our network namespace in the domain's metadata."""
+        dom = self._domain(ref)
+        self._publish_network(dom, ref)
+        return self._power(dom)
+
+    @_typed
+    def reset_network(self, ref: InstanceRef) -> PowerState:
+        """Re-apply the network settings: publish them again, generation bumped so the
+        guest agent notices."""
+        dom = self._domain(ref)
+        self._publish_network(dom, ref, reset=True)
+        return self._power(dom)
+
+    def _publish_network(self, dom: libvirt.virDomain, ref: InstanceRef,
+                         reset: bool = False) -> None:
+        try:
+            current = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NETWORK_XMLNS)
+        except libvirt.libvirtError:
+            current = None
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                        network_xml(ref.network_info, current, reset), "network",
+                        NETWORK_XMLNS, _affect(dom))
 
     def _volume_file(self, path: str) -> str:
         return path if os.path.isabs(path) else os.path.join(self.volumes_dir, path)

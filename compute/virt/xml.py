@@ -16,6 +16,7 @@ def domain_name(uuid: str) -> str:
 
 
 FILES_XMLNS = "https://compute.local/xmlns/files/1.0"
+NETWORK_XMLNS = "https://compute.local/xmlns/network/1.0"
 
 
 def _instance_metadata(ref: InstanceRef, ns: str = f"{{{XMLNS}}}") -> ET.Element:
@@ -118,4 +119,25 @@ def with_device(domain: str, device: str, attach: bool) -> str:
             devices.remove(old)
     if attach:
         devices.append(new)
+    return ET.tostring(root, encoding="unicode")
+
+
+def interface_xml(port_id: str, mac: str) -> str:
+    """A virtio NIC; the target device name identifies the port."""
+    nic = ET.Element("interface", type="ethernet")
+    ET.SubElement(nic, "mac", address=mac)
+    ET.SubElement(nic, "target", dev=f"tap{port_id[:11]}")
+    ET.SubElement(nic, "model", type="virtio")
+    return ET.tostring(nic, encoding="unicode")
+
+
+def network_xml(network_info: list[dict], current: str | None, reset: bool) -> str:
+    """The guest's network info; ``generation`` grows on every reset."""
+    generation = int(ET.fromstring(current).get("generation", "0")) if current else 0
+    root = ET.Element("network", generation=str(generation + 1 if reset else generation))
+    for port in network_info:
+        nic = ET.SubElement(root, "port", id=port["port_id"], network=port["network_id"],
+                            mac=port["mac"])
+        for address in port["addresses"]:
+            ET.SubElement(nic, "ip", address=address)
     return ET.tostring(root, encoding="unicode")
