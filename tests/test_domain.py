@@ -41,12 +41,14 @@ NOVA_ALLOWED_VM = {
             V.SHELVED_OFFLOADED}
        for op in ("reserve_block_device_name", "attach_volume", "detach_volume")},
     "remove_volume_connection": set(V) - {V.DELETED},
+    "refresh_instance_security_rules": set(V) - {V.DELETED},   # no guard in Nova
     # §1.6.8: interfaces in ACTIVE, PAUSED, STOPPED; the network calls follow them
     **{op: {V.ACTIVE, V.PAUSED, V.STOPPED}
        for op in ("attach_interface", "detach_interface", "add_fixed_ip_to_instance",
                   "remove_fixed_ip_from_instance", "inject_network_info", "reset_network")},
 }
-ANY_TASK = {"terminate_instance", "soft_delete_instance", "remove_volume_connection"}
+ANY_TASK = {"terminate_instance", "soft_delete_instance", "remove_volume_connection",
+            "refresh_instance_security_rules"}
 SAMPLE = {
     "rebuild_instance": {"image_ref": "img2"},
     "set_admin_password": {"new_pass": "pw"},

@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from compute.actors.driver import DriverActor
-from compute.actors.networks import NetworkBook
+from compute.actors.networks import NetworkBook, SecurityGroupBook
 from compute.actors.resources import ResourceTracker
 from compute.domain.operations import Operation
 from compute.events.commands import Command
@@ -69,6 +69,7 @@ class ActorContext:
     driver: DriverActor
     tracker: ResourceTracker
     networks: NetworkBook
+    groups: SecurityGroupBook
     reply: Callable[[Envelope | None, str | None, Outcome], Awaitable[None]]
     passivate_after: float = 120.0
     ack_wait: float = 60.0

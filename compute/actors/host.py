@@ -25,7 +25,7 @@ from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
 from compute.actors.backdoor import start_backdoor
 from compute.actors.driver import DriverActor
 from compute.actors.host_ops import HostOperations
-from compute.actors.networks import NetworkBook
+from compute.actors.networks import NetworkBook, SecurityGroupBook
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
 from compute.config import Settings
@@ -97,9 +97,10 @@ class HostService:
         await self._report_resources(host)
         self.tracker = ResourceTracker(host)
         self.networks = NetworkBook(self.store)
+        self.groups = SecurityGroupBook(self.store)
         ctx = ActorContext(host=self.host, store=self.store, writer=self.writer,
                            driver=self.driver_actor, tracker=self.tracker,
-                           networks=self.networks, reply=self._reply,
+                           networks=self.networks, groups=self.groups, reply=self._reply,
                            passivate_after=s.passivate_after, ack_wait=s.ack_wait)
         self.ctx = ctx
         self.router = Router(ctx)
@@ -197,6 +198,19 @@ class HostService:
             if view.task_state is None:
                 self.router.deliver(SyncPower(UUID(view.uuid)))
         return len(views)
+
+    async def refresh_security_rules(self, groups: set[str] | None) -> int:
+        """Send every live instance of this host that is in one of ``groups`` (all of them
+        for None: the provider firewall) a rules refresh; returns how many."""
+        views = await asyncio.to_thread(self.views.list_instances, self.host)
+        op = OPERATIONS["refresh_instance_security_rules"]
+        members = [v for v in views if groups is None or groups & set(v.security_groups)]
+        for view in members:
+            command_id = uuid4()
+            self.router.deliver(Envelope(uuid=UUID(view.uuid), op=op,
+                                         payload=InstanceCommand(command_id=command_id),
+                                         command_id=str(command_id)))
+        return len(members)
 
     async def reclaim_queued_deletes(self) -> int:
         """Nova's ``_reclaim_queued_deletes``: soft-deleted instances older than the

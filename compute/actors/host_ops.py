@@ -19,6 +19,7 @@ from compute.domain.errors import (
     UnknownOperation,
 )
 from compute.domain.host_operations import HOST_OPERATIONS
+from compute.domain.secgroup import PROVIDER_GROUP
 from compute.events import commands as c
 from compute.events.outcomes import ErrorCode, HostUpdated, Rejected
 
@@ -177,6 +178,45 @@ class HostOperations:
                            position=ids[-1] if ids else 0, enabled=h.enabled,
                            maintenance=h.maintenance, aggregates=sorted(h.aggregates),
                            message=f"{p.network_id}: {network.cidr}, gateway {network.gateway}")
+
+    async def add_security_group_rule(self, p: c.AddSecurityGroupRule) -> HostUpdated:
+        group = await self.service.groups.get(p.group)
+        group.add_rule(p.rule_id, str(p.command_id), direction=p.direction,
+                       protocol=p.protocol, from_port=p.from_port, to_port=p.to_port,
+                       cidr=p.cidr)
+        return await self._rules_changed(p, group, "add_security_group_rule")
+
+    async def remove_security_group_rule(self, p: c.RemoveSecurityGroupRule) -> HostUpdated:
+        group = await self.service.groups.get(p.group)
+        group.remove_rule(p.rule_id, str(p.command_id))
+        return await self._rules_changed(p, group, "remove_security_group_rule")
+
+    async def refresh_security_group_rules(self, p: c.RefreshSecurityGroup) -> HostUpdated:
+        n = await self.service.refresh_security_rules({p.security_group})
+        return await self._commit(p, "refresh_security_group_rules", f"refreshing {n} instances")
+
+    async def refresh_security_group_members(self, p: c.RefreshSecurityGroup) -> HostUpdated:
+        n = await self.service.refresh_security_rules({p.security_group})
+        return await self._commit(p, "refresh_security_group_members",
+                                  f"refreshing {n} instances")
+
+    async def refresh_provider_fw_rules(self, p: c.InstanceCommand) -> HostUpdated:
+        n = await self.service.refresh_security_rules(None)
+        return await self._commit(p, "refresh_provider_fw_rules", f"refreshing {n} instances")
+
+    async def _rules_changed(self, p: Any, group: Any, name: str) -> HostUpdated:
+        events = list(group.collect_events())
+        ids = await self.service.writer.append(events) if events else []
+        await asyncio.to_thread(self.service.projector.catch_up)
+        n = await self.service.refresh_security_rules(
+            None if group.group == PROVIDER_GROUP else {group.group})
+        h = self._host
+        return HostUpdated(command_id=str(p.command_id), uuid=None, operation=name,
+                           host=self.service.host, events=[type(e).__name__ for e in events],
+                           position=ids[-1] if ids else 0, enabled=h.enabled,
+                           maintenance=h.maintenance, aggregates=sorted(h.aggregates),
+                           message=f"{group.group}: {len(group.rules)} rules; refreshing "
+                                   f"{n} instances")
 
     async def get_host_uptime(self, _: None) -> HostUptime:
         seconds = float(open("/proc/uptime").read().split()[0]) if os.path.exists(

@@ -31,6 +31,7 @@ from compute.domain.instance import Instance
 from compute.domain.operations import OPERATIONS, Operation, lookup, variant
 from compute.domain.power_sync import SyncAction, decide
 from compute.domain.recovery import plan
+from compute.domain.secgroup import PROVIDER_GROUP
 from compute.domain.states import PowerState, VmState
 from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.commands import RunInstance, StopInstance
@@ -162,6 +163,9 @@ class InstanceActor:
             await self._reject(env, exc.error.value, str(exc))
             return
         claimed: list[Any] = []
+        if op.needs_rules:
+            inst.action_params["rules"] = await self.ctx.groups.rules_for(
+                [*inst.security_groups, PROVIDER_GROUP])
         if op.allocates:
             try:
                 network = await self.ctx.networks.get(str(inst.action_params["network_id"]))

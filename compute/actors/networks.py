@@ -1,33 +1,53 @@
-"""The networks' address books a host works with, loaded once and kept on the event loop."""
+"""Shared aggregates a host decides on, loaded once and kept on its event loop: the networks'
+address books and the security groups."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
 from compute.domain.network import Network, network_aggregate_id
+from compute.domain.secgroup import SecurityGroup, group_aggregate_id
 from compute.store.app import ComputeStore, _project
 
+A = TypeVar("A")
 
-class NetworkBook:
-    def __init__(self, store: ComputeStore) -> None:
+
+class AggregateBook(Generic[A]):
+    """Aggregates by name: one load however many ask at once, then served from memory."""
+
+    def __init__(self, store: ComputeStore, aggregate_id: Callable[[str], UUID],
+                 empty: Callable[[str], A]) -> None:
         self.store = store
-        self._networks: dict[str, Network] = {}
-        self._loading: dict[str, asyncio.Future[Network]] = {}
+        self._id = aggregate_id
+        self._empty = empty
+        self._loaded: dict[str, A] = {}
+        self._loading: dict[str, asyncio.Future[A]] = {}
 
-    async def get(self, network_id: str) -> Network:
-        """The network's aggregate (an empty, undefined one if it was never defined)."""
-        if network_id in self._networks:
-            return self._networks[network_id]
-        if network_id not in self._loading:      # one load, however many ask at once
-            self._loading[network_id] = asyncio.ensure_future(
-                asyncio.to_thread(self._load, network_id))
-        network = await self._loading[network_id]
-        self._networks.setdefault(network_id, network)
-        self._loading.pop(network_id, None)
-        return self._networks[network_id]
+    async def get(self, name: str) -> A:
+        if name in self._loaded:
+            return self._loaded[name]
+        if name not in self._loading:
+            self._loading[name] = asyncio.ensure_future(asyncio.to_thread(self._load, name))
+        aggregate = await self._loading[name]
+        self._loaded.setdefault(name, aggregate)
+        self._loading.pop(name, None)
+        return self._loaded[name]
+
+    def _load(self, name: str) -> A:
+        try:
+            return self.store.repository.get(self._id(name), projector_func=_project)
+        except AggregateNotFoundError:
+            return self._empty(name)
+
+
+class NetworkBook(AggregateBook[Network]):
+    def __init__(self, store: ComputeStore) -> None:
+        super().__init__(store, network_aggregate_id, Network.empty)
 
     async def release(self, addresses: list[tuple[str, str]], command_id: str) -> list[Any]:
         events: list[Any] = []
@@ -37,9 +57,16 @@ class NetworkBook:
             events += network.collect_events()
         return events
 
-    def _load(self, network_id: str) -> Network:
-        try:
-            return self.store.repository.get(network_aggregate_id(network_id),
-                                             projector_func=_project)
-        except AggregateNotFoundError:
-            return Network.empty(network_id)
+
+class SecurityGroupBook(AggregateBook[SecurityGroup]):
+    def __init__(self, store: ComputeStore) -> None:
+        super().__init__(store, group_aggregate_id, SecurityGroup.empty)
+
+    async def rules_for(self, groups: list[str]) -> list[dict[str, Any]]:
+        """Every rule of these groups, each with its group and id, in a stable order."""
+        rules = []
+        for name in sorted(set(groups)):
+            group = await self.get(name)
+            rules += [{"group": name, "rule_id": rid, **rule}
+                      for rid, rule in sorted(group.rules.items())]
+        return rules

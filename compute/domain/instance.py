@@ -44,6 +44,7 @@ class Instance(BaseAggregate[UUID]):
             originator_id=uuid, originator_version=1, timestamp=utcnow(), host=host,
             command_id=command_id, name=payload.name or f"instance-{uuid}",
             flavor=payload.flavor, image_ref=payload.image_ref, metadata=dict(payload.metadata),
+            security_groups=list(payload.security_groups),
             operation=op.name, action=op.action, action_event=op.action_event,
         )
         instance: Instance = created.mutate(None)
@@ -57,6 +58,7 @@ class Instance(BaseAggregate[UUID]):
         self.flavor = created.flavor
         self.image_ref = created.image_ref
         self.metadata = dict(created.metadata)
+        self.security_groups = list(created.security_groups)
         self.vm_state = VmState.BUILDING
         self.task_state: TaskState | None = TaskState.SCHEDULING
         self.power_state = PowerState.NOSTATE

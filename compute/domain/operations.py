@@ -54,6 +54,7 @@ class Operation:
     releases: bool = False                     # gives the instance's claim back on success
     keeps_stopped: bool = False                # a STOPPED instance ends STOPPED (rebuild)
     allocates: bool = False                    # takes an address from params["network_id"]
+    needs_rules: bool = False                  # gets its security groups' rules
 
     @property
     def action_event(self) -> str:
@@ -176,6 +177,14 @@ _ROWS += (
     Operation("reset_network", c.InstanceCommand, "reset_network", IFACE_STATES, IDLE, None,
               (), "reset_network", e.NetworkReset, None, OnFailure.KEEP, "reset-network",
               "Re-apply the guest's network settings."),
+)
+
+_ROWS += (
+    Operation("refresh_instance_security_rules", c.InstanceCommand, "refresh_security_rules",
+              LIVE, None, None, (), "refresh_security_rules", e.SecurityRulesApplied, None,
+              OnFailure.KEEP, "refresh-rules",
+              "Render the instance's security group rules to the hypervisor's filter.",
+              needs_rules=True),
 )
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _ROWS}

@@ -43,6 +43,7 @@ class RunInstance(Command, frozen=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(max_length=255)] = ""
     metadata: dict[Annotated[str, msgspec.Meta(max_length=255)],
                    Annotated[str, msgspec.Meta(max_length=255)]] = {}
+    security_groups: list[Name] = msgspec.field(default_factory=lambda: ["default"])
 
 
 class RebootInstance(Command, frozen=True, kw_only=True):
@@ -177,6 +178,27 @@ class AddAggregateHost(Command, frozen=True, kw_only=True):
 
 class RemoveAggregateHost(Command, frozen=True, kw_only=True):
     aggregate: Name
+
+
+class AddSecurityGroupRule(Command, frozen=True, kw_only=True):
+    """A rule of a group (the provider firewall is the group ``provider``)."""
+
+    group: Name
+    rule_id: NetId
+    direction: Literal["ingress", "egress"] = "ingress"
+    protocol: Literal["tcp", "udp", "icmp", "all"] = "tcp"
+    from_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    to_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 65535
+    cidr: Annotated[str, msgspec.Meta(max_length=64)] = "0.0.0.0/0"
+
+
+class RemoveSecurityGroupRule(Command, frozen=True, kw_only=True):
+    group: Name
+    rule_id: NetId
+
+
+class RefreshSecurityGroup(Command, frozen=True, kw_only=True):
+    security_group: Name
 
 
 class DefineNetwork(Command, frozen=True, kw_only=True):

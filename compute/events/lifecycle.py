@@ -62,6 +62,7 @@ class Created(Event, frozen=True, kw_only=True):
     flavor: Flavor
     image_ref: str
     metadata: dict[str, str] = {}
+    security_groups: list[str] = []
     operation: str = "run_instance"
     action: str = "create"
     action_event: str = "compute__do_build_and_run_instance"
@@ -528,6 +529,18 @@ class NetworkReset(Completed, frozen=True, kw_only=True):
     """The guest's network configuration was re-applied."""
 
 
+class SecurityRulesApplied(Completed, frozen=True, kw_only=True):
+    """The firewall rules of the instance's groups (and the provider's) were rendered to
+    the hypervisor's network filter; ``rules`` is what applies now."""
+
+    rules: list[dict[str, Any]]
+
+    @classmethod
+    def details(cls, params: dict[str, Any], now: datetime,
+                instance: Instance) -> dict[str, Any]:
+        return {"rules": params["rules"]}
+
+
 class FaultRecorded(Event, frozen=True, kw_only=True):
     """A failure, as Nova's instance_faults row: code, message (<=255), details (500 only)."""
 
@@ -594,6 +607,6 @@ InstanceEvent = (
     | PasswordChanged | FileInjected | MetadataChanged | Snapshotted | ImageDeleted
     | BlockDeviceReserved | VolumeAttached | VolumeDetached | VolumeConnectionRemoved
     | InterfaceAttached | InterfaceDetached | FixedIpAdded | FixedIpRemoved
-    | NetworkInfoInjected | NetworkReset
+    | NetworkInfoInjected | NetworkReset | SecurityRulesApplied
 )
 """Every instance event, as one tagged union: ``msgspec.json.decode(b, type=InstanceEvent)``."""

@@ -84,12 +84,12 @@ def _(event: e.Created, db: sqlite3.Connection) -> set[str]:
     db.execute(
         "INSERT OR REPLACE INTO instances (uuid, host, name, flavor, vcpus, memory_mb, disk_gb,"
         " image_ref, metadata, vm_state, task_state, power_state, status, created_at,"
-        " updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'building', 'scheduling', 0,"
-        " 'BUILD', ?, ?, ?)",
+        " updated_at, version, security_groups) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'building',"
+        " 'scheduling', 0, 'BUILD', ?, ?, ?, ?)",
         (str(event.originator_id), event.host, event.name, _json.encode(f).decode(), f.vcpus,
          f.memory_mb, f.root_gb + f.ephemeral_gb + f.swap / 1024, event.image_ref,
          _json.encode(event.metadata).decode(), _ts(event), _ts(event),
-         event.originator_version))
+         event.originator_version, _json.encode(event.security_groups).decode()))
     _start_action(event, db)
     return {event.host}
 
@@ -127,6 +127,8 @@ def _(event: e.Completed, db: sqlite3.Connection) -> set[str]:
     if isinstance(event, (e.InterfaceAttached, e.InterfaceDetached, e.FixedIpAdded,
                           e.FixedIpRemoved)):
         extra["interfaces"] = _interfaces(event, db)
+    if isinstance(event, e.SecurityRulesApplied):
+        extra["security_rules"] = _json.encode(event.rules).decode()
     if isinstance(event, e.Snapshotted):
         db.execute("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
                    (event.image_id, str(event.originator_id), event.name, event.image_type,

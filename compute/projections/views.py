@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS instances (
   created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
   version INTEGER NOT NULL,
   fault_code INTEGER, fault_message TEXT, fault_details TEXT, fault_at TEXT,
-  volumes TEXT NOT NULL DEFAULT '{}', interfaces TEXT NOT NULL DEFAULT '{}');
+  volumes TEXT NOT NULL DEFAULT '{}', interfaces TEXT NOT NULL DEFAULT '{}',
+  security_groups TEXT NOT NULL DEFAULT '[]', security_rules TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS instances_host ON instances(host, vm_state);
 CREATE TABLE IF NOT EXISTS hosts (
   host TEXT PRIMARY KEY, hypervisor_type TEXT, hypervisor_version INTEGER,
@@ -95,6 +96,8 @@ class InstanceView(msgspec.Struct):
     version: int
     volumes: dict[str, dict[str, Any]] = {}   # device -> {volume_id, path, state}
     interfaces: dict[str, dict[str, Any]] = {}   # port -> {network_id, mac, addresses}
+    security_groups: list[str] = []
+    security_rules: list[dict[str, Any]] = []    # the rules last rendered for the instance
     fault: FaultView | None = None     # shown only when status is ERROR or DELETED (Nova)
 
 
@@ -280,5 +283,7 @@ def _instance(r: sqlite3.Row) -> InstanceView:
         created_at=r["created_at"],
         updated_at=r["updated_at"], version=r["version"],
         volumes=msgspec.json.decode(r["volumes"]),
-        interfaces=msgspec.json.decode(r["interfaces"]), fault=fault)
+        interfaces=msgspec.json.decode(r["interfaces"]),
+        security_groups=msgspec.json.decode(r["security_groups"]),
+        security_rules=msgspec.json.decode(r["security_rules"]), fault=fault)
 

@@ -17,6 +17,7 @@ def domain_name(uuid: str) -> str:
 
 FILES_XMLNS = "https://compute.local/xmlns/files/1.0"
 NETWORK_XMLNS = "https://compute.local/xmlns/network/1.0"
+FILTER_XMLNS = "https://compute.local/xmlns/filter/1.0"
 
 
 def _instance_metadata(ref: InstanceRef, ns: str = f"{{{XMLNS}}}") -> ET.Element:
@@ -140,4 +141,25 @@ def network_xml(network_info: list[dict], current: str | None, reset: bool) -> s
                             mac=port["mac"])
         for address in port["addresses"]:
             ET.SubElement(nic, "ip", address=address)
+    return ET.tostring(root, encoding="unicode")
+
+
+def nwfilter_xml(name: str, rules: list[dict]) -> str:
+    """A libvirt nwfilter: accept what the rules allow, then drop the rest (stateful)."""
+    root = ET.Element("filter", name=name, chain="root")
+    for priority, rule in enumerate(rules, start=100):
+        direction = "in" if rule["direction"] == "ingress" else "out"
+        el = ET.SubElement(root, "rule", action="accept", direction=direction,
+                           priority=str(priority))
+        addr, _, mask = rule["cidr"].partition("/")
+        attrs = {"srcipaddr" if direction == "in" else "dstipaddr": addr,
+                 "srcipmask" if direction == "in" else "dstipmask": mask or "32",
+                 "state": "NEW"}
+        if rule["protocol"] in ("tcp", "udp"):
+            attrs |= {"dstportstart": str(rule["from_port"]), "dstportend": str(rule["to_port"])}
+        attrs["comment"] = f"{rule['group']}/{rule['rule_id']}"
+        ET.SubElement(el, "all" if rule["protocol"] == "all" else rule["protocol"], attrs)
+    for direction in ("in", "out"):
+        drop = ET.SubElement(root, "rule", action="drop", direction=direction, priority="1000")
+        ET.SubElement(drop, "all")
     return ET.tostring(root, encoding="unicode")
