@@ -115,3 +115,19 @@ async def test_inject_network_info_and_reset_network(service: HostService,
     info = service.driver.connect().lookupByUUIDString(vm).metadata(
         libvirt.VIR_DOMAIN_METADATA_ELEMENT, NETWORK_NS)
     assert 'generation="1"' in info
+
+
+async def test_a_requested_ip_is_honoured_or_refused(service: HostService,
+                                                     client: ComputeClient) -> None:
+    net = await network(client, service.host, "req", "10.7.0.0/28")
+    a, b = await booted(client, service), await booted(client, service)
+    out = await client.send(service.host, a, "attach_interface",
+                            {"network_id": net, "port_id": "ra", "requested_ip": "10.7.0.9"})
+    assert out.result["addresses"] == ["10.7.0.9"]
+    taken = await client.send(service.host, b, "attach_interface",
+                              {"network_id": net, "port_id": "rb", "requested_ip": "10.7.0.9"})
+    assert isinstance(taken, Failed) and taken.error == "FixedIpInvalid"
+    outside = await client.send(service.host, b, "attach_interface",
+                                {"network_id": net, "port_id": "rc",
+                                 "requested_ip": "192.168.1.1"})
+    assert isinstance(outside, Failed) and outside.error == "FixedIpInvalid"
