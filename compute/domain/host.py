@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import BaseAggregate
-
 from compute.domain.errors import ComputeResourcesUnavailable
+from compute.domain.named import NamedAggregate
 from compute.events.commands import Flavor
 from compute.events.host import (
     AggregateHostAdded,
     AggregateHostRemoved,
     ClaimReleased,
     HostEnabledSet,
-    HostEvent,
     HostPowerActionRequested,
     HostResourcesReported,
     MaintenanceModeSet,
@@ -28,7 +25,7 @@ def host_id(host: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"compute-host:{host}")
 
 
-class Host(BaseAggregate[UUID]):
+class Host(NamedAggregate):
     """What a host offers; later also its claims, maintenance mode and enablement.
 
     (No class-level annotations: eventsourcing would turn the class into a dataclass.)"""
@@ -36,8 +33,7 @@ class Host(BaseAggregate[UUID]):
     @classmethod
     def register(cls, host: str) -> Host:
         """An empty host, before its first event (version 0)."""
-        agg = cls.__new__(cls)
-        agg.__base_init__(host_id(host), 0, datetime.now(timezone.utc))
+        agg = cls._blank(host_id(host))
         agg.host = host
         agg.init_state()
         return agg
@@ -133,8 +129,5 @@ class Host(BaseAggregate[UUID]):
         if instance_uuid in self.claims:
             self._emit(ClaimReleased, instance_uuid=instance_uuid, command_id=command_id)
 
-    def _emit(self, cls: type[HostEvent], **fields: object) -> None:
-        event = cls(originator_id=self.id, originator_version=self.version + 1,
-                    timestamp=datetime.now(timezone.utc), host=self.host, **fields)
-        event.mutate(self)
-        self._pending_events.append(event)
+    def _stream_fields(self) -> dict[str, Any]:
+        return {"host": self.host}

@@ -8,17 +8,15 @@ the last line of defence when several hosts share a network.
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime, timezone
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import BaseAggregate
-
 from compute.domain.errors import FixedIpInvalid, NetworkNotFound, NoMoreFixedIps
+from compute.domain.named import NamedAggregate
 from compute.events.network import (
     AddressAllocated,
     AddressReleased,
     NetworkDefined,
-    NetworkEvent,
 )
 
 
@@ -26,13 +24,10 @@ def network_aggregate_id(network_id: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"compute-network:{network_id}")
 
 
-class Network(BaseAggregate[UUID]):
-    """(No class-level annotations: eventsourcing would make the class a dataclass.)"""
-
+class Network(NamedAggregate):
     @classmethod
     def empty(cls, network_id: str) -> Network:
-        agg = cls.__new__(cls)
-        agg.__base_init__(network_aggregate_id(network_id), 0, datetime.now(timezone.utc))
+        agg = cls._blank(network_aggregate_id(network_id))
         agg.init_state(network_id)
         return agg
 
@@ -49,7 +44,7 @@ class Network(BaseAggregate[UUID]):
         if self.allocated:
             raise FixedIpInvalid(f"network {self.network_id} has addresses in use")
         gateway = next(net.hosts(), net.network_address)
-        self._emit(NetworkDefined, command_id, cidr=str(net), gateway=str(gateway))
+        self._emit(NetworkDefined, command_id=command_id, cidr=str(net), gateway=str(gateway))
 
     def allocate(self, instance_uuid: str, port_id: str, command_id: str,
                  requested: str | None = None) -> str:
@@ -70,17 +65,13 @@ class Network(BaseAggregate[UUID]):
                            if str(a) != self.gateway and str(a) not in self.allocated), None)
             if chosen is None:
                 raise NoMoreFixedIps(f"no free address left on {self.network_id} ({self.cidr})")
-        self._emit(AddressAllocated, command_id, address=chosen, instance_uuid=instance_uuid,
+        self._emit(AddressAllocated, command_id=command_id, address=chosen, instance_uuid=instance_uuid,
                    port_id=port_id)
         return chosen
 
     def release(self, address: str, command_id: str) -> None:
         if address in self.allocated:
-            self._emit(AddressReleased, command_id, address=address)
+            self._emit(AddressReleased, command_id=command_id, address=address)
 
-    def _emit(self, cls: type[NetworkEvent], command_id: str, **fields: object) -> None:
-        event = cls(originator_id=self.id, originator_version=self.version + 1,
-                    timestamp=datetime.now(timezone.utc), network_id=self.network_id,
-                    command_id=command_id, **fields)
-        event.mutate(self)
-        self._pending_events.append(event)
+    def _stream_fields(self) -> dict[str, Any]:
+        return {"network_id": self.network_id}

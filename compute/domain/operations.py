@@ -21,6 +21,7 @@ from compute.domain.states import (
     VmState as V,
 )
 from compute.events import commands as c
+from compute.events import devices as d
 from compute.events import lifecycle as e
 
 IDLE: frozenset[T | None] = frozenset({None})
@@ -142,16 +143,16 @@ VOLUME_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED, V.RESIZED, V.SOFT_DELE
 
 _ROWS += (
     Operation("reserve_block_device_name", c.ReserveBlockDeviceName, "reserve_block_device",
-              VOLUME_STATES, IDLE, None, (), "", e.BlockDeviceReserved, None, OnFailure.KEEP,
+              VOLUME_STATES, IDLE, None, (), "", d.BlockDeviceReserved, None, OnFailure.KEEP,
               "reserve-device", "Set the next free device name aside (a synchronous call)."),
     Operation("attach_volume", c.AttachVolume, "attach_volume", VOLUME_STATES, IDLE, None, (),
-              "attach_volume", e.VolumeAttached, None, OnFailure.KEEP, "attach-volume",
+              "attach_volume", d.VolumeAttached, None, OnFailure.KEEP, "attach-volume",
               "Attach a volume (a file under the volumes directory on the test hypervisor)."),
     Operation("detach_volume", c.VolumeCommand, "detach_volume", VOLUME_STATES, IDLE, None,
-              (), "detach_volume", e.VolumeDetached, None, OnFailure.KEEP, "detach-volume",
+              (), "detach_volume", d.VolumeDetached, None, OnFailure.KEEP, "detach-volume",
               "Detach a volume."),
     Operation("remove_volume_connection", c.VolumeCommand, "remove_volume_connection", LIVE,
-              None, None, (), "remove_volume_connection", e.VolumeConnectionRemoved, None,
+              None, None, (), "remove_volume_connection", d.VolumeConnectionRemoved, None,
               OnFailure.KEEP, "remove-volume-connection",
               "Tear down this host's connection to a volume (after a move)."),
 )
@@ -160,28 +161,28 @@ IFACE_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED})
 
 _ROWS += (
     Operation("attach_interface", c.AttachInterface, "attach_interface", IFACE_STATES, IDLE,
-              None, (), "attach_interface", e.InterfaceAttached, None, OnFailure.KEEP,
+              None, (), "attach_interface", d.InterfaceAttached, None, OnFailure.KEEP,
               "attach-interface", "Plug a port of a network into the guest.", allocates=True),
     Operation("detach_interface", c.DetachInterface, "detach_interface", IFACE_STATES, IDLE,
-              None, (), "detach_interface", e.InterfaceDetached, None, OnFailure.KEEP,
+              None, (), "detach_interface", d.InterfaceDetached, None, OnFailure.KEEP,
               "detach-interface", "Unplug a port from the guest."),
     Operation("add_fixed_ip_to_instance", c.AddFixedIp, "add_fixed_ip", IFACE_STATES, IDLE,
-              None, (), "inject_network_info", e.FixedIpAdded, None, OnFailure.KEEP,
+              None, (), "inject_network_info", d.FixedIpAdded, None, OnFailure.KEEP,
               "add-fixed-ip", "Another address on a network the guest is on.", allocates=True),
     Operation("remove_fixed_ip_from_instance", c.RemoveFixedIp, "remove_fixed_ip",
-              IFACE_STATES, IDLE, None, (), "inject_network_info", e.FixedIpRemoved, None,
+              IFACE_STATES, IDLE, None, (), "inject_network_info", d.FixedIpRemoved, None,
               OnFailure.KEEP, "remove-fixed-ip", "Take an address away from the guest."),
     Operation("inject_network_info", c.InstanceCommand, "inject_network_info", IFACE_STATES,
-              IDLE, None, (), "inject_network_info", e.NetworkInfoInjected, None,
+              IDLE, None, (), "inject_network_info", d.NetworkInfoInjected, None,
               OnFailure.KEEP, "inject-network-info", "Give the guest its network settings."),
     Operation("reset_network", c.InstanceCommand, "reset_network", IFACE_STATES, IDLE, None,
-              (), "reset_network", e.NetworkReset, None, OnFailure.KEEP, "reset-network",
+              (), "reset_network", d.NetworkReset, None, OnFailure.KEEP, "reset-network",
               "Re-apply the guest's network settings."),
 )
 
 _ROWS += (
     Operation("refresh_instance_security_rules", c.InstanceCommand, "refresh_security_rules",
-              LIVE, None, None, (), "refresh_security_rules", e.SecurityRulesApplied, None,
+              LIVE, None, None, (), "refresh_security_rules", d.SecurityRulesApplied, None,
               OnFailure.KEEP, "refresh-rules",
               "Render the instance's security group rules to the hypervisor's filter.",
               needs_rules=True),

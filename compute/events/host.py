@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-from uuid import UUID
 
-import msgspec
+from compute.events.base import StreamEvent
 
 
-class HostEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=True):
-    originator_id: UUID = msgspec.field(name="uuid")
-    originator_version: int = msgspec.field(name="version")
-    timestamp: datetime
+class HostEvent(StreamEvent, frozen=True, kw_only=True):
     host: str
 
-    def mutate(self, aggregate: Any) -> Any:
-        if aggregate is None:
-            from compute.domain.host import Host
+    def start(self) -> Any:
+        from compute.domain.host import Host
 
-            aggregate = Host.__new__(Host)
-            aggregate.__base_init__(self.originator_id, 0, self.timestamp)
-            aggregate.host = self.host
-            aggregate.init_state()
-        if aggregate.version + 1 != self.originator_version:
-            raise ValueError("host event out of sequence")
-        self.apply(aggregate)
-        aggregate.version = self.originator_version
-        aggregate.modified_on = self.timestamp
-        return aggregate
-
-    def apply(self, aggregate: Any) -> None:
-        """How this event changes the host."""
+        return Host.register(self.host)
 
 
 class HostResourcesReported(HostEvent, frozen=True, kw_only=True):

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-from uuid import UUID
 
-import msgspec
+from compute.events.base import StreamEvent
 
 
-class NetworkEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=True):
-    originator_id: UUID = msgspec.field(name="uuid")
-    originator_version: int = msgspec.field(name="version")
-    timestamp: datetime
+class NetworkEvent(StreamEvent, frozen=True, kw_only=True):
     network_id: str
     command_id: str
 
-    def mutate(self, aggregate: Any) -> Any:
-        if aggregate is None:
-            from compute.domain.network import Network
+    def start(self) -> Any:
+        from compute.domain.network import Network
 
-            aggregate = Network.__new__(Network)
-            aggregate.__base_init__(self.originator_id, 0, self.timestamp)
-            aggregate.init_state(self.network_id)
-        if aggregate.version + 1 != self.originator_version:
-            raise ValueError("network event out of sequence")
-        self.apply(aggregate)
-        aggregate.version = self.originator_version
-        aggregate.modified_on = self.timestamp
-        return aggregate
-
-    def apply(self, aggregate: Any) -> None:
-        """How this event changes the address book."""
+        return Network.empty(self.network_id)
 
 
 class NetworkDefined(NetworkEvent, frozen=True, kw_only=True):

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from compute.events import devices as d
 from compute.events import lifecycle as e
 from compute.events.host import (
     AggregateHostAdded,
@@ -121,13 +122,13 @@ def _(event: e.Completed, db: sqlite3.Connection) -> set[str]:
         extra["deleted_at"] = None
     if isinstance(event, e.MetadataChanged):
         extra["metadata"] = _json.encode(event.metadata).decode()
-    if isinstance(event, (e.BlockDeviceReserved, e.VolumeAttached, e.VolumeDetached,
-                          e.VolumeConnectionRemoved)):
+    if isinstance(event, (d.BlockDeviceReserved, d.VolumeAttached, d.VolumeDetached,
+                          d.VolumeConnectionRemoved)):
         extra["volumes"] = _volumes(event, db)
-    if isinstance(event, (e.InterfaceAttached, e.InterfaceDetached, e.FixedIpAdded,
-                          e.FixedIpRemoved)):
+    if isinstance(event, (d.InterfaceAttached, d.InterfaceDetached, d.FixedIpAdded,
+                          d.FixedIpRemoved)):
         extra["interfaces"] = _interfaces(event, db)
-    if isinstance(event, e.SecurityRulesApplied):
+    if isinstance(event, d.SecurityRulesApplied):
         extra["security_rules"] = _json.encode(event.rules).decode()
     if isinstance(event, e.Snapshotted):
         db.execute("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
@@ -142,12 +143,12 @@ def _interfaces(event: Any, db: sqlite3.Connection) -> str:
     row = db.execute("SELECT interfaces FROM instances WHERE uuid = ?",
                      (str(event.originator_id),)).fetchone()
     ports: dict[str, Any] = msgspec.json.decode(row[0]) if row else {}
-    if isinstance(event, e.InterfaceAttached):
+    if isinstance(event, d.InterfaceAttached):
         ports[event.port_id] = {"network_id": event.network_id, "mac": event.mac,
                                 "addresses": list(event.addresses)}
-    elif isinstance(event, e.InterfaceDetached):
+    elif isinstance(event, d.InterfaceDetached):
         ports.pop(event.port_id, None)
-    elif isinstance(event, e.FixedIpAdded):
+    elif isinstance(event, d.FixedIpAdded):
         ports[event.port_id]["addresses"].append(event.address)
     else:
         ports[event.port_id]["addresses"].remove(event.address)
@@ -159,10 +160,10 @@ def _volumes(event: Any, db: sqlite3.Connection) -> str:
     row = db.execute("SELECT volumes FROM instances WHERE uuid = ?",
                      (str(event.originator_id),)).fetchone()
     volumes: dict[str, Any] = msgspec.json.decode(row[0]) if row else {}
-    if isinstance(event, e.BlockDeviceReserved):
+    if isinstance(event, d.BlockDeviceReserved):
         volumes[event.device] = {"volume_id": event.volume_id, "path": None,
                                  "state": "reserved"}
-    elif isinstance(event, e.VolumeAttached):
+    elif isinstance(event, d.VolumeAttached):
         volumes[event.device] = {"volume_id": event.volume_id, "path": event.path,
                                  "state": "attached"}
     else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import xml.etree.ElementTree as ET
 import time
 
 
@@ -22,16 +21,10 @@ from compute.domain.errors import InstancePasswordSetFailed, NotSupported
 from compute.domain.states import PowerState
 from compute.virt.api import HostInfo, InstanceInfo, InstanceRef
 from compute.virt.consoles import ConsolesMixin
+from compute.virt.devices import DevicesMixin
 from compute.virt.typed import _POWER, VIR_ERR_NO_DOMAIN, VIR_ERR_NO_SUPPORT, _affect, _typed
 from compute.virt.xml import (
     FILES_XMLNS,
-    FILTER_XMLNS,
-    nwfilter_xml,
-    NETWORK_XMLNS,
-    interface_xml,
-    network_xml,
-    disk_xml,
-    with_device,
     XMLNS,
     domain_name,
     domain_xml,
@@ -41,7 +34,7 @@ from compute.virt.xml import (
 )
 
 
-class LibvirtDriver(ConsolesMixin):
+class LibvirtDriver(ConsolesMixin, DevicesMixin):
     def __init__(self, uri: str = "test:///default", *, local_gb: int = 1024,
                  disk_dir: str = "/var/lib/compute/instances",
                  volumes_dir: str = "var/volumes", shutdown_timeout: float = 60.0) -> None:
@@ -315,116 +308,6 @@ class LibvirtDriver(ConsolesMixin):
             current = None
         dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
                         files_xml(current, path, contents), "files", FILES_XMLNS, _affect(dom))
-
-    # -- volumes ----------------------------------------------------------------------------
-    @_typed
-    def attach_volume(self, ref: InstanceRef, volume_id: str, device: str, path: str,
-                      size_gb: int = 1) -> PowerState:
-        """A file-backed disk at ``device``; the file is created (sparse) if it is ours."""
-        full = self._volume_file(path)
-        if not os.path.exists(full):
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            with open(full, "wb") as f:
-                f.truncate(size_gb << 30)
-        dom = self._domain(ref)
-        self._change_device(dom, disk_xml(full, device, volume_id), attach=True)
-        return self._power(dom)
-
-    @_typed
-    def detach_volume(self, ref: InstanceRef, volume_id: str, device: str,
-                      path: str) -> PowerState:
-        dom = self._domain(ref)
-        self._change_device(dom, disk_xml(self._volume_file(path), device, volume_id),
-                            attach=False)
-        return self._power(dom)
-
-    @_typed
-    def remove_volume_connection(self, ref: InstanceRef, volume_id: str) -> PowerState:
-        """A file volume has no host-side session to close; the disk must not stay
-        defined on this host either, so any device still naming the volume is removed."""
-        dom = self._find(ref)
-        if dom is None:
-            return PowerState.NOSTATE
-        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        for disk in root.findall("./devices/disk"):
-            serial = disk.find("serial")
-            if serial is not None and serial.text == volume_id:
-                self._change_device(dom, ET.tostring(disk, encoding="unicode"), attach=False)
-        return self._power(dom)
-
-    # -- interfaces and network info ---------------------------------------------------------
-    @_typed
-    def attach_interface(self, ref: InstanceRef, port_id: str, mac: str) -> PowerState:
-        """A virtio NIC for the port (hotplug, or the persistent definition on the test
-        hypervisor), then the guest's network info with the new address."""
-        dom = self._domain(ref)
-        self._change_device(dom, interface_xml(port_id, mac), attach=True)
-        self._publish_network(dom, ref)
-        return self._power(dom)
-
-    @_typed
-    def detach_interface(self, ref: InstanceRef, port_id: str, mac: str) -> PowerState:
-        dom = self._domain(ref)
-        self._change_device(dom, interface_xml(port_id, mac), attach=False)
-        self._publish_network(dom, ref)
-        return self._power(dom)
-
-    @_typed
-    def inject_network_info(self, ref: InstanceRef) -> PowerState:
-        """The guest's interfaces and addresses, where its agent (or a config drive) reads
-        them: our network namespace in the domain's metadata."""
-        dom = self._domain(ref)
-        self._publish_network(dom, ref)
-        return self._power(dom)
-
-    @_typed
-    def reset_network(self, ref: InstanceRef) -> PowerState:
-        """Re-apply the network settings: publish them again, generation bumped so the
-        guest agent notices."""
-        dom = self._domain(ref)
-        self._publish_network(dom, ref, reset=True)
-        return self._power(dom)
-
-    @_typed
-    def refresh_security_rules(self, ref: InstanceRef, rules: list[dict]) -> PowerState:
-        """Render the rules to a libvirt network filter ``compute-<uuid>``. Where the
-        hypervisor has no nwfilter driver (the test one), the rendered filter is kept in the
-        domain's metadata, which is the nearest real call."""
-        dom = self._domain(ref)
-        xml = nwfilter_xml(f"compute-{ref.uuid}", rules)
-        try:
-            self.connect().nwfilterDefineXML(xml)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != VIR_ERR_NO_SUPPORT:
-                raise
-            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, "filter",
-                            FILTER_XMLNS, _affect(dom))
-        return self._power(dom)
-
-    def _publish_network(self, dom: libvirt.virDomain, ref: InstanceRef,
-                         reset: bool = False) -> None:
-        try:
-            current = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NETWORK_XMLNS)
-        except libvirt.libvirtError:
-            current = None
-        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                        network_xml(ref.network_info, current, reset), "network",
-                        NETWORK_XMLNS, _affect(dom))
-
-    def _volume_file(self, path: str) -> str:
-        return path if os.path.isabs(path) else os.path.join(self.volumes_dir, path)
-
-    def _change_device(self, dom: libvirt.virDomain, device_xml: str, *, attach: bool) -> None:
-        """Hotplug where the hypervisor can; where it cannot (the test driver), change the
-        persistent definition, which is what the guest gets at its next start."""
-        call = dom.attachDeviceFlags if attach else dom.detachDeviceFlags
-        try:
-            call(device_xml, _affect(dom))
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != VIR_ERR_NO_SUPPORT:
-                raise
-            self.connect().defineXML(
-                with_device(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), device_xml, attach))
 
     # -- facts ------------------------------------------------------------------------------
     @_typed
