@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="lifecycle events from COMPUTE_EVENTS")
     events.add_argument("--follow", "-f", action="store_true")
     events.add_argument("--uuid", help="only this instance")
+    sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of every subject")
     audit = sub.add_parser("audit", help="replay the log; check the views against a rebuild")
     audit.add_argument("uuid", nargs="?")
     return p

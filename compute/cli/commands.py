@@ -307,6 +307,13 @@ async def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_asyncapi(args: argparse.Namespace, settings: Settings) -> int:
+    from compute.asyncapi import render
+
+    sys.stdout.write(render())
+    return 0
+
+
 async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from compute.projections.audit import history, verify
     from compute.projections.views import ViewStore
