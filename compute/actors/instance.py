@@ -172,13 +172,13 @@ class InstanceActor:
                 inst.action_params["address"] = network.allocate(
                     str(self.uuid), inst.action_params["port_id"], env.command_id,
                     inst.action_params.get("requested_ip"))
-                claimed = list(network.collect_events())
+                claimed += network.collect_events()
             except ComputeError as exc:
                 await self._fail_before_driver(env, inst, op, exc)
                 return
         if op.claims:
             try:
-                claimed = self.ctx.tracker.claim(str(self.uuid), inst.flavor, env.command_id)
+                claimed += self.ctx.tracker.claim(str(self.uuid), inst.flavor, env.command_id)
             except ComputeResourcesUnavailable as exc:
                 # Nova: the claim fails in compute, the build is aborted, the instance
                 # goes to ERROR with a fault (there is no other host to reschedule to).
