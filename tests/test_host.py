@@ -126,3 +126,20 @@ async def test_the_resource_audit_corrects_drift_and_is_silent_otherwise(
     assert await service.update_available_resource() == 1
     assert ghost not in service.tracker.host.claims
     assert await service.update_available_resource() == 0
+
+
+async def test_the_host_is_discoverable_as_a_nats_micro_service(
+        service: HostService, client: ComputeClient) -> None:
+    pong = msgspec.json.decode((await client.nc.request("$SRV.PING.compute", b"",
+                                                        timeout=5)).data)
+    assert pong["name"] == "compute" and pong["type"] == "io.nats.micro.v1.ping_response"
+    info = msgspec.json.decode((await client.nc.request(
+        f"$SRV.INFO.compute.{pong['id']}", b"", timeout=5)).data)
+    subjects = {e["subject"] for e in info["endpoints"]}
+    assert f"compute.call.{service.host}.get_host_uptime" in subjects
+    assert info["metadata"]["host"] == service.host
+    await call(client, service.host, "get_host_uptime")
+    stats = msgspec.json.decode((await client.nc.request(
+        f"$SRV.STATS.compute.{pong['id']}", b"", timeout=5)).data)
+    uptime = next(e for e in stats["endpoints"] if e["name"] == "get_host_uptime")
+    assert uptime["num_requests"] == 1

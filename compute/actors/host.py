@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 import nats
+from nats import micro
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -32,7 +33,9 @@ from compute.config import Settings
 from compute.domain.errors import ComputeError, InvalidPayload
 from compute.domain.host import Host
 from compute.domain.states import PowerState
-from compute.domain.operations import OPERATIONS, lookup
+from compute import __version__
+from compute.domain.host_operations import HOST_OPERATIONS
+from compute.domain.operations import ALIASES, OPERATIONS, lookup
 from compute.events.commands import Flavor, InstanceCommand
 from compute.events.outcomes import Outcome, Rejected
 from compute.messaging import intake
@@ -76,6 +79,7 @@ class HostService:
         self.backdoor_port: int | None = None
         self.console_secret = secrets.token_bytes(32)
         self._backdoor: asyncio.Server | None = None
+        self.micro: Any = None
 
     # -- start / stop ---------------------------------------------------------------------
     async def start(self) -> HostService:
@@ -109,7 +113,7 @@ class HostService:
         await self.update_available_resource()          # Nova's pre_start_hook
         await self.queries.start()
         self.host_ops = HostOperations(self)
-        self._calls = await self.nc.subscribe(f"compute.call.{self.host}.*", cb=self._on_call)
+        self.micro = await self._serve_calls()
         if s.backdoor_port >= 0:
             self._backdoor = await start_backdoor(self, s.backdoor_port)
             self.backdoor_port = self._backdoor.sockets[0].getsockname()[1]
@@ -144,6 +148,8 @@ class HostService:
             await asyncio.wait(self._tasks, timeout=5)
         self._tasks = []
         self.lifecycle.close()
+        with contextlib.suppress(Exception):
+            await self.micro.stop()
         if self._backdoor is not None:
             self._backdoor.close()
         if self.router is not None:
@@ -296,6 +302,23 @@ class HostService:
             return
         env.msg = msg
         self.router.deliver(env)
+
+    async def _serve_calls(self) -> Any:
+        """Every call of this host as an endpoint of a NATS micro service named ``compute``:
+        ``$SRV.PING|INFO|STATS[.compute[.<id>]]`` find it, list its subjects, count requests."""
+        service = await micro.add_service(
+            self.nc, name="compute", version=__version__,
+            description="Nova's ComputeManager on NATS: one instance per compute host",
+            metadata={"host": self.host})
+        names = sorted({*HOST_OPERATIONS, *OPERATIONS, *ALIASES})
+
+        async def endpoint(request: Any) -> None:
+            await self._on_call(request._msg)
+
+        for name in names:
+            await service.add_endpoint(name=name, subject=f"compute.call.{self.host}.{name}",
+                                       handler=endpoint, queue_group=f"compute-{self.host}")
+        return service
 
     async def _on_call(self, msg: Any) -> None:
         """Synchronous calls on ``compute.call.<host>.<operation>``. An instance operation
