@@ -10,16 +10,19 @@ inbox in ``Compute-Reply-To`` for the outcome.
 
 from __future__ import annotations
 
+import contextlib
 import uuid as uuidlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 import nats
 import nats.js.errors
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.aio.client import Client as NATS
 
 from compute.events.outcomes import AnyOutcome, Moved
-from compute.messaging.subjects import MSG_ID, REPLY_TO, command, query
+from compute.messaging.subjects import EVENTS_STREAM, MSG_ID, REPLY_TO, command, query
 
 _decoder = msgspec.json.Decoder(AnyOutcome)
 
@@ -90,6 +93,38 @@ class ComputeClient:
             return _decoder.decode(msg.data)
         finally:
             await sub.unsubscribe()
+
+    async def events(self, *, durable: str | None = None, host: str = "*",
+                     uuid: str = "*", event: str = "*",
+                     deliver_new: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """Lifecycle events from ``COMPUTE_EVENTS``, each acknowledged once handed over.
+
+        With ``durable`` the position is kept by JetStream: a subscriber that restarts under
+        the same name continues where it stopped (billing, DNS, audit...)."""
+        subject = f"compute.evt.{host}.{uuid}.{event}"
+        deliver = DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL
+        sub = await self.js.pull_subscribe(subject, durable=durable, stream=EVENTS_STREAM,
+                                           config=ConsumerConfig(deliver_policy=deliver))
+        pending: list[Any] = []
+        try:
+            while True:
+                try:
+                    pending = list(await sub.fetch(100, timeout=1.0))
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                while pending:
+                    msg = pending.pop(0)
+                    try:
+                        yield msgspec.json.decode(msg.data)
+                    finally:             # handed over (a caller that stops has seen it)
+                        await msg.ack()
+        finally:
+            for msg in pending:          # fetched, not handed over: redeliver them at once
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+            if durable is None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     async def query(self, view: str, key: str | None = None, *, timeout: float = 10.0,
                     **params: Any) -> Any:

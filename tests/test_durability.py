@@ -107,3 +107,26 @@ async def test_the_relay_publishes_each_event_once_even_when_it_replays(
     assert await replay.run_once() >= done.version
     info = await client.js.stream_info(EVENTS_STREAM, subjects_filter=subject)
     assert sum(info.state.subjects.values()) == done.version
+
+
+async def test_a_durable_subscriber_continues_where_it_stopped(
+        service: HostService, client: ComputeClient) -> None:
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    name = f"billing-{uuid.uuid4().hex[:8]}"
+
+    async def take(n: int) -> list[str]:
+        got: list[str] = []
+        stream = client.events(durable=name, uuid=vm)
+        async for event in stream:
+            got.append(event["event"])
+            if len(got) == n:
+                break
+        await stream.aclose()
+        return got
+
+    assert await take(2) == ["Created", "TaskStateChanged"]
+    await client.send(service.host, vm, "stop_instance")
+    rest = await take(6)
+    assert rest == ["TaskStateChanged", "TaskStateChanged", "TaskStateChanged", "Spawned",
+                    "ActionStarted", "PoweredOff"]
