@@ -18,8 +18,8 @@ from typing import Any
 import msgspec
 import nats
 import nats.js.errors
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from compute.events.outcomes import AnyOutcome, Moved
 from compute.messaging.subjects import EVENTS_STREAM, MSG_ID, REPLY_TO, command, query

@@ -89,3 +89,14 @@ async def test_cli_verbs_cover_the_new_operations_and_calls(service, settings) -
     assert code == 0 and json.loads(out)["state"] == "running"
     code, out, _ = await cli(settings, "rescue", vm)
     assert code == 0 and "Rescued" in out
+
+
+def test_json_logs_carry_the_instance_and_the_command(tmp_path: Path) -> None:
+    env = {**os.environ, "COMPUTE_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+           "COMPUTE_HOST": "logs", "COMPUTE_LOG_JSON": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    demo = run_cli(tmp_path, "demo", "--count", "1", env=env)
+    assert demo.returncode == 0, demo.stderr
+    lines = [json.loads(line) for line in demo.stderr.splitlines() if line.startswith("{")]
+    assert lines and all({"time", "level", "message", "uuid", "command_id"} <= set(line)
+                         for line in lines)

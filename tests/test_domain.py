@@ -7,7 +7,11 @@ from itertools import product
 
 import pytest
 
-from compute.domain.errors import HypervisorError, InstanceInvalidState, InstanceNotFound
+from compute.domain.errors import (
+    HypervisorError,
+    InstanceInvalidState,
+    InstanceNotFound,
+)
 from compute.domain.instance import Instance
 from compute.domain.operations import HARD_REBOOT, OPERATIONS, lookup, variant
 from compute.domain.states import PowerState, TaskState, VmState, api_status

@@ -10,7 +10,9 @@ import pytest
 from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.domain.power_sync import SyncAction, decide
-from compute.domain.states import PowerState as P, TaskState as T, VmState as V
+from compute.domain.states import PowerState as P
+from compute.domain.states import TaskState as T
+from compute.domain.states import VmState as V
 from tests.conftest import boot_payload
 
 

@@ -8,19 +8,20 @@ import signal
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from dataclasses import replace
-
 from compute.client import ComputeClient
 from compute.domain.operations import OPERATIONS
+from compute.domain.recovery import plan
+from compute.domain.states import PowerState as P
+from compute.domain.states import TaskState as T
+from compute.domain.states import VmState as V
 from compute.events.commands import InstanceCommand
 from compute.projections.audit import history
 from compute.store.app import open_store
-from compute.domain.recovery import plan
-from compute.domain.states import PowerState as P, TaskState as T, VmState as V
 
 ROOT = Path(__file__).resolve().parents[1]
 

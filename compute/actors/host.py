@@ -12,8 +12,8 @@ import contextlib
 import logging
 import secrets
 import time
-from typing import Any
 from datetime import datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
@@ -22,8 +22,9 @@ from nats import micro
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
+from compute import __version__
 from compute.actors.backdoor import start_backdoor
+from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
 from compute.actors.driver import DriverActor
 from compute.actors.host_ops import HostOperations
 from compute.actors.networks import NetworkBook, SecurityGroupBook
@@ -32,10 +33,9 @@ from compute.actors.router import Router
 from compute.config import Settings
 from compute.domain.errors import ComputeError, InvalidPayload
 from compute.domain.host import Host
-from compute.domain.states import PowerState
-from compute import __version__
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS, lookup
+from compute.domain.states import PowerState
 from compute.events.commands import Flavor, InstanceCommand
 from compute.events.outcomes import Outcome, Rejected
 from compute.messaging import intake

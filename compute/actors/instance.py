@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 
+from compute import logs
 from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
 from compute.domain.errors import (
     ComputeError,
@@ -33,8 +34,8 @@ from compute.domain.power_sync import SyncAction, decide
 from compute.domain.recovery import plan
 from compute.domain.secgroup import PROVIDER_GROUP
 from compute.domain.states import PowerState, VmState
-from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.commands import RunInstance, StopInstance
+from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
 from compute.virt.api import InstanceRef
 
@@ -102,6 +103,8 @@ class InstanceActor:
 
     async def _process(self, message: Message) -> None:
         """One message, with the actor's safety net: nothing kills the actor or its queue."""
+        logs.context.set({"uuid": str(self.uuid),
+                          "command_id": getattr(message, "command_id", "-")})
         try:
             if isinstance(message, Recover):
                 await self._recover(message)

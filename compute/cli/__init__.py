@@ -7,16 +7,18 @@ hand-written subcommand. Tables for people, ``--json`` for machines; non-zero ex
 from __future__ import annotations
 
 import argparse
-
-import msgspec
 import asyncio
-import logging
+import os
 import sys
 
+import msgspec
+
+from compute import logs
 from compute.config import Settings
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import BACKUP, OPERATIONS
 from compute.flavors import FLAVORS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compute", description=__doc__.splitlines()[0])
@@ -26,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", help="SQLite file of the projections")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--log-json", action="store_true",
+                   default=os.environ.get("COMPUTE_LOG_JSON", "") not in ("", "0"),
+                   help="log lines as JSON (COMPUTE_LOG_JSON=1)")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     up = sub.add_parser("up", help="start NATS if none answers, then the host service")
@@ -100,9 +105,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logs.configure(verbose=args.verbose, as_json=args.log_json)
     from compute.cli import commands
 
     handler = getattr(commands, f"cmd_{args.verb}", None) or (

@@ -17,7 +17,11 @@ from compute.domain.states import (
     ALLOW_REBOOT_TASKS,
     ALLOW_SOFT_REBOOT,
     VmState,
+)
+from compute.domain.states import (
     TaskState as T,
+)
+from compute.domain.states import (
     VmState as V,
 )
 from compute.events import commands as c

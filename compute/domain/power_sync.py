@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from compute.domain.states import PowerState as P, TaskState, VmState as V
+from compute.domain.states import PowerState as P
+from compute.domain.states import TaskState
+from compute.domain.states import VmState as V
 
 IGNORED_VM_STATES = frozenset({V.BUILDING, V.RESCUED, V.RESIZED, V.SUSPENDED, V.ERROR})
 OFF = frozenset({P.SHUTDOWN, P.CRASHED})

@@ -15,8 +15,14 @@ from compute.domain.states import (
     ALLOW_SOFT_REBOOT,
     HARD_REBOOT_STATES,
     REBUILD_STATES,
+)
+from compute.domain.states import (
     PowerState as P,
+)
+from compute.domain.states import (
     TaskState as T,
+)
+from compute.domain.states import (
     VmState as V,
 )
 

@@ -17,7 +17,8 @@ import msgspec
 from eventsourcing.persistence import IntegrityError, Tracking
 from nats.js import JetStreamContext
 
-from compute.messaging.subjects import MSG_ID, event as event_subject
+from compute.messaging.subjects import MSG_ID
+from compute.messaging.subjects import event as event_subject
 from compute.store.app import ComputeStore
 from compute.store.mapper import event_name
 

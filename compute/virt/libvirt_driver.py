@@ -13,7 +13,6 @@ import os
 import threading
 import time
 
-
 import libvirt
 import msgspec
 
@@ -22,7 +21,13 @@ from compute.domain.states import PowerState
 from compute.virt.api import HostInfo, InstanceInfo, InstanceRef
 from compute.virt.consoles import ConsolesMixin
 from compute.virt.devices import DevicesMixin
-from compute.virt.typed import _POWER, VIR_ERR_NO_DOMAIN, VIR_ERR_NO_SUPPORT, _affect, _typed
+from compute.virt.typed import (
+    _POWER,
+    VIR_ERR_NO_DOMAIN,
+    VIR_ERR_NO_SUPPORT,
+    _affect,
+    _typed,
+)
 from compute.virt.xml import (
     FILES_XMLNS,
     XMLNS,
