@@ -49,6 +49,8 @@ class Settings(msgspec.Struct, kw_only=True):
     reclaim_poll_interval: float = 60.0               # how often reclaim looks (Nova: 60 s)
     backdoor_port: int = -1
     """Live introspection console on 127.0.0.1: -1 off (default), 0 any free port, or a port."""
+    metrics_port: int = -1
+    """Prometheus ``/metrics`` on 127.0.0.1: -1 off (default), 0 any free port, or a port."""
     faults: str = ""
     """Chaos tooling: ``method:seconds[,method:seconds]`` makes those hypervisor calls slow."""
 

@@ -143,3 +143,21 @@ async def test_the_host_is_discoverable_as_a_nats_micro_service(
         f"$SRV.STATS.compute.{pong['id']}", b"", timeout=5)).data)
     uptime = next(e for e in stats["endpoints"] if e["name"] == "get_host_uptime")
     assert uptime["num_requests"] == 1
+
+
+async def test_metrics_are_exposed_for_prometheus(settings: Settings,
+                                                  client: ComputeClient) -> None:
+    import urllib.request
+
+    settings.metrics_port = 0
+    async with HostService(settings) as service:
+        await client.send(service.host, uuid.uuid4(), "run_instance", boot_payload())
+        await client.send(service.host, uuid.uuid4(), "pause_instance")
+        await service.sample_metrics()
+        url = f"http://127.0.0.1:{service.metrics.port}/metrics"
+        text = (await asyncio.to_thread(urllib.request.urlopen, url)).read().decode()
+    assert 'compute_commands_total{operation="run_instance",outcome="Succeeded"} 1.0' in text
+    assert 'compute_commands_total{operation="pause_instance",outcome="Rejected"} 1.0' in text
+    assert 'compute_driver_call_seconds_count{method="spawn"} 1.0' in text
+    assert "compute_command_seconds_bucket" in text and "compute_relay_lag_events" in text
+    assert "compute_actors_resident" in text and "compute_consumer_pending" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ from uuid import UUID
 from compute.actors.driver import DriverActor
 from compute.actors.networks import NetworkBook, SecurityGroupBook
 from compute.actors.resources import ResourceTracker
+from compute.metrics import Metrics
 from compute.domain.operations import Operation
 from compute.events.commands import Command
 from compute.events.outcomes import Outcome
@@ -30,6 +32,7 @@ class Envelope:
     command_id: str
     msg: Any = None                 # the JetStream message, acked once the outcome is durable
     reply_to: str | None = None
+    received: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -71,6 +74,7 @@ class ActorContext:
     networks: NetworkBook
     groups: SecurityGroupBook
     reply: Callable[[Envelope | None, str | None, Outcome], Awaitable[None]]
+    metrics: Metrics = field(default_factory=Metrics)
     passivate_after: float = 120.0
     ack_wait: float = 60.0
     counters: Counters = field(default_factory=Counters)

@@ -39,6 +39,7 @@ from compute.domain.states import PowerState
 from compute.events.commands import Flavor, InstanceCommand
 from compute.events.outcomes import Outcome, Rejected
 from compute.messaging import intake
+from compute.metrics import Metrics
 from compute.messaging.queries import QueryService
 from compute.messaging.relay import Relay
 from compute.messaging.streams import ensure_streams
@@ -93,8 +94,10 @@ class HostService:
         self.views = await asyncio.to_thread(ViewStore, s.views)
         self.projector = Projector(self.store, self.views)
         self.writer = GroupCommitWriter(self.store, on_commit=self._committed)
-        self.driver_actor = DriverActor(self.driver, threads=s.driver_threads,
-                                        timeout=s.driver_timeout)
+        self.metrics = Metrics()
+        self.driver_actor = DriverActor(
+            self.driver, threads=s.driver_threads, timeout=s.driver_timeout,
+            observe=lambda m, secs: self.metrics.driver_seconds.labels(m).observe(secs))
         self.relay = Relay(self.store, self.js)
         self.queries = QueryService(self.nc, self.views, self.projector)
         host = await asyncio.to_thread(self.store.get_host, self.host)
@@ -105,6 +108,7 @@ class HostService:
         ctx = ActorContext(host=self.host, store=self.store, writer=self.writer,
                            driver=self.driver_actor, tracker=self.tracker,
                            networks=self.networks, groups=self.groups, reply=self._reply,
+                           metrics=self.metrics,
                            passivate_after=s.passivate_after, ack_wait=s.ack_wait)
         self.ctx = ctx
         self.router = Router(ctx)
@@ -114,6 +118,9 @@ class HostService:
         await self.queries.start()
         self.host_ops = HostOperations(self)
         self.micro = await self._serve_calls()
+        if s.metrics_port >= 0:
+            port = await asyncio.to_thread(self.metrics.serve, s.metrics_port)
+            log.info("metrics on http://127.0.0.1:%d/metrics", port)
         if s.backdoor_port >= 0:
             self._backdoor = await start_backdoor(self, s.backdoor_port)
             self.backdoor_port = self._backdoor.sockets[0].getsockname()[1]
@@ -130,6 +137,7 @@ class HostService:
             asyncio.create_task(self._periodic(
                 s.reclaim_poll_interval if s.reclaim_instance_interval > 0 else -1,
                 self.reclaim_queued_deletes), name="reclaim"),
+            asyncio.create_task(self._periodic(1.0, self.sample_metrics), name="metrics"),
             asyncio.create_task(self.relay.run(), name="relay"),
             asyncio.create_task(self.queries.follow(), name="projector"),
             asyncio.create_task(self._consume(), name="consumer"),
@@ -148,6 +156,7 @@ class HostService:
             await asyncio.wait(self._tasks, timeout=5)
         self._tasks = []
         self.lifecycle.close()
+        self.metrics.close()
         with contextlib.suppress(Exception):
             await self.micro.stop()
         if self._backdoor is not None:
@@ -217,6 +226,17 @@ class HostService:
                                          payload=InstanceCommand(command_id=command_id),
                                          command_id=str(command_id)))
         return len(members)
+
+    async def sample_metrics(self) -> None:
+        """The gauges: resident actors, committed events, relay lag, consumer backlog."""
+        m = self.metrics
+        m.actors.set(len(self.router.actors))
+        m.events.set(self.writer.events)
+        last = await asyncio.to_thread(self.store.recorder.max_notification_id) or 0
+        m.relay_lag.set(max(last - self.relay.position, 0))
+        with contextlib.suppress(Exception):
+            info = await self.js.consumer_info(COMMANDS_STREAM, f"host-{self.host}")
+            m.consumer_pending.set(info.num_pending)
 
     async def reclaim_queued_deletes(self) -> int:
         """Nova's ``_reclaim_queued_deletes``: soft-deleted instances older than the
@@ -294,6 +314,7 @@ class HostService:
             info = intake.salvage(msg.subject, msg.data, msg.headers)
             log.warning("rejected %s on %s: %s", exc.error.value, msg.subject, exc)
             self.ctx.counters.rejected += 1
+            self.metrics.commands.labels(info["operation"] or "-", "Rejected").inc()
             await self._reply(None, info["reply_to"], Rejected(
                 command_id=info["command_id"], uuid=info["uuid"], operation=info["operation"],
                 host=self.host, error=exc.error, message=str(exc)))

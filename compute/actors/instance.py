@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -372,6 +373,9 @@ class InstanceActor:
                                          error=error, message=message))
 
     async def _answer(self, env: Envelope, outcome: Any) -> None:
+        metrics = self.ctx.metrics
+        metrics.commands.labels(env.op.name, type(outcome).__name__).inc()
+        metrics.command_seconds.labels(env.op.name).observe(time.monotonic() - env.received)
         await self.ctx.reply(env, env.reply_to, outcome)
         if env.msg is not None:
             await env.msg.ack()
