@@ -37,7 +37,10 @@ def document() -> dict[str, Any]:
     events = _event_types()
     outcome_types = [outcomes.Succeeded, outcomes.Failed, outcomes.Rejected,
                      outcomes.HostUpdated, outcomes.Moved]
-    types = sorted({*commands.values(), *host_ops.values(), *events, *outcome_types},
+    from compute.messaging.notifier import ACTIONS, Notification
+
+    types = sorted({*commands.values(), *host_ops.values(), *events, *outcome_types,
+                    Notification},
                    key=lambda t: t.__name__)
     _, schemas = msgspec.json.schema_components(types,
                                                 ref_template="#/components/schemas/{name}")
@@ -96,6 +99,18 @@ def document() -> dict[str, Any]:
                                   "headers": ["Nats-Msg-Id = <uuid>:<version>"]}}}
         operations[f"receive.{cls.__name__}"] = {"action": "receive",
                                                   "channel": {"$ref": f"#/channels/{channel}"}}
+    channels["notification"] = {
+        "address": "compute.notify.{event_type}",
+        "parameters": {"event_type": {"enum": sorted(
+            {f"instance.{a}.{phase}" for a in set(ACTIONS.values())
+             for phase in ("start", "end", "error")}
+            | {"instance.shutdown.start", "instance.shutdown.end"})}},
+        "description": "Nova's versioned notifications (publisher nova-compute:<host>, "
+                       "InstanceActionPayload), stream COMPUTE_NOTIFICATIONS.",
+        "messages": {"Notification": message("notification", "Notification",
+                                             "A Nova versioned notification")}}
+    operations["receive.notification"] = {"action": "receive",
+                                          "channel": {"$ref": "#/channels/notification"}}
     for view in ("instances", "instance", "hosts", "host", "images"):
         keyed = view in ("instance", "host", "images")
         channels[f"query.{view}"] = {

@@ -41,6 +41,7 @@ from compute.events.outcomes import Outcome, Rejected
 from compute.messaging import intake
 from compute.metrics import Metrics
 from compute.messaging.queries import QueryService
+from compute.messaging.notifier import Notifier
 from compute.messaging.relay import Relay
 from compute.messaging.streams import ensure_streams
 from compute.messaging.subjects import (
@@ -99,6 +100,7 @@ class HostService:
             self.driver, threads=s.driver_threads, timeout=s.driver_timeout,
             observe=lambda m, secs: self.metrics.driver_seconds.labels(m).observe(secs))
         self.relay = Relay(self.store, self.js)
+        self.notifier = Notifier(self.store, self.js)
         self.queries = QueryService(self.nc, self.views, self.projector)
         host = await asyncio.to_thread(self.store.get_host, self.host)
         await self._report_resources(host)
@@ -139,6 +141,7 @@ class HostService:
                 self.reclaim_queued_deletes), name="reclaim"),
             asyncio.create_task(self._periodic(1.0, self.sample_metrics), name="metrics"),
             asyncio.create_task(self.relay.run(), name="relay"),
+            asyncio.create_task(self.notifier.run(), name="notifier"),
             asyncio.create_task(self.queries.follow(), name="projector"),
             asyncio.create_task(self._consume(), name="consumer"),
         ]
@@ -382,6 +385,7 @@ class HostService:
 
     def _wake(self) -> None:
         self.relay.wake()
+        self.notifier.wake()
         self.queries.wake()
 
     async def _report_resources(self, host: Host) -> bool:

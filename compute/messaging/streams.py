@@ -6,7 +6,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from compute.messaging.subjects import COMMANDS_STREAM, EVENTS_STREAM
+from compute.messaging.subjects import COMMANDS_STREAM, EVENTS_STREAM, NOTIFICATIONS_STREAM
 
 DUPLICATE_WINDOW = 120.0  # seconds: a command id or event id seen twice within it is dropped
 
@@ -21,6 +21,11 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
         ),
         StreamConfig(
             name=EVENTS_STREAM, subjects=["compute.evt.>"],
+            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW, num_replicas=replicas,
+        ),
+        StreamConfig(
+            name=NOTIFICATIONS_STREAM, subjects=["compute.notify.>"],
             retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW, num_replicas=replicas,
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 COMMANDS_STREAM = "COMPUTE_COMMANDS"
 EVENTS_STREAM = "COMPUTE_EVENTS"
+NOTIFICATIONS_STREAM = "COMPUTE_NOTIFICATIONS"
 
 MSG_ID = "Nats-Msg-Id"
 REPLY_TO = "Compute-Reply-To"

@@ -1,0 +1,188 @@
+"""Nova-compatible versioned notifications, generated from the event log.
+
+Each instance event becomes the notifications Nova's compute emits at that point
+(``instance.<action>.start|end|error``, publisher ``nova-compute:<host>``, an
+InstanceActionPayload-shaped payload), published to ``compute.notify.<event_type>`` in the
+``COMPUTE_NOTIFICATIONS`` stream with ``Nats-Msg-Id = <uuid>:<version>:<n>``. Being a function
+of the log, a replay produces the same notifications, and JetStream keeps one copy of each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import IntegrityError, Tracking
+from nats.js import JetStreamContext
+
+from compute.domain.instance import Instance
+from compute.events import lifecycle as e
+from compute.messaging.subjects import MSG_ID
+from compute.store.app import ComputeStore, _project
+from compute.store.mapper import decode_state
+
+log = logging.getLogger("compute.notifier")
+
+TRACKING_NAME = "nova-notifications"
+
+# operation -> Nova's versioned notification action (reference §2.14)
+ACTIONS = {
+    "run_instance": "create", "terminate_instance": "delete", "reboot_instance": "reboot",
+    "stop_instance": "power_off", "start_instance": "power_on", "pause_instance": "pause",
+    "unpause_instance": "unpause", "suspend_instance": "suspend", "resume_instance": "resume",
+    "rescue_instance": "rescue", "unrescue_instance": "unrescue", "rebuild_instance": "rebuild",
+    "snapshot_instance": "snapshot", "soft_delete_instance": "soft_delete",
+    "restore_instance": "restore", "attach_volume": "volume_attach",
+    "detach_volume": "volume_detach", "attach_interface": "interface_attach",
+    "detach_interface": "interface_detach",
+}
+
+
+class Notification(msgspec.Struct):
+    priority: str
+    event_type: str
+    publisher_id: str
+    timestamp: str
+    message_id: str
+    payload: dict[str, Any]
+
+
+def payload(inst: Instance, fault: dict[str, Any] | None) -> dict[str, Any]:
+    """An InstanceActionPayload (1.9) in Nova's OVO primitive form."""
+    f = inst.flavor
+    return {
+        "nova_object.name": "InstanceActionPayload", "nova_object.namespace": "nova",
+        "nova_object.version": "1.9",
+        "nova_object.data": {
+            "uuid": str(inst.id), "display_name": inst.name, "host": inst.host,
+            "host_name": inst.name, "node": inst.host, "state": inst.vm_state.value,
+            "task_state": inst.task_state.value if inst.task_state else None,
+            "power_state": inst.power_state.label, "image_uuid": inst.image_ref,
+            "flavor": {"name": f.name, "vcpus": f.vcpus, "memory_mb": f.memory_mb,
+                       "root_gb": f.root_gb, "ephemeral_gb": f.ephemeral_gb, "swap": f.swap},
+            "created_at": inst.created_on.isoformat(),
+            "updated_at": inst.modified_on.isoformat(),
+            "launched_at": inst.launched_at.isoformat() if inst.launched_at else None,
+            "terminated_at": inst.terminated_at.isoformat() if inst.terminated_at else None,
+            "deleted_at": inst.deleted_at.isoformat() if inst.deleted_at else None,
+            "metadata": dict(inst.metadata),
+            "block_devices": [{"device_name": dev, "volume_id": vol}
+                              for vol, (dev, _) in inst.volumes.items()],
+            "ip_addresses": [{"port_uuid": p, "mac": i["mac"], "address": a}
+                             for p, i in inst.interfaces.items() for a in i["addresses"]],
+            "request_id": inst.action_command_id, "fault": fault,
+        },
+    }
+
+
+def notifications_for(event: Any, after: Instance) -> list[tuple[str, str, Instance]]:
+    """(event_type, priority, state) triples, in Nova's order, for one instance event."""
+    if isinstance(event, e.Created):
+        return [("instance.create.start", "INFO", after)]
+    if isinstance(event, e.ActionStarted) and event.operation in ACTIONS:
+        action = ACTIONS[event.operation]
+        out = [(f"instance.{action}.start", "INFO", after)]
+        if action == "delete":
+            out.append(("instance.shutdown.start", "INFO", after))
+        return out
+    if isinstance(event, e.Completed) and event.operation in ACTIONS:
+        action = ACTIONS[event.operation]
+        out = [("instance.shutdown.end", "INFO", after)] if action == "delete" else []
+        return out + [(f"instance.{action}.end", "INFO", after)]
+    if isinstance(event, e.TaskReverted) and event.operation in ACTIONS:
+        return [(f"instance.{ACTIONS[event.operation]}.error", "ERROR", after)]
+    return []
+
+
+class Notifier:
+    def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int = 500,
+                 cache: int = 10000) -> None:
+        self.store = store
+        self.js = js
+        self.page = page
+        self.tracker = store.factory.tracking_recorder()
+        self.position = 0
+        self.published = 0
+        self._states: OrderedDict[UUID, Instance] = OrderedDict()
+        self._cache = cache
+        self._faults: dict[UUID, dict[str, Any]] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        self.position = await asyncio.to_thread(self.tracker.max_tracking_id,
+                                                TRACKING_NAME) or 0
+        while True:
+            try:
+                sent = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notifications from %d failed; retrying", self.position)
+                await asyncio.sleep(1.0)
+                continue
+            if sent == 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> int:
+        page = await asyncio.to_thread(self.store.recorder.select_notifications,
+                                       self.position, self.page, inclusive_of_start=False)
+        if not page:
+            return 0
+        acks = []
+        for n in page:
+            if not n.topic.startswith("compute.events.lifecycle:"):
+                continue
+            event = decode_state(n.topic, n.state)
+            for note in await self._apply(event):
+                acks.append(await self.js.publish_async(
+                    f"compute.notify.{note.event_type}", msgspec.json.encode(note),
+                    headers={MSG_ID: note.message_id}))
+        await asyncio.gather(*acks)
+        last = page[-1].id
+        try:
+            await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))
+        except IntegrityError:
+            last = max(last, await asyncio.to_thread(self.tracker.max_tracking_id,
+                                                     TRACKING_NAME) or 0)
+        self.position = last
+        self.published += len(acks)
+        return len(page)
+
+    async def _apply(self, event: Any) -> list[Notification]:
+        uuid = event.originator_id
+        before = self._states.pop(uuid, None)
+        if before is None and event.originator_version > 1:
+            before = await asyncio.to_thread(self.store.repository.get, uuid,
+                                             version=event.originator_version - 1,
+                                             projector_func=_project)
+        after = event.mutate(before)
+        self._states[uuid] = after
+        while len(self._states) > self._cache:
+            self._states.popitem(last=False)
+        if isinstance(event, e.FaultRecorded):
+            self._faults[uuid] = {"exception": "ComputeError",
+                                  "exception_message": event.message,
+                                  "function_name": event.operation,
+                                  "module_name": "compute", "traceback": event.details}
+        fault = self._faults.pop(uuid, None) if isinstance(event, e.TaskReverted) else None
+        out = []
+        for n, (event_type, priority, state) in enumerate(
+                notifications_for(event, after)):
+            out.append(Notification(
+                priority=priority, event_type=event_type,
+                publisher_id=f"nova-compute:{event.host}",
+                timestamp=event.timestamp.isoformat(),
+                message_id=f"{uuid}:{event.originator_version}:{n}",
+                payload=payload(state, fault)))
+        return out

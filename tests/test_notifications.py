@@ -1,0 +1,56 @@
+"""Nova's versioned notifications, generated from the log, in Nova's order."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+from compute.actors.host import HostService
+from compute.client import ComputeClient
+from tests.conftest import boot_payload
+
+
+async def notifications(client: ComputeClient, vm: str, until: str) -> list[dict]:
+    sub = await client.js.subscribe("compute.notify.>", ordered_consumer=True)
+    out: list[dict] = []
+    try:
+        while not out or out[-1]["event_type"] != until:
+            note = msgspec.json.decode((await sub.next_msg(timeout=10)).data)
+            if note["payload"]["nova_object.data"]["uuid"] == vm:
+                out.append(note)
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def test_create_and_delete_notify_in_novas_order(service: HostService,
+                                                       client: ComputeClient) -> None:
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload("notified"))
+    await client.send(service.host, vm, "terminate_instance")
+    notes = await notifications(client, vm, until="instance.delete.end")
+    assert [n["event_type"] for n in notes] == [
+        "instance.create.start", "instance.create.end", "instance.delete.start",
+        "instance.shutdown.start", "instance.shutdown.end", "instance.delete.end"]
+    assert {n["publisher_id"] for n in notes} == {f"nova-compute:{service.host}"}
+    end = notes[1]["payload"]
+    assert end["nova_object.name"] == "InstanceActionPayload"
+    assert (end["nova_object.data"]["state"], end["nova_object.data"]["power_state"]) == \
+        ("active", "running")
+    assert notes[-1]["payload"]["nova_object.data"]["state"] == "deleted"
+
+
+async def test_a_failure_notifies_an_error_with_the_fault(service: HostService,
+                                                          client: ComputeClient) -> None:
+    from compute.domain.errors import HypervisorError
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    service.driver.inject_fault("pause", HypervisorError("paused elsewhere"))
+    await client.send(service.host, vm, "pause_instance")
+    notes = await notifications(client, vm, until="instance.pause.error")
+    error = notes[-1]
+    assert error["priority"] == "ERROR"
+    assert error["payload"]["nova_object.data"]["fault"]["exception_message"] == \
+        "paused elsewhere"
