@@ -326,7 +326,12 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(f"no views at {settings.views}: has a host run here?")
     live = ViewStore(settings.views)
     print(f"replaying {len(events)} events and rebuilding the views...", file=sys.stderr)
-    report = await asyncio.to_thread(verify, store, live)
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty() or done == total:
+            print(f"\rrebuilt {done}/{total} events ({100 * done // max(total, 1)}%)",
+                  end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    report = await asyncio.to_thread(verify, store, live, None, progress)
     if args.json:
         emit({"events": events, "report": report}, as_json=True)
     else:

@@ -7,6 +7,7 @@ position the live views report, then compares the two row by row.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 import time
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,17 @@ def history(store: ComputeStore, uuid: UUID | None = None) -> list[dict[str, Any
     return out
 
 
-def verify(store: ComputeStore, live: ViewStore, scratch_path: str | None = None) -> AuditReport:
+def verify(store: ComputeStore, live: ViewStore, scratch_path: str | None = None,
+           progress: Callable[[int, int], None] | None = None) -> AuditReport:
     t0 = time.perf_counter()
     projector_name = "views"
     position = live.position(projector_name)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = ViewStore(scratch_path or str(Path(tmp) / "scratch.sqlite"))
         try:
-            replayed = Projector(store, scratch, projector_name).catch_up(stop=position)
+            replayed = Projector(store, scratch, projector_name).catch_up(
+                stop=position,
+                progress=(lambda done: progress(done, position)) if progress else None)
             differences = compare(live.dump(), scratch.dump())
         finally:
             scratch.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from functools import singledispatch
 from typing import Any
 
@@ -341,8 +342,13 @@ class Projector:
                        "SET position = excluded.position", (self.name, page[-1].id))
         return len(page)
 
-    def catch_up(self, stop: int | None = None, limit: int = 1000) -> int:
+    def catch_up(self, stop: int | None = None, limit: int = 1000,
+                 progress: Callable[[int], None] | None = None) -> int:
+        """Apply pages until the log (or ``stop``) is reached; ``progress`` hears the total
+        after each page (long rebuilds show how far they are)."""
         total = 0
         while n := self.run_once(limit, stop):
             total += n
+            if progress is not None:
+                progress(total)
         return total
