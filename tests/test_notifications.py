@@ -54,3 +54,22 @@ async def test_a_failure_notifies_an_error_with_the_fault(service: HostService,
     assert error["priority"] == "ERROR"
     assert error["payload"]["nova_object.data"]["fault"]["exception_message"] == \
         "paused elsewhere"
+
+
+async def test_a_replay_reproduces_the_same_notifications(service: HostService,
+                                                          client: ComputeClient) -> None:
+    """The notifications are a function of the log: a notifier that starts over sends the
+    same message ids, which the stream's duplicate window keeps once."""
+    from compute.messaging.notifier import Notifier
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    await client.send(service.host, vm, "reboot_instance")
+    first = await notifications(client, vm, until="instance.reboot.end")
+    info = await client.js.stream_info("COMPUTE_NOTIFICATIONS")
+    replay = Notifier(service.store, service.js)          # from position 0
+    while await replay.run_once():
+        pass
+    assert replay.published >= len(first)
+    again = await client.js.stream_info("COMPUTE_NOTIFICATIONS")
+    assert again.state.messages == info.state.messages
