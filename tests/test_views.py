@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 from eventsourcing.persistence import StoredEvent
@@ -122,3 +123,47 @@ def test_history_lists_an_instances_events_in_version_order(tmp_path: Path) -> N
     assert [e["version"] for e in events] == [1, 2, 3, 4, 5, 6]
     assert events[0]["event"] == "Created" and events[-1]["event"] == "Spawned"
     assert len(history(store)) == 8
+
+
+def test_every_event_is_chained_and_an_edited_row_is_found(tmp_path: Path) -> None:
+    import sqlite3
+
+    from compute.projections.audit import verify_chains
+
+    store, views, projector, inst, host = world(tmp_path)
+    op = OPERATIONS["pause_instance"]
+    inst.accept(op, "c9", c.InstanceCommand(command_id=uuid.uuid4()))
+    inst.complete(op, "c9", PowerState.PAUSED)
+    record(store, inst)
+    assert verify_chains(store).intact
+    with sqlite3.connect(tmp_path / "compute.sqlite") as db:    # someone edits history
+        db.execute("UPDATE stored_events SET state = replace(state, 'paused', 'active') "
+                   "WHERE originator_version = 8")
+    report = verify_chains(store)
+    assert not report.intact
+    assert report.problems[0].startswith(f"{inst.id} v8: Paused does not match")
+
+
+def test_a_removed_event_is_found(tmp_path: Path) -> None:
+    import sqlite3
+
+    from compute.projections.audit import verify_chains
+
+    store, views, projector, inst, host = world(tmp_path)
+    with sqlite3.connect(tmp_path / "compute.sqlite") as db:
+        db.execute("DELETE FROM stored_events WHERE originator_version = 3 "
+                   "AND topic LIKE 'compute.events.lifecycle:%'")
+    report = verify_chains(store)
+    assert any(p.startswith(f"{inst.id} v3: missing") for p in report.problems)
+
+
+def test_time_travel_shows_the_instance_as_it_was(tmp_path: Path) -> None:
+    from compute.projections.audit import as_of
+
+    store, views, projector, inst, host = world(tmp_path)
+    events = history(store, inst.id)
+    building_at = datetime.fromisoformat(events[2]["timestamp"])
+    then = as_of(store, inst.id, building_at)
+    assert (then["vm_state"], then["task_state"], then["version"]) == ("building",
+                                                                      "networking", 3)
+    assert as_of(store, inst.id, datetime(2000, 1, 1, tzinfo=timezone.utc)) is None

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of every subject")
     audit = sub.add_parser("audit", help="replay the log; check the views against a rebuild")
     audit.add_argument("uuid", nargs="?")
+    audit.add_argument("--verify", action="store_true",
+                       help="check every instance's hash chain (edited/removed/re-ordered events)")
+    audit.add_argument("--at", metavar="TIMESTAMP",
+                       help="with UUID: the instance as it was then (ISO 8601)")
     return p
 
 

@@ -321,6 +321,24 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
     store = open_store(settings.store)
     uuid = uuidlib.UUID(args.uuid) if args.uuid else None
+    if args.verify:
+        from compute.projections.audit import verify_chains
+
+        chains = await asyncio.to_thread(verify_chains, store)
+        emit(chains, as_json=args.json)
+        return 0 if chains.intact else 1
+    if args.at:
+        from datetime import datetime
+
+        from compute.projections.audit import as_of
+
+        if uuid is None:
+            raise CliError("--at needs an instance UUID")
+        state = await asyncio.to_thread(as_of, store, uuid, datetime.fromisoformat(args.at))
+        if state is None:
+            raise CliError(f"instance {uuid} did not exist at {args.at}")
+        emit(state, as_json=args.json)
+        return 0
     events = await asyncio.to_thread(history, store, uuid)
     if not Path(settings.views).exists() and "://" not in settings.views:
         raise CliError(f"no views at {settings.views}: has a host run here?")

@@ -46,7 +46,7 @@ class Instance(BaseAggregate[UUID]):
             flavor=payload.flavor, image_ref=payload.image_ref, metadata=dict(payload.metadata),
             security_groups=list(payload.security_groups),
             operation=op.name, action=op.action, action_event=op.action_event,
-        )
+        ).sealed("")
         instance: Instance = created.mutate(None)
         instance._pending_events.append(created)
         instance._steps(op, command_id)
@@ -222,6 +222,6 @@ class Instance(BaseAggregate[UUID]):
               timestamp: datetime | None = None, **fields: Any) -> None:
         event = cls(originator_id=self.id, originator_version=self.version + 1,
                     timestamp=timestamp or utcnow(), host=self.host, command_id=command_id,
-                    **fields)
+                    **fields).sealed(self.chain)
         event.mutate(self)
         self._pending_events.append(event)

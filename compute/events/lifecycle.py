@@ -9,6 +9,7 @@ replay needs nothing but the log.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
@@ -30,6 +31,13 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=Tr
     timestamp: datetime
     host: str
     command_id: str
+    chain: str = ""
+    """sha256 of the previous event's chain and this event (with an empty chain): an edited,
+    removed or re-ordered event breaks every link after it (``compute audit --verify``)."""
+
+    def sealed(self, previous: str) -> Event:
+        """This event with its chain link to the instance's previous event."""
+        return msgspec.structs.replace(self, chain=link(previous, self))
 
     def mutate(self, aggregate: Any) -> Any:
         """eventsourcing's projector hook: check the sequence, then apply."""
@@ -40,11 +48,21 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=Tr
         self.apply(aggregate)
         aggregate.version = self.originator_version
         aggregate.modified_on = self.timestamp
+        aggregate.chain = self.chain
         aggregate.note_command(self.command_id, type(self).__name__)
         return aggregate
 
     def apply(self, aggregate: Instance) -> None:
         """How this event changes the instance; the base changes nothing."""
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def link(previous: str, event: Event) -> str:
+    """The chain value of ``event`` after ``previous`` (its own chain field left out)."""
+    body = _encoder.encode(msgspec.structs.replace(event, chain=""))
+    return hashlib.sha256(previous.encode() + body).hexdigest()
 
 
 class Created(Event, frozen=True, kw_only=True):
@@ -67,6 +85,7 @@ class Created(Event, frozen=True, kw_only=True):
         instance = Instance.__new__(Instance)
         instance.__base_init__(self.originator_id, self.originator_version, self.timestamp)
         instance.init_from(self)
+        instance.chain = self.chain
         instance.note_command(self.command_id, "Created")
         return instance
 
