@@ -167,12 +167,14 @@ if __name__ == "__main__":
     p.add_argument("--settle", type=float, default=3.0, help="pause between phases, s")
     p.add_argument("--store", help="store URL (default: a SQLite file in a temp dir)")
     p.add_argument("--profile", help="write a py-spy profile of the host to this file")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "e2e.json"),
+                   help="where the figures are written (JSON)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     res = asyncio.run(main(a))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "e2e.json").write_text(json.dumps(res, indent=2))
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
     if a.json:
         print(json.dumps(res))
     else:
