@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo up test bench clean
+.PHONY: setup demo up test bench chaos clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -19,6 +19,9 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/e2e.py
+
+chaos: setup
+	$(BIN)/python -m tests.chaos.harness --seconds 120 --instances 100 --kills 10 --nats-restarts 3 --fault-rate 0.05
 
 clean:
 	rm -rf var .pytest_cache

@@ -52,7 +52,8 @@ class Settings(msgspec.Struct, kw_only=True):
     metrics_port: int = -1
     """Prometheus ``/metrics`` on 127.0.0.1: -1 off (default), 0 any free port, or a port."""
     faults: str = ""
-    """Chaos tooling: ``method:seconds[,method:seconds]`` makes those hypervisor calls slow."""
+    """Chaos tooling: ``method:seconds[:rate],...`` makes those hypervisor calls slow, and
+    (with a rate) makes that share of them fail."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -272,10 +272,14 @@ class HostService:
 
     def _inject_faults(self) -> None:
         for item in filter(None, self.settings.faults.split(",")):
-            method, _, seconds = item.partition(":")
-            log.warning("chaos: every %s call is delayed %ss", method, seconds)
-            self.driver.inject_fault(method.strip(), None, times=1 << 30,
-                                     delay=float(seconds or 0))
+            method, seconds, rate = (item.split(":") + ["0", "0"])[:3]
+            if float(seconds or 0):
+                log.warning("chaos: every %s call is delayed %ss", method, seconds)
+                self.driver.inject_fault(method.strip(), None, times=1 << 30,
+                                         delay=float(seconds))
+            if float(rate or 0):
+                log.warning("chaos: %s%% of %s calls fail", float(rate) * 100, method)
+                self.driver.chaos(method.strip(), float(rate))
 
     # -- inbound --------------------------------------------------------------------------
     async def _consume(self) -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import threading
 import time
 
 import libvirt
 import msgspec
 
-from compute.domain.errors import InstancePasswordSetFailed, NotSupported
+from compute.domain.errors import HypervisorError, InstancePasswordSetFailed, NotSupported
 from compute.domain.states import PowerState
 from compute.virt.api import HostInfo, InstanceInfo, InstanceRef
 from compute.virt.consoles import ConsolesMixin
@@ -51,6 +52,7 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin):
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
         self._faults: dict[str, tuple[Exception | None, float, int]] = {}
+        self._chaos: dict[str, float] = {}
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> libvirt.virConnect:
@@ -86,7 +88,13 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin):
         with self._lock:
             self._faults[method] = (error, delay, times)
 
+    def chaos(self, method: str, rate: float) -> None:
+        """Chaos runs: a share ``rate`` of ``method``'s calls fail as the hypervisor would."""
+        self._chaos[method] = rate
+
     def _maybe_fail(self, method: str) -> None:
+        if self._chaos and random.random() < self._chaos.get(method, 0.0):
+            raise HypervisorError(f"chaos: {method} failed (injected)", libvirt_code=1)
         if not self._faults:
             return
         with self._lock:

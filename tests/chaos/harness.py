@@ -1,0 +1,188 @@
+"""Chaos: random valid commands over many instances while the host is SIGKILLed, nats-server
+restarts and the hypervisor fails some calls; then the invariants that must always hold.
+
+    .venv/bin/python -m tests.chaos.harness --seconds 60     (make chaos)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+
+from compute.messaging.server import NatsServer, free_port
+from compute.messaging.subjects import MSG_ID, REPLY_TO, command
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATIONS = [("reboot_instance", {"reboot_type": "SOFT"}), ("reboot_instance",
+              {"reboot_type": "HARD"}), ("stop_instance", {}), ("start_instance", {}),
+              ("pause_instance", {}), ("unpause_instance", {}), ("suspend_instance", {}),
+              ("resume_instance", {})]
+
+
+async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
+              fault_rate: float, seed: int, workdir: Path) -> dict[str, Any]:
+    rng = random.Random(seed)
+    server = NatsServer(free_port(), workdir / "js", log_file=workdir / "nats.log").start()
+    hv = workdir / "host.xml"
+    hv.write_text("<node><cpu><nodes>1</nodes><sockets>1</sockets><cores>64</cores><threads>1"
+                  "</threads><active>64</active><mhz>2000</mhz><model>i686</model></cpu>"
+                  "<memory>268435456</memory></node>")
+    env = {**os.environ, "COMPUTE_HOST": "chaos", "COMPUTE_NATS_URL": server.url,
+           "COMPUTE_STORE": str(workdir / "compute.sqlite"),
+           "COMPUTE_VIEWS": str(workdir / "views.sqlite"), "COMPUTE_LIBVIRT_URI": f"test://{hv}",
+           "COMPUTE_ACK_WAIT": "2", "PYTHONPATH": str(ROOT),
+           "COMPUTE_FAULTS": ",".join(f"{m}:0:{fault_rate}" for m in
+                                      ("reboot", "power_off", "power_on", "pause", "unpause",
+                                       "suspend", "resume"))}
+    log = open(workdir / "host.log", "ab")
+
+    def start_host() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "compute.cli", "up"], cwd=ROOT,
+                                env=env, stderr=log)
+
+    host = start_host()
+    async def quiet(_: Exception) -> None:      # reconnects during a restart are expected
+        return None
+
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                            error_cb=quiet)
+    js = nc.jetstream()
+    answers: dict[str, list[dict]] = collections.defaultdict(list)
+    inbox = nc.new_inbox()
+
+    async def on_answer(msg: Any) -> None:
+        body = msgspec.json.decode(msg.data)
+        answers[body.get("command_id")].append(body)
+
+    await nc.subscribe(inbox, cb=on_answer)
+    sent: list[str] = []
+
+    async def publish(vm: str, op: str, payload: dict) -> None:
+        cid = str(uuid.uuid4())
+        data = msgspec.json.encode({**payload, "command_id": cid})
+        for _ in range(200):                       # through restarts: same id, deduplicated
+            try:
+                await js.publish(command("chaos", vm, op), data,
+                                 headers={MSG_ID: cid, REPLY_TO: inbox}, timeout=2)
+                sent.append(cid)
+                return
+            except Exception:
+                await asyncio.sleep(0.1)
+        raise RuntimeError("could not publish a command")
+
+    for _ in range(300):
+        try:
+            await js.stream_info("COMPUTE_COMMANDS")
+            break
+        except Exception:
+            await asyncio.sleep(0.1)
+    vms = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(instances)]
+    for vm in vms:
+        await publish(vm, "run_instance", {"image_ref": "img", "flavor": {
+            "name": "t", "vcpus": 1, "memory_mb": 128, "root_gb": 1}})
+    kill_at = sorted(rng.uniform(0.1, 0.9) * seconds for _ in range(kills))
+    restart_at = sorted(rng.uniform(0.2, 0.8) * seconds for _ in range(nats_restarts))
+    counts = {"commands": 0, "kills": 0, "nats_restarts": 0}
+    t0 = time.monotonic()
+    while (elapsed := time.monotonic() - t0) < seconds:
+        if kill_at and elapsed >= kill_at[0]:
+            kill_at.pop(0)
+            host.send_signal(signal.SIGKILL)
+            host.wait()
+            host = start_host()
+            counts["kills"] += 1
+        if restart_at and elapsed >= restart_at[0]:
+            restart_at.pop(0)
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.start)
+            counts["nats_restarts"] += 1
+        op, payload = rng.choice(OPERATIONS)
+        await publish(rng.choice(vms), op, payload)
+        counts["commands"] += 1
+        await asyncio.sleep(rng.uniform(0, 0.02))
+
+    deadline = time.monotonic() + 120
+    while any(not answers[c] for c in sent) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    unanswered = [c for c in sent if not answers[c]]
+    answered_twice = [c for c in sent
+                      if sum(1 for a in answers[c] if not a.get("duplicate")) > 1]
+    # the stream: every committed event once, in order, per instance
+    from compute.projections.audit import history, verify
+    from compute.projections.views import ViewStore
+    from compute.store.app import open_store
+
+    store = open_store(env["COMPUTE_STORE"])
+    committed = {vm: [e["version"] for e in history(store, uuid.UUID(vm))] for vm in vms}
+    stream_ok = False
+    for _ in range(200):
+        published = {}
+        for vm in vms:
+            sub = await js.subscribe(f"compute.evt.chaos.{vm}.*", ordered_consumer=True)
+            versions = []
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=0.3)
+                except Exception:
+                    break
+                versions.append(msgspec.json.decode(msg.data)["version"])
+            await sub.unsubscribe()
+            published[vm] = versions
+        if published == committed:
+            stream_ok = True
+            break
+        await asyncio.sleep(0.5)
+    host.send_signal(signal.SIGTERM)
+    host.wait(timeout=60)
+    applied_twice = []
+    for vm in vms:
+        starts = [e["command_id"] for e in history(store, uuid.UUID(vm))
+                  if e["event"] in ("ActionStarted", "Created")]
+        applied_twice += [c for c, n in collections.Counter(starts).items() if n > 1]
+    stuck = [vm for vm in vms if (i := store.get_instance(uuid.UUID(vm))) and i.busy]
+    report = verify(store, ViewStore(env["COMPUTE_VIEWS"]))
+    await nc.close()
+    server.stop()
+    return {**counts, "fault_rate": fault_rate, "instances": instances,
+            "answered": len(sent) - len(unanswered), "lost": len(unanswered),
+            "answered_twice": len(answered_twice), "applied_twice": len(applied_twice),
+            "stuck": len(stuck), "views_equal_replay": report.equal,
+            "stream_exactly_once_in_order": stream_ok}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--instances", type=int, default=50)
+    p.add_argument("--kills", type=int, default=5)
+    p.add_argument("--nats-restarts", type=int, default=2)
+    p.add_argument("--fault-rate", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=1)
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="compute-chaos-") as tmp:
+        result = asyncio.run(run(a.seconds, a.instances, a.kills, a.nats_restarts,
+                                 a.fault_rate, a.seed, Path(tmp)))
+    print(json.dumps(result, indent=2))
+    ok = (result["lost"] == 0 and result["answered_twice"] == 0 and result["applied_twice"] == 0
+          and result["stuck"] == 0 and result["views_equal_replay"]
+          and result["stream_exactly_once_in_order"])
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
