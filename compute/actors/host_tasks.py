@@ -1,0 +1,164 @@
+"""The periodic and hypervisor-following work of a host service (Nova's periodic tasks):
+power sync, lifecycle events, the resource audit, reclaim, firewall refreshes, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from compute.actors.context import Envelope, SyncPower
+from compute.domain.host import Host
+from compute.domain.operations import OPERATIONS
+from compute.domain.states import PowerState
+from compute.events.commands import Flavor, InstanceCommand
+from compute.messaging.subjects import COMMANDS_STREAM
+
+log = logging.getLogger("compute.host")
+
+HOLDS_CLAIM = frozenset({"active", "stopped", "paused", "suspended", "rescued", "resized"})
+"""Instances in these states use the host's resources (a failed build does not)."""
+
+
+class HostTasks:
+    """Mixed into HostService, whose attributes (router, views, store, writer, ...) it uses."""
+
+    host: str
+    settings: Any
+    router: Any
+    views: Any
+    store: Any
+    writer: Any
+    tracker: Any
+    projector: Any
+    relay: Any
+    metrics: Any
+    js: Any
+    driver_actor: Any
+    _known: set[UUID]
+
+    # -- following the hypervisor -------------------------------------------------------
+    def _lifecycle_event(self, uuid: str, power: PowerState) -> None:
+        """A domain changed state: the instance checks it against a fresh read (§2.9)."""
+        try:
+            key = UUID(uuid)
+        except ValueError:
+            return
+        if key in self.router.actors or key in self._known:
+            self.router.deliver(SyncPower(key, power))
+
+    async def sync_power_states(self) -> int:
+        """Nova's ``_sync_power_states``: every idle instance of this host compares its
+        power state with the hypervisor's; returns how many were asked."""
+        views = await asyncio.to_thread(self.views.list_instances, self.host)
+        self._known = {UUID(v.uuid) for v in views}
+        for view in views:
+            if view.task_state is None:
+                self.router.deliver(SyncPower(UUID(view.uuid)))
+        return len(views)
+
+    async def refresh_security_rules(self, groups: set[str] | None) -> int:
+        """Send every live instance of this host that is in one of ``groups`` (all of them
+        for None: the provider firewall) a rules refresh; returns how many."""
+        views = await asyncio.to_thread(self.views.list_instances, self.host)
+        op = OPERATIONS["refresh_instance_security_rules"]
+        members = [v for v in views if groups is None or groups & set(v.security_groups)]
+        for view in members:
+            command_id = uuid4()
+            self.router.deliver(Envelope(uuid=UUID(view.uuid), op=op,
+                                         payload=InstanceCommand(command_id=command_id),
+                                         command_id=str(command_id)))
+        return len(members)
+
+    async def sample_metrics(self) -> None:
+        """The gauges: resident actors, committed events, relay lag, consumer backlog."""
+        m = self.metrics
+        m.actors.set(len(self.router.actors))
+        m.events.set(self.writer.events)
+        last = await asyncio.to_thread(self.store.recorder.max_notification_id) or 0
+        m.relay_lag.set(max(last - self.relay.position, 0))
+        with contextlib.suppress(Exception):
+            info = await self.js.consumer_info(COMMANDS_STREAM, f"host-{self.host}")
+            m.consumer_pending.set(info.num_pending)
+
+    async def reclaim_queued_deletes(self) -> int:
+        """Nova's ``_reclaim_queued_deletes``: soft-deleted instances older than the
+        reclaim interval are deleted for good; returns how many were sent to deletion."""
+        views = await asyncio.to_thread(self.views.list_instances, self.host, "soft-delete")
+        horizon = time.time() - self.settings.reclaim_instance_interval
+        due = [v for v in views if v.task_state is None and (
+            v.deleted_at is None or datetime.fromisoformat(v.deleted_at).timestamp() <= horizon)]
+        op = OPERATIONS["terminate_instance"]
+        for view in due:
+            command_id = uuid4()
+            self.router.deliver(Envelope(uuid=UUID(view.uuid), op=op,
+                                         payload=InstanceCommand(command_id=command_id),
+                                         command_id=str(command_id)))
+        return len(due)
+
+    @staticmethod
+    async def _periodic(interval: float, task: Any) -> None:
+        """Run ``task`` every ``interval`` seconds (a negative interval disables it)."""
+        if interval < 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await task()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic task %s failed", getattr(task, "__name__", task))
+
+    async def _report_resources(self, host: Host) -> bool:
+        """Record the hypervisor's capacity when it differs from the last report."""
+        s = self.settings
+        info = await self.driver_actor.call("host_info", self.host)
+        changed = host.report(
+            hypervisor_type=info.hypervisor_type, hypervisor_version=info.hypervisor_version,
+            hypervisor_hostname=info.hypervisor_hostname, cpu_info=info.cpu_model,
+            vcpus=info.vcpus, memory_mb=info.memory_mb, local_gb=info.local_gb,
+            cpu_allocation_ratio=s.cpu_allocation_ratio,
+            ram_allocation_ratio=s.ram_allocation_ratio,
+            disk_allocation_ratio=s.disk_allocation_ratio,
+            reserved_host_memory_mb=s.reserved_host_memory_mb,
+            reserved_host_disk_mb=s.reserved_host_disk_mb,
+            reserved_host_cpus=s.reserved_host_cpus,
+        )
+        if changed:
+            await self.writer.append(host.collect_events())
+        return changed
+
+    async def update_available_resource(self) -> int:
+        """Nova's periodic resource audit: re-read the hypervisor, then compare the claims
+        with the instances. Records events only for what drifted; returns their number."""
+        host = self.tracker.host
+        corrections = int(await self._report_resources(host))
+        await asyncio.to_thread(self.projector.catch_up)
+        views = {v.uuid: v for v in await asyncio.to_thread(
+            self.views.list_instances, self.host, None, True)}
+        busy = {str(u) for u, a in self.router.actors.items() if a.processing or
+                not a.mailbox.empty()}
+        events: list[Any] = []
+        for uuid in set(host.claims) - busy:
+            view = views.get(uuid)
+            if view is None:   # maybe too new for the views: ask the log itself
+                inst = await asyncio.to_thread(self.store.get_instance, UUID(uuid))
+                gone = inst is None or inst.deleted
+            else:
+                gone = view.vm_state == "deleted"
+            if gone:
+                host.release(uuid, "update_available_resource")
+        for uuid, view in views.items():
+            if uuid not in host.claims and uuid not in busy and view.vm_state in HOLDS_CLAIM:
+                flavor = Flavor(**view.flavor)
+                host.force_claim(uuid, flavor, "update_available_resource")
+        events = list(host.collect_events())
+        if events:
+            log.warning("update_available_resource: %d corrections", len(events))
+            await self.writer.append(events)
+        return corrections + len(events)
