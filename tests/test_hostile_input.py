@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 
 import msgspec
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from compute.actors.host import HostService
 from compute.client import ComputeClient

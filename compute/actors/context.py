@@ -12,10 +12,10 @@ from uuid import UUID
 from compute.actors.driver import DriverActor
 from compute.actors.networks import NetworkBook, SecurityGroupBook
 from compute.actors.resources import ResourceTracker
-from compute.metrics import Metrics
 from compute.domain.operations import Operation
 from compute.events.commands import Command
 from compute.events.outcomes import Outcome
+from compute.metrics import Metrics
 from compute.store.app import ComputeStore
 from compute.store.writer import GroupCommitWriter
 

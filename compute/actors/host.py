@@ -35,9 +35,8 @@ from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS, lookup
 from compute.events.outcomes import Outcome, Rejected
 from compute.messaging import intake
-from compute.metrics import Metrics
-from compute.messaging.queries import QueryService
 from compute.messaging.notifier import Notifier
+from compute.messaging.queries import QueryService
 from compute.messaging.relay import Relay
 from compute.messaging.streams import ensure_streams
 from compute.messaging.subjects import (
@@ -47,6 +46,7 @@ from compute.messaging.subjects import (
     command,
     host_commands,
 )
+from compute.metrics import Metrics
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore, open_store

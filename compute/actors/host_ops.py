@@ -294,7 +294,7 @@ class HostOperations:
         return f"compute.call.{self.service.host}"
 
     async def _ref(self, uuid: Any) -> Any:
-        from compute.actors.instance import instance_ref
+        from compute.actors.refs import instance_ref
 
         inst = await asyncio.to_thread(self.service.store.get_instance, uuid)
         if inst is None or inst.deleted:

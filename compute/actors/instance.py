@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import time
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import msgspec
 
 from compute import logs
 from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
+from compute.actors.instance_recovery import FollowsHypervisor
+from compute.actors.refs import instance_ref
 from compute.domain.errors import (
     ComputeError,
     ComputeResourcesUnavailable,
@@ -30,12 +32,10 @@ from compute.domain.errors import (
     InstanceNotFound,
 )
 from compute.domain.instance import Instance
-from compute.domain.operations import OPERATIONS, Operation, lookup, variant
-from compute.domain.power_sync import SyncAction, decide
-from compute.domain.recovery import plan
+from compute.domain.operations import Operation, lookup, variant
 from compute.domain.secgroup import PROVIDER_GROUP
 from compute.domain.states import PowerState, VmState
-from compute.events.commands import RunInstance, StopInstance
+from compute.events.commands import RunInstance
 from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
 from compute.virt.api import InstanceRef
@@ -51,7 +51,7 @@ class StoreUnavailable(Exception):
     """The store refused a write after retries; the command is left for redelivery."""
 
 
-class InstanceActor:
+class InstanceActor(FollowsHypervisor):
     def __init__(self, uuid: UUID, ctx: ActorContext,
                  on_idle: Callable[[InstanceActor], bool]) -> None:
         self.uuid = uuid
@@ -257,61 +257,6 @@ class InstanceActor:
             self.ctx.counters.failed += 1
         await self._answer(env, outcome)
 
-    async def _recover(self, msg: Recover) -> None:
-        """Nova's init_host for this instance: clear, redo or fail what was in flight."""
-        inst = self.instance
-        if inst is None or inst.host != self.ctx.host or inst.deleted:
-            return
-        power = await self._power_state(instance_ref(inst), PowerState.NOSTATE)
-        recovery = plan(inst.vm_state, inst.task_state, inst.power_state, power,
-                        resume_guests_state_on_host_boot=msg.resume_guests_state_on_host_boot)
-        if recovery is None:
-            return
-        command_id = inst.action_command_id or "init_host"
-        log.info("instance %s: init_host rule %d: %s", self.uuid, recovery.rule,
-                 recovery.reason)
-        inst.recover(recovery, power, command_id)
-        events = inst.collect_events()
-        position = await self._commit(events)
-        if recovery.rerun is None:
-            return
-        op = lookup(recovery.rerun)
-        assert op is not None
-        fields = {"reboot_type": recovery.reboot_type} if recovery.reboot_type else {}
-        payload = op.payload(command_id=_as_uuid(command_id), **fields)
-        inst.action_params = {**inst.action_params, **fields}   # the rule decides the type
-        env = Envelope(uuid=self.uuid, op=op, payload=payload, command_id=command_id)
-        await self._drive(env, inst, variant(op, payload), events, position)
-
-    async def _sync_power(self, msg: SyncPower) -> None:
-        """Follow the hypervisor: record its power state, stop what went down (§2.8)."""
-        inst = self.instance
-        if inst is None or inst.host != self.ctx.host or inst.deleted or inst.busy:
-            return
-        if msg.expected is not None and msg.expected is inst.power_state:
-            return       # the event confirms what we recorded (usually our own operation)
-        power = await self._power_state(instance_ref(inst), PowerState.NOSTATE)
-        if msg.expected is not None and power is not msg.expected:
-            return                                   # a stale lifecycle event
-        decision = decide(inst.vm_state, inst.task_state, inst.power_state, power)
-        if decision is None:
-            return
-        command_id = str(uuid4())
-        if decision.record_power:
-            inst.observe_power(command_id, power)
-        events = inst.collect_events()
-        position = await self._commit(events) if events else 0
-        if decision.action is SyncAction.NONE:
-            return
-        log.warning("instance %s: %s; stopping it", self.uuid, decision.reason)
-        op = OPERATIONS["stop_instance"]
-        payload = StopInstance(command_id=UUID(command_id))
-        inst.accept(op, command_id, payload, force=decision.action is SyncAction.FORCE_STOP)
-        accepted = inst.collect_events()
-        position = await self._commit(accepted)
-        env = Envelope(uuid=self.uuid, op=op, payload=payload, command_id=command_id)
-        await self._drive(env, inst, op, events + accepted, position)
-
     async def _preempted(self, env: Envelope, inst: Instance, op: Operation,
                          earlier: list[Any]) -> None:
         """A delete took over while the hypervisor was busy: bail out quietly, as Nova's
@@ -391,20 +336,6 @@ def _result(events: list[Any]) -> dict[str, Any]:
             return {f: v for f, v in msgspec.to_builtins(event).items()
                     if f in type(event).__struct_fields__ and f not in _BASE_FIELDS}
     return {}
-
-
-def _as_uuid(value: str) -> UUID:
-    try:
-        return UUID(value)
-    except ValueError:
-        return uuid4()
-
-
-def instance_ref(inst: Instance, params: dict[str, Any] | None = None) -> InstanceRef:
-    """The narrow view the driver gets (the seed's ComputeVirtAPI): never the store."""
-    return InstanceRef(uuid=str(inst.id), name=inst.name, flavor=inst.flavor,
-                       image_ref=inst.image_ref, metadata=dict(inst.metadata),
-                       network_info=inst.network_info(params))
 
 
 async def _nak(env: Envelope) -> None:

@@ -6,7 +6,11 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from compute.messaging.subjects import COMMANDS_STREAM, EVENTS_STREAM, NOTIFICATIONS_STREAM
+from compute.messaging.subjects import (
+    COMMANDS_STREAM,
+    EVENTS_STREAM,
+    NOTIFICATIONS_STREAM,
+)
 
 DUPLICATE_WINDOW = 120.0  # seconds: a command id or event id seen twice within it is dropped
 

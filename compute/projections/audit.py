@@ -7,19 +7,19 @@ position the live views report, then compares the two row by row.
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime
-from collections.abc import Callable
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import msgspec
 
+from compute.events.lifecycle import link
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore
-from compute.events.lifecycle import link
 from compute.store.mapper import decode_state, event_name
 
 INSTANCE_TOPICS = ("compute.events.lifecycle:", "compute.events.devices:")

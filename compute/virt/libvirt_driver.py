@@ -17,7 +17,11 @@ import time
 import libvirt
 import msgspec
 
-from compute.domain.errors import HypervisorError, InstancePasswordSetFailed, NotSupported
+from compute.domain.errors import (
+    HypervisorError,
+    InstancePasswordSetFailed,
+    NotSupported,
+)
 from compute.domain.states import PowerState
 from compute.virt.api import HostInfo, InstanceInfo, InstanceRef
 from compute.virt.consoles import ConsolesMixin

@@ -1,0 +1,85 @@
+"""What an instance actor does outside commands: Nova's init_host rules after a restart, and
+following the hypervisor (power sync and lifecycle events)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID, uuid4
+
+from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
+from compute.actors.refs import as_uuid, instance_ref
+from compute.domain.instance import Instance
+from compute.domain.operations import OPERATIONS, lookup, variant
+from compute.domain.power_sync import SyncAction, decide
+from compute.domain.recovery import plan
+from compute.domain.states import PowerState
+from compute.events.commands import StopInstance
+
+log = logging.getLogger("compute.instance")
+
+
+class FollowsHypervisor:
+    """Mixed into InstanceActor, whose state and helpers (_commit, _drive, ...) it uses."""
+
+    uuid: UUID
+    ctx: ActorContext
+    instance: Instance | None
+    _commit: Any
+    _drive: Any
+    _power_state: Any
+
+    async def _recover(self, msg: Recover) -> None:
+        """Nova's init_host for this instance: clear, redo or fail what was in flight."""
+        inst = self.instance
+        if inst is None or inst.host != self.ctx.host or inst.deleted:
+            return
+        power = await self._power_state(instance_ref(inst), PowerState.NOSTATE)
+        recovery = plan(inst.vm_state, inst.task_state, inst.power_state, power,
+                        resume_guests_state_on_host_boot=msg.resume_guests_state_on_host_boot)
+        if recovery is None:
+            return
+        command_id = inst.action_command_id or "init_host"
+        log.info("instance %s: init_host rule %d: %s", self.uuid, recovery.rule,
+                 recovery.reason)
+        inst.recover(recovery, power, command_id)
+        events = inst.collect_events()
+        position = await self._commit(events)
+        if recovery.rerun is None:
+            return
+        op = lookup(recovery.rerun)
+        assert op is not None
+        fields = {"reboot_type": recovery.reboot_type} if recovery.reboot_type else {}
+        payload = op.payload(command_id=as_uuid(command_id), **fields)
+        inst.action_params = {**inst.action_params, **fields}   # the rule decides the type
+        env = Envelope(uuid=self.uuid, op=op, payload=payload, command_id=command_id)
+        await self._drive(env, inst, variant(op, payload), events, position)
+
+    async def _sync_power(self, msg: SyncPower) -> None:
+        """Follow the hypervisor: record its power state, stop what went down (§2.8)."""
+        inst = self.instance
+        if inst is None or inst.host != self.ctx.host or inst.deleted or inst.busy:
+            return
+        if msg.expected is not None and msg.expected is inst.power_state:
+            return       # the event confirms what we recorded (usually our own operation)
+        power = await self._power_state(instance_ref(inst), PowerState.NOSTATE)
+        if msg.expected is not None and power is not msg.expected:
+            return                                   # a stale lifecycle event
+        decision = decide(inst.vm_state, inst.task_state, inst.power_state, power)
+        if decision is None:
+            return
+        command_id = str(uuid4())
+        if decision.record_power:
+            inst.observe_power(command_id, power)
+        events = inst.collect_events()
+        position = await self._commit(events) if events else 0
+        if decision.action is SyncAction.NONE:
+            return
+        log.warning("instance %s: %s; stopping it", self.uuid, decision.reason)
+        op = OPERATIONS["stop_instance"]
+        payload = StopInstance(command_id=UUID(command_id))
+        inst.accept(op, command_id, payload, force=decision.action is SyncAction.FORCE_STOP)
+        accepted = inst.collect_events()
+        position = await self._commit(accepted)
+        env = Envelope(uuid=self.uuid, op=op, payload=payload, command_id=command_id)
+        await self._drive(env, inst, op, events + accepted, position)
