@@ -14,18 +14,19 @@ import msgspec
 from compute import __version__
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS
-from compute.events import base, devices, host, lifecycle, network, outcomes, secgroup
+from compute.events import base, devices, host, lifecycle, moves, network, outcomes, secgroup
+from compute.events.steps import STEPS, StepReply, StepRequest
 from compute.events.commands import Command
 
 
 def _event_types() -> list[type]:
     """Every concrete event type, from the event modules."""
     found: list[type] = []
-    for module in (lifecycle, devices, host, network, secgroup):
+    for module in (lifecycle, devices, moves, host, network, secgroup):
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if (cls.__module__ == module.__name__ and issubclass(cls, msgspec.Struct)
                     and cls.__name__ not in ("Event", "Completed", "HostEvent", "NetworkEvent",
-                                             "SecurityGroupEvent")
+                                             "SecurityGroupEvent", "MoveFinished")
                     and (issubclass(cls, lifecycle.Event) or issubclass(cls, base.StreamEvent))):
                 found.append(cls)
     return sorted(found, key=lambda c: c.__name__)
@@ -40,7 +41,7 @@ def document() -> dict[str, Any]:
     from compute.messaging.notifier import ACTIONS, Notification
 
     types = sorted({*commands.values(), *host_ops.values(), *events, *outcome_types,
-                    Notification},
+                    Notification, StepRequest, StepReply},
                    key=lambda t: t.__name__)
     _, schemas = msgspec.json.schema_components(types,
                                                 ref_template="#/components/schemas/{name}")
@@ -87,6 +88,18 @@ def document() -> dict[str, Any]:
         operations[f"send.host.{name}"] = {"action": "send",
                                            "channel": {"$ref": f"#/channels/{channel}"},
                                            "reply": {"channel": {"$ref": "#/channels/outcome"}}}
+    step_reply = message("step.reply", "StepReply", "A host did its part of a move")
+    for name in STEPS:
+        channel = f"step.{name}"
+        channels[channel] = {
+            "address": f"compute.call.{{host}}.{name}", "parameters": {"host": {}},
+            "description": "A step of a move, asked by the instance's owner of the other "
+                           "host (request/reply; refusals are a Rejected outcome).",
+            "messages": {name: message(f"step.{name}", "StepRequest", name)}}
+        operations[f"send.step.{name}"] = {
+            "action": "send", "channel": {"$ref": f"#/channels/{channel}"},
+            "reply": {"messages": [step_reply, outcome_refs[2]],
+                      "address": {"location": "$message.header#/reply"}}}
     for cls in events:
         channel = f"event.{cls.__name__}"
         summary = (cls.__doc__ or cls.__name__).strip().split("\n")[0]
@@ -111,8 +124,8 @@ def document() -> dict[str, Any]:
                                              "A Nova versioned notification")}}
     operations["receive.notification"] = {"action": "receive",
                                           "channel": {"$ref": "#/channels/notification"}}
-    for view in ("instances", "instance", "hosts", "host", "images"):
-        keyed = view in ("instance", "host", "images")
+    for view in ("instances", "instance", "hosts", "host", "images", "migrations"):
+        keyed = view in ("instance", "host", "images", "migrations")
         channels[f"query.{view}"] = {
             "address": f"compute.query.{view}" + (".{key}" if keyed else ""),
             "description": "Request/reply against the projections (queue group compute-query);"

@@ -68,8 +68,12 @@ class ComputeClient:
         outcome = await self.send_raw(command(host, str(uuid), operation), body,
                                       msg_id=command_id, timeout=timeout)
         if follow_moved and isinstance(outcome, Moved):
-            return await self.send(outcome.to_host, uuid, operation, payload,
-                                   command_id=command_id, timeout=timeout, follow_moved=False)
+            # the same command (same id: idempotent there) to the owner; the stream's
+            # Nats-Msg-Id must differ, or JetStream would drop it as the first's duplicate
+            body = msgspec.json.encode({**(payload or {}), "command_id": command_id})
+            return await self.send_raw(command(outcome.to_host, str(uuid), operation), body,
+                                       msg_id=f"{command_id}@{outcome.to_host}",
+                                       timeout=timeout)
         return outcome
 
     async def send_raw(self, subject: str, data: bytes, *, msg_id: str | None = None,

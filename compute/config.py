@@ -47,6 +47,9 @@ class Settings(msgspec.Struct, kw_only=True):
     update_resources_interval: float = 60.0           # seconds; negative disables
     reclaim_instance_interval: float = 0.0            # soft-deleted kept this long; 0: off
     reclaim_poll_interval: float = 60.0               # how often reclaim looks (Nova: 60 s)
+    allow_resize_to_same_host: bool = False          # Nova's option of the same name
+    max_concurrent_live_migrations: int = 1          # Nova's default; 0: no limit
+    call_timeout: float = 90.0                       # seconds a host waits for another's step
     backdoor_port: int = -1
     """Live introspection console on 127.0.0.1: -1 off (default), 0 any free port, or a port."""
     metrics_port: int = -1

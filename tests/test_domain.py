@@ -50,7 +50,15 @@ NOVA_ALLOWED_VM = {
     **{op: {V.ACTIVE, V.PAUSED, V.STOPPED}
        for op in ("attach_interface", "detach_interface", "add_fixed_ip_to_instance",
                   "remove_fixed_ip_from_instance", "inject_network_info", "reset_network")},
+    # §1.6.4, §1.6.5: moves
+    "resize_instance": {V.ACTIVE, V.STOPPED},
+    "migrate_instance": {V.ACTIVE, V.STOPPED},
+    "confirm_resize": {V.RESIZED},
+    "revert_resize": {V.RESIZED},
+    "live_migration": {V.ACTIVE, V.PAUSED},
+    "live_migration_abort": set(V) - {V.DELETED},      # any vm_state, task MIGRATING
 }
+ONLY_TASKS = {"live_migration_abort": {T.MIGRATING}}
 ANY_TASK = {"terminate_instance", "soft_delete_instance", "remove_volume_connection",
             "refresh_instance_security_rules"}
 SAMPLE = {
@@ -66,6 +74,7 @@ SAMPLE = {
     "detach_interface": {"port_id": "p1"},
     "add_fixed_ip_to_instance": {"network_id": "n1"},
     "remove_fixed_ip_from_instance": {"address": "10.0.0.2"},
+    "resize_instance": {"flavor": c.Flavor(name="g", vcpus=2, memory_mb=128), "host": "h2"},
 }
 HARD_REBOOT_VM = {V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED, V.ERROR}
 HARD_REBOOT_TASKS = {None, T.REBOOTING, T.REBOOT_PENDING, T.REBOOT_STARTED, T.RESUMING,
@@ -102,7 +111,8 @@ def test_each_operation_is_allowed_exactly_from_novas_states(op_name: str) -> No
     for vm_state, task_state in product(set(V) - {V.DELETED}, [None, *T]):
         inst = booted(vm_state, task_state)
         allowed = vm_state in NOVA_ALLOWED_VM[op_name] and (
-            task_state is None or op_name in ANY_TASK)
+            task_state in ONLY_TASKS[op_name] if op_name in ONLY_TASKS
+            else task_state is None or op_name in ANY_TASK)
         if allowed:
             inst.accept(op, "c1", payload(op_name))
             assert inst.task_state is (op.steps[-1] if op.steps else op.task_state)

@@ -74,6 +74,7 @@ class ActorContext:
     networks: NetworkBook
     groups: SecurityGroupBook
     reply: Callable[[Envelope | None, str | None, Outcome], Awaitable[None]]
+    moves: Any = None                  # actors.moves.Moves: resize and migrations
     metrics: Metrics = field(default_factory=Metrics)
     passivate_after: float = 120.0
     ack_wait: float = 60.0

@@ -26,6 +26,10 @@ from compute.actors.context import ActorContext, Envelope, Recover
 from compute.actors.driver import DriverActor
 from compute.actors.host_ops import HostOperations
 from compute.actors.host_tasks import HostTasks
+from compute.actors.move_steps import MoveSteps
+from compute.actors.moves import Moves
+from compute.actors.peers import Peers
+from compute.actors.placement import pick_host
 from compute.actors.networks import NetworkBook, SecurityGroupBook
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
@@ -33,7 +37,9 @@ from compute.config import Settings
 from compute.domain.errors import ComputeError, InvalidPayload
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS, lookup
+from compute.events.commands import Flavor
 from compute.events.outcomes import Outcome, Rejected
+from compute.events.steps import STEPS
 from compute.messaging import intake
 from compute.messaging.notifier import Notifier
 from compute.messaging.queries import QueryService
@@ -101,10 +107,15 @@ class HostService(HostTasks):
         self.tracker = ResourceTracker(host)
         self.networks = NetworkBook(self.store)
         self.groups = SecurityGroupBook(self.store)
+        self.moves = Moves(self.host, Peers(self.nc, s.call_timeout), self.placement,
+                           allow_resize_to_same_host=s.allow_resize_to_same_host,
+                           max_concurrent_live_migrations=s.max_concurrent_live_migrations,
+                           hypervisor_type=self.driver.domain_type)
+        self.move_steps = MoveSteps(self)
         ctx = ActorContext(host=self.host, store=self.store, writer=self.writer,
                            driver=self.driver_actor, tracker=self.tracker,
                            networks=self.networks, groups=self.groups, reply=self._reply,
-                           metrics=self.metrics,
+                           moves=self.moves, metrics=self.metrics,
                            passivate_after=s.passivate_after, ack_wait=s.ack_wait)
         self.ctx = ctx
         self.router = Router(ctx)
@@ -259,7 +270,7 @@ class HostService(HostTasks):
             self.nc, name="compute", version=__version__,
             description="Nova's ComputeManager on NATS: one instance per compute host",
             metadata={"host": self.host})
-        names = sorted({*HOST_OPERATIONS, *OPERATIONS, *ALIASES})
+        names = sorted({*HOST_OPERATIONS, *OPERATIONS, *ALIASES, *STEPS})
 
         async def endpoint(request: Any) -> None:
             await self._on_call(request._msg)
@@ -274,6 +285,12 @@ class HostService(HostTasks):
         (``{"uuid": ..., "command_id": ...}``) goes through the instance's actor, which
         answers on the request's inbox; the others are host calls."""
         name = msg.subject.rsplit(".", 1)[-1]
+        if name in STEPS:
+            answer = await self.move_steps.handle(name, msg.data)
+            if msg.reply:
+                with contextlib.suppress(Exception):
+                    await msg.respond(_encoder.encode(answer))
+            return
         if lookup(name) is not None and msg.reply:
             await self._instance_call(name, msg)
             return
@@ -297,6 +314,13 @@ class HostService(HostTasks):
                 error=error.error, message=str(error))))
             return
         self.router.deliver(env)
+
+    async def placement(self, flavor: Flavor, exclude: set[str]) -> str | None:
+        """The enabled host with the most free RAM that fits ``flavor`` (the host's own
+        claim stays the final word)."""
+        await asyncio.to_thread(self.projector.catch_up)
+        hosts = await asyncio.to_thread(self.views.list_hosts)
+        return pick_host(hosts, flavor, exclude)
 
     # -- outbound -------------------------------------------------------------------------
     async def _reply(self, env: Envelope | None, reply_to: str | None, outcome: Outcome) -> None:

@@ -13,12 +13,22 @@ from uuid import UUID, uuid4
 
 from compute.actors.context import Envelope, SyncPower
 from compute.domain.host import Host
+from compute.domain.migration import FINAL, move_consumer
 from compute.domain.operations import OPERATIONS
 from compute.domain.states import PowerState
 from compute.events.commands import Flavor, InstanceCommand
 from compute.messaging.subjects import COMMANDS_STREAM
 
 log = logging.getLogger("compute.host")
+
+MOVE_PREFIX = move_consumer("")
+
+
+def _arriving(inst: Any, host: str) -> bool:
+    """The instance is moving here: this host's claim for it is the move's."""
+    m = inst.migration
+    return m is not None and m.active and m.dest == host
+
 
 HOLDS_CLAIM = frozenset({"active", "stopped", "paused", "suspended", "rescued", "resized"})
 """Instances in these states use the host's resources (a failed build does not)."""
@@ -143,18 +153,26 @@ class HostTasks:
             self.views.list_instances, self.host, None, True)}
         busy = {str(u) for u, a in self.router.actors.items() if a.processing or
                 not a.mailbox.empty()}
-        events: list[Any] = []
-        for uuid in set(host.claims) - busy:
-            view = views.get(uuid)
-            if view is None:   # maybe too new for the views: ask the log itself
-                inst = await asyncio.to_thread(self.store.get_instance, UUID(uuid))
-                gone = inst is None or inst.deleted
+        migrations = {m.id: m.status for m in await asyncio.to_thread(
+            self.views.list_migrations, None, self.host)}
+        for consumer in set(host.claims) - busy:
+            if consumer.startswith(MOVE_PREFIX):    # a move's source claim: while it lasts
+                if migrations.get(consumer.removeprefix(MOVE_PREFIX)) in FINAL:
+                    host.release(consumer, "update_available_resource")
+                continue
+            view = views.get(consumer)
+            if view is None:   # too new for the views, moved away or arriving: ask the log
+                inst = await asyncio.to_thread(self.store.get_instance, UUID(consumer))
+                gone = inst is None or inst.deleted or (
+                    inst.host != self.host and not _arriving(inst, self.host))
             else:
                 gone = view.vm_state == "deleted"
             if gone:
-                host.release(uuid, "update_available_resource")
+                host.release(consumer, "update_available_resource")
         for uuid, view in views.items():
-            if uuid not in host.claims and uuid not in busy and view.vm_state in HOLDS_CLAIM:
+            moving = view.migration is not None and view.migration["status"] not in FINAL
+            if uuid not in host.claims and uuid not in busy and not moving \
+                    and view.vm_state in HOLDS_CLAIM:
                 flavor = Flavor(**view.flavor)
                 host.force_claim(uuid, flavor, "update_available_resource")
         events = list(host.collect_events())

@@ -23,12 +23,14 @@ import msgspec
 from compute import logs
 from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
 from compute.actors.instance_recovery import FollowsHypervisor
+from compute.actors.moves import FlowResult
 from compute.actors.refs import instance_ref
 from compute.domain.errors import (
     ComputeError,
     ComputeResourcesUnavailable,
     ComputeServiceUnavailable,
     InstanceExists,
+    InstanceInvalidState,
     InstanceNotFound,
 )
 from compute.domain.instance import Instance
@@ -46,6 +48,9 @@ STORE_RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0, 5.0)
 
 Message = Envelope | Recover | SyncPower
 
+STARTS_MIGRATION = frozenset({"resize", "live_migration"})
+"""Flows that create a Migration record (confirm and revert continue one)."""
+
 
 class StoreUnavailable(Exception):
     """The store refused a write after retries; the command is left for redelivery."""
@@ -61,6 +66,7 @@ class InstanceActor(FollowsHypervisor):
         self.instance: Instance | None = None
         self._on_idle = on_idle
         self.processing = False
+        self._current_task: asyncio.Task[None] | None = None
         self.task = asyncio.create_task(self._run(), name=f"instance-{uuid}")
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -86,7 +92,7 @@ class InstanceActor(FollowsHypervisor):
     async def _process_preemptible(self, message: Message) -> None:
         """Process one message; meanwhile a pre-empting command (delete) runs at once and
         everything else waits its turn, in order (Nova §0.4: delete pre-empts everything)."""
-        current = asyncio.create_task(self._process(message))
+        current = self._current_task = asyncio.create_task(self._process(message))
         while not current.done():
             getter = asyncio.create_task(self.mailbox.get())
             done, _ = await asyncio.wait({current, getter}, return_when=asyncio.FIRST_COMPLETED)
@@ -128,7 +134,7 @@ class InstanceActor(FollowsHypervisor):
 
     # -- one command ----------------------------------------------------------------------
     async def _handle(self, env: Envelope) -> None:
-        inst = self.instance
+        inst = await self._current(env)
         if inst is not None and inst.host != self.ctx.host and not inst.deleted:
             await self._answer(env, Moved(command_id=env.command_id, uuid=str(self.uuid),
                                           operation=env.op.name, host=self.ctx.host,
@@ -162,7 +168,16 @@ class InstanceActor(FollowsHypervisor):
                 if inst is None:
                     raise InstanceNotFound(self.uuid)
                 op = variant(op, env.payload)
+                if op.flow == "abort":
+                    await self._abort(env, inst, op)
+                    return
+                if op.flow in STARTS_MIGRATION:
+                    inst.check(op)
+                    dest = await self.ctx.moves.destination(inst, op, env.payload)
+                    env.payload = msgspec.structs.replace(env.payload, host=dest)
                 inst.accept(op, env.command_id, env.payload)
+                if op.flow in STARTS_MIGRATION:
+                    self.ctx.moves.begin(inst, op, env.payload, dest, env.command_id)
         except ComputeError as exc:
             await self._reject(env, exc.error.value, str(exc))
             return
@@ -214,10 +229,15 @@ class InstanceActor(FollowsHypervisor):
         params["power_on"] = inst.action_vm_state is not VmState.STOPPED
         ref = instance_ref(inst, params)
         error: BaseException | None = None
+        flow: FlowResult | None = None
         async with _keepalive(env.msg, self.ctx.ack_wait / 3):
             try:
-                power = PowerState(await self.ctx.driver.call(op.driver, ref, **params)) \
-                    if op.driver else inst.power_state
+                if op.flow:                 # a move across hosts (actors/moves.py)
+                    flow = await self.ctx.moves.run(self, env, inst, op)
+                    power = flow.power
+                else:
+                    power = PowerState(await self.ctx.driver.call(op.driver, ref, **params)) \
+                        if op.driver else inst.power_state
             except Exception as exc:  # every hypervisor failure becomes a fault
                 error = exc
                 power = await self._power_state(ref, inst.power_state)
@@ -231,6 +251,8 @@ class InstanceActor(FollowsHypervisor):
             if op.releases:
                 released = self.ctx.tracker.release(str(self.uuid), env.command_id)
             released += await self.ctx.networks.release(freed, env.command_id)
+            if flow is not None:
+                released += flow.host_events
         else:
             log.warning("instance %s: %s failed: %s", self.uuid, op.name, error)
             inst.fail(op, env.command_id, error, power)
@@ -241,6 +263,8 @@ class InstanceActor(FollowsHypervisor):
                     [(params["network_id"], params["address"])], env.command_id)
         events = inst.collect_events()
         position = await self._commit(events + released)
+        if flow is not None and flow.after is not None:
+            await flow.after()
         for event in events:
             if isinstance(event, ImageDeleted):      # best effort, as Nova's rotation
                 try:
@@ -274,7 +298,37 @@ class InstanceActor(FollowsHypervisor):
             power_state=int(inst.power_state), error="UnexpectedDeletingTaskStateError",
             code=409, message=f"{op.name} was pre-empted by a delete"))
 
+    async def _abort(self, env: Envelope, inst: Instance, op: Operation) -> None:
+        """live_migration_abort: stop the live migration in flight (it rolls back with
+        status ``cancelled``), then answer with the instance as it ended."""
+        try:
+            inst.check(op)
+            if not self.ctx.moves.abort(str(self.uuid)):
+                raise InstanceInvalidState(self.uuid, "migration status",
+                                           inst.migration.status.value
+                                           if inst.migration else None, op.name)
+        except ComputeError as exc:
+            await self._reject(env, exc.error.value, str(exc))
+            return
+        flow = self._current_task
+        if flow is not None and flow is not asyncio.current_task():
+            with contextlib.suppress(Exception):
+                await flow
+        inst = self.instance or inst
+        await self._answer(env, self._state_outcome(env, inst, [], 0, result={
+            "migration_status": inst.migration.status.value if inst.migration else None}))
+
     # -- helpers --------------------------------------------------------------------------
+    async def _current(self, env: Envelope) -> Instance | None:
+        """The instance, re-read when another host may have written it since: it moved
+        away (it may have come back), or it was unknown here (it may have moved here)."""
+        inst = self.instance
+        if (inst is None and env.op.name != "run_instance") or (
+                inst is not None and inst.host != self.ctx.host and not inst.deleted):
+            inst = self.instance = await asyncio.to_thread(self.ctx.store.get_instance,
+                                                           self.uuid)
+        return inst
+
     async def _commit(self, events: list[Any]) -> int:
         """Durably store ``events``; retried while the store is briefly unavailable."""
         for delay in (*STORE_RETRY_DELAYS, None):

@@ -45,6 +45,10 @@ class FollowsHypervisor:
         inst.recover(recovery, power, command_id)
         events = inst.collect_events()
         position = await self._commit(events)
+        if inst.migration is not None and inst.migration.active:   # rules 7, 15, 16
+            after = await self.ctx.moves.recover(self, inst, command_id, power)
+            inst.observe_power(command_id, after)
+            await self._commit(inst.collect_events())
         if recovery.rerun is None:
             return
         op = lookup(recovery.rerun)

@@ -25,3 +25,7 @@ class ResourceTracker:
     def release(self, instance_uuid: str, command_id: str) -> list[Any]:
         self.host.release(instance_uuid, command_id)
         return list(self.host.collect_events())
+
+    def move(self, from_consumer: str, to_consumer: str, command_id: str) -> list[Any]:
+        self.host.move_claim(from_consumer, to_consumer, command_id)
+        return list(self.host.collect_events())

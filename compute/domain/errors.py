@@ -112,3 +112,47 @@ class HypervisorError(ComputeError):
 
 class HypervisorTimeout(HypervisorError):
     """A hypervisor call did not return within its deadline."""
+
+
+class MigrationPreCheckError(ComputeError):
+    """A live migration's checks refused the move (Nova: conductor resets the task)."""
+
+    error, code = ErrorCode.MIGRATION_PRE_CHECK_ERROR, 400
+
+
+class UnableToMigrateToSelf(ComputeError):
+    """The destination is the instance's own host (and this move cannot stay on it)."""
+
+    error, code = ErrorCode.UNABLE_TO_MIGRATE_TO_SELF, 400
+
+
+class NoValidHost(ComputeError):
+    """The placement found no other enabled host with room for the flavor."""
+
+    error, code = ErrorCode.NO_VALID_HOST, 400
+
+
+class MigrationError(ComputeError):
+    """A move failed at a host; the message says which step and why."""
+
+    error, code = ErrorCode.MIGRATION_ERROR, 500
+
+
+class InstanceFaultRollback(ComputeError):
+    """Nova's InstanceFaultRollback: the move was undone before anything was lost, so the
+    instance keeps its vm_state; the fault records the cause."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause) or type(cause).__name__)
+        self.cause = cause
+        if isinstance(cause, ComputeError):
+            self.error, self.code = cause.error, cause.code
+        else:
+            self.error, self.code = ErrorCode.MIGRATION_ERROR, 500
+        self.details = getattr(cause, "details", "")
+
+
+class MigrationCancelled(ComputeError):
+    """The live migration was aborted on request (Nova's status ``cancelled``)."""
+
+    error, code = ErrorCode.MIGRATION_ERROR, 409

@@ -8,6 +8,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from compute.domain.errors import ComputeResourcesUnavailable
 from compute.domain.named import NamedAggregate
 from compute.events.commands import Flavor
+from compute.events.moves import ClaimMoved
 from compute.events.host import (
     AggregateHostAdded,
     AggregateHostRemoved,
@@ -124,6 +125,13 @@ class Host(NamedAggregate):
             self._emit(ResourcesClaimed, instance_uuid=instance_uuid, command_id=command_id,
                        vcpus=flavor.vcpus, memory_mb=flavor.memory_mb,
                        disk_gb=flavor.root_gb + flavor.ephemeral_gb + flavor.swap / 1024)
+
+    def move_claim(self, from_consumer: str, to_consumer: str, command_id: str) -> None:
+        """Hand a claim to another consumer (a move's source claim to its migration, and
+        back on revert); nothing to do when it already moved."""
+        if from_consumer in self.claims and to_consumer not in self.claims:
+            self._emit(ClaimMoved, command_id=command_id, from_consumer=from_consumer,
+                       to_consumer=to_consumer)
 
     def release(self, instance_uuid: str, command_id: str) -> None:
         if instance_uuid in self.claims:

@@ -15,12 +15,20 @@ from uuid import UUID
 import msgspec
 from eventsourcing.domain import BaseAggregate
 
-from compute.domain.errors import ComputeError, InstanceInvalidState, InstanceNotFound
+from compute.domain.errors import (
+    ComputeError,
+    InstanceFaultRollback,
+    InstanceInvalidState,
+    InstanceNotFound,
+    MigrationCancelled,
+)
+from compute.domain.migration import Migration, MigrationStatus
 from compute.domain.operations import OnFailure, Operation
 from compute.domain.recovery import Recovery
 from compute.domain.states import PowerState, TaskState, VmState
 from compute.events import lifecycle as e
-from compute.events.commands import Command, RunInstance
+from compute.events import moves as mv
+from compute.events.commands import Command, Flavor, RunInstance
 
 RECENT_COMMANDS = 256
 """How many command ids an instance remembers for idempotency (per instance, in the log)."""
@@ -77,6 +85,8 @@ class Instance(BaseAggregate[UUID]):
         self.block_devices: dict[str, str | None] = {"/dev/vda": None}   # device -> volume
         self.volumes: dict[str, tuple[str, str]] = {}         # volume -> (device, path)
         self.interfaces: dict[str, dict[str, Any]] = {}       # port -> network, mac, addresses
+        self.migration: Migration | None = None               # the last move (Nova §1.8)
+        self.old_flavor: Flavor | None = None                 # while RESIZED
 
     # -- guards -------------------------------------------------------------------------
     @property
@@ -130,6 +140,7 @@ class Instance(BaseAggregate[UUID]):
         vm_state = op.final_vm_state or self.vm_state
         if op.keeps_stopped and self.action_vm_state is VmState.STOPPED:
             vm_state = VmState.STOPPED
+        vm_state = op.event.vm_state_after(vm_state, power_state, self)
         self._emit(op.event, command_id, timestamp=now, operation=op.name, action=op.action,
                    action_event=op.action_event, vm_state=vm_state,
                    power_state=power_state, **op.event.details(params, now, self))
@@ -151,13 +162,15 @@ class Instance(BaseAggregate[UUID]):
         code = error.code if isinstance(error, ComputeError) else 500
         message = str(error) or type(error).__name__
         details = getattr(error, "details", "") if code == 500 else ""
-        self._emit(e.FaultRecorded, command_id, operation=op.name, code=code,
-                   message=message[:MAX_FAULT_MESSAGE], details=details)
+        if not isinstance(error, MigrationCancelled):   # a cancel on request is no fault
+            self._emit(e.FaultRecorded, command_id, operation=op.name, code=code,
+                       message=message[:MAX_FAULT_MESSAGE], details=details)
         vm_state = self.vm_state
         if op.on_failure is OnFailure.ERROR or (
             op.on_failure is OnFailure.ERROR_UNLESS_RUNNING
             and power_state is not PowerState.RUNNING
-        ):
+        ) or (op.on_failure is OnFailure.ROLLBACK
+              and not isinstance(error, InstanceFaultRollback | MigrationCancelled)):
             vm_state = VmState.ERROR
         self._emit(e.TaskReverted, command_id, operation=op.name, action=op.action,
                    action_event=op.action_event, vm_state=vm_state, power_state=power_state)
@@ -199,6 +212,22 @@ class Instance(BaseAggregate[UUID]):
         self._emit(e.Recovered, command_id, rule=recovery.rule, reason=recovery.reason,
                    vm_state=recovery.vm_state, task_state=recovery.task_state,
                    power_state=power_state, action_event=self.action_event, result=result)
+
+    def start_migration(self, migration: Migration, command_id: str) -> None:
+        """Record a move's Migration record (its first status)."""
+        self._emit(mv.MigrationCreated, command_id, migration=migration)
+
+    def migration_status(self, status: MigrationStatus, command_id: str) -> None:
+        """The move in flight reached ``status`` (no-op when it already has it)."""
+        m = self.migration
+        if m is not None and m.status is not status:
+            self._emit(mv.MigrationStatusChanged, command_id, migration_id=m.id,
+                       status=status)
+
+    def step(self, task_state: TaskState | None, command_id: str) -> None:
+        """Compute's next task_state of the operation in flight (expected_task_state CAS)."""
+        self._emit(e.TaskStateChanged, command_id, task_state=task_state,
+                   vm_state=self.vm_state)
 
     def observe_power(self, command_id: str, power_state: PowerState) -> None:
         """Record what the hypervisor says, when it differs (the hypervisor wins)."""

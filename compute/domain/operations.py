@@ -27,6 +27,7 @@ from compute.domain.states import (
 from compute.events import commands as c
 from compute.events import devices as d
 from compute.events import lifecycle as e
+from compute.events import moves as mv
 
 IDLE: frozenset[T | None] = frozenset({None})
 
@@ -37,6 +38,7 @@ class OnFailure(enum.Enum):
     KEEP = "keep"                  # reverts_task_state only
     ERROR = "error"                # _error_out_instance_on_exception / _set_instance_error_state
     ERROR_UNLESS_RUNNING = "error_unless_running"  # reboot: ERROR only if the guest is not running
+    ROLLBACK = "rollback"          # moves: kept on InstanceFaultRollback, else ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,8 @@ class Operation:
     keeps_stopped: bool = False                # a STOPPED instance ends STOPPED (rebuild)
     allocates: bool = False                    # takes an address from params["network_id"]
     needs_rules: bool = False                  # gets its security groups' rules
+    flow: str = ""                             # a move across hosts (actors/moves.py) runs
+                                               # instead of the single driver call
 
     @property
     def action_event(self) -> str:
@@ -190,6 +194,36 @@ _ROWS += (
               OnFailure.KEEP, "refresh-rules",
               "Render the instance's security group rules to the hypervisor's filter.",
               needs_rules=True),
+)
+
+MOVE_STATES = frozenset({V.ACTIVE, V.STOPPED})
+
+_ROWS += (
+    Operation("resize_instance", c.ResizeInstance, "resize", MOVE_STATES, IDLE,
+              T.RESIZE_PREP, (), "", mv.Resized, V.RESIZED, OnFailure.ROLLBACK, "resize",
+              "Resize to a flavor (another host, or this one when allowed); then confirm "
+              "or revert.", flow="resize"),
+    Operation("migrate_instance", c.MigrateInstance, "migrate", MOVE_STATES, IDLE,
+              T.RESIZE_PREP, (), "", mv.Migrated, V.RESIZED, OnFailure.ROLLBACK, "migrate",
+              "Cold-migrate to another host (same flavor); then confirm or revert.",
+              flow="resize"),
+    Operation("confirm_resize", c.InstanceCommand, "confirmResize", frozenset({V.RESIZED}),
+              IDLE, None, (), "", mv.ResizeConfirmed, V.ACTIVE, OnFailure.ERROR,
+              "confirm-resize", "Keep the move: the source's guest and claim go.",
+              flow="confirm"),
+    Operation("revert_resize", c.InstanceCommand, "revertResize", frozenset({V.RESIZED}),
+              IDLE, T.RESIZE_REVERTING, (), "", mv.ResizeReverted, V.ACTIVE, OnFailure.ERROR,
+              "revert-resize", "Undo the move: back to the source with the old flavor.",
+              flow="revert"),
+    Operation("live_migration", c.LiveMigration, "live-migration",
+              frozenset({V.ACTIVE, V.PAUSED}), IDLE, T.MIGRATING, (), "", mv.LiveMigrated,
+              None, OnFailure.ROLLBACK, "live-migrate",
+              "Move the running guest to another host (rolled back on any failure).",
+              flow="live_migration"),
+    Operation("live_migration_abort", c.InstanceCommand, "live_migration_abort", None,
+              frozenset({T.MIGRATING}), None, (), "", mv.LiveMigrated, None, OnFailure.KEEP,
+              "live-migrate-abort", "Cancel the live migration in flight (rolled back).",
+              preempts=True, flow="abort"),
 )
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _ROWS}

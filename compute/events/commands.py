@@ -229,3 +229,30 @@ class ValidateConsolePort(InstanceCall, frozen=True, kw_only=True):
 
 class ConsolePoolCall(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     console_type: Literal["vnc", "spice"] = "vnc"
+
+
+# -- moves: resize, cold and live migration (compute.cmd.<host>.<uuid>.<operation>) ---------
+HostName = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
+                                       pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class ResizeInstance(Command, frozen=True, kw_only=True):
+    """Resize to ``flavor`` (Nova's resize); ``host`` forces the destination, else the
+    placement picks one (this host too when same-host resize is allowed)."""
+
+    flavor: Flavor
+    host: HostName | None = None
+
+
+class MigrateInstance(Command, frozen=True, kw_only=True):
+    """Cold migration: the same flavor on another host (Nova's migrate)."""
+
+    host: HostName | None = None
+
+
+class LiveMigration(Command, frozen=True, kw_only=True):
+    """Move a running guest to ``host`` without stopping it (Nova's live_migrate)."""
+
+    host: HostName | None = None
+    block_migration: bool = False
+    disk_over_commit: bool = False

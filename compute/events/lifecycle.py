@@ -145,6 +145,12 @@ class Completed(Event, frozen=True, kw_only=True):
         the instance as it is before the event."""
         return {}
 
+    @classmethod
+    def vm_state_after(cls, default: VmState, power: PowerState,
+                       instance: Instance) -> VmState:
+        """The final vm_state, when it depends on more than the operation table says."""
+        return default
+
     def apply(self, aggregate: Instance) -> None:
         aggregate.finish(self.vm_state, self.power_state)
 

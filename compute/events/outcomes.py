@@ -31,6 +31,10 @@ class ErrorCode(enum.StrEnum):
     FIXED_IP_INVALID = "FixedIpInvalid"
     INTERFACE_ATTACH_FAILED = "InterfaceAttachFailed"
     INTERFACE_DETACH_FAILED = "InterfaceDetachFailed"
+    MIGRATION_PRE_CHECK_ERROR = "MigrationPreCheckError"
+    UNABLE_TO_MIGRATE_TO_SELF = "UnableToMigrateToSelf"
+    NO_VALID_HOST = "NoValidHost"
+    MIGRATION_ERROR = "MigrationError"
     INTERNAL_ERROR = "InternalError"
 
 

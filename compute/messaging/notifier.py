@@ -98,6 +98,11 @@ def notifications_for(event: Any, after: Instance) -> list[tuple[str, str, Insta
     return []
 
 
+INSTANCE_EVENT_MODULES = ("compute.events.lifecycle:", "compute.events.devices:",
+                          "compute.events.moves:")
+"""Where the instance's events are (every one must be folded, in order)."""
+
+
 class Notifier:
     def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int = 500,
                  cache: int = 10000) -> None:
@@ -141,9 +146,11 @@ class Notifier:
             return 0
         acks = []
         for n in page:
-            if not n.topic.startswith("compute.events.lifecycle:"):
+            if not n.topic.startswith(INSTANCE_EVENT_MODULES):
                 continue
             event = decode_state(n.topic, n.state)
+            if not isinstance(event, e.Event):        # a host's event beside them
+                continue
             for note in await self._apply(event):
                 acks.append(await self.js.publish_async(
                     f"compute.notify.{note.event_type}", msgspec.json.encode(note),

@@ -43,6 +43,7 @@ class InstanceDetail(msgspec.Struct):
     instance: Any
     actions: list[Any]
     faults: list[Any]
+    migrations: list[Any] = []
 
 
 def _instance(views: ViewStore, key: str | None, req: QueryRequest) -> Any:
@@ -53,7 +54,7 @@ def _instance(views: ViewStore, key: str | None, req: QueryRequest) -> Any:
     if view is None:
         raise LookupError(f"Instance {uuid} could not be found.")
     return InstanceDetail(instance=view, actions=views.list_actions(uuid),
-                          faults=views.list_faults(uuid))
+                          faults=views.list_faults(uuid), migrations=views.list_migrations(uuid))
 
 
 def _host(views: ViewStore, key: str | None, req: QueryRequest) -> Any:
@@ -70,6 +71,7 @@ HANDLERS: dict[str, Callable[[ViewStore, str | None, QueryRequest], Any]] = {
     "hosts": lambda v, k, r: v.list_hosts(),
     "images": lambda v, k, r: v.list_images(str(UUID(k)) if k else None, r.include_deleted),
     "host": _host,
+    "migrations": lambda v, k, r: v.list_migrations(str(UUID(k)) if k else None, r.host),
 }
 
 

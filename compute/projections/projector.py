@@ -17,6 +17,7 @@ import msgspec
 
 from compute.events import devices as d
 from compute.events import lifecycle as e
+from compute.events import moves as mv
 from compute.events.host import (
     AggregateHostAdded,
     AggregateHostRemoved,
@@ -352,3 +353,56 @@ class Projector:
             if progress is not None:
                 progress(total)
         return total
+
+
+# -- moves -----------------------------------------------------------------------------------
+def _migration_json(db: sqlite3.Connection, migration_id: str) -> str | None:
+    row = db.execute("SELECT id, migration_type, source, dest, status FROM migrations "
+                     "WHERE id = ?", (migration_id,)).fetchone()
+    if row is None:
+        return None
+    return _json.encode(dict(zip(("id", "migration_type", "source", "dest", "status"),
+                                 row, strict=True))).decode()
+
+
+def _migration_status(event: Any, db: sqlite3.Connection, migration_id: str,
+                      status: str) -> str | None:
+    db.execute("UPDATE migrations SET status = ?, updated_at = ? WHERE id = ?",
+               (status, _ts(event), migration_id))
+    return _migration_json(db, migration_id)
+
+
+@apply.register
+def _(event: mv.MigrationCreated, db: sqlite3.Connection) -> set[str]:
+    m = event.migration
+    db.execute("INSERT OR REPLACE INTO migrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (m.id, str(event.originator_id), m.migration_type.value, m.source, m.dest,
+                m.status.value, _json.encode(m.old_flavor).decode(),
+                _json.encode(m.new_flavor).decode(), _ts(event), _ts(event)))
+    return _touch(event, db, migration=_migration_json(db, m.id)) | {m.dest}
+
+
+@apply.register
+def _(event: mv.MigrationStatusChanged, db: sqlite3.Connection) -> set[str]:
+    return _touch(event, db, migration=_migration_status(event, db, event.migration_id,
+                                                         event.status.value))
+
+
+@apply.register
+def _(event: mv.MoveFinished, db: sqlite3.Connection) -> set[str]:
+    touched = apply.dispatch(e.Completed)(event, db)
+    columns: dict[str, Any] = {"host": event.owner, "migration": _migration_status(
+        event, db, event.migration_id, type(event).final_status.value)}
+    if isinstance(event, mv.Resized | mv.ResizeReverted):
+        f = event.flavor
+        columns |= {"flavor": _json.encode(f).decode(), "vcpus": f.vcpus,
+                    "memory_mb": f.memory_mb,
+                    "disk_gb": f.root_gb + f.ephemeral_gb + f.swap / 1024}
+    return touched | _touch(event, db, **columns) | {event.owner}
+
+
+@apply.register
+def _(event: mv.ClaimMoved, db: sqlite3.Connection) -> set[str]:
+    db.execute("UPDATE claims SET instance_uuid = ? WHERE host = ? AND instance_uuid = ?",
+               (event.to_consumer, event.host, event.from_consumer))
+    return {event.host}

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS instances (
   version INTEGER NOT NULL,
   fault_code INTEGER, fault_message TEXT, fault_details TEXT, fault_at TEXT,
   volumes TEXT NOT NULL DEFAULT '{}', interfaces TEXT NOT NULL DEFAULT '{}',
-  security_groups TEXT NOT NULL DEFAULT '[]', security_rules TEXT NOT NULL DEFAULT '[]');
+  security_groups TEXT NOT NULL DEFAULT '[]', security_rules TEXT NOT NULL DEFAULT '[]',
+  migration TEXT);
 CREATE INDEX IF NOT EXISTS instances_host ON instances(host, vm_state);
 CREATE TABLE IF NOT EXISTS hosts (
   host TEXT PRIMARY KEY, hypervisor_type TEXT, hypervisor_version INTEGER,
@@ -61,11 +62,21 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE TABLE IF NOT EXISTS images (
   image_id TEXT PRIMARY KEY, uuid TEXT NOT NULL, name TEXT NOT NULL, image_type TEXT NOT NULL,
   backup_type TEXT, created_at TEXT NOT NULL, deleted_at TEXT, reason TEXT);
+CREATE TABLE IF NOT EXISTS migrations (
+  id TEXT PRIMARY KEY, uuid TEXT NOT NULL, migration_type TEXT NOT NULL,
+  source TEXT NOT NULL, dest TEXT NOT NULL, status TEXT NOT NULL,
+  old_flavor TEXT NOT NULL, new_flavor TEXT NOT NULL,
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS migrations_uuid ON migrations(uuid, created_at);
 CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
 """
 
+SCHEMA_VERSION = 2
+"""Bumped when a view's shape changes: an older view file is dropped and rebuilt from the
+log (views are disposable; the log is the truth)."""
+
 VIEW_TABLES = ("instances", "hosts", "instance_actions", "instance_action_events", "faults",
-               "claims", "host_aggregates", "images")
+               "claims", "host_aggregates", "images", "migrations")
 """Tables compared by the audit (tracking is the position, compared separately)."""
 
 
@@ -99,6 +110,22 @@ class InstanceView(msgspec.Struct):
     security_groups: list[str] = []
     security_rules: list[dict[str, Any]] = []    # the rules last rendered for the instance
     fault: FaultView | None = None     # shown only when status is ERROR or DELETED (Nova)
+    migration: dict[str, Any] | None = None      # the last move: id, type, hosts, status
+
+
+class MigrationView(msgspec.Struct):
+    """Nova's migrations row (os-migrations)."""
+
+    id: str
+    uuid: str
+    migration_type: str
+    source: str
+    dest: str
+    status: str
+    old_flavor: dict[str, Any]
+    new_flavor: dict[str, Any]
+    created_at: str
+    updated_at: str
 
 
 class ImageView(msgspec.Struct):
@@ -179,6 +206,10 @@ class ViewStore:
             if not uri and path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            if self._conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                for table in (*VIEW_TABLES, "tracking"):
+                    self._conn.execute(f"DROP TABLE IF EXISTS {table}")
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._conn.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -248,6 +279,17 @@ class ViewStore:
             sql += " AND deleted_at IS NULL"
         return [ImageView(**dict(r)) for r in self._all(sql + " ORDER BY created_at", *params)]
 
+    def list_migrations(self, uuid: str | None = None, host: str | None = None
+                        ) -> list[MigrationView]:
+        sql, params = "SELECT * FROM migrations WHERE 1=1", []
+        if uuid:
+            sql, params = sql + " AND uuid = ?", [uuid]
+        if host:
+            sql, params = sql + " AND (source = ? OR dest = ?)", [*params, host, host]
+        return [MigrationView(**{**dict(r), "old_flavor": msgspec.json.decode(r["old_flavor"]),
+                                 "new_flavor": msgspec.json.decode(r["new_flavor"])})
+                for r in self._all(sql + " ORDER BY created_at, id", *params)]
+
     def list_hosts(self) -> list[HostView]:
         return [self._host(r) for r in self._all("SELECT * FROM hosts ORDER BY host")]
 
@@ -285,5 +327,6 @@ def _instance(r: sqlite3.Row) -> InstanceView:
         volumes=msgspec.json.decode(r["volumes"]),
         interfaces=msgspec.json.decode(r["interfaces"]),
         security_groups=msgspec.json.decode(r["security_groups"]),
-        security_rules=msgspec.json.decode(r["security_rules"]), fault=fault)
+        security_rules=msgspec.json.decode(r["security_rules"]), fault=fault,
+        migration=msgspec.json.decode(r["migration"]) if r["migration"] else None)
 

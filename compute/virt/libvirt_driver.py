@@ -26,6 +26,7 @@ from compute.domain.states import PowerState
 from compute.virt.api import HostInfo, InstanceInfo, InstanceRef
 from compute.virt.consoles import ConsolesMixin
 from compute.virt.devices import DevicesMixin
+from compute.virt.migration import MigrationMixin
 from compute.virt.typed import (
     _POWER,
     VIR_ERR_NO_DOMAIN,
@@ -44,7 +45,7 @@ from compute.virt.xml import (
 )
 
 
-class LibvirtDriver(ConsolesMixin, DevicesMixin):
+class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
     def __init__(self, uri: str = "test:///default", *, local_gb: int = 1024,
                  disk_dir: str = "/var/lib/compute/instances",
                  volumes_dir: str = "var/volumes", shutdown_timeout: float = 60.0) -> None:
@@ -147,6 +148,9 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin):
     @_typed
     def destroy(self, ref: InstanceRef) -> PowerState:
         """Stop and undefine; a guest that is already gone is success."""
+        return self._destroy(ref)
+
+    def _destroy(self, ref: InstanceRef) -> PowerState:
         dom = self._find(ref)
         if dom is None:
             return PowerState.NOSTATE

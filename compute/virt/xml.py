@@ -163,3 +163,22 @@ def nwfilter_xml(name: str, rules: list[dict]) -> str:
         drop = ET.SubElement(root, "rule", action="drop", direction=direction, priority="1000")
         ET.SubElement(drop, "all")
     return ET.tostring(root, encoding="unicode")
+
+
+def with_flavor(domain: str, vcpus: int, memory_mb: int, flavor_name: str) -> str:
+    """The domain XML resized: memory, current memory and vcpus from the flavor (resize
+    keeps every device, volume and NIC the guest has)."""
+    root = ET.fromstring(domain)
+    for tag in ("memory", "currentMemory"):
+        el = root.find(tag)
+        if el is not None:
+            el.set("unit", "KiB")
+            el.text = str(memory_mb * 1024)
+    vcpu = root.find("vcpu")
+    if vcpu is not None:
+        vcpu.text = str(vcpus)
+        vcpu.attrib.pop("current", None)
+    meta = root.find(f"metadata/{{{XMLNS}}}instance/{{{XMLNS}}}flavor")
+    if meta is not None:
+        meta.set("name", flavor_name)
+    return ET.tostring(root, encoding="unicode")

@@ -1,0 +1,68 @@
+"""Several compute hosts in one test: each its own hypervisor, views and NATS consumer,
+all sharing one event store (the scale-out deployment on one machine)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import libvirt
+import pytest
+
+from compute.actors.host import HostService
+from compute.config import Settings
+from compute.domain.instance import Instance
+
+_names = itertools.count(1)
+
+StartHost = Callable[..., Awaitable[HostService]]
+
+
+@pytest.fixture
+async def start_host(tmp_path: Path, nats_server: Any,
+                     hypervisor_uri: Callable[..., str]) -> AsyncIterator[StartHost]:
+    started: list[HostService] = []
+    store = str(tmp_path / "compute.sqlite")
+
+    async def start(memory_mb: int = 65536, **overrides: Any) -> HostService:
+        name = f"m{next(_names)}"
+        settings = Settings(host=name, nats_url=nats_server.url, store=store,
+                            views=str(tmp_path / f"views-{name}.sqlite"),
+                            volumes_dir=str(tmp_path / "volumes"),
+                            libvirt_uri=hypervisor_uri(memory_mb=memory_mb, name=name),
+                            driver_timeout=10.0, ack_wait=5.0, call_timeout=15.0,
+                            **overrides)
+        host = await HostService(settings).start()
+        started.append(host)
+        return host
+
+    yield start
+    for host in reversed(started):
+        await host.stop()
+
+
+def instance(host: HostService, uuid: str) -> Instance:
+    """The instance as the log says (any host's store sees the same log)."""
+    inst = host.store.get_instance(UUID(uuid))
+    assert inst is not None
+    return inst
+
+
+def domain_state(host: HostService, uuid: str) -> tuple[int, int] | None:
+    """(libvirt state, memory KiB) of the guest on that host's hypervisor, None if absent."""
+    try:
+        dom = host.driver.connect().lookupByUUIDString(uuid)
+    except libvirt.libvirtError:
+        return None
+    state, max_mem, *_ = dom.info()
+    return state, max_mem
+
+
+async def settled(*hosts: HostService) -> None:
+    """Every host's views have caught up with the log."""
+    for host in hosts:
+        await asyncio.to_thread(host.projector.catch_up)

@@ -1,0 +1,203 @@
+"""Resize, cold and live migration between hosts: states, claims on both hosts and the
+Migration record exactly as Nova's (§1.6.4, §1.6.5, §1.8)."""
+
+from __future__ import annotations
+
+import uuid
+
+import libvirt
+
+from compute.client import ComputeClient
+from compute.domain.migration import move_consumer
+from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
+from tests.conftest import boot_payload
+from tests.moves_fixtures import StartHost, domain_state, instance, start_host  # noqa: F401
+
+SMALL = {"name": "m1.small", "vcpus": 2, "memory_mb": 2048, "root_gb": 20}
+TINY_CLAIM = (1, 512, 1.0)
+SMALL_CLAIM = (2, 2048, 20.0)
+
+
+async def boot(client: ComputeClient, host: str) -> str:
+    vm = str(uuid.uuid4())
+    outcome = await client.send(host, vm, "run_instance", boot_payload("mover"))
+    assert isinstance(outcome, Succeeded), outcome
+    return vm
+
+
+async def test_resize_then_confirm_moves_the_instance_and_frees_the_source(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host)
+
+    resized = await client.send(src.host, vm, "resize_instance",
+                                {"flavor": SMALL, "host": dst.host})
+    assert isinstance(resized, Succeeded), resized
+    assert resized.vm_state == "resized" and resized.task_state is None
+    inst = instance(src, vm)
+    assert inst.host == dst.host and inst.flavor.name == "m1.small"
+    assert inst.migration is not None and inst.migration.status == "finished"
+    assert inst.migration.migration_type == "resize"
+    m = inst.migration.id
+    assert src.tracker.host.claims == {move_consumer(m): TINY_CLAIM}
+    assert dst.tracker.host.claims == {vm: SMALL_CLAIM}
+    assert domain_state(dst, vm) == (libvirt.VIR_DOMAIN_RUNNING, 2048 * 1024)
+    assert domain_state(src, vm) == (libvirt.VIR_DOMAIN_SHUTOFF, 512 * 1024)
+
+    confirmed = await client.send(dst.host, vm, "confirm_resize")
+    assert isinstance(confirmed, Succeeded), confirmed
+    assert confirmed.vm_state == "active"
+    assert instance(dst, vm).migration.status == "confirmed"
+    assert src.tracker.host.claims == {}
+    assert dst.tracker.host.claims == {vm: SMALL_CLAIM}
+    assert domain_state(src, vm) is None
+
+
+async def test_resize_passes_through_novas_task_states_in_order(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host)
+    resized = await client.send(src.host, vm, "resize_instance",
+                                {"flavor": SMALL, "host": dst.host})
+    assert isinstance(resized, Succeeded), resized
+    events = [ev for ev in src.store.events.get(uuid.UUID(vm))][6:]
+    tasks = [ev.task_state for ev in events if hasattr(ev, "task_state")]
+    assert tasks == ["resize_prep", "resize_migrating", "resize_migrated", "resize_finish",
+                     None]
+    statuses = [ev.migration.status if type(ev).__name__ == "MigrationCreated" else ev.status
+                for ev in events if type(ev).__name__ in ("MigrationCreated",
+                                                          "MigrationStatusChanged")]
+    assert statuses == ["pre-migrating", "migrating", "post-migrating"]
+
+
+async def test_resize_then_revert_goes_back_to_the_source_with_the_old_flavor(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host)
+    await client.send(src.host, vm, "resize_instance", {"flavor": SMALL, "host": dst.host})
+
+    reverted = await client.send(dst.host, vm, "revert_resize")
+    assert isinstance(reverted, Succeeded), reverted
+    assert reverted.vm_state == "active" and reverted.power_state == 1
+    inst = instance(src, vm)
+    assert inst.host == src.host and inst.flavor.name == "m1.tiny"
+    assert inst.migration.status == "reverted"
+    assert src.tracker.host.claims == {vm: TINY_CLAIM}
+    assert dst.tracker.host.claims == {}
+    assert domain_state(src, vm) == (libvirt.VIR_DOMAIN_RUNNING, 512 * 1024)
+    assert domain_state(dst, vm) is None
+
+
+async def test_cold_migration_keeps_the_flavor_and_a_stopped_guest_stays_stopped(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host)
+    await client.send(src.host, vm, "stop_instance")
+
+    migrated = await client.send(src.host, vm, "migrate_instance", {"host": dst.host})
+    assert isinstance(migrated, Succeeded), migrated
+    assert migrated.events[-1] == "Migrated"
+    inst = instance(src, vm)
+    assert inst.migration.migration_type == "migration"
+    assert inst.host == dst.host and inst.flavor.name == "m1.tiny"
+    assert domain_state(dst, vm) == (libvirt.VIR_DOMAIN_SHUTOFF, 512 * 1024)
+
+    confirmed = await client.send(dst.host, vm, "confirm_resize")
+    assert isinstance(confirmed, Succeeded), confirmed
+    assert confirmed.vm_state == "stopped"        # Nova: confirm of a powered-off resize
+
+
+async def test_live_migration_moves_a_running_guest_and_frees_the_source(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host)
+
+    moved = await client.send(src.host, vm, "live_migration", {"host": dst.host})
+    assert isinstance(moved, Succeeded), moved
+    assert moved.vm_state == "active" and moved.task_state is None and moved.power_state == 1
+    inst = instance(src, vm)
+    assert inst.host == dst.host
+    assert inst.migration.status == "completed"
+    assert inst.migration.migration_type == "live-migration"
+    assert src.tracker.host.claims == {}
+    assert dst.tracker.host.claims == {vm: TINY_CLAIM}
+    assert domain_state(src, vm) is None
+    assert domain_state(dst, vm) == (libvirt.VIR_DOMAIN_RUNNING, 512 * 1024)
+
+
+async def test_a_command_to_the_old_host_is_answered_moved_and_the_client_follows(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host)
+    await client.send(src.host, vm, "live_migration", {"host": dst.host})
+
+    moved = await client.send(src.host, vm, "pause_instance", follow_moved=False)
+    assert isinstance(moved, Moved) and moved.to_host == dst.host
+    followed = await client.send(src.host, vm, "pause_instance")
+    assert isinstance(followed, Succeeded), followed
+    assert followed.host == dst.host and followed.vm_state == "paused"
+
+
+async def test_live_migration_rolls_back_when_pre_live_migration_fails_at_the_destination(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host)
+    from compute.domain.errors import HypervisorError
+
+    dst.driver.inject_fault("pre_live_migration", HypervisorError("no room for the disk"))
+    failed = await client.send(src.host, vm, "live_migration", {"host": dst.host})
+    assert isinstance(failed, Failed), failed
+    assert failed.vm_state == "active" and failed.task_state is None
+    inst = instance(src, vm)
+    assert inst.host == src.host
+    assert inst.migration.status == "error"
+    assert src.tracker.host.claims == {vm: TINY_CLAIM}
+    assert dst.tracker.host.claims == {}
+    assert domain_state(src, vm) == (libvirt.VIR_DOMAIN_RUNNING, 512 * 1024)
+    assert domain_state(dst, vm) is None
+
+
+async def test_an_aborted_live_migration_is_cancelled_and_rolled_back(
+        start_host: StartHost, client: ComputeClient) -> None:
+    import asyncio
+
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host)
+    src.driver.inject_fault("live_migration", None, delay=1.0)   # a migration that takes time
+    migrating = asyncio.create_task(
+        client.send(src.host, vm, "live_migration", {"host": dst.host}))
+    while instance(src, vm).migration is None or \
+            instance(src, vm).migration.status != "running":
+        await asyncio.sleep(0.02)
+
+    aborted = await client.send(src.host, vm, "live_migration_abort")
+    assert isinstance(aborted, Succeeded), aborted
+    assert aborted.result["migration_status"] == "cancelled"
+    outcome = await migrating
+    assert isinstance(outcome, Failed) and outcome.task_state is None
+    inst = instance(src, vm)
+    assert inst.host == src.host and inst.vm_state == "active"
+    assert src.tracker.host.claims == {vm: TINY_CLAIM}
+    assert dst.tracker.host.claims == {}
+
+
+async def test_a_move_to_a_host_without_room_is_rolled_back_with_the_instance_untouched(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src, dst = await start_host(), await start_host(memory_mb=1024)
+    vm = await boot(client, src.host)
+    failed = await client.send(src.host, vm, "resize_instance",
+                               {"flavor": SMALL, "host": dst.host})
+    assert isinstance(failed, Failed), failed
+    assert failed.error == "ComputeResourcesUnavailable"
+    assert failed.vm_state == "active" and failed.task_state is None
+    assert instance(src, vm).migration.status == "error"
+    assert src.tracker.host.claims == {vm: TINY_CLAIM}
+    assert dst.tracker.host.claims == {}
+
+
+async def test_abort_without_a_live_migration_is_refused(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src = await start_host()
+    vm = await boot(client, src.host)
+    refused = await client.send(src.host, vm, "live_migration_abort")
+    assert isinstance(refused, Rejected) and refused.error == "InstanceInvalidState"
