@@ -21,7 +21,10 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from compute.domain.placement import pick_host
+from compute.events.commands import Flavor
 from compute.events.outcomes import AnyOutcome, Moved
+from compute.projections.views import HostView
 from compute.messaging.subjects import EVENTS_STREAM, MSG_ID, REPLY_TO, command, query
 
 _decoder = msgspec.json.Decoder(AnyOutcome)
@@ -97,6 +100,12 @@ class ComputeClient:
             return _decoder.decode(msg.data)
         finally:
             await sub.unsubscribe()
+
+    async def place(self, flavor: Flavor, exclude: set[str] = frozenset()) -> str | None:
+        """The host a new instance of ``flavor`` should go to (most free RAM that fits),
+        from the host view; the host's own claim is the final word."""
+        hosts = msgspec.convert(await self.query("hosts"), list[HostView])
+        return pick_host(hosts, flavor, exclude)
 
     async def events(self, *, durable: str | None = None, host: str = "*",
                      uuid: str = "*", event: str = "*",

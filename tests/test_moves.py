@@ -3,11 +3,13 @@ Migration record exactly as Nova's (§1.6.4, §1.6.5, §1.8)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import libvirt
 
 from compute.client import ComputeClient
+from compute.domain.errors import HypervisorError
 from compute.domain.migration import move_consumer
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
 from tests.conftest import boot_payload
@@ -142,8 +144,6 @@ async def test_live_migration_rolls_back_when_pre_live_migration_fails_at_the_de
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
     vm = await boot(client, src.host)
-    from compute.domain.errors import HypervisorError
-
     dst.driver.inject_fault("pre_live_migration", HypervisorError("no room for the disk"))
     failed = await client.send(src.host, vm, "live_migration", {"host": dst.host})
     assert isinstance(failed, Failed), failed
@@ -159,8 +159,6 @@ async def test_live_migration_rolls_back_when_pre_live_migration_fails_at_the_de
 
 async def test_an_aborted_live_migration_is_cancelled_and_rolled_back(
         start_host: StartHost, client: ComputeClient) -> None:
-    import asyncio
-
     src, dst = await start_host(), await start_host()
     vm = await boot(client, src.host)
     src.driver.inject_fault("live_migration", None, delay=1.0)   # a migration that takes time
@@ -201,3 +199,25 @@ async def test_abort_without_a_live_migration_is_refused(
     vm = await boot(client, src.host)
     refused = await client.send(src.host, vm, "live_migration_abort")
     assert isinstance(refused, Rejected) and refused.error == "InstanceInvalidState"
+
+
+async def test_maintenance_mode_live_migrates_the_running_instances_away(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src, dst = await start_host(), await start_host()
+    running = [await boot(client, src.host) for _ in range(2)]
+    stopped = await boot(client, src.host)
+    await client.send(src.host, stopped, "stop_instance")
+    arrivals = await client.js.subscribe(f"compute.evt.{src.host}.*.LiveMigrated",
+                                         ordered_consumer=True)
+
+    out = await client.send_raw(f"compute.cmd.{src.host}._host.host_maintenance_mode",
+                                b'{"command_id": "%s", "mode": true}' % str(uuid.uuid4()).encode())
+    assert out.maintenance is True
+    assert "3 instances remain" in out.message and "2 of them" in out.message
+    moved = {(await arrivals.next_msg(timeout=20)).subject.split(".")[3] for _ in range(2)}
+    await arrivals.unsubscribe()
+    assert moved == set(running)
+    assert {instance(src, vm).host for vm in running} == {dst.host}
+    assert instance(src, stopped).host == src.host
+    assert set(dst.tracker.host.claims) == set(running)
+    assert set(src.tracker.host.claims) == {stopped}

@@ -29,7 +29,7 @@ from compute.actors.host_tasks import HostTasks
 from compute.actors.move_steps import MoveSteps
 from compute.actors.moves import Moves
 from compute.actors.peers import Peers
-from compute.actors.placement import pick_host
+from compute.domain.placement import pick_host
 from compute.actors.networks import NetworkBook, SecurityGroupBook
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router

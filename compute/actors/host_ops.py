@@ -133,9 +133,10 @@ class HostOperations:
         if not p.mode:
             message = "maintenance over: the host accepts work again"
         elif remaining:
-            message = (f"the host accepts no new work; {remaining} instances remain on it: "
-                       f"moving them needs live migration to another host, which this "
-                       f"deployment does not offer yet")
+            moving = await self.service.evacuate()
+            message = (f"the host accepts no new work; {remaining} instances remain on it, "
+                       f"{moving} of them (the active and paused ones) are being "
+                       f"live-migrated to the hosts the placement picks")
         else:
             message = "the host accepts no new work and has no instances"
         return await self._commit(p, "host_maintenance_mode", message)

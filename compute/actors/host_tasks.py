@@ -16,7 +16,7 @@ from compute.domain.host import Host
 from compute.domain.migration import FINAL, move_consumer
 from compute.domain.operations import OPERATIONS
 from compute.domain.states import PowerState
-from compute.events.commands import Flavor, InstanceCommand
+from compute.events.commands import Flavor, InstanceCommand, LiveMigration
 from compute.messaging.subjects import COMMANDS_STREAM
 
 log = logging.getLogger("compute.host")
@@ -83,6 +83,21 @@ class HostTasks:
                                          payload=InstanceCommand(command_id=command_id),
                                          command_id=str(command_id)))
         return len(members)
+
+    async def evacuate(self) -> int:
+        """Maintenance mode empties the host: every idle active or paused instance is
+        live-migrated to the host the placement picks; returns how many were sent."""
+        await asyncio.to_thread(self.projector.catch_up)
+        views = await asyncio.to_thread(self.views.list_instances, self.host)
+        op = OPERATIONS["live_migration"]
+        movable = [v for v in views if v.vm_state in ("active", "paused")
+                   and v.task_state is None]
+        for view in movable:
+            command_id = uuid4()
+            self.router.deliver(Envelope(uuid=UUID(view.uuid), op=op,
+                                         payload=LiveMigration(command_id=command_id),
+                                         command_id=str(command_id)))
+        return len(movable)
 
     async def sample_metrics(self) -> None:
         """The gauges: resident actors, committed events, relay lag, consumer backlog."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -146,7 +147,10 @@ async def cmd_boot(args: argparse.Namespace, settings: Settings) -> int:
                "flavor": msgspec.to_builtins(FLAVORS[args.flavor])}
     uuid = args.uuid or str(uuidlib.uuid4())
     async with client_for(settings) as client:
-        outcome = await client.send(settings.host, uuid, "run_instance", payload)
+        host = settings.host
+        if args.host is None and "COMPUTE_HOST" not in os.environ:   # none named: placed
+            host = await client.place(FLAVORS[args.flavor]) or settings.host
+        outcome = await client.send(host, uuid, "run_instance", payload)
     return _print_outcome(outcome, args.json)
 
 
@@ -159,6 +163,11 @@ async def cmd_operation(args: argparse.Namespace, settings: Settings) -> int:
         payload["reboot_type"] = "HARD"
     if getattr(args, "force", False):
         payload["clean_shutdown"] = False
+    if isinstance(payload.get("flavor"), str):     # resize --flavor m1.small
+        if payload["flavor"] not in FLAVORS:
+            raise CliError(f"unknown flavor {payload['flavor']}; known: "
+                           f"{', '.join(sorted(FLAVORS))}")
+        payload["flavor"] = msgspec.to_builtins(FLAVORS[payload["flavor"]])
     async with client_for(settings) as client:
         host = settings.host if args.host else await _host_of(client, args.uuid, settings.host)
         outcome = await client.send(host, args.uuid, args.operation, payload)
