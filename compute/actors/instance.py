@@ -359,8 +359,9 @@ class InstanceActor(FollowsHypervisor):
         if error is None and not (duplicate and inst.seen(env.command_id) == "TaskReverted"):
             return Succeeded(**head, result=result or {})
         code = error.code if isinstance(error, ComputeError) else 500
+        cause = getattr(error, "cause", error)      # a rollback names what caused it
         name = error.error.value if isinstance(error, ComputeError) and \
-            error.code != 500 else type(error).__name__ if error else "Fault"
+            error.code != 500 else type(cause).__name__ if error else "Fault"
         return Failed(**head, error=name, code=code,
                       message=str(error or "the operation failed earlier"))
 

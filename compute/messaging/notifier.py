@@ -20,7 +20,10 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from nats.js import JetStreamContext
 
 from compute.domain.instance import Instance
+from compute.domain.migration import MigrationStatus, MigrationType
+from compute.domain.states import TaskState
 from compute.events import lifecycle as e
+from compute.events import moves as mv
 from compute.messaging.subjects import MSG_ID
 from compute.store.app import ComputeStore, _project
 from compute.store.mapper import decode_state
@@ -77,6 +80,65 @@ def payload(inst: Instance, fault: dict[str, Any] | None) -> dict[str, Any]:
             "request_id": inst.action_command_id, "fault": fault,
         },
     }
+
+
+MOVE_ACTIONS = {"resize_instance": "resize_prep", "migrate_instance": "resize_prep",
+                "confirm_resize": "resize_confirm", "revert_resize": "resize_revert"}
+_ROLLBACK = ("instance.live_migration_rollback.start", "instance.live_migration_rollback.end",
+             "instance.live_migration_rollback_dest.start",
+             "instance.live_migration_rollback_dest.end")
+
+
+def move_notifications(event: Any, after: Instance, prior: MigrationStatus | None
+                       ) -> list[tuple[str, str, Instance, str | None]]:
+    """Nova's resize and live-migration notifications (§2.14 ordering anchors), from the
+    Migration record's steps; the destination publishes its own (prep, finish, *_dest)."""
+    m = after.migration
+    dest = m.dest if m is not None else None
+    if isinstance(event, mv.MigrationCreated) and m is not None \
+            and m.migration_type is not MigrationType.LIVE_MIGRATION:
+        return [("instance.resize_prep.start", "INFO", after, dest)]
+    if isinstance(event, e.ActionStarted) and event.operation in ("confirm_resize",
+                                                                  "revert_resize"):
+        return [(f"instance.{MOVE_ACTIONS[event.operation]}.start", "INFO", after, None)]
+    if isinstance(event, mv.MoveFinished):
+        if isinstance(event, mv.LiveMigrated):
+            return [("instance.live_migration_post.start", "INFO", after, None),
+                    ("instance.live_migration_post_dest.start", "INFO", after, dest),
+                    ("instance.live_migration_post_dest.end", "INFO", after, dest),
+                    ("instance.live_migration_post.end", "INFO", after, None)]
+        kind = "resize_finish" if isinstance(event, mv.Resized) else \
+            MOVE_ACTIONS[event.operation]
+        return [(f"instance.{kind}.end", "INFO", after, dest if kind == "resize_finish"
+                 else None)]
+    if isinstance(event, e.TaskStateChanged) and m is not None:
+        if event.task_state is TaskState.RESIZE_MIGRATING:
+            return [("instance.resize_prep.end", "INFO", after, dest),
+                    ("instance.resize.start", "INFO", after, None)]
+        if event.task_state is TaskState.RESIZE_MIGRATED:
+            return [("instance.resize.end", "INFO", after, None)]
+        if event.task_state is TaskState.RESIZE_FINISH:
+            return [("instance.resize_finish.start", "INFO", after, dest)]
+    if isinstance(event, mv.MigrationStatusChanged) and m is not None \
+            and m.migration_type is MigrationType.LIVE_MIGRATION:
+        S = MigrationStatus
+        if event.status is S.PREPARING:
+            return [("instance.live_migration_pre.start", "INFO", after, dest)]
+        if event.status is S.RUNNING:
+            return [("instance.live_migration_pre.end", "INFO", after, dest)]
+        out: list[tuple[str, str, Instance, str | None]] = []
+        if event.status is S.CANCELLED:
+            out += [("instance.live_migration_abort.start", "INFO", after, None),
+                    ("instance.live_migration_abort.end", "INFO", after, None)]
+        if event.status in (S.ERROR, S.FAILED, S.CANCELLED) and prior in (S.PREPARING,
+                                                                         S.RUNNING):
+            rollback = _ROLLBACK[:2] if event.status is S.CANCELLED else _ROLLBACK
+            out += [(t, "INFO", after, dest if "_dest" in t else None) for t in rollback]
+        return out
+    if isinstance(event, e.TaskReverted) and event.operation in ("resize_instance",
+                                                                 "migrate_instance"):
+        return [("instance.resize.error", "ERROR", after, None)]
+    return []
 
 
 def notifications_for(event: Any, after: Instance) -> list[tuple[str, str, Instance]]:
@@ -169,10 +231,13 @@ class Notifier:
     async def _apply(self, event: Any) -> list[Notification]:
         uuid = event.originator_id
         before = self._states.pop(uuid, None)
+        if before is not None and before.version != event.originator_version - 1:
+            before = None     # another host's notifier went ahead: this state is stale
         if before is None and event.originator_version > 1:
             before = await asyncio.to_thread(self.store.repository.get, uuid,
                                              version=event.originator_version - 1,
                                              projector_func=_project)
+        prior = before.migration.status if before is not None and before.migration else None
         after = event.mutate(before)
         self._states[uuid] = after
         while len(self._states) > self._cache:
@@ -184,11 +249,12 @@ class Notifier:
                                   "module_name": "compute", "traceback": event.details}
         fault = self._faults.pop(uuid, None) if isinstance(event, e.TaskReverted) else None
         out = []
-        for n, (event_type, priority, state) in enumerate(
-                notifications_for(event, after)):
+        notes = [(*n, None) for n in notifications_for(event, after)] + \
+            move_notifications(event, after, prior)
+        for n, (event_type, priority, state, host) in enumerate(notes):
             out.append(Notification(
                 priority=priority, event_type=event_type,
-                publisher_id=f"nova-compute:{event.host}",
+                publisher_id=f"nova-compute:{host or event.host}",
                 timestamp=event.timestamp.isoformat(),
                 message_id=f"{uuid}:{event.originator_version}:{n}",
                 payload=payload(state, fault)))

@@ -8,6 +8,7 @@ the group-commit writer, never ``app.save`` per command.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,16 @@ class ComputeStore(Application[UUID]):
         except AggregateNotFoundError:
             return None
 
+
+    def close(self, wait: float = 5.0) -> None:
+        """Close once the calls still running on other threads are done (a task cancelled
+        while its thread reads the store must not have the connection closed under it:
+        SQLite crashes the process then)."""
+        pool = getattr(getattr(self.factory, "datastore", None), "pool", None)
+        deadline = time.monotonic() + wait
+        while pool is not None and pool.num_in_use and time.monotonic() < deadline:
+            time.sleep(0.01)
+        super().close()
 
     def get_host(self, host: str) -> Host:
         """The host's aggregate, or a new empty one (version 0) if it never reported."""
