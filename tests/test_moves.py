@@ -7,6 +7,7 @@ import asyncio
 import uuid
 
 import libvirt
+import pytest
 
 from compute.client import ComputeClient
 from compute.domain.errors import HypervisorError
@@ -221,3 +222,37 @@ async def test_maintenance_mode_live_migrates_the_running_instances_away(
     assert instance(src, stopped).host == src.host
     assert set(dst.tracker.host.claims) == set(running)
     assert set(src.tracker.host.claims) == {stopped}
+
+
+async def test_a_stale_writer_cannot_write_an_instance_another_host_now_owns(
+        start_host: StartHost, client: ComputeClient) -> None:
+    """Routing keeps one writer per instance; the store's optimistic concurrency is the last
+    line of defence: the old owner's view of the instance cannot be appended to."""
+    from eventsourcing.persistence import IntegrityError
+
+    from compute.domain.operations import OPERATIONS
+    from compute.events.commands import InstanceCommand
+
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host)
+    before = instance(src, vm).version
+    await client.send(src.host, vm, "live_migration", {"host": dst.host})
+    stale = src.store.repository.get(uuid.UUID(vm), version=before)
+    stale.accept(OPERATIONS["pause_instance"], "stale", InstanceCommand(command_id=uuid.uuid4()))
+    with pytest.raises(IntegrityError):
+        await src.writer.append(stale.collect_events())
+    assert instance(src, vm).host == dst.host and instance(src, vm).vm_state == "active"
+
+
+async def test_the_resource_audit_removes_a_guest_left_behind_by_a_finished_move(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host)
+    xml = src.driver.connect().lookupByUUIDString(vm).XMLDesc(0)
+    await client.send(src.host, vm, "live_migration", {"host": dst.host})
+    src.driver.connect().defineXML(xml)          # a copy the source failed to clean up
+    assert domain_state(src, vm) is not None
+
+    await src.update_available_resource()
+    assert domain_state(src, vm) is None
+    assert domain_state(dst, vm) == (libvirt.VIR_DOMAIN_RUNNING, 512 * 1024)

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from compute.actors.context import Envelope, SyncPower
+from compute.actors.refs import instance_ref
 from compute.domain.host import Host
 from compute.domain.migration import FINAL, move_consumer
 from compute.domain.operations import OPERATIONS
@@ -194,4 +195,23 @@ class HostTasks:
         if events:
             log.warning("update_available_resource: %d corrections", len(events))
             await self.writer.append(events)
-        return corrections + len(events)
+        return corrections + len(events) + await self._remove_guests_left_behind(views)
+
+    async def _remove_guests_left_behind(self, mine: dict[str, Any]) -> int:
+        """Guests of instances that live on another host, with no move between this host
+        and it in flight: a move's cleanup that did not happen (Nova's
+        _destroy_evacuated_instances)."""
+        removed = 0
+        for uuid in await self.driver_actor.call("list_instance_uuids"):
+            if uuid in mine:
+                continue
+            inst = await asyncio.to_thread(self.store.get_instance, UUID(uuid))
+            m = inst.migration if inst is not None else None
+            if inst is None or inst.host == self.host or (
+                    m is not None and m.active and self.host in (m.source, m.dest)):
+                continue
+            log.warning("instance %s lives on %s: removing the guest left here", uuid,
+                        inst.host)
+            await self.driver_actor.call("destroy", instance_ref(inst))
+            removed += 1
+        return removed
