@@ -14,9 +14,18 @@ import msgspec
 from compute import __version__
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS
-from compute.events import base, devices, host, lifecycle, moves, network, outcomes, secgroup
-from compute.events.steps import STEPS, StepReply, StepRequest
+from compute.events import (
+    base,
+    devices,
+    host,
+    lifecycle,
+    moves,
+    network,
+    outcomes,
+    secgroup,
+)
 from compute.events.commands import Command
+from compute.events.steps import STEPS, StepReply, StepRequest
 
 
 def _event_types() -> list[type]:

@@ -24,8 +24,8 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from compute.domain.placement import pick_host
 from compute.events.commands import Flavor
 from compute.events.outcomes import AnyOutcome, Moved
-from compute.projections.views import HostView
 from compute.messaging.subjects import EVENTS_STREAM, MSG_ID, REPLY_TO, command, query
+from compute.projections.views import HostView
 
 _decoder = msgspec.json.Decoder(AnyOutcome)
 

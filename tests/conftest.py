@@ -15,6 +15,8 @@ from compute.client import ComputeClient
 from compute.config import Settings
 from compute.messaging.server import NatsServer, free_port
 
+pytest_plugins = ["tests.moves_fixtures"]      # start_host: several hosts on one store
+
 _hosts = itertools.count(1)
 
 HOST_XML = """<node>

@@ -14,7 +14,7 @@ from compute.domain.errors import HypervisorError
 from compute.domain.migration import move_consumer
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
 from tests.conftest import boot_payload
-from tests.moves_fixtures import StartHost, domain_state, instance, start_host  # noqa: F401
+from tests.moves_fixtures import StartHost, domain_state, instance
 
 SMALL = {"name": "m1.small", "vcpus": 2, "memory_mb": 2048, "root_gb": 20}
 TINY_CLAIM = (1, 512, 1.0)

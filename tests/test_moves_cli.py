@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from tests.moves_fixtures import StartHost, start_host  # noqa: F401
+from tests.moves_fixtures import StartHost
 from tests.test_recovery import ROOT
 
 

@@ -14,7 +14,7 @@ from compute.domain.migration import move_consumer
 from compute.events.outcomes import Succeeded
 from compute.store.app import open_store
 from tests.conftest import boot_payload
-from tests.moves_fixtures import StartHost, domain_state, instance, settled, start_host  # noqa: F401
+from tests.moves_fixtures import StartHost, domain_state, instance, settled
 from tests.test_recovery import ROOT, wait_for
 from tests.test_recovery import start_host as start_host_process
 

@@ -6,7 +6,7 @@ import asyncio
 
 from compute.client import ComputeClient
 from compute.domain.errors import HypervisorError
-from tests.moves_fixtures import StartHost, instance, start_host  # noqa: F401
+from tests.moves_fixtures import StartHost, instance
 from tests.test_moves import SMALL, boot
 from tests.test_notifications import notifications
 

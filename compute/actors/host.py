@@ -28,15 +28,15 @@ from compute.actors.host_ops import HostOperations
 from compute.actors.host_tasks import HostTasks
 from compute.actors.move_steps import MoveSteps
 from compute.actors.moves import Moves
-from compute.actors.peers import Peers
-from compute.domain.placement import pick_host
 from compute.actors.networks import NetworkBook, SecurityGroupBook
+from compute.actors.peers import Peers
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
 from compute.config import Settings
 from compute.domain.errors import ComputeError, InvalidPayload
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS, lookup
+from compute.domain.placement import pick_host
 from compute.events.commands import Flavor
 from compute.events.outcomes import Outcome, Rejected
 from compute.events.steps import STEPS

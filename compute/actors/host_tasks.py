@@ -17,7 +17,7 @@ from compute.domain.host import Host
 from compute.domain.migration import FINAL, move_consumer
 from compute.domain.operations import OPERATIONS
 from compute.domain.states import PowerState
-from compute.events.commands import Flavor, InstanceCommand, LiveMigration
+from compute.events.commands import Flavor
 from compute.messaging.subjects import COMMANDS_STREAM
 
 log = logging.getLogger("compute.host")
@@ -52,6 +52,15 @@ class HostTasks:
     driver_actor: Any
     _known: set[UUID]
 
+    def _command_each(self, views: list[Any], op: Any) -> int:
+        """Send ``op`` (a new command of this host's own) to each instance; how many."""
+        for view in views:
+            command_id = uuid4()
+            self.router.deliver(Envelope(uuid=UUID(view.uuid), op=op,
+                                         payload=op.payload(command_id=command_id),
+                                         command_id=str(command_id)))
+        return len(views)
+
     # -- following the hypervisor -------------------------------------------------------
     def _lifecycle_event(self, uuid: str, power: PowerState) -> None:
         """A domain changed state: the instance checks it against a fresh read (§2.9)."""
@@ -78,12 +87,7 @@ class HostTasks:
         views = await asyncio.to_thread(self.views.list_instances, self.host)
         op = OPERATIONS["refresh_instance_security_rules"]
         members = [v for v in views if groups is None or groups & set(v.security_groups)]
-        for view in members:
-            command_id = uuid4()
-            self.router.deliver(Envelope(uuid=UUID(view.uuid), op=op,
-                                         payload=InstanceCommand(command_id=command_id),
-                                         command_id=str(command_id)))
-        return len(members)
+        return self._command_each(members, op)
 
     async def evacuate(self) -> int:
         """Maintenance mode empties the host: every idle active or paused instance is
@@ -93,12 +97,7 @@ class HostTasks:
         op = OPERATIONS["live_migration"]
         movable = [v for v in views if v.vm_state in ("active", "paused")
                    and v.task_state is None]
-        for view in movable:
-            command_id = uuid4()
-            self.router.deliver(Envelope(uuid=UUID(view.uuid), op=op,
-                                         payload=LiveMigration(command_id=command_id),
-                                         command_id=str(command_id)))
-        return len(movable)
+        return self._command_each(movable, op)
 
     async def sample_metrics(self) -> None:
         """The gauges: resident actors, committed events, relay lag, consumer backlog."""
@@ -119,12 +118,7 @@ class HostTasks:
         due = [v for v in views if v.task_state is None and (
             v.deleted_at is None or datetime.fromisoformat(v.deleted_at).timestamp() <= horizon)]
         op = OPERATIONS["terminate_instance"]
-        for view in due:
-            command_id = uuid4()
-            self.router.deliver(Envelope(uuid=UUID(view.uuid), op=op,
-                                         payload=InstanceCommand(command_id=command_id),
-                                         command_id=str(command_id)))
-        return len(due)
+        return self._command_each(due, op)
 
     @staticmethod
     async def _periodic(interval: float, task: Any) -> None:

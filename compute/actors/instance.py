@@ -14,7 +14,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -40,6 +40,7 @@ from compute.domain.states import PowerState, VmState
 from compute.events.commands import RunInstance
 from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
+from compute.messaging.acks import keepalive, nak
 from compute.virt.api import InstanceRef
 
 log = logging.getLogger("compute.instance")
@@ -125,7 +126,7 @@ class InstanceActor(FollowsHypervisor):
             log.error("instance %s: %s; left for redelivery", self.uuid, exc)
             self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
             if isinstance(message, Envelope):
-                await _nak(message)
+                await nak(message.msg)
         except Exception:  # a bug must not kill the actor nor block its queue
             log.exception("instance %s: %s failed unexpectedly", self.uuid, message)
             self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
@@ -230,7 +231,7 @@ class InstanceActor(FollowsHypervisor):
         ref = instance_ref(inst, params)
         error: BaseException | None = None
         flow: FlowResult | None = None
-        async with _keepalive(env.msg, self.ctx.ack_wait / 3):
+        async with keepalive(env.msg, self.ctx.ack_wait / 3):
             try:
                 if op.flow:                 # a move across hosts (actors/moves.py)
                     flow = await self.ctx.moves.run(self, env, inst, op)
@@ -391,30 +392,3 @@ def _result(events: list[Any]) -> dict[str, Any]:
             return {f: v for f, v in msgspec.to_builtins(event).items()
                     if f in type(event).__struct_fields__ and f not in _BASE_FIELDS}
     return {}
-
-
-async def _nak(env: Envelope) -> None:
-    if env.msg is not None:
-        with contextlib.suppress(Exception):
-            await env.msg.nak(delay=1.0)
-
-
-@contextlib.asynccontextmanager
-async def _keepalive(msg: Any, interval: float) -> AsyncIterator[None]:
-    """Tell JetStream a long operation is still being worked on (no redelivery meanwhile)."""
-    if msg is None:
-        yield
-        return
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-

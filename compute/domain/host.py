@@ -8,7 +8,6 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from compute.domain.errors import ComputeResourcesUnavailable
 from compute.domain.named import NamedAggregate
 from compute.events.commands import Flavor
-from compute.events.moves import ClaimMoved
 from compute.events.host import (
     AggregateHostAdded,
     AggregateHostRemoved,
@@ -19,6 +18,7 @@ from compute.events.host import (
     MaintenanceModeSet,
     ResourcesClaimed,
 )
+from compute.events.moves import ClaimMoved
 
 
 def host_id(host: str) -> UUID:

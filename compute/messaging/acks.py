@@ -1,0 +1,35 @@
+"""Talking back to JetStream about a command in progress: keep it alive, or hand it back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+async def nak(msg: Any, delay: float = 1.0) -> None:
+    """Hand the message back for a later redelivery (the store was unavailable)."""
+    if msg is not None:
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=delay)
+
+
+@contextlib.asynccontextmanager
+async def keepalive(msg: Any, interval: float) -> AsyncIterator[None]:
+    """Tell JetStream a long operation is still being worked on (no redelivery meanwhile)."""
+    if msg is None:
+        yield
+        return
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
