@@ -81,24 +81,78 @@ def msgspec_flavor(inst) -> dict:
     return {"vcpus": f.vcpus, "memory_mb": f.memory_mb, "root_gb": f.root_gb}
 
 
+def source_env(tmp_path: Path, nats_server, hypervisor_uri, store: str) -> dict[str, str]:
+    name = f"ksrc{uuid.uuid4().hex[:6]}"
+    return {**os.environ, "COMPUTE_HOST": name, "COMPUTE_NATS_URL": nats_server.url,
+            "COMPUTE_STORE": store, "COMPUTE_VIEWS": str(tmp_path / "views-src.sqlite"),
+            "COMPUTE_LIBVIRT_URI": hypervisor_uri(name="ksrc"), "COMPUTE_ACK_WAIT": "2",
+            "PYTHONPATH": str(ROOT)}
+
+
+async def test_a_resize_interrupted_after_the_source_powered_off_is_undone(
+        start_host: StartHost, tmp_path: Path, nats_server, hypervisor_uri,
+        client: ComputeClient) -> None:
+    """resize_finish is a step Nova's init rules leave stuck; here the redelivered command
+    undoes the move: the guest runs on the source again, the destination keeps nothing."""
+    dst = await start_host()
+    env = source_env(tmp_path, nats_server, hypervisor_uri, dst.settings.store)
+    src = env["COMPUTE_HOST"]
+    first = start_host_process(env, tmp_path / "src.log")
+    second = None
+    try:
+        await wait_for(lambda: host_up(client, src))
+        vm = str(uuid.uuid4())
+        assert isinstance(await client.send(src, vm, "run_instance", boot_payload("k"),
+                                            timeout=30), Succeeded)
+        dst.driver.inject_fault("finish_migration", None, delay=3.0)
+        resizing = asyncio.create_task(client.send(
+            src, vm, "resize_instance", {"flavor": FLAVORS[1], "host": dst.host}, timeout=60))
+
+        async def finishing() -> bool:
+            return instance(dst, vm).task_state == "resize_finish"
+
+        await wait_for(finishing)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        second = start_host_process(env, tmp_path / "src.log")
+        outcome = await resizing                # redelivered to the new process, undone
+        assert outcome.task_state is None and outcome.vm_state == "active", outcome
+        inst = instance(dst, vm)
+        assert inst.host == src and inst.migration.status == "error"
+        assert inst.power_state == 1 and inst.flavor.name == "m1.tiny"
+        assert dst.tracker.host.claims == {}
+
+        async def finish_landed() -> bool:     # the slow step at the destination ends late
+            return domain_state(dst, vm) is not None
+
+        await wait_for(finish_landed)
+        await dst.update_available_resource()  # and the audit removes what it left
+        assert domain_state(dst, vm) is None
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+
+
+async def host_up(client: ComputeClient, host: str) -> bool:
+    try:
+        await client.js.consumer_info("COMPUTE_COMMANDS", f"host-{host}")
+        return True
+    except Exception:
+        return False
+
+
 async def test_a_source_killed_during_a_live_migration_leaves_the_instance_on_one_host(
         start_host: StartHost, tmp_path: Path, nats_server, hypervisor_uri,
         client: ComputeClient) -> None:
     dst = await start_host()
-    src = f"ksrc{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "COMPUTE_HOST": src, "COMPUTE_NATS_URL": nats_server.url,
-           "COMPUTE_STORE": dst.settings.store,
-           "COMPUTE_VIEWS": str(tmp_path / "views-src.sqlite"),
-           "COMPUTE_LIBVIRT_URI": hypervisor_uri(name="ksrc"), "COMPUTE_ACK_WAIT": "2",
-           "PYTHONPATH": str(ROOT)}
+    env = source_env(tmp_path, nats_server, hypervisor_uri, dst.settings.store)
+    src = env["COMPUTE_HOST"]
     log = tmp_path / "src.log"
 
     async def up() -> bool:
-        try:
-            await client.js.consumer_info("COMPUTE_COMMANDS", f"host-{src}")
-            return True
-        except Exception:
-            return False
+        return await host_up(client, src)
 
     first = start_host_process(env, log, COMPUTE_FAULTS="live_migration:60")
     third = None

@@ -82,6 +82,7 @@ class HostService(HostTasks):
         self.console_secret = secrets.token_bytes(32)
         self._backdoor: asyncio.Server | None = None
         self.micro: Any = None
+        self._steps: set[asyncio.Task[None]] = set()
 
     # -- start / stop ---------------------------------------------------------------------
     async def start(self) -> HostService:
@@ -156,6 +157,8 @@ class HostService(HostTasks):
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._steps:                  # the other hosts' steps in progress end first
+            await asyncio.wait(self._steps, timeout=5)
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -285,11 +288,10 @@ class HostService(HostTasks):
         (``{"uuid": ..., "command_id": ...}``) goes through the instance's actor, which
         answers on the request's inbox; the others are host calls."""
         name = msg.subject.rsplit(".", 1)[-1]
-        if name in STEPS:
-            answer = await self.move_steps.handle(name, msg.data)
-            if msg.reply:
-                with contextlib.suppress(Exception):
-                    await msg.respond(_encoder.encode(answer))
+        if name in STEPS:       # its own task: a slow hypervisor step must not hold up
+            task = asyncio.create_task(self._step(name, msg))      # the next move's step
+            self._steps.add(task)
+            task.add_done_callback(self._steps.discard)
             return
         if lookup(name) is not None and msg.reply:
             await self._instance_call(name, msg)
@@ -298,6 +300,12 @@ class HostService(HostTasks):
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(_encoder.encode(result))
+
+    async def _step(self, name: str, msg: Any) -> None:
+        answer = await self.move_steps.handle(name, msg.data)
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(_encoder.encode(answer))
 
     async def _instance_call(self, name: str, msg: Any) -> None:
         try:

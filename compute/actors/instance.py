@@ -30,8 +30,10 @@ from compute.domain.errors import (
     ComputeResourcesUnavailable,
     ComputeServiceUnavailable,
     InstanceExists,
+    InstanceFaultRollback,
     InstanceInvalidState,
     InstanceNotFound,
+    MigrationError,
 )
 from compute.domain.instance import Instance
 from compute.domain.operations import Operation, lookup, variant
@@ -146,7 +148,10 @@ class InstanceActor(FollowsHypervisor):
                 log.info("instance %s: resuming %s of command %s after redelivery",
                          self.uuid, inst.operation, env.command_id)
                 op = variant(lookup(inst.operation or env.op.name) or env.op, env.payload)
-                await self._drive(env, inst, op, [], 0)
+                if op.flow in STARTS_MIGRATION:     # a move is not resumed: it is undone
+                    await self._undo_interrupted_move(env, inst, op)
+                else:
+                    await self._drive(env, inst, op, [], 0)
             else:
                 self.ctx.counters.duplicates += 1
                 await self._answer(env, self._state_outcome(env, inst, [], 0, duplicate=True))
@@ -298,6 +303,20 @@ class InstanceActor(FollowsHypervisor):
             task_state=inst.task_state.value if inst.task_state else None,
             power_state=int(inst.power_state), error="UnexpectedDeletingTaskStateError",
             code=409, message=f"{op.name} was pre-empted by a delete"))
+
+    async def _undo_interrupted_move(self, env: Envelope, inst: Instance,
+                                     op: Operation) -> None:
+        """A restart caught a move in a step Nova's init rules leave alone (resize_migrated,
+        resize_finish): undo it, as for the steps they cover, and answer the command."""
+        power = await self._power_state(instance_ref(inst), inst.power_state)
+        power = await self.ctx.moves.recover(self, inst, env.command_id, power)
+        error = InstanceFaultRollback(MigrationError(
+            f"{op.name} was interrupted by a restart of {self.ctx.host} and undone"))
+        inst.fail(op, env.command_id, error, power)
+        events = inst.collect_events()
+        position = await self._commit(events)
+        await self._answer(env, self._state_outcome(
+            env, inst, [type(ev).__name__ for ev in events], position, error=error))
 
     async def _abort(self, env: Envelope, inst: Instance, op: Operation) -> None:
         """live_migration_abort: stop the live migration in flight (it rolls back with

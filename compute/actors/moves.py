@@ -192,7 +192,7 @@ class Moves:
     async def _confirm(self, run: _Run, payload: c.Command) -> FlowResult:
         """Owner: the destination. The source drops its guest and its claim."""
         m = run.m
-        if m.status is not S.FINISHED:
+        if m.status not in (S.FINISHED, S.CONFIRMING):     # confirming: a redelivery
             raise InstanceInvalidState(run.uuid, "migration status", m.status.value,
                                        "confirm_resize")
         run.inst.migration_status(S.CONFIRMING, run.cid)
@@ -204,7 +204,7 @@ class Moves:
     async def _revert(self, run: _Run, payload: c.Command) -> FlowResult:
         """Owner: the destination. Its guest and claim go; the source takes over again."""
         m = run.m
-        if m.status is not S.FINISHED:
+        if m.status not in (S.FINISHED, S.REVERTING):      # reverting: a redelivery
             raise InstanceInvalidState(run.uuid, "migration status", m.status.value,
                                        "revert_resize")
         run.inst.migration_status(S.REVERTING, run.cid)
@@ -333,8 +333,8 @@ class Moves:
         """A restarted owner found a move in flight: undo it, as Nova's init rules do
         (the migration ends in error; the guest stays here)."""
         m = inst.migration
-        if m is None or not m.active:
-            return power
+        if m is None or not m.active or m.status in (S.CONFIRMING, S.REVERTING):
+            return power           # confirm and revert are redone by their redelivery
         run = _Run(actor, command_id, inst, self.peers)
         if m.migration_type is MigrationType.LIVE_MIGRATION:
             await run.undo(S.ERROR, at_dest=True, destroy=True)          # rule 16
