@@ -52,6 +52,7 @@ class SyncPower:
 
     uuid: UUID
     expected: Any = None
+    crashed: str | None = None      # the hypervisor said the guest died under us, and why
 
 
 @dataclass

@@ -70,8 +70,12 @@ class HostService(HostTasks):
     def __init__(self, settings: Settings, *, driver: Any | None = None) -> None:
         self.settings = settings
         self.host = settings.host
-        self.driver = driver or LibvirtDriver(settings.libvirt_uri, local_gb=settings.local_gb,
-                                              volumes_dir=settings.volumes_dir)
+        self.driver = driver or LibvirtDriver(
+            settings.libvirt_uri, local_gb=settings.local_gb, volumes_dir=settings.volumes_dir,
+            images_dir=settings.images_dir, disk_dir=settings.instances_dir,
+            shutdown_timeout=settings.shutdown_timeout,
+            soft_reboot_timeout=settings.wait_soft_reboot_seconds,
+            detach_timeout=settings.detach_timeout, graceful_retry=settings.graceful_retry)
         self.nc: NATS | None = None
         self.store: ComputeStore | None = None
         self.router: Router | None = None

@@ -62,14 +62,15 @@ class HostTasks:
         return len(views)
 
     # -- following the hypervisor -------------------------------------------------------
-    def _lifecycle_event(self, uuid: str, power: PowerState) -> None:
-        """A domain changed state: the instance checks it against a fresh read (§2.9)."""
+    def _lifecycle_event(self, uuid: str, power: PowerState, crashed: str | None = None) -> None:
+        """A domain changed state: the instance checks it against a fresh read (§2.9); a
+        crash is recorded as one even when the instance was busy (nothing else says so)."""
         try:
             key = UUID(uuid)
         except ValueError:
             return
         if key in self.router.actors or key in self._known:
-            self.router.deliver(SyncPower(key, power))
+            self.router.deliver(SyncPower(key, power, crashed))
 
     async def sync_power_states(self) -> int:
         """Nova's ``_sync_power_states``: every idle instance of this host compares its

@@ -43,7 +43,7 @@ from compute.events.commands import RunInstance
 from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
 from compute.messaging.acks import keepalive, nak
-from compute.virt.api import InstanceRef
+from compute.virt.api import Finished, InstanceRef, power_of
 
 log = logging.getLogger("compute.instance")
 
@@ -236,14 +236,18 @@ class InstanceActor(FollowsHypervisor):
         ref = instance_ref(inst, params)
         error: BaseException | None = None
         flow: FlowResult | None = None
+        timed_out: list[dict[str, Any]] = []
         async with keepalive(env.msg, self.ctx.ack_wait / 3):
             try:
                 if op.flow:                 # a move across hosts (actors/moves.py)
                     flow = await self.ctx.moves.run(self, env, inst, op)
                     power = flow.power
                 else:
-                    power = PowerState(await self.ctx.driver.call(op.driver, ref, **params)) \
+                    answer = await self.ctx.driver.call(op.driver, ref, **params) \
                         if op.driver else inst.power_state
+                    power = power_of(answer)
+                    if isinstance(answer, Finished):
+                        timed_out = [msgspec.to_builtins(t) for t in answer.timed_out]
             except Exception as exc:  # every hypervisor failure becomes a fault
                 error = exc
                 power = await self._power_state(ref, inst.power_state)
@@ -253,7 +257,7 @@ class InstanceActor(FollowsHypervisor):
         released: list[Any] = []
         if error is None:
             freed = inst.addresses_freed_by(op, params)
-            inst.complete(op, env.command_id, power, params)
+            inst.complete(op, env.command_id, power, params, timed_out)
             if op.releases:
                 released = self.ctx.tracker.release(str(self.uuid), env.command_id)
             released += await self.ctx.networks.release(freed, env.command_id)

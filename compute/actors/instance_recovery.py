@@ -60,11 +60,13 @@ class FollowsHypervisor:
         await self._drive(env, inst, variant(op, payload), events, position)
 
     async def _sync_power(self, msg: SyncPower) -> None:
-        """Follow the hypervisor: record its power state, stop what went down (§2.8)."""
+        """Follow the hypervisor: record its power state (a crash as such), stop what went
+        down (§2.8)."""
         inst = self.instance
         if inst is None or inst.host != self.ctx.host or inst.deleted or inst.busy:
             return
-        if msg.expected is not None and msg.expected is inst.power_state:
+        if msg.crashed is None and msg.expected is not None \
+                and msg.expected is inst.power_state:
             return       # the event confirms what we recorded (usually our own operation)
         power = await self._power_state(instance_ref(inst), PowerState.NOSTATE)
         if msg.expected is not None and power is not msg.expected:
@@ -73,8 +75,8 @@ class FollowsHypervisor:
         if decision is None:
             return
         command_id = str(uuid4())
-        if decision.record_power:
-            inst.observe_power(command_id, power)
+        if decision.record_power or msg.crashed is not None:
+            inst.observe_power(command_id, power, crashed=msg.crashed)
         events = inst.collect_events()
         position = await self._commit(events) if events else 0
         if decision.action is SyncAction.NONE:

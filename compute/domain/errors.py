@@ -156,3 +156,36 @@ class MigrationCancelled(ComputeError):
     """The live migration was aborted on request (Nova's status ``cancelled``)."""
 
     error, code = ErrorCode.MIGRATION_ERROR, 409
+
+
+# -- what the hypervisor said, by libvirt error code (compute/virt/typed.py) ----------------
+# Faults of code 500 as Nova records them; the class name is the outcome's ``error``.
+
+class HypervisorInvalidArgument(HypervisorError):
+    """libvirt code 8 (VIR_ERR_INVALID_ARG): a flag or argument this hypervisor refuses."""
+
+
+class HypervisorOperationFailed(HypervisorError):
+    """libvirt code 9 (VIR_ERR_OPERATION_FAILED), e.g. migrating a guest to its own host."""
+
+
+class GuestNotFound(HypervisorError):
+    """libvirt code 42 (VIR_ERR_NO_DOMAIN): the hypervisor has no such guest."""
+
+
+class GuestInvalidState(HypervisorError):
+    """libvirt code 55 (VIR_ERR_OPERATION_INVALID): the guest is not in a state for the call
+    (not running, already paused), e.g. after it crashed under us."""
+
+
+class GuestAgentNotResponding(HypervisorError):
+    """libvirt code 86 (VIR_ERR_AGENT_UNRESPONSIVE): the call needs a guest agent that is
+    not connected."""
+
+
+class DeviceDetachFailed(HypervisorError):
+    """A running guest kept a device it was asked to release (Nova's DeviceDetachFailed)."""
+
+
+class ImageNotFound(HypervisorError):
+    """The image cache has no usable image of that name (Nova's ImageNotFound)."""

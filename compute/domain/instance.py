@@ -133,8 +133,13 @@ class Instance(BaseAggregate[UUID]):
         self._steps(op, command_id)
 
     def complete(self, op: Operation, command_id: str, power_state: PowerState,
-                 params: dict[str, Any] | None = None) -> None:
-        """The hypervisor call succeeded: the operation's event with Nova's final states."""
+                 params: dict[str, Any] | None = None,
+                 timed_out: list[dict[str, Any]] | None = None) -> None:
+        """The hypervisor call succeeded: the operation's event with Nova's final states,
+        after one event per graceful request that timed out on the way (``request``,
+        ``waited_s``, ``fallback``)."""
+        for timeout in timed_out or []:
+            self._emit(e.GuestRequestTimedOut, command_id, operation=op.name, **timeout)
         now = utcnow()
         params = params or {}
         vm_state = op.final_vm_state or self.vm_state
@@ -229,9 +234,13 @@ class Instance(BaseAggregate[UUID]):
         self._emit(e.TaskStateChanged, command_id, task_state=task_state,
                    vm_state=self.vm_state)
 
-    def observe_power(self, command_id: str, power_state: PowerState) -> None:
-        """Record what the hypervisor says, when it differs (the hypervisor wins)."""
-        if power_state is not self.power_state:
+    def observe_power(self, command_id: str, power_state: PowerState,
+                      crashed: str | None = None) -> None:
+        """Record what the hypervisor says, when it differs (the hypervisor wins); a guest
+        that ``crashed`` (the hypervisor's reason) is recorded as such."""
+        if crashed is not None:
+            self._emit(e.GuestCrashed, command_id, power_state=power_state, reason=crashed)
+        elif power_state is not self.power_state:
             self._emit(e.PowerStateChanged, command_id, power_state=power_state)
 
     def finish(self, vm_state: VmState, power_state: PowerState) -> None:

@@ -385,6 +385,16 @@ class Recovered(Event, frozen=True, kw_only=True):
             aggregate.power_state = self.power_state
 
 
+class GuestRequestTimedOut(Event, frozen=True, kw_only=True):
+    """A graceful request the guest did not honour in time (an ACPI shutdown the guest
+    ignored or missed): the operation went on with its fallback (hard reboot, destroy)."""
+
+    operation: str
+    request: str
+    waited_s: float
+    fallback: str
+
+
 class PowerStateChanged(Event, frozen=True, kw_only=True):
     """The hypervisor reported a power state the instance did not have (the hypervisor wins)."""
 
@@ -392,3 +402,11 @@ class PowerStateChanged(Event, frozen=True, kw_only=True):
 
     def apply(self, aggregate: Instance) -> None:
         aggregate.power_state = self.power_state
+
+
+class GuestCrashed(PowerStateChanged, frozen=True, kw_only=True):
+    """The guest died under us (its QEMU process crashed or was killed): the hypervisor
+    reported a failed stop. The power sync then stops the instance, as for any guest that
+    went down behind our back."""
+
+    reason: str

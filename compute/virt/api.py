@@ -39,3 +39,24 @@ class InstanceInfo(msgspec.Struct, frozen=True):
     mem_kb: int
     num_cpu: int
     cpu_time_ns: int
+
+
+class GracefulTimeout(msgspec.Struct, frozen=True):
+    """A graceful request the guest did not honour in time, and what was done instead."""
+
+    request: str           # "shutdown" (ACPI power button), "detach"
+    waited_s: float
+    fallback: str          # "hard reboot", "destroy"
+
+
+class Finished(msgspec.Struct, frozen=True):
+    """The answer of a graceful operation (request + verify + timeout + fallback): the
+    power state afterwards and the requests that timed out on the way (each one becomes
+    an event)."""
+
+    power_state: PowerState
+    timed_out: list[GracefulTimeout] = []
+
+
+def power_of(result: PowerState | Finished) -> PowerState:
+    return result.power_state if isinstance(result, Finished) else PowerState(result)

@@ -11,7 +11,9 @@ from typing import Any
 
 import libvirt
 
+from compute.domain.errors import DeviceDetachFailed
 from compute.domain.states import PowerState
+from compute.virt import graceful
 from compute.virt.api import InstanceRef
 from compute.virt.typed import VIR_ERR_NO_SUPPORT, _affect, _typed
 from compute.virt.xml import (
@@ -26,9 +28,13 @@ from compute.virt.xml import (
 
 
 class DevicesMixin:
-    """Needs ``connect``, ``_domain``, ``_find``, ``_power`` and ``volumes_dir``."""
+    """Needs ``connect``, ``_domain``, ``_find``, ``_power``, ``volumes_dir``,
+    ``runs_guests`` and the detach timeouts."""
 
     volumes_dir: str
+    runs_guests: bool
+    detach_timeout: float
+    graceful_retry: float
     connect: Callable[[], Any]
     _domain: Callable[[InstanceRef], Any]
     _find: Callable[[InstanceRef], Any]
@@ -76,14 +82,16 @@ class DevicesMixin:
         """A virtio NIC for the port (hotplug, or the persistent definition on the test
         hypervisor), then the guest's network info with the new address."""
         dom = self._domain(ref)
-        self._change_device(dom, interface_xml(port_id, mac), attach=True)
+        self._change_device(dom, interface_xml(port_id, mac, user=self.runs_guests),
+                            attach=True)
         self._publish_network(dom, ref)
         return self._power(dom)
 
     @_typed
     def detach_interface(self, ref: InstanceRef, port_id: str, mac: str) -> PowerState:
         dom = self._domain(ref)
-        self._change_device(dom, interface_xml(port_id, mac), attach=False)
+        self._change_device(dom, interface_xml(port_id, mac, user=self.runs_guests),
+                            attach=False)
         self._publish_network(dom, ref)
         return self._power(dom)
 
@@ -134,10 +142,21 @@ class DevicesMixin:
 
     def _change_device(self, dom: libvirt.virDomain, device_xml: str, *, attach: bool) -> None:
         """Hotplug where the hypervisor can; where it cannot (the test driver), change the
-        persistent definition, which is what the guest gets at its next start."""
-        call = dom.attachDeviceFlags if attach else dom.detachDeviceFlags
+        persistent definition, which is what the guest gets at its next start. Unplugging
+        from a running guest needs the guest's cooperation: request, verify it is gone,
+        retry, and give up with ``DeviceDetachFailed`` after the detach timeout."""
         try:
-            call(device_xml, _affect(dom))
+            if attach:
+                dom.attachDeviceFlags(device_xml, _affect(dom))
+            elif not dom.isActive():
+                dom.detachDeviceFlags(device_xml, _affect(dom))
+            else:
+                waited = graceful.detach(dom, device_xml, _affect(dom), self.detach_timeout,
+                                         self.graceful_retry)
+                if waited is not None:
+                    raise DeviceDetachFailed(
+                        f"the guest did not release the device within {waited}s "
+                        f"(detach requested every {self.graceful_retry}s)")
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != VIR_ERR_NO_SUPPORT:
                 raise

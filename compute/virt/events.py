@@ -30,6 +30,17 @@ EVENT_POWER = {
     libvirt.VIR_DOMAIN_EVENT_CRASHED: PowerState.CRASHED,
 }
 
+# Events that say the guest died under us rather than being stopped (qemu-tcg.md: a QEMU
+# segfault is STOPPED with detail FAILED; libvirt logs "shutting down, reason=crashed").
+CRASHES = {
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED):
+        "the hypervisor process of the guest failed (QEMU died)",
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED):
+        "the guest crashed",
+    (libvirt.VIR_DOMAIN_EVENT_CRASHED, libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED):
+        "the guest kernel panicked",
+}
+
 _impl_lock = threading.Lock()
 _impl_started = False
 
@@ -51,10 +62,11 @@ def ensure_event_impl() -> None:
 
 
 class LifecycleEvents:
-    """Delivers ``(instance uuid, power state)`` to ``on_event`` on the asyncio loop."""
+    """Delivers ``(instance uuid, power state, crash reason or None)`` to ``on_event`` on
+    the asyncio loop."""
 
     def __init__(self, connect: Callable[[], Any],
-                 on_event: Callable[[str, PowerState], None], *,
+                 on_event: Callable[[str, PowerState, str | None], None], *,
                  reset: Callable[[], None] | None = None,
                  check_every: float = 1.0, max_backoff: float = 30.0) -> None:
         self._connect = connect
@@ -105,12 +117,13 @@ class LifecycleEvents:
         self._conn = conn
         self.registrations += 1
 
-    def _callback(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+    def _callback(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         power = EVENT_POWER.get(event)
         if power is None or self._loop is None:
             return
         self.received += 1
-        self._loop.call_soon_threadsafe(self._on_event, dom.UUIDString(), power)
+        self._loop.call_soon_threadsafe(self._on_event, dom.UUIDString(), power,
+                                        CRASHES.get((event, detail)))
 
     def close(self) -> None:
         if self._conn is not None and self._callback_id is not None:

@@ -1,9 +1,11 @@
 """The libvirt driver: synchronous hypervisor calls, run on the DriverActor's threads.
 
 Works unchanged on libvirt's test hypervisor (``test:///default`` or ``test:///<host>.xml``)
-and on ``qemu:///system``. Every libvirt failure becomes a typed error carrying libvirt's
-error code; every operation answers with the power state the hypervisor reports afterwards
-(the hypervisor wins).
+and on ``qemu:///system`` (QEMU, ``<domain type='qemu'>``: never ``kvm`` picked blindly from
+the capabilities). Every libvirt failure becomes a typed error chosen by libvirt's error code;
+every operation answers with the power state the hypervisor reports afterwards (the
+hypervisor wins). Graceful operations (soft reboot, clean shutdown) are request + verify +
+timeout + fallback; a fallback taken is part of the answer (``Finished``), so it is recorded.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from compute.domain.errors import (
     NotSupported,
 )
 from compute.domain.states import PowerState
-from compute.virt.api import HostInfo, InstanceInfo, InstanceRef
+from compute.virt import graceful
+from compute.virt.api import Finished, GracefulTimeout, HostInfo, InstanceInfo, InstanceRef
 from compute.virt.consoles import ConsolesMixin
 from compute.virt.devices import DevicesMixin
 from compute.virt.migration import MigrationMixin
+from compute.virt.images import ImageCache
 from compute.virt.typed import (
     _POWER,
     VIR_ERR_NO_DOMAIN,
@@ -48,12 +52,18 @@ from compute.virt.xml import (
 class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
     def __init__(self, uri: str = "test:///default", *, local_gb: int = 1024,
                  disk_dir: str = "/var/lib/compute/instances",
-                 volumes_dir: str = "var/volumes", shutdown_timeout: float = 60.0) -> None:
+                 volumes_dir: str = "var/volumes", images_dir: str = "var/images",
+                 shutdown_timeout: float = 30.0, soft_reboot_timeout: float = 30.0,
+                 detach_timeout: float = 20.0, graceful_retry: float = 5.0) -> None:
         self.volumes_dir = os.path.abspath(volumes_dir)
         self.uri = uri
         self.local_gb = local_gb
-        self.disk_dir = disk_dir
+        self.disk_dir = os.path.abspath(disk_dir)
         self.shutdown_timeout = shutdown_timeout
+        self.soft_reboot_timeout = soft_reboot_timeout
+        self.detach_timeout = detach_timeout
+        self.graceful_retry = graceful_retry
+        self.images = ImageCache(images_dir, disk_dir)
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
         self._faults: dict[str, tuple[Exception | None, float, int]] = {}
@@ -83,6 +93,11 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
     def domain_type(self) -> str:
         """``test`` on the test hypervisor, else ``qemu``; never ``kvm`` picked blindly."""
         return "test" if self.uri.startswith("test:") else "qemu"
+
+    @property
+    def runs_guests(self) -> bool:
+        """A real hypervisor runs guests, which need their image files; the test one none."""
+        return self.domain_type != "test"
 
     # -- chaos tooling ----------------------------------------------------------------------
     def inject_fault(self, method: str, error: Exception | None, times: int = 1,
@@ -124,8 +139,12 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
                 return None
             raise
 
-    def _define(self, ref: InstanceRef) -> libvirt.virDomain:
-        return self.connect().defineXML(domain_xml(ref, self.domain_type, self.disk_dir))
+    def _define(self, ref: InstanceRef, rescue_image_ref: str | None = None
+                ) -> libvirt.virDomain:
+        boot = self.images.prepare(ref.uuid, ref.image_ref) if self.runs_guests else None
+        return self.connect().defineXML(domain_xml(ref, self.domain_type, self.disk_dir,
+                                                   rescue_image_ref=rescue_image_ref,
+                                                   boot=boot))
 
     @staticmethod
     def _power(dom: libvirt.virDomain | None) -> PowerState:
@@ -147,10 +166,15 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
 
     @_typed
     def destroy(self, ref: InstanceRef) -> PowerState:
-        """Stop and undefine; a guest that is already gone is success."""
-        return self._destroy(ref)
+        """Stop and undefine, then remove the instance's files; a guest that is already gone
+        is success."""
+        power = self._destroy(ref)
+        if self.runs_guests:
+            self.images.remove(ref.uuid)
+        return power
 
     def _destroy(self, ref: InstanceRef) -> PowerState:
+        """Stop and undefine only: after a move the files may be the destination's now."""
         dom = self._find(ref)
         if dom is None:
             return PowerState.NOSTATE
@@ -166,12 +190,25 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
         return PowerState.NOSTATE
 
     @_typed
-    def reboot(self, ref: InstanceRef, reboot_type: str = "SOFT") -> PowerState:
-        """SOFT asks the guest; HARD power-cycles it and respawns a missing guest (Nova)."""
+    def reboot(self, ref: InstanceRef, reboot_type: str = "SOFT") -> PowerState | Finished:
+        """SOFT is Nova's: ask the guest to shut down, wait, start it again; a guest that
+        does not stop in time gets the HARD one, which power-cycles it (and respawns a
+        missing guest). ``virDomainReboot`` is not used: a real guest's reboot request can
+        sit unanswered with the domain running (qemu-tcg.md)."""
         if reboot_type == "SOFT":
             dom = self._domain(ref)
-            dom.reboot()
+            if dom.isActive():
+                waited = graceful.shutdown(dom, self.soft_reboot_timeout, self.graceful_retry)
+                if waited is not None:
+                    self._hard_reboot(ref)
+                    return Finished(self._power(dom), [GracefulTimeout(
+                        request="shutdown", waited_s=waited, fallback="hard reboot")])
+            dom.create()
             return self._power(dom)
+        return self._hard_reboot(ref)
+
+    def _hard_reboot(self, ref: InstanceRef) -> PowerState:
+        """Power-cycle: destroy, drop a managed save, create (a missing guest is defined)."""
         dom = self._find(ref) or self._define(ref)
         if dom.isActive():
             dom.destroy()
@@ -181,23 +218,26 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
         return self._power(dom)
 
     @_typed
-    def power_off(self, ref: InstanceRef, clean_shutdown: bool = True) -> PowerState:
+    def power_off(self, ref: InstanceRef, clean_shutdown: bool = True
+                  ) -> PowerState | Finished:
         """Clean: ask the guest, wait, then pull the plug if it did not stop. A guest the
         hypervisor does not know is as off as it gets."""
         return self._power_off(ref, clean_shutdown)
 
-    def _power_off(self, ref: InstanceRef, clean_shutdown: bool = True) -> PowerState:
+    def _power_off(self, ref: InstanceRef, clean_shutdown: bool = True
+                   ) -> PowerState | Finished:
         dom = self._find(ref)
         if dom is None or not dom.isActive():
             return self._power(dom)
+        waited = None
         if clean_shutdown:
-            dom.shutdown()
-            deadline = time.monotonic() + self.shutdown_timeout
-            while dom.isActive() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            waited = graceful.shutdown(dom, self.shutdown_timeout, self.graceful_retry)
         if dom.isActive():
             dom.destroy()
-        return self._power(dom)
+        if waited is None:
+            return self._power(dom)
+        return Finished(self._power(dom), [GracefulTimeout(request="shutdown", waited_s=waited,
+                                                           fallback="destroy")])
 
     @_typed
     def power_on(self, ref: InstanceRef) -> PowerState:
@@ -232,7 +272,7 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
         return self._power(dom)
 
     @_typed
-    def soft_delete(self, ref: InstanceRef) -> PowerState:
+    def soft_delete(self, ref: InstanceRef) -> PowerState | Finished:
         """libvirt has no soft delete: Nova falls back to power_off, and so do we."""
         return self._power_off(ref)
 
@@ -244,9 +284,7 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
         dom = self._domain(ref)
         if dom.isActive():
             dom.destroy()
-        image = rescue_image_ref or ref.image_ref
-        dom = self.connect().defineXML(domain_xml(ref, self.domain_type, self.disk_dir,
-                                                  rescue_image_ref=image))
+        dom = self._define(ref, rescue_image_ref=rescue_image_ref or ref.image_ref)
         dom.create()
         if rescue_password:
             dom.setUserPassword("root", rescue_password, 0)

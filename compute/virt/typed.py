@@ -9,7 +9,16 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from compute.domain.errors import HypervisorError, NotSupported
+from compute.domain.errors import (
+    GuestAgentNotResponding,
+    GuestInvalidState,
+    GuestNotFound,
+    HypervisorError,
+    HypervisorInvalidArgument,
+    HypervisorOperationFailed,
+    HypervisorTimeout,
+    NotSupported,
+)
 from compute.domain.states import PowerState
 
 R = TypeVar("R")
@@ -19,6 +28,18 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 VIR_ERR_NO_SUPPORT = 3
 VIR_ERR_NO_DOMAIN = 42
+
+# libvirt error code -> the typed error (libvirt-test-driver.md, qemu-tcg.md A4); any other
+# code is a plain HypervisorError. Each carries libvirt's code and message.
+BY_CODE: dict[int, type[HypervisorError]] = {
+    libvirt.VIR_ERR_INVALID_ARG: HypervisorInvalidArgument,            # 8
+    libvirt.VIR_ERR_OPERATION_FAILED: HypervisorOperationFailed,       # 9
+    libvirt.VIR_ERR_NO_DOMAIN: GuestNotFound,                          # 42
+    libvirt.VIR_ERR_OPERATION_INVALID: GuestInvalidState,              # 55
+    libvirt.VIR_ERR_OPERATION_TIMEOUT: HypervisorTimeout,              # 68
+    libvirt.VIR_ERR_AGENT_UNRESPONSIVE: GuestAgentNotResponding,       # 86
+}
+UNSUPPORTED = frozenset({VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED})  # 3, 74
 
 _POWER = {
     libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
@@ -39,7 +60,7 @@ def _affect(dom: libvirt.virDomain) -> int:
 
 
 def _typed(method: Callable[..., R]) -> Callable[..., R]:
-    """Turn libvirt errors into the domain's typed errors, with libvirt's code."""
+    """Turn libvirt errors into the domain's typed errors (by code), with libvirt's code."""
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> R:
@@ -49,10 +70,10 @@ def _typed(method: Callable[..., R]) -> Callable[..., R]:
         except libvirt.libvirtError as exc:
             code = exc.get_error_code()
             message = str(exc.get_error_message() or exc)
-            if code == VIR_ERR_NO_SUPPORT:
+            if code in UNSUPPORTED:
                 raise NotSupported(message) from exc
-            raise HypervisorError(message, libvirt_code=code,
-                                  details=traceback.format_exc()) from exc
+            raise BY_CODE.get(code, HypervisorError)(
+                message, libvirt_code=code, details=traceback.format_exc()) from exc
 
     return wrapper
 

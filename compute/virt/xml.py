@@ -6,6 +6,7 @@ import base64
 import xml.etree.ElementTree as ET
 
 from compute.virt.api import InstanceRef
+from compute.virt.images import BootImage
 
 XMLNS = "https://compute.local/xmlns/1.0"
 ET.register_namespace("compute", XMLNS)
@@ -58,10 +59,13 @@ def console_port(uuid: str, console_type: str) -> int:
 
 
 def domain_xml(ref: InstanceRef, domain_type: str, disk_dir: str = "/var/lib/compute/instances",
-               *, rescue_image_ref: str | None = None) -> str:
+               *, rescue_image_ref: str | None = None, boot: BootImage | None = None) -> str:
     """A complete domain: memory, vcpus, a root disk, a NIC, VNC and SPICE, a serial console
     logged to a file, and the image and user metadata under our own namespace. A rescue
-    domain boots a rescue disk first, the instance's own disk second."""
+    domain boots a rescue disk first, the instance's own disk second. With ``boot`` (a
+    hypervisor that runs guests) the kernel boots directly from the image cache, the root
+    disk is the instance's overlay, ACPI is on (the power button of a clean shutdown) and
+    the NIC is QEMU's user-mode network (no host bridge needed)."""
     dom = ET.Element("domain", type=domain_type)
     ET.SubElement(dom, "name").text = domain_name(ref.uuid)
     ET.SubElement(dom, "uuid").text = ref.uuid
@@ -71,7 +75,15 @@ def domain_xml(ref: InstanceRef, domain_type: str, disk_dir: str = "/var/lib/com
     ET.SubElement(dom, "metadata").append(meta)
     os_ = ET.SubElement(dom, "os")
     ET.SubElement(os_, "type").text = "hvm"
-    ET.SubElement(os_, "boot", dev="hd")
+    if boot is None:
+        ET.SubElement(os_, "boot", dev="hd")
+    else:
+        ET.SubElement(os_, "kernel").text = boot.kernel
+        ET.SubElement(os_, "initrd").text = boot.initrd
+        ET.SubElement(os_, "cmdline").text = boot.cmdline
+        features = ET.SubElement(dom, "features")
+        ET.SubElement(features, "acpi")
+        ET.SubElement(features, "apic")
     if rescue_image_ref is not None:
         ET.SubElement(meta, f"{{{XMLNS}}}rescue", image=rescue_image_ref)
     devices = ET.SubElement(dom, "devices")
@@ -81,9 +93,7 @@ def domain_xml(ref: InstanceRef, domain_type: str, disk_dir: str = "/var/lib/com
         ET.SubElement(disk, "driver", name="qemu", type="qcow2")
         ET.SubElement(disk, "source", file=f"{disk_dir}/{ref.uuid}/{name}")
         ET.SubElement(disk, "target", dev=dev, bus="virtio")
-    nic = ET.SubElement(devices, "interface", type="ethernet")
-    ET.SubElement(nic, "target", dev=f"tap{ref.uuid[:11]}")
-    ET.SubElement(nic, "model", type="virtio")
+    devices.append(ET.fromstring(interface_xml(ref.uuid, None, user=boot is not None)))
     for kind in ("vnc", "spice"):
         if domain_type == "test":
             ET.SubElement(devices, "graphics", type=kind, port=str(console_port(ref.uuid, kind)),
@@ -123,11 +133,14 @@ def with_device(domain: str, device: str, attach: bool) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def interface_xml(port_id: str, mac: str) -> str:
-    """A virtio NIC; the target device name identifies the port."""
-    nic = ET.Element("interface", type="ethernet")
-    ET.SubElement(nic, "mac", address=mac)
-    ET.SubElement(nic, "target", dev=f"tap{port_id[:11]}")
+def interface_xml(port_id: str, mac: str | None, *, user: bool = False) -> str:
+    """A virtio NIC; the target device name identifies the port (libvirt matches a NIC to
+    detach by its MAC). ``user``: QEMU's user-mode network, which has no host device."""
+    nic = ET.Element("interface", type="user" if user else "ethernet")
+    if mac is not None:
+        ET.SubElement(nic, "mac", address=mac)
+    if not user:
+        ET.SubElement(nic, "target", dev=f"tap{port_id[:11]}")
     ET.SubElement(nic, "model", type="virtio")
     return ET.tostring(nic, encoding="unicode")
 
