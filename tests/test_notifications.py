@@ -73,3 +73,38 @@ async def test_a_replay_reproduces_the_same_notifications(service: HostService,
     assert replay.published >= len(first)
     again = await client.js.stream_info("COMPUTE_NOTIFICATIONS")
     assert again.state.messages == info.state.messages
+
+
+async def test_device_and_network_events_do_not_stall_the_relay_or_the_notifier(
+        service: HostService, client: ComputeClient) -> None:
+    """A network's events (no host) and an instance's device events sit in the log between
+    lifecycle events: the event stream and the notifications go on past them."""
+    vm = str(uuid.uuid4())
+    net = f"n-{uuid.uuid4().hex[:6]}"
+    await client.send(service.host, "_host", "define_network",
+                      {"network_id": net, "cidr": "10.8.0.0/29"})
+    await client.send(service.host, vm, "run_instance", boot_payload("devices"))
+    await client.send(service.host, vm, "attach_interface", {"network_id": net, "port_id": "p"})
+    await client.send(service.host, vm, "attach_volume", {"volume_id": "v"})
+    done = await client.send(service.host, vm, "terminate_instance")
+    notes = await notifications(client, vm, until="instance.delete.end")
+    assert [n["event_type"] for n in notes][-2:] == ["instance.shutdown.end",
+                                                     "instance.delete.end"]
+    sub = await client.js.subscribe(f"compute.evt.*.{vm}.*", ordered_consumer=True)
+    seen = []
+    try:
+        while not seen or seen[-1]["version"] < done.version:
+            seen.append(msgspec.json.decode((await sub.next_msg(timeout=10)).data))
+    finally:
+        await sub.unsubscribe()
+    assert [e["version"] for e in seen] == list(range(1, done.version + 1))
+    network = await client.js.subscribe("compute.evt._shared.>", ordered_consumer=True)
+    ours: list[str] = []
+    try:
+        while "AddressAllocated" not in ours:
+            event = msgspec.json.decode((await network.next_msg(timeout=10)).data)
+            if event.get("network_id") == net:
+                ours.append(event["event"])
+    finally:
+        await network.unsubscribe()
+    assert ours[0] == "NetworkDefined"

@@ -17,7 +17,7 @@ import msgspec
 from eventsourcing.persistence import IntegrityError, Tracking
 from nats.js import JetStreamContext
 
-from compute.messaging.subjects import MSG_ID
+from compute.messaging.subjects import MSG_ID, SHARED_HOST
 from compute.messaging.subjects import event as event_subject
 from compute.store.app import ComputeStore
 from compute.store.mapper import event_name
@@ -28,7 +28,7 @@ TRACKING_NAME = "jetstream-relay"
 
 
 class _Head(msgspec.Struct):
-    host: str
+    host: str = SHARED_HOST       # networks and security groups belong to no host
 
 
 _head = msgspec.json.Decoder(_Head)

@@ -11,6 +11,8 @@ REPLY_TO = "Compute-Reply-To"
 """Header a client sets on a command to receive its outcome on a core-NATS inbox."""
 
 HOST_TARGET = "_host"
+SHARED_HOST = "_shared"
+"""The host token of events of aggregates no host owns (networks, security groups)."""
 
 
 def command(host: str, uuid: str, operation: str) -> str:
