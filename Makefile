@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo up test bench chaos clean
+.PHONY: setup demo up test bench chaos clean real-hypervisor
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -25,3 +25,9 @@ chaos: setup
 
 clean:
 	rm -rf var .pytest_cache
+
+# Not part of `make test`: the driver on a real hypervisor (QEMU/TCG under libvirtd, root).
+# Installs what is missing, starts virtlogd + libvirtd + a session daemon (the second host),
+# builds the tiny guest, runs tests/real against qemu:///system, stops what it started.
+real-hypervisor: setup
+	bash scripts/real-hypervisor.sh run
