@@ -7,11 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from compute.domain.errors import HypervisorError
+from compute.domain.errors import GuestInvalidState, GuestNotFound, HypervisorError
 from compute.domain.states import PowerState as P
 from compute.events.commands import Flavor
 from compute.virt.api import InstanceRef
 from compute.virt.libvirt_driver import LibvirtDriver
+from compute.virt.typed import BY_CODE, UNSUPPORTED
 
 
 @pytest.fixture
@@ -85,11 +86,29 @@ def test_pausing_a_stopped_guest_is_a_hypervisor_error(driver: LibvirtDriver) ->
     assert err.value.libvirt_code is not None and "Traceback" in err.value.details
 
 
-def test_an_operation_on_a_missing_guest_carries_libvirts_no_domain_code(
+def test_suspending_a_stopped_guest_is_a_guest_invalid_state_error(
         driver: LibvirtDriver) -> None:
-    with pytest.raises(HypervisorError) as err:
+    r = ref()
+    driver.spawn(r)
+    driver.power_off(r)
+    with pytest.raises(GuestInvalidState, match="not running") as err:
+        driver.suspend(r)
+    assert err.value.libvirt_code == 55
+    assert err.value.code == 500                     # a fault, as Nova records it
+
+
+def test_an_operation_on_a_missing_guest_is_guest_not_found_with_libvirts_code(
+        driver: LibvirtDriver) -> None:
+    with pytest.raises(GuestNotFound) as err:
         driver.pause(ref())
     assert err.value.libvirt_code == 42
+
+
+def test_libvirt_error_codes_map_to_typed_errors() -> None:
+    assert {code: cls.__name__ for code, cls in BY_CODE.items()} == {
+        8: "HypervisorInvalidArgument", 9: "HypervisorOperationFailed", 42: "GuestNotFound",
+        55: "GuestInvalidState", 68: "HypervisorTimeout", 86: "GuestAgentNotResponding"}
+    assert UNSUPPORTED == {3, 74}                    # NotSupported
 
 
 def test_host_info_reports_the_described_capacity(driver: LibvirtDriver) -> None:

@@ -29,6 +29,7 @@ from compute.virt import graceful
 from compute.virt.api import Finished, GracefulTimeout, HostInfo, InstanceInfo, InstanceRef
 from compute.virt.consoles import ConsolesMixin
 from compute.virt.devices import DevicesMixin
+from compute.virt.events import ensure_event_impl
 from compute.virt.migration import MigrationMixin
 from compute.virt.images import ImageCache
 from compute.virt.typed import (
@@ -73,12 +74,15 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
     def connect(self) -> libvirt.virConnect:
         """One shared connection (libvirt connections are thread-safe), opened lazily. The
         hot path takes no lock; a lost connection is reset by ``close`` (the lifecycle
-        watchdog does it) and the next call opens a new one."""
+        watchdog does it) and the next call opens a new one. The event loop is registered
+        first: a remote connection (``qemu:///system`` is one) opened before it never
+        delivers lifecycle events."""
         conn = self._conn
         if conn is not None:
             return conn
         with self._lock:
             if self._conn is None:
+                ensure_event_impl()
                 self._conn = libvirt.open(self.uri)
             return self._conn
 

@@ -104,6 +104,9 @@ def domain_xml(ref: InstanceRef, domain_type: str, disk_dir: str = "/var/lib/com
     ET.SubElement(serial, "log", file=f"{disk_dir}/{ref.uuid}/console.log", append="on")
     ET.SubElement(serial, "target", port="0")
     ET.SubElement(devices, "console", type="pty")
+    if boot is not None:       # the guest agent's channel (password, files, quiesce)
+        agent = ET.SubElement(devices, "channel", type="unix")
+        ET.SubElement(agent, "target", type="virtio", name="org.qemu.guest_agent.0")
     return ET.tostring(dom, encoding="unicode")
 
 
