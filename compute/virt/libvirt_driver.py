@@ -30,8 +30,8 @@ from compute.virt.api import Finished, GracefulTimeout, HostInfo, InstanceInfo, 
 from compute.virt.consoles import ConsolesMixin
 from compute.virt.devices import DevicesMixin
 from compute.virt.events import ensure_event_impl
-from compute.virt.migration import MigrationMixin
 from compute.virt.images import ImageCache
+from compute.virt.migration import MigrationMixin
 from compute.virt.typed import (
     _POWER,
     VIR_ERR_NO_DOMAIN,
