@@ -42,6 +42,9 @@ class Settings(msgspec.Struct, kw_only=True):
     wait_soft_reboot_seconds: float = 30.0   # a soft reboot waits this long, then goes hard
     detach_timeout: float = 20.0          # a guest must release an unplugged device by then
     graceful_retry: float = 5.0           # a graceful request is repeated this often
+    instances_shared: bool = False
+    """The instances directory is storage every host sees (NFS; or one machine running two
+    libvirt daemons): live migration moves memory only, and tells libvirt so."""
     reserved_host_memory_mb: int = 512
     reserved_host_disk_mb: int = 0
     reserved_host_cpus: int = 0

@@ -13,6 +13,7 @@ ROOT=$PWD
 REAL=$ROOT/var/real
 RUN=$REAL/run                      # pid files of every process this script starts
 SESSION_USER=compute-session
+SESSION_HOME=/var/lib/cs            # short: QEMU's unix socket paths under it must fit 108 bytes
 SYSTEM_URI=qemu:///system
 PACKAGES="qemu-utils libvirt-daemon-driver-qemu libvirt-daemon qemu-system-x86 libvirt-clients"
 
@@ -20,7 +21,7 @@ log() { echo "== $*"; }
 
 session_env() {
   local uid; uid=$(id -u "$SESSION_USER")
-  echo "HOME=$REAL/session XDG_RUNTIME_DIR=/run/user/$uid XDG_CONFIG_HOME=$REAL/session/.config"
+  echo "HOME=$SESSION_HOME XDG_RUNTIME_DIR=/run/user/$uid XDG_CONFIG_HOME=$SESSION_HOME"
 }
 session_uri() { echo "qemu+unix:///session?socket=/run/user/$(id -u "$SESSION_USER")/libvirt/libvirt-sock"; }
 
@@ -40,7 +41,7 @@ install() {
   getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
   id libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt \
     -s /usr/sbin/nologin libvirt-qemu
-  id "$SESSION_USER" >/dev/null 2>&1 || useradd -r -m -d "$REAL/session" -s /usr/sbin/nologin "$SESSION_USER"
+  id "$SESSION_USER" >/dev/null 2>&1 || useradd -r -d "$SESSION_HOME" -s /usr/sbin/nologin "$SESSION_USER"
   if ! grep -q "compute real-hypervisor" /etc/libvirt/qemu.conf 2>/dev/null; then
     [ -f /etc/libvirt/qemu.conf ] && cp -n /etc/libvirt/qemu.conf /etc/libvirt/qemu.conf.orig
     printf '# compute real-hypervisor: guests run as root, no security driver\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n' \
@@ -72,9 +73,9 @@ up() {
   wait_socket /run/libvirt/libvirt-sock
   # the second host: a session daemon of an unprivileged user, with its own host uuid
   local uid; uid=$(id -u "$SESSION_USER")
-  mkdir -p "/run/user/$uid" "$REAL/session/.config/libvirt"
-  echo 'host_uuid = "5b2f1c2e-0000-4000-8000-000000000002"' > "$REAL/session/.config/libvirt/libvirtd.conf"
-  chown -R "$SESSION_USER" "/run/user/$uid" "$REAL/session"
+  mkdir -p "/run/user/$uid" "$SESSION_HOME/libvirt"
+  echo 'host_uuid = "5b2f1c2e-0000-4000-8000-000000000002"' > "$SESSION_HOME/libvirt/libvirtd.conf"
+  chown -R "$SESSION_USER" "/run/user/$uid" "$SESSION_HOME"
   chmod 700 "/run/user/$uid"
   start session-virtlogd setpriv --reuid "$uid" --regid "$(id -g "$SESSION_USER")" --init-groups \
     env $(session_env) virtlogd

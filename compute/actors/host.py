@@ -75,7 +75,8 @@ class HostService(HostTasks):
             images_dir=settings.images_dir, disk_dir=settings.instances_dir,
             shutdown_timeout=settings.shutdown_timeout,
             soft_reboot_timeout=settings.wait_soft_reboot_seconds,
-            detach_timeout=settings.detach_timeout, graceful_retry=settings.graceful_retry)
+            detach_timeout=settings.detach_timeout, graceful_retry=settings.graceful_retry,
+            instances_shared=settings.instances_shared)
         self.nc: NATS | None = None
         self.store: ComputeStore | None = None
         self.router: Router | None = None

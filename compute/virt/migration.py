@@ -29,6 +29,7 @@ class MigrationMixin:
     _power: object
     _power_off: object
     _destroy: object
+    instances_shared: bool
 
     def _xml(self, dom: libvirt.virDomain) -> str:
         try:
@@ -104,6 +105,10 @@ class MigrationMixin:
                  | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
         if block_migration:
             flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        elif self.instances_shared:
+            # the operator says the disks are on storage both hosts see; libvirt cannot
+            # tell (a local path) and would refuse the move as unsafe
+            flags |= libvirt.VIR_MIGRATE_UNSAFE
         params = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml}
         if migrate_uri:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = migrate_uri

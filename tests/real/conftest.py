@@ -24,7 +24,9 @@ import pytest
 from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
+from compute.events.commands import Flavor
 from compute.messaging.server import NatsServer
+from compute.virt.api import InstanceRef
 
 URI = os.environ.get("COMPUTE_REAL_LIBVIRT_URI", "")
 SECOND_URI = os.environ.get("COMPUTE_REAL_SECOND_URI", "")
@@ -75,12 +77,34 @@ def real_settings(tmp_path: Path, nats_server: NatsServer) -> Settings:
                     libvirt_uri=URI, images_dir=IMAGES, instances_dir=INSTANCES,
                     volumes_dir=str(Path(INSTANCES).parent / "volumes"),
                     driver_timeout=60.0, ack_wait=30.0, graceful_retry=2.0,
-                    sync_power_state_interval=-1)
+                    sync_power_state_interval=-1, instances_shared=True)
 
 
 @pytest.fixture
 async def real_service(real_settings: Settings) -> AsyncIterator[HostService]:
     host = HostService(real_settings)
+    await host.start()
+    before = set(host.driver.list_instance_uuids())
+    yield host
+    for uuid in set(host.driver.list_instance_uuids()) - before:   # a failed test's guests
+        host.driver.destroy(InstanceRef(uuid=uuid, name="", flavor=Flavor(name="", vcpus=1,
+                                                                     memory_mb=1),
+                                        image_ref=""))
+    await host.stop()
+
+
+@pytest.fixture
+async def second_service(real_service: HostService) -> AsyncIterator[HostService]:
+    """The second "host": the session daemon of another user on this machine, with its own
+    host uuid (qemu-tcg.md A3.1), sharing the log, the image cache and the instances
+    directory with the first (the scale-out deployment, one machine)."""
+    if not SECOND_URI:
+        pytest.skip("no second libvirt daemon (COMPUTE_REAL_SECOND_URI)")
+    first = real_service.settings
+    settings = msgspec.structs.replace(
+        first, host=f"{first.host}b", libvirt_uri=SECOND_URI,
+        views=str(Path(first.views).with_name("views-second.sqlite")))
+    host = HostService(settings)
     await host.start()
     yield host
     await host.stop()

@@ -25,6 +25,10 @@ from tests.real.conftest import (
 )
 
 REBOOT = ["ActionStarted", "TaskStateChanged", "TaskStateChanged", "Rebooted"]
+LIVE_MIGRATION = ["ActionStarted", "MigrationCreated", "LiveMigrated"]   # as in test_moves
+# ... and what the log holds meanwhile: the Migration record's statuses
+LIVE_MIGRATION_LOG = ["ActionStarted", "MigrationCreated", "MigrationStatusChanged",
+                      "MigrationStatusChanged", "MigrationStatusChanged", "LiveMigrated"]
 
 
 def last_devices(console: str) -> str:
@@ -47,15 +51,18 @@ async def devices_become(client: ComputeClient, host: str, vm: str, want: set[st
 
 
 async def test_a_real_guest_goes_through_every_operation_and_the_log_says_so(
-        real_service: HostService, client: ComputeClient) -> None:
+        real_service: HostService, second_service: HostService,
+        client: ComputeClient) -> None:
     service, host, vm = real_service, real_service.host, str(uuid.uuid4())
+    other = second_service
     expected: list[str] = []
     actions: list[str] = []
 
     async def step(name: str, operation: str, payload: dict | None, events: list[str],
-                   vm_state: str, power_state: int, action: str) -> Succeeded:
+                   vm_state: str, power_state: int, action: str, at: str = host,
+                   logged: list[str] | None = None) -> Succeeded:
         with timed(name):
-            outcome = await client.send(host, vm, operation, payload)
+            outcome = await client.send(at, vm, operation, payload)
         assert isinstance(outcome, Succeeded), outcome
         assert outcome.events == events, name
         assert (outcome.vm_state, outcome.task_state, outcome.power_state) == \
@@ -63,7 +70,7 @@ async def test_a_real_guest_goes_through_every_operation_and_the_log_says_so(
         view = (await client.query("instance", vm, min_position=outcome.position))["instance"]
         assert (view["vm_state"], view["task_state"], view["power_state"]) == \
             (vm_state, None, power_state), name
-        expected.extend(events)
+        expected.extend(logged or events)
         actions.append(action)
         return outcome
 
@@ -103,7 +110,9 @@ async def test_a_real_guest_goes_through_every_operation_and_the_log_says_so(
         "Snapshotted"], "active", 1, "createImage")
     images = await client.query("images", vm, min_position=snap.position)
     assert [(i["name"], i["image_type"]) for i in images] == [("real-snap", "snapshot")]
-    assert domain().snapshotListNames() == [images[0]["image_id"]]
+    image = os.path.join(service.settings.images_dir, images[0]["image_id"])
+    assert os.path.exists(os.path.join(image, "disk.qcow2"))   # a bootable image in the cache
+    assert domain().snapshotListNames() == []                  # nothing to block a migration
 
     await console_shows(client, host, vm, "GUEST-DEVICES")
     attached = await step("attach volume (hotplug)", "attach_volume", {"volume_id": "vol-r"},
@@ -143,6 +152,22 @@ async def test_a_real_guest_goes_through_every_operation_and_the_log_says_so(
         out = await call(client, host, "get_console_output", uuid=vm, tail_length=50)
     assert "GUEST-BOOTED" in out["output"]
 
+    boots = out["output"].count("GUEST-BOOTED")
+    for source, dest, label in ((service, other, "to the session daemon"),
+                                (other, service, "back to the system daemon")):
+        moved = await step(f"live migration {label}", "live_migration", {"host": dest.host},
+                           LIVE_MIGRATION, "active", 1, "live-migration", at=source.host,
+                           logged=LIVE_MIGRATION_LOG)
+        assert moved.host == source.host
+        view = (await client.query("instance", vm, min_position=moved.position))["instance"]
+        assert view["host"] == dest.host
+        assert vm in dest.driver.list_instance_uuids()
+        assert vm not in source.driver.list_instance_uuids()
+        running = dest.driver.connect().lookupByUUIDString(vm)
+        assert running.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        out = await call(client, dest.host, "get_console_output", uuid=vm)
+        assert out["output"].count("GUEST-BOOTED") == boots    # the same guest, never rebooted
+
     instance_dir = os.path.join(service.settings.instances_dir, vm)
     assert os.path.exists(os.path.join(instance_dir, "disk"))
     done = await step("terminate", "terminate_instance", None,
@@ -153,7 +178,9 @@ async def test_a_real_guest_goes_through_every_operation_and_the_log_says_so(
     log = await published(client, vm, until_version=done.version)
     assert [e["event"] for e in log] == expected
     assert [e["version"] for e in log] == list(range(1, len(expected) + 1))
-    assert {e["host"] for e in log} == {host}
+    assert {e["host"] for e in log} == {host, other.host}
+    assert [e["status"] for e in log if e["event"] == "MigrationStatusChanged"] == \
+        ["queued", "preparing", "running"] * 2
     detail = await client.query("instance", vm, min_position=done.position)
     assert detail["instance"]["status"] == "DELETED"
     assert [a["action"] for a in detail["actions"]] == actions
