@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import time
 import uuid
 
@@ -185,3 +186,14 @@ async def test_a_real_guest_goes_through_every_operation_and_the_log_says_so(
     assert detail["instance"]["status"] == "DELETED"
     assert [a["action"] for a in detail["actions"]] == actions
     assert all(ev["result"] == "Success" for a in detail["actions"] for ev in a["events"])
+
+    # the snapshot is an image like any other: a new instance boots from it
+    again = str(uuid.uuid4())
+    with timed("boot from the snapshot image"):
+        out = await client.send(host, again, "run_instance",
+                                {**boot_payload("from-snapshot"),
+                                 "image_ref": images[0]["image_id"]})
+        assert isinstance(out, Succeeded), out
+        await console_shows(client, host, again, "GUEST-BOOTED")
+    await client.send(host, again, "terminate_instance")
+    shutil.rmtree(image)
