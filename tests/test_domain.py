@@ -230,3 +230,26 @@ def test_backup_rotation_keeps_the_newest_of_each_type(kinds: list[str], rotatio
             k: v for k, v in params.items() if k != "image_id"}))
         inst.complete(BACKUP, f"c{i}", PowerState.RUNNING, params)
     assert [btype for _, btype in inst.images.values()] == kept
+
+
+def test_a_graceful_request_that_timed_out_is_recorded_before_the_operations_event() -> None:
+    inst = booted()
+    op = OPERATIONS["stop_instance"]
+    inst.accept(op, "c1", payload("stop_instance"))
+    inst.complete(op, "c1", PowerState.SHUTDOWN, {}, [
+        {"request": "shutdown", "waited_s": 30.0, "fallback": "destroy"}])
+    timed_out, stopped = inst.collect_events()[-2:]
+    assert type(timed_out).__name__ == "GuestRequestTimedOut"
+    assert (timed_out.request, timed_out.fallback, timed_out.operation) == \
+        ("shutdown", "destroy", "stop_instance")
+    assert type(stopped).__name__ == "PoweredOff" and inst.vm_state is V.STOPPED
+
+
+def test_a_crash_is_recorded_as_such_even_when_the_power_state_was_already_known() -> None:
+    inst = booted()
+    inst.power_state = PowerState.SHUTDOWN
+    inst.observe_power("c2", PowerState.SHUTDOWN, crashed="QEMU died")
+    (crashed,) = inst.collect_events()
+    assert type(crashed).__name__ == "GuestCrashed" and crashed.reason == "QEMU died"
+    inst.observe_power("c3", PowerState.SHUTDOWN)
+    assert inst.collect_events() == []           # nothing new without a crash
