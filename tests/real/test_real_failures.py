@@ -84,3 +84,26 @@ async def test_a_call_libvirt_refuses_is_a_typed_fault_named_by_its_code(
     detail = await client.query("instance", vm, min_position=out.position)
     assert "agent" in detail["faults"][0]["message"]
     await client.send(host, vm, "terminate_instance")
+
+
+async def test_a_device_the_guest_does_not_release_is_a_detach_failure(
+        real_settings: Settings, client: ComputeClient) -> None:
+    # A paused guest cannot answer the unplug request: libvirt returns, the device stays.
+    real_settings.detach_timeout = 1.0
+    async with HostService(real_settings) as service:
+        vm, _ = await boot(client, service.host)
+        await console_shows(client, service.host, vm, "GUEST-ACPI-READY")
+        attached = await client.send(service.host, vm, "attach_volume", {"volume_id": "kept"})
+        assert isinstance(attached, Succeeded), attached
+        await client.send(service.host, vm, "pause_instance")
+        with timed("detach from a paused guest (refused)"):
+            out = await client.send(service.host, vm, "detach_volume", {"volume_id": "kept"})
+        assert isinstance(out, Failed), out
+        assert out.error == "DeviceDetachFailed"
+        assert out.events == ["ActionStarted", "FaultRecorded", "TaskReverted"]
+        assert (out.vm_state, out.task_state) == ("paused", None)
+        dom = service.driver.connect().lookupByUUIDString(vm)
+        assert "dev='vdb'" in dom.XMLDesc()                   # the guest still has it
+        view = (await client.query("instance", vm, min_position=out.position))["instance"]
+        assert view["volumes"]["/dev/vdb"]["volume_id"] == "kept"
+        await client.send(service.host, vm, "terminate_instance")
