@@ -96,3 +96,27 @@ async def test_a_stale_writer_fails_alone_and_its_batch_mates_commit(store: Comp
     assert isinstance(results[1], IntegrityError)
     assert all(isinstance(r, list) for i, r in enumerate(results) if i != 1)
     assert store.get_instance(inst.id).task_state is not None   # the first writer won
+
+
+def test_threads_meeting_a_new_event_type_at_once_share_one_decoder() -> None:
+    """msgspec builds a type's decoder in steps that run Python code: two threads building
+    one at once crashed the process (the projector and the notifier on a new event)."""
+    import threading
+
+    from compute.store import mapper
+
+    topic = "compute.events.lifecycle:GuestRequestTimedOut"
+    mapper._decoders.pop(topic, None)
+    start = threading.Barrier(8)
+    got: list[object] = []
+
+    def build() -> None:
+        start.wait()
+        got.append(mapper._decoder(topic)[1])
+
+    threads = [threading.Thread(target=build) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(d) for d in got}) == 1

@@ -8,6 +8,7 @@ measured 3-4x faster to encode and 2x faster to decode than the default JSONTran
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -18,10 +19,23 @@ from eventsourcing.utils import get_topic, resolve_topic
 _encoder = msgspec.json.Encoder()
 
 
-@lru_cache(maxsize=None)
+_decoders: dict[str, tuple[type, msgspec.json.Decoder[Any]]] = {}
+_decoders_lock = threading.Lock()
+
+
 def _decoder(topic: str) -> tuple[type, msgspec.json.Decoder[Any]]:
-    cls = resolve_topic(topic)
-    return cls, msgspec.json.Decoder(cls)
+    """The decoder of a topic, built once. Building one is not thread-safe in msgspec (a
+    type's info is cached half-built while Python code runs): two threads meeting a new
+    event type at once (the projector and the notifier) crashed the process with a
+    segfault. Built under a lock; the hot path reads the dict without it."""
+    found = _decoders.get(topic)
+    if found is None:
+        with _decoders_lock:
+            found = _decoders.get(topic)
+            if found is None:
+                cls = resolve_topic(topic)
+                found = _decoders[topic] = (cls, msgspec.json.Decoder(cls))
+    return found
 
 
 @lru_cache(maxsize=None)
