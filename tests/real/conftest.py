@@ -129,12 +129,14 @@ async def console_shows(client: ComputeClient, host: str, vm: str, text: str,
         await asyncio.sleep(0.25)
 
 
-async def guest_listening(client: ComputeClient, host: str, vm: str) -> None:
-    """Await the guest's latest boot reaching its power-button listener."""
+async def guest_listening(client: ComputeClient, host: str, vm: str, boots: int) -> None:
+    """Await the guest's ``boots``-th boot reaching its power-button listener (the console
+    log keeps every boot: an earlier one's line must not count)."""
     deadline = time.monotonic() + 60
     while True:
         out = (await call(client, host, "get_console_output", uuid=vm)).get("output", "")
-        if "GUEST-ACPI-READY" in out.rsplit("GUEST-BOOTED", 1)[-1]:
+        if out.count("GUEST-BOOTED") >= boots and \
+                "GUEST-ACPI-READY" in out.rsplit("GUEST-BOOTED", 1)[-1]:
             return
         assert time.monotonic() < deadline, f"the guest never listened: {out[-500:]}"
         await asyncio.sleep(0.25)
