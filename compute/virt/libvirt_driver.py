@@ -32,6 +32,7 @@ from compute.virt.devices import DevicesMixin
 from compute.virt.events import ensure_event_impl
 from compute.virt.images import ImageCache
 from compute.virt.migration import MigrationMixin
+from compute.virt.snapshots import SnapshotsMixin
 from compute.virt.typed import (
     _POWER,
     VIR_ERR_NO_DOMAIN,
@@ -46,11 +47,10 @@ from compute.virt.xml import (
     domain_xml,
     files_xml,
     metadata_xml,
-    snapshot_xml,
 )
 
 
-class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
+class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin, SnapshotsMixin):
     def __init__(self, uri: str = "test:///default", *, local_gb: int = 1024,
                  disk_dir: str = "/var/lib/compute/instances",
                  volumes_dir: str = "var/volumes", images_dir: str = "var/images",
@@ -351,37 +351,6 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin):
         dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata_xml(updated), "compute",
                         XMLNS, _affect(dom))
         return self._power(dom)
-
-    @_typed
-    def snapshot(self, ref: InstanceRef, image_id: str, name: str) -> PowerState:
-        """An image of the instance named by the image id (idempotent on a retry). On the
-        test hypervisor: a libvirt domain snapshot. Where guests run: a new image in the
-        image cache, bootable like any other, copied from the instance's disk while the
-        guest is paused (Nova's cold snapshot; libvirt refuses to live-migrate a domain
-        with snapshots, so none is left on it)."""
-        dom = self._domain(ref)
-        if not self.runs_guests:
-            if image_id not in dom.snapshotListNames():
-                dom.snapshotCreateXML(snapshot_xml(image_id, name))
-            return self._power(dom)
-        running = self._power(dom) is PowerState.RUNNING
-        if running:
-            dom.suspend()
-        try:
-            self.images.export(ref.uuid, ref.image_ref, image_id)
-        finally:
-            if running:
-                dom.resume()
-        return self._power(dom)
-
-    @_typed
-    def delete_image(self, ref: InstanceRef, image_id: str) -> None:
-        if self.runs_guests:
-            self.images.delete(image_id)
-            return
-        dom = self._find(ref)
-        if dom is not None and image_id in dom.snapshotListNames():
-            dom.snapshotLookupByName(image_id).delete()
 
     def _write_file(self, dom: libvirt.virDomain, path: str, contents: str) -> None:
         try:
