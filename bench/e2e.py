@@ -31,6 +31,7 @@ import nats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from compute.messaging.credentials import connect_options  # noqa: E402
 from compute.messaging.server import NatsServer, free_port  # noqa: E402
 from compute.messaging.subjects import MSG_ID, command  # noqa: E402
 
@@ -57,7 +58,8 @@ async def main(args: argparse.Namespace) -> dict:
     hv.write_text("<node><cpu><nodes>1</nodes><sockets>1</sockets><cores>256</cores>"
                   "<threads>1</threads><active>256</active><mhz>2000</mhz><model>i686</model>"
                   "</cpu><memory>1073741824</memory></node>")
-    env = {**os.environ, "COMPUTE_HOST": "bench", "COMPUTE_NATS_URL": server.url,
+    env = {**os.environ, "COMPUTE_HOST": "bench",
+           "COMPUTE_NATS_URL": server.add_user("host", "bench"),
            "COMPUTE_STORE": args.store or str(work / "compute.sqlite"),
            "COMPUTE_VIEWS": str(work / "views.sqlite"), "COMPUTE_LIBVIRT_URI": f"test://{hv}"}
     cmd = [sys.executable, "-m", "compute.cli", "up"]
@@ -65,7 +67,7 @@ async def main(args: argparse.Namespace) -> dict:
         cmd = ["py-spy", "record", "-o", args.profile, "-f", "speedscope", "-r", "200",
                "--", *cmd]
     host = subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=open(work / "host.log", "wb"))
-    nc = await nats.connect(server.url)
+    nc = await nats.connect(**connect_options(server.url_for("operator"), "operator"))
     js = nc.jetstream()
     decoder = msgspec.json.Decoder(Head)
     waiting: dict[str, tuple[float, asyncio.Future[float]]] = {}

@@ -68,7 +68,8 @@ async def run(args: argparse.Namespace) -> dict:
     procs = []
     for name in names:
         (tmp / f"{name}.xml").write_text(HOST_XML.format(kib=1 << 30))
-        env = {**os.environ, "COMPUTE_HOST": name, "COMPUTE_NATS_URL": server.url,
+        env = {**os.environ, "COMPUTE_HOST": name,
+               "COMPUTE_NATS_URL": server.add_user("host", name),
                "COMPUTE_STORE": str(tmp / "compute.sqlite"),
                "COMPUTE_VIEWS": str(tmp / f"views-{name}.sqlite"),
                "COMPUTE_LIBVIRT_URI": f"test://{tmp / name}.xml",
@@ -76,7 +77,7 @@ async def run(args: argparse.Namespace) -> dict:
                "PYTHONPATH": str(ROOT)}
         procs.append(subprocess.Popen([sys.executable, "-m", "compute.cli", "up"], env=env,
                                       cwd=tmp, stderr=open(tmp / f"{name}.log", "ab")))
-    client = await ComputeClient.connect(server.url)
+    client = await ComputeClient.connect(server.url_for("operator"))
     try:
         for name in names:                       # every host's consumer is there
             while True:

@@ -24,6 +24,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from compute.domain.placement import pick_host
 from compute.events.commands import Flavor
 from compute.events.outcomes import AnyOutcome, Moved
+from compute.messaging.credentials import connect_options
 from compute.messaging.subjects import EVENTS_STREAM, MSG_ID, REPLY_TO, command, query
 from compute.projections.views import HostView
 
@@ -50,8 +51,12 @@ class ComputeClient:
         self.js = nc.jetstream()
 
     @classmethod
-    async def connect(cls, url: str, **options: Any) -> ComputeClient:
-        return cls(await nats.connect(url, name="compute-client", **options))
+    async def connect(cls, url: str, *, user: str = "operator",
+                      credentials: str | None = None, **options: Any) -> ComputeClient:
+        """Connect as the URL's user, else as ``user`` with its password from the
+        ``credentials`` directory (``compute.messaging.credentials``)."""
+        return cls(await nats.connect(**connect_options(url, user, credentials),
+                                      name="compute-client", **options))
 
     async def __aenter__(self) -> ComputeClient:
         return self

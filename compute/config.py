@@ -25,6 +25,9 @@ def default_host() -> str:
 class Settings(msgspec.Struct, kw_only=True):
     host: str = msgspec.field(default_factory=default_host)
     nats_url: str = DEFAULT_NATS_URL
+    """``nats://user:password@host:port``; without a user, the program's role user and its
+    password from ``nats_credentials`` (see ``compute.messaging.credentials``)."""
+    nats_credentials: str = "var/credentials"
     store: str = "var/compute.sqlite"
     views: str = "var/views.sqlite"
     libvirt_uri: str = "test:///default"

@@ -1,5 +1,6 @@
-"""Fixtures: a real nats-server from the project's nats.conf on a free loopback port, real
-SQLite files, and libvirt's test hypervisor described per test (its own capacity and state)."""
+"""Fixtures: a real nats-server from the project's nats.conf on a free loopback port (with
+its roles: each test host gets its own host user, clients connect as operator), real SQLite
+files, and libvirt's test hypervisor described per test (its own capacity and state)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from compute.actors.host import HostService
@@ -29,9 +31,11 @@ HOST_XML = """<node>
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """One server for the session; tests are isolated by host name and instance uuids."""
+    """One server for the session; tests are isolated by host name and instance uuids.
+    Passwords are hashed at bcrypt's lowest cost: the server checks one per connection."""
     root = tmp_path_factory.mktemp("nats")
-    server = NatsServer(free_port(), root / "jetstream", log_file=root / "nats.log").start()
+    server = NatsServer(free_port(), root / "jetstream", log_file=root / "nats.log",
+                        bcrypt_cost=4).start()
     yield server
     server.stop()
 
@@ -51,10 +55,18 @@ def hypervisor_uri(tmp_path: Path) -> Callable[..., str]:
 @pytest.fixture
 def settings(tmp_path: Path, nats_server: NatsServer,
              hypervisor_uri: Callable[..., str]) -> Settings:
-    return Settings(host=f"t{next(_hosts)}", nats_url=nats_server.url,
+    host = f"t{next(_hosts)}"
+    return Settings(host=host, nats_url=nats_server.add_user("host", host),
                     store=str(tmp_path / "compute.sqlite"), views=str(tmp_path / "views.sqlite"),
                     volumes_dir=str(tmp_path / "volumes"),
                     libvirt_uri=hypervisor_uri(), driver_timeout=10.0, ack_wait=5.0)
+
+
+@pytest.fixture
+def operator_settings(settings: Settings, nats_server: NatsServer) -> Settings:
+    """The test host's settings with the operator's credentials: what the CLI's client verbs
+    and other clients connect with."""
+    return msgspec.structs.replace(settings, nats_url=nats_server.url_for("operator"))
 
 
 @pytest.fixture
@@ -67,7 +79,7 @@ async def service(settings: Settings) -> AsyncIterator[HostService]:
 
 @pytest.fixture
 async def client(nats_server: NatsServer) -> AsyncIterator[ComputeClient]:
-    c = await ComputeClient.connect(nats_server.url)
+    c = await ComputeClient.connect(nats_server.url_for("operator"))
     yield c
     await c.close()
 

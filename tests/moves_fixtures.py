@@ -30,7 +30,7 @@ async def start_host(tmp_path: Path, nats_server: Any,
 
     async def start(memory_mb: int = 65536, **overrides: Any) -> HostService:
         name = f"m{next(_names)}"
-        settings = Settings(host=name, nats_url=nats_server.url, store=store,
+        settings = Settings(host=name, nats_url=nats_server.add_user("host", name), store=store,
                             views=str(tmp_path / f"views-{name}.sqlite"),
                             volumes_dir=str(tmp_path / "volumes"),
                             libvirt_uri=hypervisor_uri(memory_mb=memory_mb, name=name),

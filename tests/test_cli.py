@@ -49,45 +49,45 @@ async def cli(settings, *args: str) -> tuple[int, str, str]:
 
 
 async def test_cli_verbs_drive_an_instance_and_fail_loudly_on_a_wrong_state(
-        service, settings) -> None:
-    code, out, err = await cli(settings, "--json", "boot", "web1", "--flavor", "m1.small")
+        service, operator_settings) -> None:
+    code, out, err = await cli(operator_settings, "--json", "boot", "web1", "--flavor", "m1.small")
     assert code == 0, err
     vm = json.loads(out)["uuid"]
-    code, out, _ = await cli(settings, "reboot", vm, "--hard")
+    code, out, _ = await cli(operator_settings, "reboot", vm, "--hard")
     assert code == 0 and "Rebooted" in out
-    code, out, _ = await cli(settings, "unpause", vm)
+    code, out, _ = await cli(operator_settings, "unpause", vm)
     assert code == 1 and "InstanceInvalidState" in out
-    code, out, _ = await cli(settings, "show", vm)
+    code, out, _ = await cli(operator_settings, "show", vm)
     assert code == 0 and "web1" in out and "reboot" in out
-    code, out, _ = await cli(settings, "--json", "list")
+    code, out, _ = await cli(operator_settings, "--json", "list")
     assert [row["uuid"] for row in json.loads(out)] == [vm]
 
 
-async def test_cli_events_lists_an_instances_events_in_order(service, settings) -> None:
-    code, out, _ = await cli(settings, "--json", "boot", "db1")
+async def test_cli_events_lists_an_instances_events_in_order(service, operator_settings) -> None:
+    code, out, _ = await cli(operator_settings, "--json", "boot", "db1")
     vm = json.loads(out)["uuid"]
-    await cli(settings, "stop", vm)
-    code, out, err = await cli(settings, "--json", "events", "--uuid", vm)
+    await cli(operator_settings, "stop", vm)
+    code, out, err = await cli(operator_settings, "--json", "events", "--uuid", vm)
     assert code == 0, err
     names = [json.loads(line)["event"] for line in out.splitlines()]
     assert names[0] == "Created" and names[-1] == "PoweredOff"
 
 
-async def test_cli_verbs_cover_the_new_operations_and_calls(service, settings) -> None:
-    code, out, _ = await cli(settings, "--json", "boot", "app1")
+async def test_cli_verbs_cover_the_new_operations_and_calls(service, operator_settings) -> None:
+    code, out, _ = await cli(operator_settings, "--json", "boot", "app1")
     vm = json.loads(out)["uuid"]
-    code, out, err = await cli(settings, "rebuild", vm, "--image-ref", "debian-13")
+    code, out, err = await cli(operator_settings, "rebuild", vm, "--image-ref", "debian-13")
     assert code == 0 and "Rebuilt" in out, err
-    code, out, _ = await cli(settings, "backup", vm, "--name", "nightly", "--backup-type",
+    code, out, _ = await cli(operator_settings, "backup", vm, "--name", "nightly", "--backup-type",
                              "daily", "--rotation", "2")
     assert code == 0 and "Snapshotted" in out
-    code, out, _ = await cli(settings, "metadata", vm, "--metadata", '{"tier": "web"}')
+    code, out, _ = await cli(operator_settings, "metadata", vm, "--metadata", '{"tier": "web"}')
     assert code == 0 and "MetadataChanged" in out
-    code, out, _ = await cli(settings, "--json", "console", vm)
+    code, out, _ = await cli(operator_settings, "--json", "console", vm)
     assert code == 0 and json.loads(out)["port"] > 0
-    code, out, _ = await cli(settings, "--json", "diagnostics", vm)
+    code, out, _ = await cli(operator_settings, "--json", "diagnostics", vm)
     assert code == 0 and json.loads(out)["state"] == "running"
-    code, out, _ = await cli(settings, "rescue", vm)
+    code, out, _ = await cli(operator_settings, "rescue", vm)
     assert code == 0 and "Rescued" in out
 
 

@@ -39,7 +39,8 @@ async def node(*args: str) -> list[dict]:
 
 
 async def test_node_publishes_commands_and_follows_events(
-        node_modules: Path, service: HostService, settings: Settings) -> None:
+        node_modules: Path, service: HostService, operator_settings: Settings) -> None:
+    settings = operator_settings
     vm = str(uuid.uuid4())
     [booted] = await node("publish-command.mjs", settings.nats_url, settings.host, vm,
                           "run_instance", json.dumps(boot_payload("from-node")))

@@ -23,16 +23,17 @@ async def cli(nats_url: str, *args: str) -> tuple[int, dict]:
 
 
 async def test_a_boot_without_a_host_goes_where_most_memory_is_free(
-        start_host: StartHost) -> None:
+        start_host: StartHost, nats_server) -> None:
     small, big = await start_host(memory_mb=4096), await start_host(memory_mb=32768)
-    code, booted = await cli(small.settings.nats_url, "boot", "web", "--flavor", "m1.small")
+    code, booted = await cli(nats_server.url_for("operator"), "boot", "web",
+                             "--flavor", "m1.small")
     assert code == 0 and booted["host"] == big.host, booted
 
 
 async def test_the_cli_resizes_and_follows_an_instance_to_its_new_host(
-        start_host: StartHost) -> None:
+        start_host: StartHost, nats_server) -> None:
     src, dst = await start_host(memory_mb=32768), await start_host(memory_mb=16384)
-    url = src.settings.nats_url
+    url = nats_server.url_for("operator")
     code, booted = await cli(url, "boot", "db", "--flavor", "m1.tiny")
     assert code == 0 and booted["host"] == src.host, booted
     vm = booted["uuid"]

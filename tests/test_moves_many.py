@@ -83,7 +83,8 @@ def msgspec_flavor(inst) -> dict:
 
 def source_env(tmp_path: Path, nats_server, hypervisor_uri, store: str) -> dict[str, str]:
     name = f"ksrc{uuid.uuid4().hex[:6]}"
-    return {**os.environ, "COMPUTE_HOST": name, "COMPUTE_NATS_URL": nats_server.url,
+    return {**os.environ, "COMPUTE_HOST": name,
+            "COMPUTE_NATS_URL": nats_server.add_user("host", name),
             "COMPUTE_STORE": store, "COMPUTE_VIEWS": str(tmp_path / "views-src.sqlite"),
             "COMPUTE_LIBVIRT_URI": hypervisor_uri(name="ksrc"), "COMPUTE_ACK_WAIT": "2",
             "PYTHONPATH": str(ROOT)}

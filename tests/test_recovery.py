@@ -82,7 +82,8 @@ async def wait_for(predicate, timeout: float = 20.0) -> None:
 async def test_a_host_killed_mid_operation_recovers_each_instance_by_novas_rules(
         tmp_path: Path, nats_server, hypervisor_uri, client: ComputeClient) -> None:
     host = f"crash{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "COMPUTE_HOST": host, "COMPUTE_NATS_URL": nats_server.url,
+    env = {**os.environ, "COMPUTE_HOST": host,
+           "COMPUTE_NATS_URL": nats_server.add_user("host", host),
            "COMPUTE_STORE": str(tmp_path / "compute.sqlite"),
            "COMPUTE_VIEWS": str(tmp_path / "views.sqlite"),
            "COMPUTE_LIBVIRT_URI": hypervisor_uri(), "COMPUTE_ACK_WAIT": "2",

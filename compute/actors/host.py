@@ -41,6 +41,7 @@ from compute.events.commands import Flavor
 from compute.events.outcomes import Outcome, Rejected
 from compute.events.steps import STEPS
 from compute.messaging import intake
+from compute.messaging.credentials import connect_options
 from compute.messaging.notifier import Notifier
 from compute.messaging.queries import QueryService
 from compute.messaging.relay import Relay
@@ -52,6 +53,7 @@ from compute.messaging.subjects import (
     command,
     host_commands,
 )
+from compute.messaging.users import host_user
 from compute.metrics import Metrics
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
@@ -93,10 +95,12 @@ class HostService(HostTasks):
     async def start(self) -> HostService:
         s = self.settings
         self.loop = asyncio.get_running_loop()
-        self.nc = await nats.connect(s.nats_url, name=f"compute-host-{self.host}",
-                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self.nc = await nats.connect(
+            **connect_options(s.nats_url, host_user(self.host), s.nats_credentials),
+            name=f"compute-host-{self.host}", max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
-        await ensure_streams(self.js)
+        await ensure_streams(self.js, update=False)     # hosts may create, never change them
         self.store = await asyncio.to_thread(open_store, s.store)
         self.views = await asyncio.to_thread(ViewStore, s.views)
         self.projector = Projector(self.store, self.views)
@@ -224,8 +228,10 @@ class HostService(HostTasks):
     # -- inbound --------------------------------------------------------------------------
     async def _consume(self) -> None:
         s = self.settings
+        # named, so the create request's subject carries the filter and the server holds
+        # the host to its own commands (nats.conf's HOST role allows only that subject)
         config = ConsumerConfig(
-            durable_name=f"host-{self.host}", ack_policy=AckPolicy.EXPLICIT,
+            name=f"host-{self.host}", durable_name=f"host-{self.host}", ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL, ack_wait=s.ack_wait,
             max_deliver=s.max_deliver, max_ack_pending=s.max_ack_pending,
             filter_subject=host_commands(self.host),

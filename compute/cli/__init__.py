@@ -18,6 +18,10 @@ from compute.config import Settings
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import BACKUP, OPERATIONS
 from compute.flavors import FLAVORS
+from compute.messaging.server import NATS_CONF
+from compute.messaging.users import split_roles
+
+ROLES = split_roles(NATS_CONF.read_text())[0]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="lifecycle events from COMPUTE_EVENTS")
     events.add_argument("--follow", "-f", action="store_true")
     events.add_argument("--uuid", help="only this instance")
+    user = sub.add_parser("user", help="NATS users of the embedded server (files in var/)")
+    user_verbs = user.add_subparsers(dest="action", required=True)
+    add = user_verbs.add_parser("add", help="add a user (or give it a new password); the "
+                                            "running embedded server reloads")
+    add.add_argument("role", choices=sorted(ROLES))
+    add.add_argument("name", help="the user's name; for a host, the compute host's name "
+                                  "(its user is host-<name>)")
+    user_verbs.add_parser("list", help="users and their roles")
+    sub.add_parser("setup", help="as admin: create the streams, or update their configuration")
     sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of every subject")
     audit = sub.add_parser("audit", help="replay the log; check the views against a rebuild")
     audit.add_argument("uuid", nargs="?")

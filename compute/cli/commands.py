@@ -24,6 +24,7 @@ from compute.config import Settings
 from compute.domain.states import PowerState
 from compute.events.outcomes import Rejected, Succeeded
 from compute.flavors import FLAVORS
+from compute.messaging.credentials import redact
 from compute.messaging.server import NatsServer, answers
 from compute.messaging.subjects import EVENTS_STREAM
 
@@ -37,18 +38,26 @@ class CliError(Exception):
 
 
 # -- running a host ------------------------------------------------------------------------
+def embedded_server(port: int = 14222) -> NatsServer:
+    """The embedded server's files: JetStream in var/nats, its users in var/."""
+    return NatsServer(port, Path("var/nats").resolve(),
+                      log_file=Path("var/nats-server.log").resolve())
+
+
 @contextlib.asynccontextmanager
 async def embedded_nats(settings: Settings) -> AsyncIterator[None]:
-    """Use the NATS at the URL; start the project's own server there if none answers."""
+    """Use the NATS at the URL; start the project's own server there if none answers (with
+    this host's user: its password lands in var/credentials, where the host finds it)."""
     if answers(settings.nats_url):
         yield
         return
     parsed = urlparse(settings.nats_url)
     if parsed.hostname not in ("127.0.0.1", "localhost"):
-        raise CliError(f"no NATS server answers at {settings.nats_url}")
-    server = NatsServer(parsed.port or 4222, Path("var/nats").resolve(),
-                        log_file=Path("var/nats-server.log").resolve())
-    print(f"starting nats-server on {server.url} (JetStream store var/nats)", file=sys.stderr)
+        raise CliError(f"no NATS server answers at {redact(settings.nats_url)}")
+    server = embedded_server(parsed.port or 4222)
+    server.users.ensure("host", settings.host, cost=server.bcrypt_cost)
+    print(f"starting nats-server on {server.url} (JetStream store var/nats, users and "
+          f"credentials in var/)", file=sys.stderr)
     await asyncio.to_thread(server.start)
     try:
         yield
@@ -71,8 +80,8 @@ async def host_service(settings: Settings) -> AsyncIterator[Any]:
 
 async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     async with host_service(settings):
-        print(f"compute host {settings.host} is up on {settings.nats_url}; Ctrl-C stops it",
-              file=sys.stderr)
+        print(f"compute host {settings.host} is up on {redact(settings.nats_url)}; "
+              "Ctrl-C stops it", file=sys.stderr)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -83,7 +92,8 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     async with host_service(settings):
-        async with await ComputeClient.connect(settings.nats_url) as client:
+        async with await ComputeClient.connect(settings.nats_url,
+                                               credentials=settings.nats_credentials) as client:
             return await run_demo(client, settings.host, args.count, as_json=args.json)
 
 
@@ -132,12 +142,14 @@ async def run_demo(client: ComputeClient, host: str, count: int, *, as_json: boo
 
 # -- driving instances ---------------------------------------------------------------------
 @contextlib.asynccontextmanager
-async def client_for(settings: Settings) -> AsyncIterator[ComputeClient]:
+async def client_for(settings: Settings, user: str = "operator"
+                     ) -> AsyncIterator[ComputeClient]:
     try:
-        client = await ComputeClient.connect(settings.nats_url, connect_timeout=2,
-                                             max_reconnect_attempts=0)
+        client = await ComputeClient.connect(settings.nats_url, user=user,
+                                             credentials=settings.nats_credentials,
+                                             connect_timeout=2, max_reconnect_attempts=0)
     except Exception as exc:
-        raise CliError(f"cannot reach NATS at {settings.nats_url}: {exc}") from None
+        raise CliError(f"cannot reach NATS at {redact(settings.nats_url)}: {exc}") from None
     async with client:
         yield client
 
@@ -313,6 +325,37 @@ async def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
                 print(render([row], columns).splitlines()[1])
             if not args.follow and msg.metadata.sequence.stream >= last:
                 break
+    return 0
+
+
+async def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
+    """Users of the embedded server (``var/``): the server includes them; clients on this
+    machine find their passwords in ``var/credentials/<user>``."""
+    server = embedded_server(urlparse(settings.nats_url).port or 14222)
+    if args.action == "list":
+        rows = [{"user": user, **{k: v for k, v in entry.items() if k != "hash"},
+                 "credentials": str(server.credentials / user)}
+                for user, entry in sorted(server.users.load().items())]
+        emit(rows, as_json=args.json, columns=("user", "role", "host", "credentials"))
+        return 0
+    try:
+        user, _ = server.users.add(args.role, args.name)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    server.reload()
+    print(f"user {user} ({args.role}) added; its password is in {server.credentials / user} "
+          f"(connect with nats://{user}:<password>@host:port)", file=sys.stderr)
+    return 0
+
+
+async def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    """The admin's step: create the streams, or apply a changed configuration to them."""
+    from compute.messaging.streams import ensure_streams
+
+    async with client_for(settings, user="admin") as client:
+        await ensure_streams(client.js, update=True)
+    print("streams COMPUTE_COMMANDS, COMPUTE_EVENTS, COMPUTE_NOTIFICATIONS are set up",
+          file=sys.stderr)
     return 0
 
 

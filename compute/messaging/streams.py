@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
@@ -11,6 +13,8 @@ from compute.messaging.subjects import (
     EVENTS_STREAM,
     NOTIFICATIONS_STREAM,
 )
+
+log = logging.getLogger("compute.streams")
 
 DUPLICATE_WINDOW = 120.0  # seconds: a command id or event id seen twice within it is dropped
 
@@ -36,9 +40,16 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
     ]
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_streams(js: JetStreamContext, replicas: int = 1, *, update: bool = True
+                         ) -> None:
+    """Create the streams; an existing stream with another configuration is updated (the
+    admin's ``compute setup``) or, for a host (which may not change streams), left as is."""
     for config in stream_configs(replicas):
         try:
             await js.add_stream(config)
         except BadRequestError:
+            if not update:
+                log.warning("stream %s exists with another configuration; `compute setup` "
+                            "(as admin) updates it", config.name)
+                continue
             await js.update_stream(config)

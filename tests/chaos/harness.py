@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 import nats
 
+from compute.messaging.credentials import connect_options
 from compute.messaging.server import NatsServer, free_port
 from compute.messaging.subjects import MSG_ID, REPLY_TO, command
 
@@ -42,7 +43,8 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
     hv.write_text("<node><cpu><nodes>1</nodes><sockets>1</sockets><cores>64</cores><threads>1"
                   "</threads><active>64</active><mhz>2000</mhz><model>i686</model></cpu>"
                   "<memory>268435456</memory></node>")
-    env = {**os.environ, "COMPUTE_HOST": "chaos", "COMPUTE_NATS_URL": server.url,
+    env = {**os.environ, "COMPUTE_HOST": "chaos",
+           "COMPUTE_NATS_URL": server.add_user("host", "chaos"),
            "COMPUTE_STORE": str(workdir / "compute.sqlite"),
            "COMPUTE_VIEWS": str(workdir / "views.sqlite"), "COMPUTE_LIBVIRT_URI": f"test://{hv}",
            "COMPUTE_ACK_WAIT": "2", "PYTHONPATH": str(ROOT),
@@ -59,8 +61,8 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
     async def quiet(_: Exception) -> None:      # reconnects during a restart are expected
         return None
 
-    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
-                            error_cb=quiet)
+    nc = await nats.connect(**connect_options(server.url_for("operator"), "operator"),
+                            max_reconnect_attempts=-1, reconnect_time_wait=0.2, error_cb=quiet)
     js = nc.jetstream()
     answers: dict[str, list[dict]] = collections.defaultdict(list)
     inbox = nc.new_inbox()

@@ -72,7 +72,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture
 def real_settings(tmp_path: Path, nats_server: NatsServer) -> Settings:
-    return Settings(host=f"real{uuidlib.uuid4().hex[:6]}", nats_url=nats_server.url,
+    host = f"real{uuidlib.uuid4().hex[:6]}"
+    return Settings(host=host, nats_url=nats_server.add_user("host", host),
                     store=str(tmp_path / "compute.sqlite"), views=str(tmp_path / "views.sqlite"),
                     libvirt_uri=URI, images_dir=IMAGES, instances_dir=INSTANCES,
                     volumes_dir=str(Path(INSTANCES).parent / "volumes"),
@@ -94,7 +95,8 @@ async def real_service(real_settings: Settings) -> AsyncIterator[HostService]:
 
 
 @pytest.fixture
-async def second_service(real_service: HostService) -> AsyncIterator[HostService]:
+async def second_service(real_service: HostService, nats_server: NatsServer
+                         ) -> AsyncIterator[HostService]:
     """The second "host": the session daemon of another user on this machine, with its own
     host uuid (qemu-tcg.md A3.1), sharing the log, the image cache and the instances
     directory with the first (the scale-out deployment, one machine)."""
@@ -103,6 +105,7 @@ async def second_service(real_service: HostService) -> AsyncIterator[HostService
     first = real_service.settings
     settings = msgspec.structs.replace(
         first, host=f"{first.host}b", libvirt_uri=SECOND_URI,
+        nats_url=nats_server.add_user("host", f"{first.host}b"),
         views=str(Path(first.views).with_name("views-second.sqlite")))
     host = HostService(settings)
     await host.start()

@@ -1,0 +1,234 @@
+"""The roles of nats.conf, enforced by the real server: each role does its job and is refused
+what it must not do. A refusal is the server's own permission violation (nats-py hands it to
+the error callback), or its authorization error for a wrong password."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import pytest
+from nats.js.api import ConsumerConfig
+
+from compute.client import ComputeClient
+from compute.events.outcomes import Succeeded
+from compute.events.steps import STEPS
+from compute.messaging.credentials import connect_options, with_user
+from compute.messaging.server import NATS_CONF, NatsServer, accepts, free_port
+from compute.messaging.subjects import COMMANDS_STREAM, command
+from compute.messaging.users import split_roles
+from tests.conftest import boot_payload
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLES = split_roles(NATS_CONF.read_text())[0]
+
+
+class Connection:
+    """A plain nats-py connection as one user, keeping the server's permission violations."""
+
+    def __init__(self) -> None:
+        self.violations: asyncio.Queue[str] = asyncio.Queue()
+        self.nc: Any = None
+
+    async def refused(self, operation: str, subject: str) -> str:
+        """The server's violation for ``operation`` ("Publish" or "Subscription") on the
+        subject; waits for it (a refusal arrives as an asynchronous -ERR)."""
+        expected = f'permissions violation for {operation} to "{subject}"'.lower()
+        while True:
+            error = await asyncio.wait_for(self.violations.get(), 10)
+            if expected in error.lower():    # nats-py lower-cases the -ERR
+                return error
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str) -> AsyncIterator[Connection]:
+    conn = Connection()
+
+    async def on_error(exc: Exception) -> None:
+        if "permissions violation" in str(exc).lower():
+            conn.violations.put_nowait(str(exc))
+
+    user = url.split("//", 1)[1].split(":", 1)[0]
+    conn.nc = await nats.connect(**connect_options(url, user), error_cb=on_error,
+                                 allow_reconnect=False)
+    try:
+        yield conn
+    finally:
+        await conn.nc.close()
+
+
+async def boot(client: ComputeClient, host: str) -> str:
+    vm = str(uuid.uuid4())
+    outcome = await client.send(host, vm, "run_instance", boot_payload())
+    assert isinstance(outcome, Succeeded), outcome
+    return vm
+
+
+# -- operator ------------------------------------------------------------------------------
+async def test_an_operator_sends_commands_and_queries(service, client: ComputeClient) -> None:
+    vm = await boot(client, service.host)
+    outcome = await client.send(service.host, vm, "stop_instance")
+    assert isinstance(outcome, Succeeded) and outcome.vm_state == "stopped"
+    view = await client.query("instance", vm, min_position=outcome.position)
+    assert view["instance"]["vm_state"] == "stopped"
+
+
+async def test_an_operator_may_not_subscribe_to_commands(
+        service, nats_server: NatsServer) -> None:
+    async with connected(nats_server.url_for("operator")) as op:
+        await op.nc.subscribe("compute.cmd.>")
+        await op.refused("Subscription", "compute.cmd.>")
+
+
+async def test_an_operator_may_not_pull_from_a_hosts_consumer(
+        service, nats_server: NatsServer, client: ComputeClient) -> None:
+    async with connected(nats_server.url_for("operator")) as op:
+        sub = await op.nc.jetstream().pull_subscribe_bind(f"host-{service.host}",
+                                                          stream=COMMANDS_STREAM)
+        with pytest.raises(nats.errors.TimeoutError):
+            await sub.fetch(1, timeout=1)
+        await op.refused("Publish", f"$JS.API.CONSUMER.MSG.NEXT.{COMMANDS_STREAM}."
+                                    f"host-{service.host}")
+    await boot(client, service.host)               # the host still gets its commands
+
+
+async def test_an_operator_may_not_publish_events(service, nats_server: NatsServer) -> None:
+    subject = f"compute.evt.{service.host}.{uuid.uuid4()}.Spawned"
+    async with connected(nats_server.url_for("operator")) as op:
+        await op.nc.publish(subject, b"{}")
+        await op.refused("Publish", subject)
+
+
+# -- compute host --------------------------------------------------------------------------
+@pytest.fixture
+def intruder(nats_server: NatsServer) -> str:
+    """The URL of another compute host's user (a host with no business on the test host)."""
+    return nats_server.add_user("host", f"other{uuid.uuid4().hex[:6]}")
+
+
+async def test_a_host_may_not_subscribe_to_another_hosts_commands(service, intruder: str
+                                                                   ) -> None:
+    async with connected(intruder) as host:
+        await host.nc.subscribe(f"compute.cmd.{service.host}.>")
+        await host.refused("Subscription", f"compute.cmd.{service.host}.>")
+
+
+async def test_a_host_may_not_pull_from_another_hosts_consumer(
+        service, intruder: str, client: ComputeClient) -> None:
+    next_msg = f"$JS.API.CONSUMER.MSG.NEXT.{COMMANDS_STREAM}.host-{service.host}"
+    async with connected(intruder) as host:
+        sub = await host.nc.jetstream().pull_subscribe_bind(f"host-{service.host}",
+                                                            stream=COMMANDS_STREAM)
+        with pytest.raises(nats.errors.TimeoutError):
+            await sub.fetch(1, timeout=1)
+        await host.refused("Publish", next_msg)
+    await boot(client, service.host)               # the host still gets its commands
+
+
+async def test_a_host_may_not_create_its_consumer_on_another_hosts_commands(
+        service, intruder: str) -> None:
+    own = "host-" + intruder.split("//host-", 1)[1].split(":", 1)[0]
+    stolen = f"compute.cmd.{service.host}.>"
+    async with connected(intruder) as host:
+        js = host.nc.jetstream()
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.add_consumer(COMMANDS_STREAM, ConsumerConfig(
+                name=own, durable_name=own, filter_subject=stolen), timeout=1)
+        await host.refused("Publish", f"$JS.API.CONSUMER.CREATE.{COMMANDS_STREAM}.{own}.{stolen}")
+        with pytest.raises(nats.errors.TimeoutError):    # the legacy subject has no filter
+            await js.add_consumer(COMMANDS_STREAM, ConsumerConfig(
+                durable_name=own, filter_subject=stolen), timeout=1)
+        await host.refused("Publish", f"$JS.API.CONSUMER.DURABLE.CREATE.{COMMANDS_STREAM}.{own}")
+
+
+def test_a_host_may_call_other_hosts_for_a_moves_steps_and_nothing_else() -> None:
+    calls = {subject for subject in ROLES["host"]["publish"]["allow"]
+             if subject.startswith("compute.call.")}
+    assert calls == {f"compute.call.*.{step}" for step in STEPS}
+
+
+async def test_a_host_may_not_call_another_hosts_operations(service, intruder: str) -> None:
+    subject = f"compute.call.{service.host}.terminate_instance"
+    async with connected(intruder) as host:
+        await host.nc.publish(subject, b"{}")
+        await host.refused("Publish", subject)
+
+
+async def test_a_host_may_not_publish_commands(service, intruder: str) -> None:
+    subject = command(service.host, str(uuid.uuid4()), "terminate_instance")
+    async with connected(intruder) as host:
+        await host.nc.publish(subject, b"{}")
+        await host.refused("Publish", subject)
+
+
+# -- auditor -------------------------------------------------------------------------------
+async def test_an_auditor_reads_events_and_queries(
+        service, client: ComputeClient, nats_server: NatsServer) -> None:
+    vm = await boot(client, service.host)
+    async with await ComputeClient.connect(nats_server.url_for("auditor")) as auditor:
+        events = auditor.events(uuid=vm)
+        names = [(await anext(events))["event"] for _ in range(2)]
+        await events.aclose()
+        view = await auditor.query("instance", vm)
+    assert names[0] == "Created" and view["instance"]["vm_state"] == "active"
+
+
+async def test_an_auditor_may_not_publish_commands(service, nats_server: NatsServer) -> None:
+    subject = command(service.host, str(uuid.uuid4()), "terminate_instance")
+    async with connected(nats_server.url_for("auditor")) as auditor:
+        await auditor.nc.publish(subject, b"{}")
+        await auditor.refused("Publish", subject)
+
+
+async def test_an_auditor_may_not_consume_the_command_stream(
+        service, nats_server: NatsServer) -> None:
+    async with connected(nats_server.url_for("auditor")) as auditor:
+        with pytest.raises(nats.errors.TimeoutError):
+            await auditor.nc.jetstream().add_consumer(COMMANDS_STREAM, timeout=1)
+        await auditor.refused("Publish", f"$JS.API.CONSUMER.CREATE.{COMMANDS_STREAM}")
+
+
+async def test_an_auditor_may_not_read_another_users_inbox(nats_server: NatsServer) -> None:
+    async with connected(nats_server.url_for("auditor")) as auditor:
+        await auditor.nc.subscribe("_INBOX.>")
+        await auditor.refused("Subscription", "_INBOX.>")
+
+
+# -- authentication ------------------------------------------------------------------------
+async def test_a_wrong_password_is_refused(nats_server: NatsServer) -> None:
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(with_user(nats_server.url, "operator", "not-the-password"),
+                           allow_reconnect=False, max_reconnect_attempts=0)
+
+
+def test_a_user_added_with_the_cli_connects_after_the_running_server_reloads(
+        tmp_path: Path) -> None:
+    server = NatsServer(free_port(), tmp_path / "var" / "nats", bcrypt_cost=4).start()
+    try:
+        env = {**os.environ, "COMPUTE_NATS_URL": server.url, "PYTHONPATH": str(ROOT)}
+        added = subprocess.run([sys.executable, "-m", "compute.cli", "user", "add", "auditor",
+                                "billing"], cwd=tmp_path, env=env, capture_output=True,
+                               text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
+        listed = subprocess.run([sys.executable, "-m", "compute.cli", "--json", "user", "list"],
+                                cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=60)
+        users = {row["user"]: row for row in json.loads(listed.stdout)}
+        assert users["billing"]["role"] == "auditor"
+        url = server.url_for("billing")
+        while not accepts(url):          # the reload is applied asynchronously
+            time.sleep(0.02)
+        assert not accepts(with_user(server.url, "billing", "guess"))
+    finally:
+        server.stop()
