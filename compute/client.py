@@ -24,7 +24,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from compute.domain.placement import pick_host
 from compute.events.commands import Flavor
 from compute.events.outcomes import AnyOutcome, Moved
-from compute.messaging.credentials import connect_options
+from compute.messaging.credentials import connect
 from compute.messaging.subjects import EVENTS_STREAM, MSG_ID, REPLY_TO, command, query
 from compute.projections.views import HostView
 
@@ -45,18 +45,37 @@ class QueryFailed(Exception):
         self.error = error
 
 
+class PermissionDenied(Exception):
+    """The server refused this user the subject (its role in nats.conf does not allow it)."""
+
+
 class ComputeClient:
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, denied: list[str] | None = None) -> None:
         self.nc = nc
         self.js = nc.jetstream()
+        self.denied = denied if denied is not None else []
+        """The server's permission violations seen on this connection (nats-py reports
+        them to the error callback; a refused request would otherwise just time out)."""
 
     @classmethod
     async def connect(cls, url: str, *, user: str = "operator",
                       credentials: str | None = None, **options: Any) -> ComputeClient:
         """Connect as the URL's user, else as ``user`` with its password from the
         ``credentials`` directory (``compute.messaging.credentials``)."""
-        return cls(await nats.connect(**connect_options(url, user, credentials),
-                                      name="compute-client", **options))
+        denied: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            if "permissions violation" in str(exc).lower():
+                denied.append(str(exc))
+
+        options.setdefault("error_cb", on_error)
+        return cls(await connect(url, user, credentials, name="compute-client", **options),
+                   denied)
+
+    def _refused(self, subject: str) -> None:
+        for violation in self.denied:
+            if f'"{subject.lower()}"' in violation.lower():
+                raise PermissionDenied(violation.removeprefix("nats: ")) from None
 
     async def __aenter__(self) -> ComputeClient:
         return self
@@ -99,6 +118,9 @@ class ComputeClient:
                 raise NoCommandStream(
                     "no COMPUTE_COMMANDS stream answers: no compute host has started on this "
                     "NATS yet") from None
+            except nats.errors.TimeoutError:
+                self._refused(subject)
+                raise
             if ack.duplicate:
                 raise DuplicateCommand(f"command {msg_id} was already published")
             msg = await sub.next_msg(timeout=timeout)
@@ -148,7 +170,11 @@ class ComputeClient:
                     **params: Any) -> Any:
         """Ask the projections; returns plain data (dicts/lists), raises QueryFailed."""
         body = msgspec.json.encode({k: v for k, v in params.items() if v is not None})
-        reply = await self.nc.request(query(view, key), body, timeout=timeout)
+        try:
+            reply = await self.nc.request(query(view, key), body, timeout=timeout)
+        except nats.errors.TimeoutError:
+            self._refused(query(view, key))
+            raise
         data = msgspec.json.decode(reply.data)
         if isinstance(data, dict) and set(data) == {"error", "message"}:
             raise QueryFailed(data["error"], data["message"])

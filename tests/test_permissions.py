@@ -21,7 +21,7 @@ import nats.errors
 import pytest
 from nats.js.api import ConsumerConfig
 
-from compute.client import ComputeClient
+from compute.client import ComputeClient, PermissionDenied
 from compute.events.outcomes import Succeeded
 from compute.events.steps import STEPS
 from compute.messaging.credentials import connect_options, with_user
@@ -191,6 +191,13 @@ async def test_an_auditor_may_not_publish_commands(service, nats_server: NatsSer
         await auditor.refused("Publish", subject)
 
 
+async def test_a_client_told_no_says_permission_denied_not_timeout(
+        service, nats_server: NatsServer) -> None:
+    async with await ComputeClient.connect(nats_server.url_for("auditor")) as auditor:
+        with pytest.raises(PermissionDenied, match=f"compute.cmd.{service.host}"):
+            await auditor.send(service.host, uuid.uuid4(), "terminate_instance", timeout=5)
+
+
 async def test_an_auditor_may_not_consume_the_command_stream(
         service, nats_server: NatsServer) -> None:
     async with connected(nats_server.url_for("auditor")) as auditor:
@@ -210,6 +217,13 @@ async def test_a_wrong_password_is_refused(nats_server: NatsServer) -> None:
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(with_user(nats_server.url, "operator", "not-the-password"),
                            allow_reconnect=False, max_reconnect_attempts=0)
+
+
+async def test_a_refused_client_fails_at_once_though_it_would_retry_a_lost_server(
+        nats_server: NatsServer) -> None:
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await ComputeClient.connect(with_user(nats_server.url, "operator", "not-it"),
+                                    max_reconnect_attempts=-1)
 
 
 def test_a_user_added_with_the_cli_connects_after_the_running_server_reloads(

@@ -41,7 +41,7 @@ from compute.events.commands import Flavor
 from compute.events.outcomes import Outcome, Rejected
 from compute.events.steps import STEPS
 from compute.messaging import intake
-from compute.messaging.credentials import connect_options
+from compute.messaging.credentials import connect
 from compute.messaging.notifier import Notifier
 from compute.messaging.queries import QueryService
 from compute.messaging.relay import Relay
@@ -95,10 +95,9 @@ class HostService(HostTasks):
     async def start(self) -> HostService:
         s = self.settings
         self.loop = asyncio.get_running_loop()
-        self.nc = await nats.connect(
-            **connect_options(s.nats_url, host_user(self.host), s.nats_credentials),
-            name=f"compute-host-{self.host}", max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5)
+        self.nc = await connect(s.nats_url, host_user(self.host), s.nats_credentials,
+                                name=f"compute-host-{self.host}", max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
         await ensure_streams(self.js, update=False)     # hosts may create, never change them
         self.store = await asyncio.to_thread(open_store, s.store)

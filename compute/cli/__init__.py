@@ -14,6 +14,7 @@ import sys
 import msgspec
 
 from compute import logs
+from compute.client import PermissionDenied
 from compute.config import Settings
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import BACKUP, OPERATIONS
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(handler(args, settings_from(args)))
     except KeyboardInterrupt:
         return 130
-    except commands.CliError as exc:
+    except (commands.CliError, PermissionDenied) as exc:
         print(f"compute: {exc}", file=sys.stderr)
         return 1
 

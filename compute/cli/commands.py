@@ -37,6 +37,16 @@ class CliError(Exception):
     pass
 
 
+def refused(settings: Settings, exc: Exception, user: str, add: str) -> str:
+    """What to say when NATS cannot be used: unreachable, or this user is not known."""
+    if not isinstance(exc, nats.errors.AuthorizationError) and (
+            "authorization violation" not in str(exc).lower()):
+        return f"cannot reach NATS at {redact(settings.nats_url)}: {exc}"
+    return (f"NATS at {redact(settings.nats_url)} refused user {user}: add it "
+            f"(`compute user add {add}`, on the NATS machine) or put user:password in "
+            "COMPUTE_NATS_URL")
+
+
 # -- running a host ------------------------------------------------------------------------
 def embedded_server(port: int = 14222) -> NatsServer:
     """The embedded server's files: JetStream in var/nats, its users in var/."""
@@ -71,7 +81,11 @@ async def host_service(settings: Settings) -> AsyncIterator[Any]:
 
     async with embedded_nats(settings):
         service = HostService(settings)
-        await service.start()
+        try:
+            await service.start()
+        except nats.errors.Error as exc:
+            raise CliError(refused(settings, exc, f"host-{settings.host}",
+                                   f"host {settings.host}")) from None
         try:
             yield service
         finally:
@@ -149,7 +163,7 @@ async def client_for(settings: Settings, user: str = "operator"
                                              credentials=settings.nats_credentials,
                                              connect_timeout=2, max_reconnect_attempts=0)
     except Exception as exc:
-        raise CliError(f"cannot reach NATS at {redact(settings.nats_url)}: {exc}") from None
+        raise CliError(refused(settings, exc, user, f"<role> {user}")) from None
     async with client:
         yield client
 

@@ -8,9 +8,14 @@ Every client takes its replies on ``_INBOX.<user>``, the only inboxes its role m
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import nats
+from nats.aio.client import Client as NATS
 
 
 def with_user(url: str, user: str, password: str) -> str:
@@ -30,6 +35,30 @@ def connect_options(url: str, user: str, credentials: str | Path | None = None
     elif credentials is not None and (Path(credentials) / user).is_file():
         url = with_user(url, user, (Path(credentials) / user).read_text().strip())
     return {"servers": url, "inbox_prefix": f"_INBOX.{user}"}
+
+
+async def connect(url: str, user: str, credentials: str | Path | None = None,
+                  **options: Any) -> NATS:
+    """``nats.connect`` as a user. A refused user or password fails at once: nats-py would
+    retry it for as long as it retries a server that is not up yet."""
+    refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+    forward = options.pop("error_cb", None)
+
+    async def on_error(exc: Exception) -> None:
+        if "authorization violation" in str(exc).lower() and not refused.done():
+            refused.set_result(exc)
+        if forward is not None:
+            await forward(exc)
+
+    task = asyncio.ensure_future(nats.connect(**connect_options(url, user, credentials),
+                                              error_cb=on_error, **options))
+    await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise refused.result()
 
 
 def redact(url: str) -> str:

@@ -51,6 +51,12 @@ def answers(url: str, timeout: float = 0.5) -> bool:
 
 def accepts(url: str, timeout: float = 2.0) -> bool:
     """True if the server at the URL accepts its user and password (one NATS handshake)."""
+    return handshake(url, timeout).startswith("PONG")
+
+
+def handshake(url: str, timeout: float = 2.0) -> str:
+    """The server's answer to a CONNECT with the URL's user and password and a PING: PONG,
+    or its -ERR (raises OSError if nothing answers)."""
     parsed = urlparse(url)
     connect = {"verbose": False, "pedantic": False, "user": unquote(parsed.username or ""),
                "pass": unquote(parsed.password or "")}
@@ -59,7 +65,7 @@ def accepts(url: str, timeout: float = 2.0) -> bool:
         reader = sock.makefile("rb")
         reader.readline()                                   # INFO
         sock.sendall(f"CONNECT {json.dumps(connect)}\r\nPING\r\n".encode())
-        return reader.readline().startswith(b"PONG")
+        return reader.readline().decode(errors="replace").strip()
 
 
 def free_port() -> int:
