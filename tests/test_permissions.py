@@ -172,6 +172,23 @@ async def test_a_host_may_not_publish_commands(service, intruder: str) -> None:
         await host.refused("Publish", subject)
 
 
+async def test_a_host_may_not_change_or_delete_a_stream(service, intruder: str) -> None:
+    async with connected(intruder) as host:
+        for action in ("UPDATE", "PURGE", "DELETE"):
+            subject = f"$JS.API.STREAM.{action}.{COMMANDS_STREAM}"
+            await host.nc.publish(subject, b"{}")
+            await host.refused("Publish", subject)
+
+
+# -- admin ---------------------------------------------------------------------------------
+def test_the_admin_sets_up_the_streams_with_the_cli(nats_server: NatsServer) -> None:
+    env = {**os.environ, "COMPUTE_NATS_URL": nats_server.url_for("admin"),
+           "PYTHONPATH": str(ROOT)}
+    setup = subprocess.run([sys.executable, "-m", "compute.cli", "setup"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert setup.returncode == 0 and "are set up" in setup.stderr, setup.stderr
+
+
 # -- auditor -------------------------------------------------------------------------------
 async def test_an_auditor_reads_events_and_queries(
         service, client: ComputeClient, nats_server: NatsServer) -> None:
