@@ -230,8 +230,8 @@ class HostService(HostTasks):
         # named, so the create request's subject carries the filter and the server holds
         # the host to its own commands (nats.conf's HOST role allows only that subject)
         config = ConsumerConfig(
-            name=f"host-{self.host}", durable_name=f"host-{self.host}", ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL, ack_wait=s.ack_wait,
+            name=host_user(self.host), durable_name=host_user(self.host),
+            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=s.ack_wait,
             max_deliver=s.max_deliver, max_ack_pending=s.max_ack_pending,
             filter_subject=host_commands(self.host),
         )

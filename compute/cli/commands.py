@@ -27,6 +27,7 @@ from compute.flavors import FLAVORS
 from compute.messaging.credentials import redact
 from compute.messaging.server import NatsServer, answers
 from compute.messaging.subjects import EVENTS_STREAM
+from compute.messaging.users import host_user
 
 INSTANCE_COLUMNS = ("uuid", "name", "status", "vm_state", "task_state", "power", "flavor",
                     "host")
@@ -84,7 +85,7 @@ async def host_service(settings: Settings) -> AsyncIterator[Any]:
         try:
             await service.start()
         except nats.errors.Error as exc:
-            raise CliError(refused(settings, exc, f"host-{settings.host}",
+            raise CliError(refused(settings, exc, host_user(settings.host),
                                    f"host {settings.host}")) from None
         try:
             yield service

@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from compute.messaging.credentials import with_user
-from compute.messaging.users import BASE_USERS, BCRYPT_COST, Users, split_roles
+from compute.messaging.users import BASE_USERS, BCRYPT_COST, Users, split_roles, user_name
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NATS_CONF = PROJECT_ROOT / "nats.conf"
@@ -107,8 +107,7 @@ class NatsServer:
     def add_user(self, role: str, name: str) -> str:
         """Add a user to the running server (if it is new) and return its URL once the
         server accepts it."""
-        user = name if role != "host" else f"host-{name}"
-        known = user in self.users.load()
+        known = user_name(role, name) in self.users.load()
         user = self.users.ensure(role, name, cost=self.bcrypt_cost)
         if not known:
             self.reload()

@@ -49,7 +49,12 @@ def load_roles(config: Path) -> dict[str, dict[str, Any]]:
 
 
 def host_user(host: str) -> str:
+    """A compute host's NATS user, also the name of its durable consumer."""
     return f"host-{host}"
+
+
+def user_name(role: str, name: str) -> str:
+    return host_user(name) if role == "host" else name
 
 
 class Users:
@@ -75,7 +80,7 @@ class Users:
             raise ValueError(f"unknown role {role!r}; roles: {', '.join(sorted(self.roles))}")
         if not NAME.match(name):
             raise ValueError(f"{name!r}: lower-case letters, digits, '-' and '_' only")
-        user = host_user(name) if role == "host" else name
+        user = user_name(role, name)
         password = password or secrets.token_urlsafe(24)
         users = self.load()
         users[user] = {"role": role, "host": name if role == "host" else "",
@@ -87,7 +92,7 @@ class Users:
 
     def ensure(self, role: str, name: str, *, cost: int = BCRYPT_COST) -> str:
         """The user, added with a random password unless it exists (with its password here)."""
-        user = host_user(name) if role == "host" else name
+        user = user_name(role, name)
         if user not in self.load() or not (self.credentials / user).exists():
             self.add(role, name, cost=cost)
         return user
