@@ -110,6 +110,14 @@ async def test_an_operator_may_not_publish_events(service, nats_server: NatsServ
         await op.refused("Publish", subject)
 
 
+async def test_an_operator_may_not_call_a_moves_steps(service, nats_server: NatsServer
+                                                      ) -> None:
+    subject = f"compute.call.{service.host}.confirm_migration"
+    async with connected(nats_server.url_for("operator")) as op:
+        await op.nc.publish(subject, b"{}")
+        await op.refused("Publish", subject)
+
+
 # -- compute host --------------------------------------------------------------------------
 @pytest.fixture
 def intruder(nats_server: NatsServer) -> str:
@@ -152,10 +160,11 @@ async def test_a_host_may_not_create_its_consumer_on_another_hosts_commands(
         await host.refused("Publish", f"$JS.API.CONSUMER.DURABLE.CREATE.{COMMANDS_STREAM}.{own}")
 
 
-def test_a_host_may_call_other_hosts_for_a_moves_steps_and_nothing_else() -> None:
-    calls = {subject for subject in ROLES["host"]["publish"]["allow"]
-             if subject.startswith("compute.call.")}
-    assert calls == {f"compute.call.*.{step}" for step in STEPS}
+def test_a_moves_steps_are_calls_for_hosts_only() -> None:
+    steps = {f"compute.call.*.{step}" for step in STEPS}
+    host_calls = {subject for subject in ROLES["host"]["publish"]["allow"]
+                  if subject.startswith("compute.call.")}
+    assert host_calls == steps == set(ROLES["operator"]["publish"]["deny"])
 
 
 async def test_a_host_may_not_call_another_hosts_operations(service, intruder: str) -> None:
