@@ -69,7 +69,7 @@ def document() -> dict[str, Any]:
         "address": "{reply_inbox}", "messages": {r["$ref"].rsplit("/", 1)[-1]: r
                                                   for r in outcome_refs},
         "description": "The sender's inbox named in the Compute-Reply-To header of a command.",
-        "parameters": {"reply_inbox": {"description": "a NATS inbox"}}}
+        "parameters": {"reply_inbox": {"description": "a NATS inbox, _INBOX.<user>.<token>"}}}
     for name, payload in sorted(commands.items()):
         op = OPERATIONS[name]
         aliases = [a for a, target in ALIASES.items() if target == name]
@@ -145,10 +145,20 @@ def document() -> dict[str, Any]:
                  "description": "Nova's ComputeManager as an event-sourced actor system on "
                                 "NATS: commands, lifecycle events, outcomes, queries."},
         "defaultContentType": "application/json",
+        "servers": {"embedded": {
+            "host": "127.0.0.1:14222", "protocol": "nats",
+            "description": "The project's nats-server (nats.conf); a scale-out deployment "
+                           "names its own NATS cluster.",
+            "security": [{"$ref": "#/components/securitySchemes/user"}]}},
         "channels": dict(sorted(channels.items())),
         "operations": dict(sorted(operations.items())),
         "components": {"messages": dict(sorted(messages.items())),
-                       "schemas": dict(sorted(schemas.items()))},
+                       "schemas": dict(sorted(schemas.items())),
+                       "securitySchemes": {"user": {
+                           "type": "userPassword",
+                           "description": "A NATS user of one of nats.conf's roles (operator, "
+                                          "host-<host>, auditor, admin; README Permissions). "
+                                          "Each user receives replies under _INBOX.<user>."}}},
     }
 
 
