@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -27,11 +28,11 @@ from compute.events.steps import STEPS
 from compute.messaging.credentials import connect_options, with_user
 from compute.messaging.server import NATS_CONF, NatsServer, accepts, free_port
 from compute.messaging.subjects import COMMANDS_STREAM, command
-from compute.messaging.users import split_roles
+from compute.messaging.users import load_roles
 from tests.conftest import boot_payload
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLES = split_roles(NATS_CONF.read_text())[0]
+ROLES = load_roles(NATS_CONF)
 
 
 class Connection:
@@ -59,9 +60,8 @@ async def connected(url: str) -> AsyncIterator[Connection]:
         if "permissions violation" in str(exc).lower():
             conn.violations.put_nowait(str(exc))
 
-    user = url.split("//", 1)[1].split(":", 1)[0]
-    conn.nc = await nats.connect(**connect_options(url, user), error_cb=on_error,
-                                 allow_reconnect=False)
+    conn.nc = await nats.connect(**connect_options(url, urlsplit(url).username or ""),
+                                 error_cb=on_error, allow_reconnect=False)
     try:
         yield conn
     finally:
@@ -146,7 +146,7 @@ async def test_a_host_may_not_pull_from_another_hosts_consumer(
 
 async def test_a_host_may_not_create_its_consumer_on_another_hosts_commands(
         service, intruder: str) -> None:
-    own = "host-" + intruder.split("//host-", 1)[1].split(":", 1)[0]
+    own = urlsplit(intruder).username          # host-<its host>, its consumer's name
     stolen = f"compute.cmd.{service.host}.>"
     async with connected(intruder) as host:
         js = host.nc.jetstream()

@@ -20,9 +20,9 @@ from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import BACKUP, OPERATIONS
 from compute.flavors import FLAVORS
 from compute.messaging.server import NATS_CONF
-from compute.messaging.users import split_roles
+from compute.messaging.users import load_roles
 
-ROLES = split_roles(NATS_CONF.read_text())[0]
+ROLES = load_roles(NATS_CONF)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from compute.messaging.credentials import with_user
-from compute.messaging.users import BASE_USERS, BCRYPT_COST, Users, split_roles, user_name
+from compute.messaging.users import (
+    BASE_USERS,
+    BCRYPT_COST,
+    Users,
+    load_roles,
+    split_roles,
+    user_name,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NATS_CONF = PROJECT_ROOT / "nats.conf"
@@ -83,7 +90,7 @@ class NatsServer:
         self.store_dir = Path(store_dir)
         self.config = config
         self.log_file = Path(log_file) if log_file else self.store_dir.parent / "nats-server.log"
-        self.users = Users(self.store_dir.parent, split_roles(config.read_text())[0])
+        self.users = Users(self.store_dir.parent, load_roles(config))
         self.bcrypt_cost = bcrypt_cost
         self.process: subprocess.Popen[bytes] | None = None
 

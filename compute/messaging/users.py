@@ -80,6 +80,8 @@ class Users:
             raise ValueError(f"unknown role {role!r}; roles: {', '.join(sorted(self.roles))}")
         if not NAME.match(name):
             raise ValueError(f"{name!r}: lower-case letters, digits, '-' and '_' only")
+        if role != "host" and name.startswith(host_user("")):
+            raise ValueError(f"{name!r}: names host-<host> belong to compute hosts")
         user = user_name(role, name)
         password = password or secrets.token_urlsafe(24)
         users = self.load()
