@@ -41,6 +41,7 @@ from compute.events.commands import Flavor
 from compute.events.outcomes import Outcome, Rejected
 from compute.events.steps import STEPS
 from compute.messaging import intake
+from compute.messaging.acks import redelivered
 from compute.messaging.credentials import connect
 from compute.messaging.notifier import Notifier
 from compute.messaging.queries import QueryService
@@ -269,7 +270,8 @@ class HostService(HostTasks):
             self.metrics.commands.labels(info["operation"] or "-", "Rejected").inc()
             await self._reply(None, info["reply_to"], Rejected(
                 command_id=info["command_id"], uuid=info["uuid"], operation=info["operation"],
-                host=self.host, error=exc.error, message=str(exc)))
+                host=self.host, error=exc.error, message=str(exc),
+                duplicate=redelivered(msg)))
             with contextlib.suppress(Exception):
                 await msg.term()
             return

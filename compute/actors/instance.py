@@ -42,7 +42,7 @@ from compute.domain.states import PowerState, VmState
 from compute.events.commands import RunInstance
 from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
-from compute.messaging.acks import keepalive, nak
+from compute.messaging.acks import keepalive, nak, redelivered
 from compute.virt.api import Finished, InstanceRef, power_of
 
 log = logging.getLogger("compute.instance")
@@ -394,7 +394,8 @@ class InstanceActor(FollowsHypervisor):
         log.info("instance %s: rejected %s (%s): %s", self.uuid, env.op.name, error, message)
         await self._answer(env, Rejected(command_id=env.command_id, uuid=str(self.uuid),
                                          operation=env.op.name, host=self.ctx.host,
-                                         error=error, message=message))
+                                         error=error, message=message,
+                                         duplicate=redelivered(env.msg)))
 
     async def _answer(self, env: Envelope, outcome: Any) -> None:
         metrics = self.ctx.metrics

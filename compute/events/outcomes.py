@@ -82,6 +82,9 @@ class Rejected(Outcome, frozen=True, kw_only=True):
 
     error: ErrorCode
     message: str
+    duplicate: bool = False
+    """A redelivery refused again (a refusal is not recorded, so the same refusal may reach
+    the sender twice after a lost acknowledgement; this one says it may be a repeat)."""
 
 
 class HostUpdated(Outcome, frozen=True, kw_only=True):

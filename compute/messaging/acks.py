@@ -8,6 +8,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 
+def redelivered(msg: Any) -> bool:
+    """JetStream delivered this message before (an earlier delivery may have been answered)."""
+    try:
+        return msg is not None and msg.metadata.num_delivered > 1
+    except Exception:          # a core NATS message (a call) has no delivery count
+        return False
+
+
 async def nak(msg: Any, delay: float = 1.0) -> None:
     """Hand the message back for a later redelivery (the store was unavailable)."""
     if msg is not None:

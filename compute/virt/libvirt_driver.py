@@ -26,7 +26,13 @@ from compute.domain.errors import (
 )
 from compute.domain.states import PowerState
 from compute.virt import graceful
-from compute.virt.api import Finished, GracefulTimeout, HostInfo, InstanceInfo, InstanceRef
+from compute.virt.api import (
+    Finished,
+    GracefulTimeout,
+    HostInfo,
+    InstanceInfo,
+    InstanceRef,
+)
 from compute.virt.consoles import ConsolesMixin
 from compute.virt.devices import DevicesMixin
 from compute.virt.events import ensure_event_impl
