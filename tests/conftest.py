@@ -16,6 +16,7 @@ from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.messaging.server import NatsServer, free_port
+from tests.stores import NO_POSTGRES, postgres_answers, postgres_schema
 
 pytest_plugins = ["tests.moves_fixtures"]      # start_host: several hosts on one store
 
@@ -52,12 +53,37 @@ def hypervisor_uri(tmp_path: Path) -> Callable[..., str]:
     return make
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules marked ``both_stores`` run each test on SQLite and on PostgreSQL."""
+    if ("store_kind" in metafunc.fixturenames
+            and metafunc.definition.get_closest_marker("both_stores")):
+        metafunc.parametrize("store_kind", ["sqlite", pytest.param(
+            "postgres", marks=pytest.mark.postgres)], indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path: Path, nats_server: NatsServer,
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
+    """The test's event store: a SQLite file, or a PostgreSQL schema of its own."""
+    if store_kind == "sqlite":
+        yield str(tmp_path / "compute.sqlite")
+        return
+    if not postgres_answers():
+        pytest.skip(NO_POSTGRES)
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, nats_server: NatsServer, store_url: str,
              hypervisor_uri: Callable[..., str]) -> Settings:
     host = f"t{next(_hosts)}"
     return Settings(host=host, nats_url=nats_server.add_user("host", host),
-                    store=str(tmp_path / "compute.sqlite"), views=str(tmp_path / "views.sqlite"),
+                    store=store_url, views=str(tmp_path / "views.sqlite"),
                     volumes_dir=str(tmp_path / "volumes"),
                     libvirt_uri=hypervisor_uri(), driver_timeout=10.0, ack_wait=5.0)
 

@@ -1,6 +1,8 @@
 """The event store: an eventsourcing Application on SQLite (default) or PostgreSQL.
 
-``open_store("var/compute.sqlite")`` or ``open_store("postgres://user@host:5432/db")``.
+``open_store("var/compute.sqlite")`` or ``open_store("postgres://user:pw@host:5432/db")``;
+a PostgreSQL URL may name a schema (``?schema=compute``), so deployments (and tests) can share
+one database; otherwise ``COMPUTE_POSTGRES_SCHEMA`` or the server's default applies.
 The application is used only as the store (recorders, mapper, repository); writes go through
 the group-commit writer, never ``app.save`` per command.
 """
@@ -12,7 +14,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -75,7 +77,8 @@ def store_env(url: str) -> dict[str, str]:
             POSTGRES_PORT=str(parsed.port or 5432),
             POSTGRES_USER=unquote(parsed.username or os.environ.get("USER", "postgres")),
             POSTGRES_PASSWORD=unquote(parsed.password or ""),
-            POSTGRES_SCHEMA=os.environ.get("COMPUTE_POSTGRES_SCHEMA", ""),
+            POSTGRES_SCHEMA=parse_qs(parsed.query).get("schema", [""])[0]
+            or os.environ.get("COMPUTE_POSTGRES_SCHEMA", ""),
         )
         if not env["POSTGRES_SCHEMA"]:
             del env["POSTGRES_SCHEMA"]
