@@ -9,9 +9,10 @@ the group-commit writer, never ``app.save`` per command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -92,4 +93,33 @@ def store_env(url: str) -> dict[str, str]:
 
 
 def open_store(url: str = DEFAULT_STORE) -> ComputeStore:
-    return ComputeStore(env=store_env(url))
+    env = store_env(url)
+    if env["PERSISTENCE_MODULE"] != "eventsourcing.postgres":
+        return ComputeStore(env=env)
+    with _creating(env):
+        store = ComputeStore(env=env)
+        store.factory.tracking_recorder()    # the relay's and notifier's table too
+    return store
+
+
+@contextlib.contextmanager
+def _creating(env: dict[str, str]) -> Iterator[None]:
+    """Hosts started together would race to create the tables (PostgreSQL's CREATE ... IF NOT
+    EXISTS is not safe against a concurrent create): one at a time, under an advisory lock;
+    the named schema is created if missing."""
+    import psycopg
+
+    with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+                         dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"],
+                         password=env["POSTGRES_PASSWORD"], autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_CREATE_LOCK,))
+        try:
+            if env.get("POSTGRES_SCHEMA"):
+                conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    psycopg.sql.Identifier(env["POSTGRES_SCHEMA"])))
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_LOCK,))
+
+
+_CREATE_LOCK = 0x636F6D7075746531   # "compute1": the store's table creation
