@@ -16,7 +16,7 @@ from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.messaging.server import NatsServer, free_port
-from tests.stores import NO_POSTGRES, postgres_answers, postgres_schema
+from tests.stores import postgres_schema, postgres_unavailable
 
 pytest_plugins = ["tests.moves_fixtures"]      # start_host: several hosts on one store
 
@@ -72,8 +72,8 @@ def store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
     if store_kind == "sqlite":
         yield str(tmp_path / "compute.sqlite")
         return
-    if not postgres_answers():
-        pytest.skip(NO_POSTGRES)
+    if reason := postgres_unavailable():
+        pytest.skip(reason)
     with postgres_schema() as url:
         yield url
 

@@ -8,6 +8,7 @@ skipped, with the reason, when nothing answers on 5432 (``.ci/run`` starts an in
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import uuid
 from collections.abc import Iterator
@@ -18,12 +19,20 @@ NO_POSTGRES = (f"no PostgreSQL answers on {PG_HOST}:{PG_PORT} (install and start
                "or run .ci/run, to run this case on PostgreSQL too)")
 
 
-def postgres_answers() -> bool:
+@functools.cache
+def postgres_unavailable() -> str | None:
+    """Why the PostgreSQL cases cannot run here, or None when they can."""
     try:
         socket.create_connection((PG_HOST, PG_PORT), timeout=0.5).close()
-        return True
     except OSError:
-        return False
+        return NO_POSTGRES
+    try:
+        import psycopg
+
+        psycopg.connect(PG_DSN, connect_timeout=3).close()
+    except Exception as exc:   # no driver, no database `test`, no such user...
+        return f"PostgreSQL on {PG_HOST}:{PG_PORT} refused {PG_DSN!r}: {exc}".strip()
+    return None
 
 
 @contextlib.contextmanager
