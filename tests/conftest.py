@@ -15,6 +15,7 @@ import pytest
 from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
+from compute.messaging.cluster import NatsCluster
 from compute.messaging.server import NatsServer, free_port
 from tests.stores import postgres_schema, postgres_unavailable
 
@@ -39,6 +40,30 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
                         bcrypt_cost=4).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def _session_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def nats_cluster(_session_cluster: NatsCluster) -> NatsCluster:
+    """A 3-node cluster (started once a session), every node up and current at the start of
+    each test (a test may stop nodes: ``tests.scenarios.node_down``)."""
+    for node in _session_cluster.nodes:
+        if node.process is None or node.process.poll() is not None:
+            node.start()
+    _session_cluster.wait_healthy()
+    return _session_cluster
+
+
+@pytest.fixture
+def cluster_settings(settings: Settings, nats_cluster: NatsCluster) -> Settings:
+    """``settings`` with the bus on the cluster (every node's URL: clients fail over)."""
+    return msgspec.structs.replace(settings, nats_url=nats_cluster.url)
 
 
 @pytest.fixture

@@ -2,23 +2,34 @@
 store's log reached ``COMPUTE_EVENTS`` whole (each event once, in per-instance order).
 
 Used by the shared-store tests and the NATS cluster tests; any multi-host test (migrations)
-can take them as they are: they need only a ``Settings`` to derive from.
+can take them as they are: they need only a ``Settings`` to derive from. On a cluster
+(the ``nats_cluster`` / ``cluster_settings`` fixtures), ``node_down`` crashes a node for the
+length of a block and brings it back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 from uuid import UUID
 
 import msgspec
 import nats
+import nats.js.errors
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from compute.client import ComputeClient
 from compute.config import Settings
+from compute.messaging.cluster import ClusterNode, NatsCluster
 from compute.messaging.subjects import EVENTS_STREAM, MSG_ID
 from compute.store.app import ComputeStore
+
+T = TypeVar("T")
 
 
 def another_host(settings: Settings, name: str, root: Path,
@@ -47,7 +58,8 @@ async def published(js: JetStreamContext, hosts: set[str], count: int
                     ) -> list[tuple[UUID, int]]:
     """The first ``count`` events of ``hosts`` on ``COMPUTE_EVENTS`` in stream order, as
     (uuid, version) read from their ``Nats-Msg-Id``; waits for them to arrive."""
-    subs = [await js.pull_subscribe(f"compute.evt.{h}.>", stream=EVENTS_STREAM)
+    subs = [await during_failover(lambda h=h: js.pull_subscribe(f"compute.evt.{h}.>",
+                                                                stream=EVENTS_STREAM))
             for h in sorted(hosts)]
     got: list[tuple[int, UUID, int]] = []
     try:
@@ -55,23 +67,43 @@ async def published(js: JetStreamContext, hosts: set[str], count: int
             for sub in subs:
                 try:
                     msgs = await sub.fetch(500, timeout=0.5)
-                except (TimeoutError, nats.errors.TimeoutError):
+                except FAILOVER:
                     continue
                 for msg in msgs:
                     uuid, version = msg.headers[MSG_ID].rsplit(":", 1)
                     got.append((msg.metadata.sequence.stream, UUID(uuid), int(version)))
-                    await msg.ack()
+                    with contextlib.suppress(Exception):
+                        await msg.ack()
     finally:
         for sub in subs:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
     return [(uuid, version) for _, uuid, version in sorted(got)]
+
+
+FAILOVER = (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
+            nats.js.errors.ServiceUnavailableError, nats.errors.ConnectionReconnectingError)
+
+
+async def during_failover(call: Callable[[], Awaitable[T]], limit: float = 60.0) -> T:
+    """A JetStream API call, repeated while a cluster elects new leaders (it answers
+    nothing, or 503, for some seconds after a node dies)."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while True:
+        try:
+            return await call()
+        except FAILOVER:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 async def stream_count(js: JetStreamContext, hosts: set[str]) -> int:
     """How many messages ``COMPUTE_EVENTS`` holds on these hosts' subjects."""
     total = 0
     for h in hosts:
-        info = await js.stream_info(EVENTS_STREAM, subjects_filter=f"compute.evt.{h}.>")
+        info = await during_failover(lambda h=h: js.stream_info(
+            EVENTS_STREAM, subjects_filter=f"compute.evt.{h}.>"))
         total += sum((info.state.subjects or {}).values())
     return total
 
@@ -89,3 +121,42 @@ async def assert_log_on_stream(store: ComputeStore, js: JetStreamContext,
         per_aggregate[uuid].append(version)
     assert per_aggregate == log                                # all, in per-aggregate order
     return expected
+
+
+@contextlib.asynccontextmanager
+async def node_down(cluster: NatsCluster, node: ClusterNode, *, crash: bool = False
+                    ) -> AsyncIterator[ClusterNode]:
+    """``node`` stopped for the block (SIGTERM: it hands its leaderships over; ``crash``:
+    SIGKILL, the others notice by timeout, seconds later), then restarted and caught up with
+    the others: whatever the block does must keep working on the two nodes left."""
+    await asyncio.to_thread(node.kill if crash else node.stop)
+    try:
+        yield node
+    finally:
+        await asyncio.to_thread(node.start)
+        await asyncio.to_thread(cluster.wait_healthy)
+
+
+async def stream_leader(js: JetStreamContext, cluster: NatsCluster, stream: str) -> ClusterNode:
+    """The node leading ``stream`` now (the one whose loss forces an election)."""
+    info = await during_failover(lambda: js.stream_info(stream))
+    return cluster.node_named(info.cluster.leader)
+
+
+def serving(cluster: NatsCluster, nc: NATS) -> ClusterNode:
+    """The node a connection is on (the one whose loss makes it reconnect)."""
+    return cluster.node_at(nc.connected_url.port)
+
+
+@contextlib.asynccontextmanager
+async def client_avoiding(cluster: NatsCluster, node: ClusterNode
+                          ) -> AsyncIterator[ComputeClient]:
+    """A client on the other nodes. An outcome is a core NATS reply to the client's inbox:
+    one on its way while the client's own node dies is lost (the events themselves are safe
+    on ``COMPUTE_EVENTS``), so a test that kills a node keeps its client elsewhere."""
+    others = ",".join(n.url for n in cluster.nodes if n is not node)
+    client = await ComputeClient.connect(others, reconnect_time_wait=0.2)
+    try:
+        yield client
+    finally:
+        await client.close()

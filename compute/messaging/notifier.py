@@ -24,6 +24,7 @@ from compute.domain.migration import MigrationStatus, MigrationType
 from compute.domain.states import TaskState
 from compute.events import lifecycle as e
 from compute.events import moves as mv
+from compute.messaging.streams import acked
 from compute.messaging.subjects import MSG_ID
 from compute.store.app import ComputeStore, _project
 from compute.store.lease import Lease, lease_for
@@ -233,7 +234,7 @@ class Notifier:
                 acks.append(await self.js.publish_async(
                     f"compute.notify.{note.event_type}", msgspec.json.encode(note),
                     headers={MSG_ID: note.message_id}))
-        await asyncio.gather(*acks)
+        await acked(acks)
         last = page[-1].id
         try:
             await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))

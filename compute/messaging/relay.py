@@ -18,6 +18,7 @@ import msgspec
 from eventsourcing.persistence import IntegrityError, Tracking
 from nats.js import JetStreamContext
 
+from compute.messaging.streams import acked
 from compute.messaging.subjects import MSG_ID, SHARED_HOST
 from compute.messaging.subjects import event as event_subject
 from compute.store.app import ComputeStore
@@ -100,7 +101,7 @@ class Relay:
                                     event_name(n.topic))
             acks.append(await self.js.publish_async(
                 subject, n.state, headers={MSG_ID: f"{n.originator_id}:{n.originator_version}"}))
-        await asyncio.gather(*acks)
+        await acked(acks)
         last = page[-1].id
         try:
             await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))

@@ -1,0 +1,117 @@
+"""The scale-out bus: a 3-node NATS cluster, streams with three replicas, a node stopped
+mid-test and brought back (``node_down``; ``crash=True`` kills it instead, which costs the
+seconds of a leader election per test, so the suite stops nodes politely)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import nats.js.errors
+import pytest
+
+from compute.actors.host import HostService
+from compute.client import ComputeClient
+from compute.config import Settings
+from compute.events.outcomes import Succeeded
+from compute.messaging.cluster import NatsCluster
+from compute.messaging.subjects import COMMANDS_STREAM, EVENTS_STREAM, NOTIFICATIONS_STREAM
+from tests.conftest import boot_payload
+from tests.scenarios import (
+    assert_log_on_stream,
+    client_avoiding,
+    during_failover,
+    node_down,
+    serving,
+    stream_leader,
+)
+
+
+@pytest.fixture
+async def cluster_service(cluster_settings: Settings) -> AsyncIterator[HostService]:
+    """A host on the cluster whose command consumer exists (tests then kill nodes)."""
+    service = await HostService(cluster_settings).start()
+    await consumer_ready(service)
+    yield service
+    await service.stop()
+
+
+async def consumer_ready(service: HostService) -> None:
+    while True:
+        try:
+            await service.js.consumer_info(COMMANDS_STREAM, f"host-{service.host}")
+            return
+        except nats.js.errors.NotFoundError:
+            await asyncio.sleep(0.05)
+
+
+async def drive(client: ComputeClient, host: str, vm: str, *operations: str) -> None:
+    for operation in operations:
+        payload = boot_payload() if operation == "run_instance" else None
+        assert isinstance(await client.send(host, vm, operation, payload), Succeeded)
+
+
+async def test_streams_have_three_replicas_on_a_cluster(
+        cluster_service: HostService) -> None:
+    for stream in (COMMANDS_STREAM, EVENTS_STREAM, NOTIFICATIONS_STREAM):
+        info = await cluster_service.js.stream_info(stream)
+        assert info.config.num_replicas == 3
+        assert len(info.cluster.replicas) == 2           # and a leader
+
+
+async def test_a_host_keeps_consuming_when_its_nats_node_dies(
+        cluster_service: HostService, nats_cluster: NatsCluster) -> None:
+    vm = str(uuid.uuid4())
+    victim = serving(nats_cluster, cluster_service.nc)
+    async with client_avoiding(nats_cluster, victim) as client:
+        await drive(client, cluster_service.host, vm, "run_instance")
+        async with node_down(nats_cluster, victim):
+            await drive(client, cluster_service.host, vm, "stop_instance", "start_instance",
+                        "reboot_instance")
+            await assert_log_on_stream(cluster_service.store, client.js,
+                                       {cluster_service.host})
+
+
+async def test_commands_waiting_in_the_stream_survive_its_leaders_death(
+        cluster_settings: Settings, nats_cluster: NatsCluster) -> None:
+    async with HostService(cluster_settings):             # the host's consumer exists
+        pass
+    probe = await ComputeClient.connect(nats_cluster.url)
+    leader = await stream_leader(probe.js, nats_cluster, COMMANDS_STREAM)
+    await probe.close()
+    async with client_avoiding(nats_cluster, leader) as client:
+        vms = [str(uuid.uuid4()) for _ in range(5)]
+        sent = [asyncio.create_task(client.send(cluster_settings.host, vm, "run_instance",
+                                                boot_payload()))
+                for vm in vms]
+        subject = f"compute.cmd.{cluster_settings.host}.>"
+        while (await client.js.stream_info(COMMANDS_STREAM, subjects_filter=subject)
+               ).state.messages < len(vms):
+            await asyncio.sleep(0.05)                      # all five stored, none consumed
+        async with node_down(nats_cluster, leader):
+            async with HostService(cluster_settings) as service:
+                outcomes = await asyncio.gather(*sent)
+                assert all(isinstance(o, Succeeded) for o in outcomes)
+                await assert_log_on_stream(service.store, client.js, {service.host})
+
+
+async def test_a_node_restarted_rejoins_and_catches_up_on_what_it_missed(
+        cluster_service: HostService, nats_cluster: NatsCluster) -> None:
+    vm = str(uuid.uuid4())
+    victim = nats_cluster.nodes[2]
+    async with client_avoiding(nats_cluster, victim) as client:
+        async with node_down(nats_cluster, victim):
+            await drive(client, cluster_service.host, vm, "run_instance", "stop_instance")
+            missed = (await during_failover(lambda: client.js.stream_info(EVENTS_STREAM))
+                      ).state.last_seq
+        while True:       # node_down restarted it; the leader reports its replica's progress
+            info = await during_failover(lambda: client.js.stream_info(EVENTS_STREAM))
+            peers = {p.name: p for p in info.cluster.replicas or []}
+            if info.cluster.leader == victim.name or (
+                    victim.name in peers and peers[victim.name].current
+                    and not peers[victim.name].lag):
+                break
+            await asyncio.sleep(0.1)
+        assert info.state.last_seq >= missed
+        await drive(client, cluster_service.host, vm, "start_instance")
