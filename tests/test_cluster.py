@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats.js.errors
 import pytest
@@ -16,6 +17,7 @@ from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.outcomes import Succeeded
 from compute.messaging.cluster import NatsCluster
+from compute.messaging.streams import cluster_replicas
 from compute.messaging.subjects import COMMANDS_STREAM, EVENTS_STREAM, NOTIFICATIONS_STREAM
 from tests.conftest import boot_payload
 from tests.scenarios import (
@@ -115,3 +117,23 @@ async def test_a_node_restarted_rejoins_and_catches_up_on_what_it_missed(
             await asyncio.sleep(0.1)
         assert info.state.last_seq >= missed
         await drive(client, cluster_service.host, vm, "start_instance")
+
+
+def test_each_node_is_the_projects_nats_conf_named_and_routed(tmp_path: Path) -> None:
+    conf = tmp_path / "nats.conf"
+    conf.write_text('server_name: embedded\nmax_payload: 1MB\n'
+                    'authorization { users: [{user: a, password: b}] }\n'
+                    'jetstream { store_dir: "var/nats" }\n')
+    node = NatsCluster(tmp_path / "c", config=conf).nodes[1]
+    node.store_dir.mkdir(parents=True)
+    text = node._config_for_store().read_text()
+    assert "server_name: compute-2\n" in text and "embedded" not in text
+    assert "authorization { users: [{user: a, password: b}] }" in text
+    assert "max_payload: 1MB" in text
+    assert f'store_dir: "{node.store_dir}"' in text
+    assert text.count("nats-route://127.0.0.1:") == 3
+
+
+async def test_a_single_server_keeps_one_replica(service: HostService) -> None:
+    info = await service.js.stream_info(EVENTS_STREAM)
+    assert (cluster_replicas(service.nc), info.config.num_replicas) == (1, 1)
