@@ -172,7 +172,10 @@ class HostService(HostTasks):
         if self._tasks:
             # nats-py's fetch can turn a cancellation into its own timeout; the loops also
             # check ``_stopping``, and the wait is bounded either way.
-            await asyncio.wait(self._tasks, timeout=5)
+            _, pending = await asyncio.wait(self._tasks, timeout=5)
+            if pending:
+                log.warning("stopping: %s did not stop within 5 s",
+                            ", ".join(sorted(t.get_name() for t in pending)))
         self._tasks = []
         self.lifecycle.close()
         self.metrics.close()
