@@ -23,10 +23,10 @@ StartHost = Callable[..., Awaitable[HostService]]
 
 
 @pytest.fixture
-async def start_host(tmp_path: Path, nats_server: Any,
+async def start_host(tmp_path: Path, nats_server: Any, store_url: str,
                      hypervisor_uri: Callable[..., str]) -> AsyncIterator[StartHost]:
     started: list[HostService] = []
-    store = str(tmp_path / "compute.sqlite")
+    store = store_url           # a SQLite file, or a PostgreSQL schema (``both_stores``)
 
     async def start(memory_mb: int = 65536, **overrides: Any) -> HostService:
         name = f"m{next(_names)}"

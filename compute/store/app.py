@@ -47,7 +47,7 @@ class ComputeStore(Application[UUID]):
         SQLite crashes the process then)."""
         pool = getattr(getattr(self.factory, "datastore", None), "pool", None)
         deadline = time.monotonic() + wait
-        while pool is not None and pool.num_in_use and time.monotonic() < deadline:
+        while getattr(pool, "num_in_use", 0) and time.monotonic() < deadline:   # SQLite's
             time.sleep(0.01)
         super().close()
 
