@@ -82,7 +82,8 @@ async def published(js: JetStreamContext, hosts: set[str], count: int
 
 
 FAILOVER = (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
-            nats.js.errors.ServiceUnavailableError, nats.errors.ConnectionReconnectingError)
+            nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError,
+            nats.errors.ConnectionReconnectingError)
 
 
 async def during_failover(call: Callable[[], Awaitable[T]], limit: float = 60.0) -> T:

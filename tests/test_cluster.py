@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import nats.js.errors
 import pytest
 
@@ -20,6 +21,7 @@ from compute.messaging.cluster import NatsCluster
 from compute.messaging.streams import cluster_replicas
 from compute.messaging.subjects import COMMANDS_STREAM, EVENTS_STREAM, NOTIFICATIONS_STREAM
 from tests.conftest import boot_payload
+from tests.moves_fixtures import StartHost
 from tests.scenarios import (
     assert_log_on_stream,
     client_avoiding,
@@ -99,24 +101,55 @@ async def test_commands_waiting_in_the_stream_survive_its_leaders_death(
 
 
 async def test_a_node_restarted_rejoins_and_catches_up_on_what_it_missed(
-        cluster_service: HostService, nats_cluster: NatsCluster) -> None:
-    vm = str(uuid.uuid4())
+        cluster_settings: Settings, nats_cluster: NatsCluster) -> None:
+    """Commands stored while a node is down (for a host not running yet) are on that node
+    once it is back: its replica reports current, no lag, and the stream holds them all."""
     victim = nats_cluster.nodes[2]
+    subject = f"compute.cmd.{cluster_settings.host}.>"
     async with client_avoiding(nats_cluster, victim) as client:
+        async with HostService(cluster_settings):        # the streams and the consumer
+            pass
         async with node_down(nats_cluster, victim):
-            await drive(client, cluster_service.host, vm, "run_instance", "stop_instance")
-            missed = (await during_failover(lambda: client.js.stream_info(EVENTS_STREAM))
-                      ).state.last_seq
+            for _ in range(5):
+                vm, command_id = str(uuid.uuid4()), str(uuid.uuid4())
+                body = msgspec.json.encode({**boot_payload(), "command_id": command_id})
+                await during_failover(lambda vm=vm, body=body, command_id=command_id:
+                                      client.js.publish(
+                                          f"compute.cmd.{cluster_settings.host}.{vm}."
+                                          "run_instance", body,
+                                          headers={"Nats-Msg-Id": command_id}))
         while True:       # node_down restarted it; the leader reports its replica's progress
-            info = await during_failover(lambda: client.js.stream_info(EVENTS_STREAM))
+            info = await during_failover(lambda: client.js.stream_info(
+                COMMANDS_STREAM, subjects_filter=subject))
             peers = {p.name: p for p in info.cluster.replicas or []}
             if info.cluster.leader == victim.name or (
                     victim.name in peers and peers[victim.name].current
                     and not peers[victim.name].lag):
                 break
             await asyncio.sleep(0.1)
-        assert info.state.last_seq >= missed
-        await drive(client, cluster_service.host, vm, "start_instance")
+        assert info.state.messages == 5
+
+
+async def test_a_live_migration_completes_with_a_node_down(
+        start_host: StartHost, nats_cluster: NatsCluster) -> None:
+    """The multi-host scenario on the cluster: two hosts, one guest moved while a node that
+    neither host is connected to is down (stream and consumer leaders on it move). A host
+    whose own node dies is unreachable for calls until it has reconnected: a move asking it
+    then fails cleanly (ComputeServiceUnavailable, the instance stays on the source)."""
+    src = await start_host(bus=nats_cluster)
+    dst = await start_host(bus=nats_cluster)
+    await asyncio.gather(consumer_ready(src), consumer_ready(dst))
+    used = {serving(nats_cluster, src.nc).name, serving(nats_cluster, dst.nc).name}
+    victim = next(n for n in nats_cluster.nodes if n.name not in used)
+    vm = str(uuid.uuid4())
+    async with client_avoiding(nats_cluster, victim) as client:
+        await drive(client, src.host, vm, "run_instance")
+        async with node_down(nats_cluster, victim):
+            moved = await client.send(src.host, vm, "live_migration", {"host": dst.host})
+            assert isinstance(moved, Succeeded), moved
+            assert src.store.get_instance(uuid.UUID(vm)).host == dst.host
+            await drive(client, dst.host, vm, "reboot_instance")
+            await assert_log_on_stream(src.store, client.js, {src.host, dst.host})
 
 
 def test_each_node_is_the_projects_nats_conf_named_and_routed(tmp_path: Path) -> None:
