@@ -44,7 +44,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 
 @pytest.fixture(scope="session")
 def _session_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    cluster = NatsCluster(tmp_path_factory.mktemp("nats-cluster")).start()
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats-cluster"), bcrypt_cost=4).start()
     yield cluster
     cluster.stop()
 
@@ -63,7 +63,8 @@ def nats_cluster(_session_cluster: NatsCluster) -> NatsCluster:
 @pytest.fixture
 def cluster_settings(settings: Settings, nats_cluster: NatsCluster) -> Settings:
     """``settings`` with the bus on the cluster (every node's URL: clients fail over)."""
-    return msgspec.structs.replace(settings, nats_url=nats_cluster.url)
+    return msgspec.structs.replace(settings,
+                                   nats_url=nats_cluster.add_user("host", settings.host))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -26,18 +26,21 @@ from nats.js import JetStreamContext
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.messaging.cluster import ClusterNode, NatsCluster
+from compute.messaging.credentials import with_user
 from compute.messaging.subjects import EVENTS_STREAM, MSG_ID
 from compute.store.app import ComputeStore
 
 T = TypeVar("T")
 
 
-def another_host(settings: Settings, name: str, root: Path,
+def another_host(settings: Settings, name: str, root: Path, bus: Any,
                  hypervisor_uri: Callable[..., str]) -> Settings:
-    """A second host beside ``settings``: same store and NATS, its own name, hypervisor,
-    views and volumes (as on a machine of its own)."""
+    """A second host beside ``settings``: same store and NATS (``bus``: the server or the
+    cluster, which gives it its own user), its own name, hypervisor, views and volumes (as
+    on a machine of its own)."""
     return msgspec.structs.replace(
-        settings, host=name, libvirt_uri=hypervisor_uri(name=name),
+        settings, host=name, nats_url=bus.add_user("host", name),
+        libvirt_uri=hypervisor_uri(name=name),
         views=str(root / f"{name}-views.sqlite"), volumes_dir=str(root / f"{name}-volumes"))
 
 
@@ -155,7 +158,9 @@ async def client_avoiding(cluster: NatsCluster, node: ClusterNode
     """A client on the other nodes. An outcome is a core NATS reply to the client's inbox:
     one on its way while the client's own node dies is lost (the events themselves are safe
     on ``COMPUTE_EVENTS``), so a test that kills a node keeps its client elsewhere."""
-    others = ",".join(n.url for n in cluster.nodes if n is not node)
+    password = cluster.nodes[0].users.password("operator")
+    others = ",".join(with_user(n.url, "operator", password)
+                      for n in cluster.nodes if n is not node)
     client = await ComputeClient.connect(others, reconnect_time_wait=0.2)
     try:
         yield client

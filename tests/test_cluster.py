@@ -57,11 +57,15 @@ async def drive(client: ComputeClient, host: str, vm: str, *operations: str) -> 
 
 
 async def test_streams_have_three_replicas_on_a_cluster(
-        cluster_service: HostService) -> None:
-    for stream in (COMMANDS_STREAM, EVENTS_STREAM, NOTIFICATIONS_STREAM):
-        info = await cluster_service.js.stream_info(stream)
-        assert info.config.num_replicas == 3
-        assert len(info.cluster.replicas) == 2           # and a leader
+        cluster_service: HostService, nats_cluster: NatsCluster) -> None:
+    admin = await ComputeClient.connect(nats_cluster.url_for("admin"))
+    try:
+        for stream in (COMMANDS_STREAM, EVENTS_STREAM, NOTIFICATIONS_STREAM):
+            info = await admin.js.stream_info(stream)
+            assert info.config.num_replicas == 3
+            assert len(info.cluster.replicas) == 2           # and a leader
+    finally:
+        await admin.close()
 
 
 async def test_a_host_keeps_consuming_when_its_nats_node_dies(
@@ -81,7 +85,7 @@ async def test_commands_waiting_in_the_stream_survive_its_leaders_death(
         cluster_settings: Settings, nats_cluster: NatsCluster) -> None:
     async with HostService(cluster_settings):             # the host's consumer exists
         pass
-    probe = await ComputeClient.connect(nats_cluster.url)
+    probe = await ComputeClient.connect(nats_cluster.url_for("operator"))
     leader = await stream_leader(probe.js, nats_cluster, COMMANDS_STREAM)
     await probe.close()
     async with client_avoiding(nats_cluster, leader) as client:
@@ -167,6 +171,7 @@ def test_each_node_is_the_projects_nats_conf_named_and_routed(tmp_path: Path) ->
     assert text.count("nats-route://127.0.0.1:") == 3
 
 
-async def test_a_single_server_keeps_one_replica(service: HostService) -> None:
-    info = await service.js.stream_info(EVENTS_STREAM)
+async def test_a_single_server_keeps_one_replica(service: HostService,
+                                                 client: ComputeClient) -> None:
+    info = await client.js.stream_info(EVENTS_STREAM)
     assert (cluster_replicas(service.nc), info.config.num_replicas) == (1, 1)

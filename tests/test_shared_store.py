@@ -14,6 +14,7 @@ from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.outcomes import Succeeded
+from compute.messaging.server import NatsServer
 from tests.conftest import boot_payload
 from tests.scenarios import another_host, assert_log_on_stream
 
@@ -22,11 +23,12 @@ pytestmark = pytest.mark.parametrize("store_kind", [
 
 
 @pytest.fixture
-async def pair(settings: Settings, tmp_path: Path, hypervisor_uri: Callable[..., str]
+async def pair(settings: Settings, tmp_path: Path, nats_server: NatsServer,
+               hypervisor_uri: Callable[..., str]
                ) -> AsyncIterator[tuple[HostService, HostService]]:
     first, second = await asyncio.gather(   # started together, as a deployment's hosts are
         HostService(settings).start(),
-        HostService(another_host(settings, f"{settings.host}b", tmp_path,
+        HostService(another_host(settings, f"{settings.host}b", tmp_path, nats_server,
                                  hypervisor_uri)).start())
     yield first, second
     await second.stop()

@@ -85,13 +85,15 @@ async def local_cluster(settings: Settings) -> AsyncIterator[None]:
     parsed = urlparse(server_urls(settings.nats_url)[0])
     if parsed.hostname not in ("127.0.0.1", "localhost"):
         raise CliError("--cluster starts its nodes on this machine: give a loopback NATS URL")
-    cluster = NatsCluster.at(Path("var/nats-cluster").resolve(), parsed.port or 4222)
+    cluster = NatsCluster.at(Path("var").resolve(), parsed.port or 4222)
     settings.nats_url = cluster.url
     if all(answers(url) for url in cluster.urls):
         yield
         return
-    print(f"starting a 3-node NATS cluster on {cluster.url} (stores and logs under "
-          "var/nats-cluster)", file=sys.stderr)
+    first = cluster.nodes[0]
+    first.users.ensure("host", settings.host, cost=first.bcrypt_cost)
+    print(f"starting a 3-node NATS cluster on {cluster.url} (JetStream stores var/nats-n1..3, "
+          "users and credentials in var/)", file=sys.stderr)
     await asyncio.to_thread(cluster.start)
     try:
         yield

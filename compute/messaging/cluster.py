@@ -14,7 +14,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from compute.messaging.server import NATS_CONF, NatsServer, free_port
+from compute.messaging.credentials import with_user
+from compute.messaging.server import NATS_CONF, NatsServer, accepts, free_port
+from compute.messaging.users import BCRYPT_COST
 
 CLUSTER_NAME = "compute"
 
@@ -28,8 +30,9 @@ class ClusterNode(NatsServer):
     """One node: ``NatsServer``'s derived config, named and routed to its peers."""
 
     def __init__(self, name: str, port: int, cluster_port: int, http_port: int,
-                 routes: list[int], store_dir: Path, *, config: Path = NATS_CONF) -> None:
-        super().__init__(port, store_dir, config=config,
+                 routes: list[int], store_dir: Path, *, config: Path = NATS_CONF,
+                 bcrypt_cost: int = BCRYPT_COST) -> None:
+        super().__init__(port, store_dir, config=config, bcrypt_cost=bcrypt_cost,
                          log_file=store_dir.parent / f"{name}.log")
         self.name = name
         self.cluster_port = cluster_port
@@ -66,24 +69,48 @@ class ClusterNode(NatsServer):
 
 
 class NatsCluster:
-    """``size`` nodes on free loopback ports, each with a JetStream directory under ``root``."""
+    """``size`` nodes on free loopback ports, each with a JetStream directory under ``root``
+    (``nats-n1``...) and all with the users and credentials kept in ``root`` (one users file,
+    so a user's password is the same on every node)."""
 
     def __init__(self, root: str | Path, size: int = 3, *, config: Path = NATS_CONF,
-                 ports: list[tuple[int, int, int]] | None = None) -> None:
+                 ports: list[tuple[int, int, int]] | None = None,
+                 bcrypt_cost: int = BCRYPT_COST) -> None:
         """``ports``: (client, route, monitoring) per node; free loopback ports if None."""
         root = Path(root)
         ports = ports or [(free_port(), free_port(), free_port()) for _ in range(size)]
         self.nodes = [
             ClusterNode(f"compute-{i + 1}", client, route, http,
-                        [r for _, r, _ in ports], root / f"n{i + 1}" / "jetstream",
-                        config=config)
+                        [r for _, r, _ in ports], root / f"nats-n{i + 1}",
+                        config=config, bcrypt_cost=bcrypt_cost)
             for i, (client, route, http) in enumerate(ports)]
+
+    def url_for(self, user: str) -> str:
+        """Every node's URL with a user's credentials in it."""
+        password = self.nodes[0].users.password(user)
+        return ",".join(with_user(n.url, user, password) for n in self.nodes)
+
+    def add_user(self, role: str, name: str) -> str:
+        """Add a user on every running node (if it is new); its URL once they all take it."""
+        first = self.nodes[0]
+        user = first.users.ensure(role, name, cost=first.bcrypt_cost)
+        running = [n for n in self.nodes if n.process is not None]
+        for node in running:
+            node.reload()
+        deadline = time.monotonic() + 10
+        for node in running:
+            while not accepts(with_user(node.url, user, first.users.password(user))):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{node.name} did not take user {user}")
+                time.sleep(0.02)
+        return self.url_for(user)
 
     @classmethod
     def at(cls, root: str | Path, client_port: int, size: int = 3) -> NatsCluster:
         """Fixed ports from ``client_port`` (``compute up --cluster``: node 1 on the embedded
         default 14222, so every command reaches the cluster without a setting): clients
-        ``p..p+n-1``, routes ``p+2000..``, monitoring ``p+4000..``."""
+        ``p..p+n-1``, routes ``p+2000..``, monitoring ``p+4000..``; ``root`` is ``var``, so
+        the users and credentials are the embedded server's."""
         return cls(root, size, ports=[(client_port + i, client_port + 2000 + i,
                                        client_port + 4000 + i) for i in range(size)])
 
