@@ -393,10 +393,10 @@ async def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     """The admin's step: create the streams, or apply a changed configuration to them."""
-    from compute.messaging.streams import ensure_streams
+    from compute.messaging.streams import cluster_replicas, ensure_streams
 
-    async with client_for(settings, user="admin") as client:
-        await ensure_streams(client.js, update=True)
+    async with client_for(settings, user="admin") as client:   # 3 replicas on a cluster
+        await ensure_streams(client.js, cluster_replicas(client.nc), update=True)
     print("streams COMPUTE_COMMANDS, COMPUTE_EVENTS, COMPUTE_NOTIFICATIONS are set up",
           file=sys.stderr)
     return 0
