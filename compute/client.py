@@ -10,6 +10,7 @@ inbox in ``Compute-Reply-To`` for the outcome.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid as uuidlib
 from collections.abc import AsyncIterator
@@ -25,10 +26,18 @@ from compute.domain.placement import pick_host
 from compute.events.commands import Flavor
 from compute.events.outcomes import AnyOutcome, Moved
 from compute.messaging.credentials import connect
-from compute.messaging.subjects import EVENTS_STREAM, MSG_ID, REPLY_TO, command, query
+from compute.messaging.subjects import (
+    COMMANDS_STREAM,
+    EVENTS_STREAM,
+    MSG_ID,
+    REPLY_TO,
+    command,
+    query,
+)
 from compute.projections.views import HostView
 
 _decoder = msgspec.json.Decoder(AnyOutcome)
+MSG_ID_IN_PROCESS = 10158   # JetStream: "duplicate message id is in process"
 
 
 class DuplicateCommand(Exception):
@@ -112,18 +121,12 @@ class ComputeClient:
             headers = {REPLY_TO: inbox}
             if msg_id:
                 headers[MSG_ID] = msg_id
-            try:
-                ack = await self.js.publish(subject, data, headers=headers)
-            except nats.js.errors.NoStreamResponseError:
-                raise NoCommandStream(
-                    "no COMPUTE_COMMANDS stream answers: no compute host has started on this "
-                    "NATS yet") from None
-            except nats.errors.TimeoutError:
-                self._refused(subject)
-                raise
-            if ack.duplicate:
+            deadline = asyncio.get_running_loop().time() + timeout
+            ack = await self._publish(subject, data, headers, deadline)
+            if ack.duplicate and not getattr(ack, "retried", False):
                 raise DuplicateCommand(f"command {msg_id} was already published")
-            msg = await sub.next_msg(timeout=timeout)
+            msg = await sub.next_msg(timeout=max(deadline - asyncio.get_running_loop().time(),
+                                                 0.001))
             return _decoder.decode(msg.data)
         finally:
             await sub.unsubscribe()
@@ -133,6 +136,49 @@ class ComputeClient:
         from the host view; the host's own claim is the final word."""
         hosts = msgspec.convert(await self.query("hosts"), list[HostView])
         return pick_host(hosts, flavor, exclude)
+
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str],
+                       deadline: float) -> Any:
+        """Publish to JetStream; while a cluster fails over (the node gone, a stream leader
+        being elected) the publish is repeated with the same ``Nats-Msg-Id`` until the
+        deadline: the server stores it once, and a duplicate ack then means an earlier try
+        landed (marked ``retried``), not that the command was sent before."""
+        loop = asyncio.get_running_loop()
+        tries = 0
+        while True:
+            try:
+                ack = await self.js.publish(subject, data, headers=headers,
+                                            timeout=max(min(5.0, deadline - loop.time()), 0.1))
+                ack.retried = tries > 0
+                return ack
+            except nats.js.errors.NoStreamResponseError:
+                if MSG_ID not in headers or not await self._commands_stream_exists():
+                    raise NoCommandStream(
+                        "no COMPUTE_COMMANDS stream answers: no compute host has started on "
+                        "this NATS yet") from None
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError,
+                    nats.errors.ConnectionReconnectingError):
+                self._refused(subject)           # a refused subject times out too
+                if MSG_ID not in headers:
+                    raise
+            except nats.js.errors.APIError as exc:
+                if exc.err_code != MSG_ID_IN_PROCESS:   # an earlier try still being stored
+                    raise
+            tries += 1
+            if loop.time() >= deadline:
+                raise nats.errors.TimeoutError
+            await asyncio.sleep(min(0.2 * tries, 1.0))
+
+    async def _commands_stream_exists(self) -> bool:
+        """False only when the server says there is no such stream (a cluster electing its
+        leader answers nothing for a moment, which is not that)."""
+        try:
+            await self.js.stream_info(COMMANDS_STREAM)
+        except nats.js.errors.NotFoundError:
+            return False
+        except Exception:
+            return True
+        return True
 
     async def events(self, *, durable: str | None = None, host: str = "*",
                      uuid: str = "*", event: str = "*",

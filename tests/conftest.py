@@ -15,7 +15,9 @@ import pytest
 from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
+from compute.messaging.cluster import NatsCluster
 from compute.messaging.server import NatsServer, free_port
+from tests.stores import postgres_schema, postgres_unavailable
 
 pytest_plugins = ["tests.moves_fixtures"]      # start_host: several hosts on one store
 
@@ -40,6 +42,31 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def _session_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats-cluster"), bcrypt_cost=4).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def nats_cluster(_session_cluster: NatsCluster) -> NatsCluster:
+    """A 3-node cluster (started once a session), every node up and current at the start of
+    each test (a test may stop nodes: ``tests.scenarios.node_down``)."""
+    for node in _session_cluster.nodes:
+        if node.process is None or node.process.poll() is not None:
+            node.start()
+    _session_cluster.wait_healthy()
+    return _session_cluster
+
+
+@pytest.fixture
+def cluster_settings(settings: Settings, nats_cluster: NatsCluster) -> Settings:
+    """``settings`` with the bus on the cluster (every node's URL: clients fail over)."""
+    return msgspec.structs.replace(settings,
+                                   nats_url=nats_cluster.add_user("host", settings.host))
+
+
 @pytest.fixture
 def hypervisor_uri(tmp_path: Path) -> Callable[..., str]:
     """A fresh test hypervisor with the given capacity (its own state, per connection)."""
@@ -52,12 +79,37 @@ def hypervisor_uri(tmp_path: Path) -> Callable[..., str]:
     return make
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules marked ``both_stores`` run each test on SQLite and on PostgreSQL."""
+    if ("store_kind" in metafunc.fixturenames
+            and metafunc.definition.get_closest_marker("both_stores")):
+        metafunc.parametrize("store_kind", ["sqlite", pytest.param(
+            "postgres", marks=pytest.mark.postgres)], indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path: Path, nats_server: NatsServer,
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
+    """The test's event store: a SQLite file, or a PostgreSQL schema of its own."""
+    if store_kind == "sqlite":
+        yield str(tmp_path / "compute.sqlite")
+        return
+    if reason := postgres_unavailable():
+        pytest.skip(reason)
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, nats_server: NatsServer, store_url: str,
              hypervisor_uri: Callable[..., str]) -> Settings:
     host = f"t{next(_hosts)}"
     return Settings(host=host, nats_url=nats_server.add_user("host", host),
-                    store=str(tmp_path / "compute.sqlite"), views=str(tmp_path / "views.sqlite"),
+                    store=store_url, views=str(tmp_path / "views.sqlite"),
                     volumes_dir=str(tmp_path / "volumes"),
                     libvirt_uri=hypervisor_uri(), driver_timeout=10.0, ack_wait=5.0)
 

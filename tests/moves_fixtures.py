@@ -23,14 +23,16 @@ StartHost = Callable[..., Awaitable[HostService]]
 
 
 @pytest.fixture
-async def start_host(tmp_path: Path, nats_server: Any,
+async def start_host(tmp_path: Path, nats_server: Any, store_url: str,
                      hypervisor_uri: Callable[..., str]) -> AsyncIterator[StartHost]:
     started: list[HostService] = []
-    store = str(tmp_path / "compute.sqlite")
+    store = store_url           # a SQLite file, or a PostgreSQL schema (``both_stores``)
 
     async def start(memory_mb: int = 65536, **overrides: Any) -> HostService:
+        """A host; ``bus=nats_cluster`` puts it on the NATS cluster."""
         name = f"m{next(_names)}"
-        settings = Settings(host=name, nats_url=nats_server.add_user("host", name), store=store,
+        bus = overrides.pop("bus", nats_server)        # or the nats_cluster
+        settings = Settings(host=name, nats_url=bus.add_user("host", name), store=store,
                             views=str(tmp_path / f"views-{name}.sqlite"),
                             volumes_dir=str(tmp_path / "volumes"),
                             libvirt_uri=hypervisor_uri(memory_mb=memory_mb, name=name),

@@ -15,6 +15,8 @@ from compute.events.outcomes import Succeeded
 from compute.messaging.subjects import command
 from tests.conftest import boot_payload
 
+pytestmark = pytest.mark.both_stores
+
 
 async def test_a_command_republished_with_its_id_is_dropped_by_jetstream(
         service: HostService, client: ComputeClient) -> None:

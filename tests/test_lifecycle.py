@@ -6,11 +6,14 @@ import asyncio
 import uuid
 
 import msgspec
+import pytest
 
 from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.events.outcomes import Failed, Rejected, Succeeded
 from tests.conftest import boot_payload
+
+pytestmark = pytest.mark.both_stores
 
 LIFECYCLE = [
     ("run_instance", None, ["Created", "TaskStateChanged", "TaskStateChanged",

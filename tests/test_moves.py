@@ -16,6 +16,8 @@ from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
 from tests.conftest import boot_payload
 from tests.moves_fixtures import StartHost, domain_state, instance
 
+pytestmark = pytest.mark.both_stores   # several hosts on one SQLite file or PostgreSQL schema
+
 SMALL = {"name": "m1.small", "vcpus": 2, "memory_mb": 2048, "root_gb": 20}
 TINY_CLAIM = (1, 512, 1.0)
 SMALL_CLAIM = (2, 2048, 20.0)

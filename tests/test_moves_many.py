@@ -9,6 +9,8 @@ import signal
 import uuid
 from pathlib import Path
 
+import pytest
+
 from compute.client import ComputeClient
 from compute.domain.migration import move_consumer
 from compute.events.outcomes import Succeeded
@@ -17,6 +19,8 @@ from tests.conftest import boot_payload
 from tests.moves_fixtures import StartHost, domain_state, instance, settled
 from tests.test_recovery import ROOT, wait_for
 from tests.test_recovery import start_host as start_host_process
+
+pytestmark = pytest.mark.both_stores   # several hosts on one SQLite file or PostgreSQL schema
 
 FLAVORS = [{"name": "m1.tiny", "vcpus": 1, "memory_mb": 512, "root_gb": 1},
            {"name": "m1.small", "vcpus": 2, "memory_mb": 2048, "root_gb": 20},

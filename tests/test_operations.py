@@ -14,6 +14,8 @@ from compute.config import Settings
 from compute.events.outcomes import Failed, Rejected, Succeeded
 from tests.conftest import boot_payload
 
+pytestmark = pytest.mark.both_stores
+
 
 async def booted(client: ComputeClient, service: HostService) -> str:
     vm = str(uuid.uuid4())

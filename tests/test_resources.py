@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.outcomes import Failed, Succeeded
 from tests.conftest import boot_payload
+
+pytestmark = pytest.mark.both_stores
 
 
 async def test_fifty_concurrent_builds_on_room_for_ten_give_exactly_ten(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,38 +14,30 @@ from compute.domain.instance import Instance
 from compute.domain.operations import OPERATIONS
 from compute.domain.states import PowerState, VmState
 from compute.events import commands as c
-from compute.store.app import ComputeStore, open_store
+from compute.store.app import ComputeStore, open_store, store_env
 from compute.store.writer import GroupCommitWriter
-
-
-def postgres_answers() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
+from tests.stores import (
+    PG_DB,
+    PG_DSN,
+    PG_HOST,
+    PG_PORT,
+    PG_USER,
+    postgres_schema,
+    postgres_unavailable,
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[ComputeStore]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ComputeStore]:
     if request.param == "sqlite":
         yield open_store(str(tmp_path / "compute.sqlite"))
         return
-    if not postgres_answers():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-    import psycopg
-
-    schema = f"compute_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect("host=127.0.0.1 dbname=test user=postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    monkeypatch.setenv("COMPUTE_POSTGRES_SCHEMA", schema)
-    try:
-        yield open_store("postgres://postgres@127.0.0.1:5432/test")
-    finally:
-        with psycopg.connect("host=127.0.0.1 dbname=test user=postgres",
-                             autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    if reason := postgres_unavailable():
+        pytest.skip(reason)
+    with postgres_schema() as url:
+        store = open_store(url)
+        yield store
+        store.close()
 
 
 def new_instance() -> Instance:
@@ -120,3 +111,31 @@ def test_threads_meeting_a_new_event_type_at_once_share_one_decoder() -> None:
     for t in threads:
         t.join()
     assert len({id(d) for d in got}) == 1
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_a_postgres_url_names_user_password_host_port_database_and_schema(scheme: str) -> None:
+    env = store_env(f"{scheme}://nova:p%40ss%3Aw@db.example:6543/cell1?schema=compute")
+    assert {k: v for k, v in env.items() if k.startswith(("POSTGRES", "PERSISTENCE"))} == {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_HOST": "db.example",
+        "POSTGRES_PORT": "6543", "POSTGRES_DBNAME": "cell1", "POSTGRES_USER": "nova",
+        "POSTGRES_PASSWORD": "p@ss:w", "POSTGRES_SCHEMA": "compute"}
+
+
+@pytest.mark.postgres
+def test_a_store_opened_on_a_new_schema_creates_it() -> None:
+    if reason := postgres_unavailable():
+        pytest.skip(reason)
+    import psycopg
+
+    schema = f"compute_new_{uuid.uuid4().hex[:12]}"
+    store = open_store(f"postgresql://{PG_USER}:any@{PG_HOST}:{PG_PORT}/{PG_DB}?schema={schema}")
+    try:
+        inst = new_instance()
+        store.recorder.insert_events([store.mapper.to_stored_event(e)
+                                      for e in inst.collect_events()])
+        assert store.get_instance(inst.id).version == inst.version
+    finally:
+        store.close()
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -46,7 +46,7 @@ from compute.messaging.credentials import connect
 from compute.messaging.notifier import Notifier
 from compute.messaging.queries import QueryService
 from compute.messaging.relay import Relay
-from compute.messaging.streams import ensure_streams
+from compute.messaging.streams import cluster_replicas, ensure_streams
 from compute.messaging.subjects import (
     COMMANDS_STREAM,
     HOST_TARGET,
@@ -100,7 +100,7 @@ class HostService(HostTasks):
                                 name=f"compute-host-{self.host}", max_reconnect_attempts=-1,
                                 reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
-        await ensure_streams(self.js, update=False)     # hosts may create, never change them
+        await ensure_streams(self.js, cluster_replicas(self.nc), update=False)  # create only
         self.store = await asyncio.to_thread(open_store, s.store)
         self.views = await asyncio.to_thread(ViewStore, s.views)
         self.projector = Projector(self.store, self.views)
@@ -173,7 +173,10 @@ class HostService(HostTasks):
         if self._tasks:
             # nats-py's fetch can turn a cancellation into its own timeout; the loops also
             # check ``_stopping``, and the wait is bounded either way.
-            await asyncio.wait(self._tasks, timeout=5)
+            _, pending = await asyncio.wait(self._tasks, timeout=5)
+            if pending:
+                log.warning("stopping: %s did not stop within 5 s",
+                            ", ".join(sorted(t.get_name() for t in pending)))
         self._tasks = []
         self.lifecycle.close()
         self.metrics.close()
@@ -236,8 +239,17 @@ class HostService(HostTasks):
             max_deliver=s.max_deliver, max_ack_pending=s.max_ack_pending,
             filter_subject=host_commands(self.host),
         )
-        sub = await self.js.pull_subscribe(host_commands(self.host), durable=config.durable_name,
-                                           stream=COMMANDS_STREAM, config=config)
+        while True:          # a cluster electing leaders (a node just died) may not answer
+            try:
+                sub = await self.js.pull_subscribe(
+                    host_commands(self.host), durable=config.durable_name,
+                    stream=COMMANDS_STREAM, config=config)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("creating the command consumer failed; retrying")
+                await asyncio.sleep(0.5)
         while not self._stopping:
             try:
                 msgs = await sub.fetch(batch=500, timeout=1.0)

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start NATS if none answers, then the host service")
     up.add_argument("--libvirt-uri", help="hypervisor (default test:///default)")
+    up.add_argument("--cluster", action="store_true",
+                    help="a local 3-node NATS cluster (JetStream replicas 3) on the NATS URL's "
+                         "port and the next two, stores under var/nats-cluster")
     demo = sub.add_parser("demo", help="up, boot and drive a few instances, print the table, exit")
     demo.add_argument("--libvirt-uri")
     demo.add_argument("--count", type=int, default=3)

@@ -24,6 +24,7 @@ from compute.config import Settings
 from compute.domain.states import PowerState
 from compute.events.outcomes import Rejected, Succeeded
 from compute.flavors import FLAVORS
+from compute.messaging.cluster import NatsCluster, server_urls
 from compute.messaging.credentials import redact
 from compute.messaging.server import NatsServer, answers
 from compute.messaging.subjects import EVENTS_STREAM
@@ -59,7 +60,7 @@ def embedded_server(port: int = 14222) -> NatsServer:
 async def embedded_nats(settings: Settings) -> AsyncIterator[None]:
     """Use the NATS at the URL; start the project's own server there if none answers (with
     this host's user: its password lands in var/credentials, where the host finds it)."""
-    if answers(settings.nats_url):
+    if any(answers(url) for url in server_urls(settings.nats_url)):
         yield
         return
     parsed = urlparse(settings.nats_url)
@@ -74,6 +75,30 @@ async def embedded_nats(settings: Settings) -> AsyncIterator[None]:
         yield
     finally:
         await asyncio.to_thread(server.stop)
+
+
+@contextlib.asynccontextmanager
+async def local_cluster(settings: Settings) -> AsyncIterator[None]:
+    """A 3-node cluster on this machine for trying the scale-out bus: node 1 on the NATS URL's
+    port, the others on the next ports; already running (a second ``up``): used as it is.
+    Points ``settings.nats_url`` at every node."""
+    parsed = urlparse(server_urls(settings.nats_url)[0])
+    if parsed.hostname not in ("127.0.0.1", "localhost"):
+        raise CliError("--cluster starts its nodes on this machine: give a loopback NATS URL")
+    cluster = NatsCluster.at(Path("var").resolve(), parsed.port or 4222)
+    settings.nats_url = cluster.url
+    if all(answers(url) for url in cluster.urls):
+        yield
+        return
+    first = cluster.nodes[0]
+    first.users.ensure("host", settings.host, cost=first.bcrypt_cost)
+    print(f"starting a 3-node NATS cluster on {cluster.url} (JetStream stores var/nats-n1..3, "
+          "users and credentials in var/)", file=sys.stderr)
+    await asyncio.to_thread(cluster.start)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(cluster.stop)
 
 
 @contextlib.asynccontextmanager
@@ -94,7 +119,10 @@ async def host_service(settings: Settings) -> AsyncIterator[Any]:
 
 
 async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    async with host_service(settings):
+    async with contextlib.AsyncExitStack() as stack:
+        if getattr(args, "cluster", False):
+            await stack.enter_async_context(local_cluster(settings))
+        await stack.enter_async_context(host_service(settings))
         print(f"compute host {settings.host} is up on {redact(settings.nats_url)}; "
               "Ctrl-C stops it", file=sys.stderr)
         stop = asyncio.Event()
@@ -365,10 +393,10 @@ async def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     """The admin's step: create the streams, or apply a changed configuration to them."""
-    from compute.messaging.streams import ensure_streams
+    from compute.messaging.streams import cluster_replicas, ensure_streams
 
-    async with client_for(settings, user="admin") as client:
-        await ensure_streams(client.js, update=True)
+    async with client_for(settings, user="admin") as client:   # 3 replicas on a cluster
+        await ensure_streams(client.js, cluster_replicas(client.nc), update=True)
     print("streams COMPUTE_COMMANDS, COMPUTE_EVENTS, COMPUTE_NOTIFICATIONS are set up",
           file=sys.stderr)
     return 0

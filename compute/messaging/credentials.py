@@ -29,12 +29,14 @@ def connect_options(url: str, user: str, credentials: str | Path | None = None
                     ) -> dict[str, Any]:
     """``nats.connect`` keyword arguments for ``url``: its own user if it names one, else
     ``user`` with the password found under ``credentials`` (if any)."""
-    parts = urlsplit(url)
+    urls = [u.strip() for u in url.split(",") if u.strip()]   # a cluster: every node's URL
+    parts = urlsplit(urls[0])
     if parts.username:
         user = unquote(parts.username)
     elif credentials is not None and (Path(credentials) / user).is_file():
-        url = with_user(url, user, (Path(credentials) / user).read_text().strip())
-    return {"servers": url, "inbox_prefix": f"_INBOX.{user}"}
+        password = (Path(credentials) / user).read_text().strip()
+        urls = [with_user(u, user, password) for u in urls]
+    return {"servers": urls, "inbox_prefix": f"_INBOX.{user}"}
 
 
 async def connect(url: str, user: str, credentials: str | Path | None = None,

@@ -24,8 +24,10 @@ from compute.domain.migration import MigrationStatus, MigrationType
 from compute.domain.states import TaskState
 from compute.events import lifecycle as e
 from compute.events import moves as mv
+from compute.messaging.streams import acked
 from compute.messaging.subjects import MSG_ID
 from compute.store.app import ComputeStore, _project
+from compute.store.lease import Lease, lease_for
 from compute.store.mapper import decode_state
 
 log = logging.getLogger("compute.notifier")
@@ -167,7 +169,7 @@ INSTANCE_EVENT_MODULES = ("compute.events.lifecycle:", "compute.events.devices:"
 
 class Notifier:
     def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int = 500,
-                 cache: int = 10000) -> None:
+                 cache: int = 10000, lease: Lease | None = None) -> None:
         self.store = store
         self.js = js
         self.page = page
@@ -178,15 +180,30 @@ class Notifier:
         self._cache = cache
         self._faults: dict[UUID, dict[str, Any]] = {}
         self._wake = asyncio.Event()
+        self.lease = lease or lease_for(store, TRACKING_NAME)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
-        self.position = await asyncio.to_thread(self.tracker.max_tracking_id,
-                                                TRACKING_NAME) or 0
+        """Generate while holding the lease (one host of those sharing the store does)."""
+        try:
+            await self._run()
+        finally:
+            self.lease.close()
+
+    async def _run(self) -> None:
+        leading = False
         while True:
             try:
+                if not await asyncio.to_thread(self.lease.held):
+                    leading = False
+                    await asyncio.sleep(1.0)
+                    continue
+                if not leading:
+                    self.position = await asyncio.to_thread(self.tracker.max_tracking_id,
+                                                            TRACKING_NAME) or 0
+                    leading = True
                 sent = await self.run_once()
             except asyncio.CancelledError:
                 raise
@@ -217,7 +234,7 @@ class Notifier:
                 acks.append(await self.js.publish_async(
                     f"compute.notify.{note.event_type}", msgspec.json.encode(note),
                     headers={MSG_ID: note.message_id}))
-        await asyncio.gather(*acks)
+        await acked(acks)
         last = page[-1].id
         try:
             await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))

@@ -4,7 +4,8 @@ The store's notification log is the outbox: the relay reads pages after its trac
 publishes each event's stored JSON unchanged to ``compute.evt.<host>.<uuid>.<Event>`` with
 ``Nats-Msg-Id = <uuid>:<version>``, waits for the acks, then records its position. A crash
 between publish and position re-sends at most one page, which JetStream's duplicate window
-drops; publishing follows the store, never the reverse.
+drops; publishing follows the store, never the reverse. Host services sharing a store share
+the position, and a lease (``compute.store.lease``) lets one of them relay at a time.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ import msgspec
 from eventsourcing.persistence import IntegrityError, Tracking
 from nats.js import JetStreamContext
 
+from compute.messaging.streams import acked
 from compute.messaging.subjects import MSG_ID, SHARED_HOST
 from compute.messaging.subjects import event as event_subject
 from compute.store.app import ComputeStore
+from compute.store.lease import Lease, lease_for
 from compute.store.mapper import event_name
 
 log = logging.getLogger("compute.relay")
 
 TRACKING_NAME = "jetstream-relay"
+STANDBY_POLL = 1.0   # seconds between a standby relay's attempts to take the lease
 
 
 class _Head(msgspec.Struct):
@@ -36,7 +40,7 @@ _head = msgspec.json.Decoder(_Head)
 
 class Relay:
     def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int = 1000,
-                 idle_poll: float = 0.2) -> None:
+                 idle_poll: float = 0.2, lease: Lease | None = None) -> None:
         self.store = store
         self.js = js
         self.page = page
@@ -45,15 +49,32 @@ class Relay:
         self.position = 0
         self.published = 0
         self._wake = asyncio.Event()
+        self.lease = lease or lease_for(store, TRACKING_NAME)
 
     def wake(self) -> None:
         """Called on the loop after a commit: new events may be waiting."""
         self._wake.set()
 
     async def run(self) -> None:
-        self.position = await asyncio.to_thread(self.tracker.max_tracking_id, TRACKING_NAME) or 0
+        try:
+            await self._run()
+        finally:
+            self.lease.close()
+
+    async def _run(self) -> None:
+        leading = False
         while True:
             try:
+                if not await asyncio.to_thread(self.lease.held):   # another host relays
+                    leading = False
+                    self.position = await asyncio.to_thread(
+                        self.tracker.max_tracking_id, TRACKING_NAME) or 0
+                    await asyncio.sleep(STANDBY_POLL)
+                    continue
+                if not leading:   # (again) the relay: start where the last one recorded
+                    self.position = await asyncio.to_thread(
+                        self.tracker.max_tracking_id, TRACKING_NAME) or 0
+                    leading = True
                 sent = await self.run_once()
             except asyncio.CancelledError:
                 raise
@@ -80,7 +101,7 @@ class Relay:
                                     event_name(n.topic))
             acks.append(await self.js.publish_async(
                 subject, n.state, headers={MSG_ID: f"{n.originator_id}:{n.originator_version}"}))
-        await asyncio.gather(*acks)
+        await acked(acks)
         last = page[-1].id
         try:
             await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))

@@ -1,12 +1,18 @@
-"""JetStream streams of the contract, created or updated idempotently at start."""
+"""JetStream streams of the contract, created or updated idempotently at start: one replica on
+a single server, three on a cluster (the design's scale-out bus), so a stream keeps every
+message with a node down."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
+import nats.errors
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, ServiceUnavailableError
 
 from compute.messaging.subjects import (
     COMMANDS_STREAM,
@@ -17,6 +23,7 @@ from compute.messaging.subjects import (
 log = logging.getLogger("compute.streams")
 
 DUPLICATE_WINDOW = 120.0  # seconds: a command id or event id seen twice within it is dropped
+ACK_WAIT = 5.0            # seconds for a page of asynchronous publishes to be acknowledged
 
 
 def stream_configs(replicas: int = 1) -> list[StreamConfig]:
@@ -40,16 +47,65 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
     ]
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1, *, update: bool = True
-                         ) -> None:
+async def acked(acks: list[asyncio.Future[Any]], timeout: float = ACK_WAIT) -> None:
+    """Every ``publish_async`` of a page acknowledged, or TimeoutError: nats-py's futures have
+    no deadline, and an ack lost with a dying node (a cluster failing over, a restarted
+    server) would hold the page forever. The caller sends the page again (the ids make the
+    repeats duplicates). ``asyncio.wait``, not ``wait_for``: on Python 3.11 ``wait_for`` can
+    swallow a cancellation that meets a completion, and the relay would not stop."""
+    if not acks:
+        return
+    done, pending = await asyncio.wait(acks, timeout=timeout)
+    for future in pending:
+        future.cancel()
+    if pending:
+        raise TimeoutError(f"{len(pending)} of {len(acks)} publishes not acknowledged")
+    for future in done:
+        future.result()
+
+
+def cluster_replicas(nc: NATS) -> int:
+    """Replicas for the server ``nc`` is connected to: its INFO names a ``cluster`` and lists
+    the cluster's client URLs (``connect_urls``); 3 on a cluster of 3 or more, 1 alone."""
+    info = getattr(nc, "_server_info", None) or {}   # nats-py keeps INFO only privately
+    if not info.get("cluster"):
+        return 1
+    return max(1, min(3, len(info.get("connect_urls") or [])))
+
+
+PEER_OFFLINE = 10005   # JetStream: "no suitable peers for placement, peer offline"
+
+
+async def ensure_streams(js: JetStreamContext, replicas: int = 1, *, update: bool = True,
+                         patience: float = 30.0) -> None:
     """Create the streams; an existing stream with another configuration is updated (the
-    admin's ``compute setup``) or, for a host (which may not change streams), left as is."""
+    admin's ``compute setup``) or, for a host (which may not change streams), left as is.
+    A cluster electing leaders or not yet seeing a restarted node back answers nothing, 503
+    or "peer offline" for some seconds: the calls are repeated for ``patience`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
     for config in stream_configs(replicas):
-        try:
-            await js.add_stream(config)
-        except BadRequestError:
-            if not update:
-                log.warning("stream %s exists with another configuration; `compute setup` "
-                            "(as admin) updates it", config.name)
-                continue
-            await js.update_stream(config)
+        while True:
+            try:
+                await _ensure(js, config, update)
+                break
+            except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                    ServiceUnavailableError, BadRequestError) as exc:
+                if (isinstance(exc, BadRequestError) and exc.err_code != PEER_OFFLINE
+                        or loop.time() > deadline):
+                    raise
+                await asyncio.sleep(0.2)
+
+
+async def _ensure(js: JetStreamContext, config: StreamConfig, update: bool) -> None:
+    try:
+        await js.add_stream(config)
+        return
+    except BadRequestError as exc:
+        if exc.err_code == PEER_OFFLINE:
+            raise
+    if not update:
+        log.warning("stream %s exists with another configuration; `compute setup` "
+                    "(as admin) updates it", config.name)
+        return
+    await js.update_stream(config)

@@ -1,18 +1,21 @@
 """The event store: an eventsourcing Application on SQLite (default) or PostgreSQL.
 
-``open_store("var/compute.sqlite")`` or ``open_store("postgres://user@host:5432/db")``.
+``open_store("var/compute.sqlite")`` or ``open_store("postgres://user:pw@host:5432/db")``;
+a PostgreSQL URL may name a schema (``?schema=compute``), so deployments (and tests) can share
+one database; otherwise ``COMPUTE_POSTGRES_SCHEMA`` or the server's default applies.
 The application is used only as the store (recorders, mapper, repository); writes go through
 the group-commit writer, never ``app.save`` per command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -44,7 +47,7 @@ class ComputeStore(Application[UUID]):
         SQLite crashes the process then)."""
         pool = getattr(getattr(self.factory, "datastore", None), "pool", None)
         deadline = time.monotonic() + wait
-        while pool is not None and pool.num_in_use and time.monotonic() < deadline:
+        while getattr(pool, "num_in_use", 0) and time.monotonic() < deadline:   # SQLite's
             time.sleep(0.01)
         super().close()
 
@@ -75,7 +78,8 @@ def store_env(url: str) -> dict[str, str]:
             POSTGRES_PORT=str(parsed.port or 5432),
             POSTGRES_USER=unquote(parsed.username or os.environ.get("USER", "postgres")),
             POSTGRES_PASSWORD=unquote(parsed.password or ""),
-            POSTGRES_SCHEMA=os.environ.get("COMPUTE_POSTGRES_SCHEMA", ""),
+            POSTGRES_SCHEMA=parse_qs(parsed.query).get("schema", [""])[0]
+            or os.environ.get("COMPUTE_POSTGRES_SCHEMA", ""),
         )
         if not env["POSTGRES_SCHEMA"]:
             del env["POSTGRES_SCHEMA"]
@@ -89,4 +93,33 @@ def store_env(url: str) -> dict[str, str]:
 
 
 def open_store(url: str = DEFAULT_STORE) -> ComputeStore:
-    return ComputeStore(env=store_env(url))
+    env = store_env(url)
+    if env["PERSISTENCE_MODULE"] != "eventsourcing.postgres":
+        return ComputeStore(env=env)
+    with _creating(env):
+        store = ComputeStore(env=env)
+        store.factory.tracking_recorder()    # the relay's and notifier's table too
+    return store
+
+
+@contextlib.contextmanager
+def _creating(env: dict[str, str]) -> Iterator[None]:
+    """Hosts started together would race to create the tables (PostgreSQL's CREATE ... IF NOT
+    EXISTS is not safe against a concurrent create): one at a time, under an advisory lock;
+    the named schema is created if missing."""
+    import psycopg
+
+    with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+                         dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"],
+                         password=env["POSTGRES_PASSWORD"], autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_CREATE_LOCK,))
+        try:
+            if env.get("POSTGRES_SCHEMA"):
+                conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    psycopg.sql.Identifier(env["POSTGRES_SCHEMA"])))
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_LOCK,))
+
+
+_CREATE_LOCK = 0x636F6D7075746531   # "compute1": the store's table creation
