@@ -126,6 +126,8 @@ class InstanceActor(FollowsHypervisor):
             raise
         except StoreUnavailable as exc:
             log.error("instance %s: %s; left for redelivery", self.uuid, exc)
+            self.ctx.networks.forget()        # a conflict: shared aggregates are re-read
+            self.ctx.groups.forget()
             self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
             if isinstance(message, Envelope):
                 await nak(message.msg)

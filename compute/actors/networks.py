@@ -29,14 +29,28 @@ class AggregateBook(Generic[A]):
         self._loading: dict[str, asyncio.Future[A]] = {}
 
     async def get(self, name: str) -> A:
+        """The aggregate, brought up to date with what other hosts sharing the store wrote
+        since (one indexed read: a decision must see every address and rule committed)."""
         if name in self._loaded:
-            return self._loaded[name]
+            aggregate = self._loaded[name]
+            newer = await asyncio.to_thread(self._newer, aggregate)
+            for event in newer:            # another caller may have applied some already
+                if event.originator_version == aggregate.version + 1:
+                    event.mutate(aggregate)
+            return aggregate
         if name not in self._loading:
             self._loading[name] = asyncio.ensure_future(asyncio.to_thread(self._load, name))
         aggregate = await self._loading[name]
         self._loaded.setdefault(name, aggregate)
         self._loading.pop(name, None)
         return self._loaded[name]
+
+    def forget(self) -> None:
+        """Drop every cached aggregate (after a write conflict: another host wrote them)."""
+        self._loaded.clear()
+
+    def _newer(self, aggregate: Any) -> list[Any]:
+        return list(self.store.events.get(aggregate.id, gt=aggregate.version))
 
     def _load(self, name: str) -> A:
         try:
