@@ -19,7 +19,11 @@ from compute.config import Settings
 from compute.events.outcomes import Succeeded
 from compute.messaging.cluster import NatsCluster
 from compute.messaging.streams import cluster_replicas
-from compute.messaging.subjects import COMMANDS_STREAM, EVENTS_STREAM, NOTIFICATIONS_STREAM
+from compute.messaging.subjects import (
+    COMMANDS_STREAM,
+    EVENTS_STREAM,
+    NOTIFICATIONS_STREAM,
+)
 from tests.conftest import boot_payload
 from tests.moves_fixtures import StartHost
 from tests.scenarios import (
