@@ -97,18 +97,24 @@ class GroupCommitWriter:
 
     @staticmethod
     def _resolve(batch: list[Any], ids: list[int] | None, exc: BaseException | None) -> None:
+        """One hop per event loop for the whole group (a wake-up per waiter was a fifth of
+        this thread's time in the profile, and as much again on the loop)."""
+        per_loop: dict[Any, list[tuple[asyncio.Future[Any], Any]]] = {}
         offset = 0
         for events, future, loop in batch:
             n = len(events)
             result = ids[offset:offset + n] if ids is not None else None
             offset += n
-            loop.call_soon_threadsafe(_settle, future, result, exc)
+            per_loop.setdefault(loop, []).append((future, result))
+        for loop, settled in per_loop.items():
+            loop.call_soon_threadsafe(_settle, settled, exc)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
+def _settle(settled: list[tuple[asyncio.Future[Any], Any]], exc: BaseException | None) -> None:
+    for future, result in settled:
+        if future.done():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
