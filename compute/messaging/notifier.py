@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -24,8 +25,7 @@ from compute.domain.migration import MigrationStatus, MigrationType
 from compute.domain.states import TaskState
 from compute.events import lifecycle as e
 from compute.events import moves as mv
-from compute.messaging.streams import acked
-from compute.messaging.subjects import MSG_ID
+from compute.messaging.pipeline import PagePublisher
 from compute.store.app import ComputeStore, _project
 from compute.store.lease import Lease, lease_for
 from compute.store.mapper import decode_state
@@ -33,6 +33,7 @@ from compute.store.mapper import decode_state
 log = logging.getLogger("compute.notifier")
 
 TRACKING_NAME = "nova-notifications"
+_encoder = msgspec.json.Encoder()
 
 # operation -> Nova's versioned notification action (reference §2.14)
 ACTIONS = {
@@ -169,7 +170,8 @@ INSTANCE_EVENT_MODULES = ("compute.events.lifecycle:", "compute.events.devices:"
 
 class Notifier:
     def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int = 500,
-                 cache: int = 10000, lease: Lease | None = None) -> None:
+                 cache: int = 10000, lease: Lease | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> None:
         self.store = store
         self.js = js
         self.page = page
@@ -179,6 +181,8 @@ class Notifier:
         self._states: OrderedDict[UUID, Instance] = OrderedDict()
         self._cache = cache
         self._faults: dict[UUID, dict[str, Any]] = {}
+        self.on_progress = on_progress
+        self.publisher = PagePublisher(js)
         self._wake = asyncio.Event()
         self.lease = lease or lease_for(store, TRACKING_NAME)
 
@@ -223,18 +227,17 @@ class Notifier:
                                        self.position, self.page, inclusive_of_start=False)
         if not page:
             return 0
-        acks = []
+        notes = []
         for n in page:
             if not n.topic.startswith(INSTANCE_EVENT_MODULES):
                 continue
             event = decode_state(n.topic, n.state)
             if not isinstance(event, e.Event):        # a host's event beside them
                 continue
-            for note in await self._apply(event):
-                acks.append(await self.js.publish_async(
-                    f"compute.notify.{note.event_type}", msgspec.json.encode(note),
-                    headers={MSG_ID: note.message_id}))
-        await acked(acks)
+            notes += await self._apply(event)
+        sent = await self.publisher.publish_page(
+            (f"compute.notify.{note.event_type}", _encoder.encode(note), note.message_id)
+            for note in notes)
         last = page[-1].id
         try:
             await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))
@@ -242,7 +245,9 @@ class Notifier:
             last = max(last, await asyncio.to_thread(self.tracker.max_tracking_id,
                                                      TRACKING_NAME) or 0)
         self.position = last
-        self.published += len(acks)
+        self.published += sent
+        if self.on_progress is not None:
+            self.on_progress(last)
         return len(page)
 
     async def _apply(self, event: Any) -> list[Notification]:

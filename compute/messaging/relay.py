@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
 
 import msgspec
 from eventsourcing.persistence import IntegrityError, Tracking
 from nats.js import JetStreamContext
 
-from compute.messaging.streams import acked
-from compute.messaging.subjects import MSG_ID, SHARED_HOST
+from compute.messaging.pipeline import PagePublisher
+from compute.messaging.subjects import SHARED_HOST
 from compute.messaging.subjects import event as event_subject
 from compute.store.app import ComputeStore
 from compute.store.lease import Lease, lease_for
@@ -40,7 +40,8 @@ _head = msgspec.json.Decoder(_Head)
 
 class Relay:
     def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int = 1000,
-                 idle_poll: float = 0.2, lease: Lease | None = None) -> None:
+                 idle_poll: float = 0.2, lease: Lease | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> None:
         self.store = store
         self.js = js
         self.page = page
@@ -48,6 +49,8 @@ class Relay:
         self.tracker = store.factory.tracking_recorder()
         self.position = 0
         self.published = 0
+        self.on_progress = on_progress
+        self.publisher = PagePublisher(js)
         self._wake = asyncio.Event()
         self.lease = lease or lease_for(store, TRACKING_NAME)
 
@@ -95,13 +98,10 @@ class Relay:
             inclusive_of_start=False)
         if not page:
             return 0
-        acks: list[asyncio.Future[Any]] = []
-        for n in page:
-            subject = event_subject(_head.decode(n.state).host, str(n.originator_id),
-                                    event_name(n.topic))
-            acks.append(await self.js.publish_async(
-                subject, n.state, headers={MSG_ID: f"{n.originator_id}:{n.originator_version}"}))
-        await acked(acks)
+        await self.publisher.publish_page(
+            (event_subject(_head.decode(n.state).host, str(n.originator_id),
+                           event_name(n.topic)),
+             n.state, f"{n.originator_id}:{n.originator_version}") for n in page)
         last = page[-1].id
         try:
             await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))
@@ -111,4 +111,6 @@ class Relay:
             log.warning("relay: another relay is ahead; continuing from %d", last)
         self.position = last
         self.published += len(page)
+        if self.on_progress is not None:
+            self.on_progress(last)
         return len(page)
