@@ -37,6 +37,9 @@ class Settings(msgspec.Struct, kw_only=True):
     ack_wait: float = 60.0                # JetStream redelivery deadline of an unacked command
     max_deliver: int = 5                  # deliveries before JetStream gives a command up
     max_ack_pending: int = 20000
+    outbox: str = "inline"
+    """Where the relay, notifier and projector run: ``inline`` (tasks of the host process) or
+    ``process`` (their own OS process, off the actors' GIL; what ``compute up`` uses)."""
     local_gb: int = 1024                  # disk capacity reported for the test hypervisor
     volumes_dir: str = "var/volumes"      # where file-backed volumes are created
     images_dir: str = "var/images"        # image cache of a real hypervisor (<image_ref>/vmlinuz...)

@@ -44,6 +44,7 @@ from compute.messaging import intake
 from compute.messaging.acks import redelivered
 from compute.messaging.credentials import connect
 from compute.messaging.notifier import Notifier
+from compute.messaging.outbox import OutboxProcess
 from compute.messaging.queries import QueryService
 from compute.messaging.relay import Relay
 from compute.messaging.streams import cluster_replicas, ensure_streams
@@ -155,14 +156,24 @@ class HostService(HostTasks):
                 s.reclaim_poll_interval if s.reclaim_instance_interval > 0 else -1,
                 self.reclaim_queued_deletes), name="reclaim"),
             asyncio.create_task(self._periodic(1.0, self.sample_metrics), name="metrics"),
-            asyncio.create_task(self.relay.run(), name="relay"),
-            asyncio.create_task(self.notifier.run(), name="notifier"),
-            asyncio.create_task(self.queries.follow(), name="projector"),
+            *self._outbox_tasks(),
             asyncio.create_task(self._consume(), name="consumer"),
         ]
         log.info("host %s serving %s (store %s, hypervisor %s)", self.host,
                  host_commands(self.host), s.store, s.libvirt_uri)
         return self
+
+    def _outbox_tasks(self) -> list[asyncio.Task[Any]]:
+        """The relay, notifier and projector: tasks here, or one worker process that
+        reports its positions back (``settings.outbox``)."""
+        if self.settings.outbox != "process":
+            return [asyncio.create_task(self.relay.run(), name="relay"),
+                    asyncio.create_task(self.notifier.run(), name="notifier"),
+                    asyncio.create_task(self.queries.follow(), name="projector")]
+        self.relay = self.notifier = OutboxProcess(
+            self.settings.store, self.settings.nats_url, views=self.settings.views,
+            on_views=self.queries.advance).start()
+        return [asyncio.create_task(self.relay.run(), name="outbox-worker")]
 
     async def stop(self) -> None:
         self._stopping = True
@@ -195,6 +206,8 @@ class HostService(HostTasks):
             with contextlib.suppress(Exception):
                 await self.nc.close()
         await asyncio.to_thread(self.writer.close)
+        if isinstance(self.relay, OutboxProcess):
+            await self.relay.close()
         self.driver_actor.close()
         await asyncio.to_thread(self.views.close)
         await asyncio.to_thread(self.store.close)
@@ -362,6 +375,9 @@ class HostService(HostTasks):
 
     def _committed(self, last_id: int) -> None:
         """Writer thread: new events are durable; wake the relay and the projector."""
+        if isinstance(self.relay, OutboxProcess):
+            self.relay.wake()          # a byte on the worker's pipe, no event-loop hop
+            return
         self.loop.call_soon_threadsafe(self._wake)
 
     def _wake(self) -> None:

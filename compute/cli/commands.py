@@ -119,6 +119,8 @@ async def host_service(settings: Settings) -> AsyncIterator[Any]:
 
 
 async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    if "COMPUTE_OUTBOX" not in os.environ:     # a served host keeps its relay off the GIL
+        settings = msgspec.structs.replace(settings, outbox="process")
     async with contextlib.AsyncExitStack() as stack:
         if getattr(args, "cluster", False):
             await stack.enter_async_context(local_cluster(settings))

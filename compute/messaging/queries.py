@@ -108,10 +108,18 @@ class QueryService:
                 raise
             except Exception:
                 log.exception("projection update failed; retrying")
-            async with self._advanced:
-                self._advanced.notify_all()
+            await self.advance(self.position)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), idle_poll)
+
+    def advance(self, position: int) -> Any:
+        """The views reached ``position`` (also called by an outbox worker's report)."""
+        self.position = max(self.position, position)
+        return asyncio.ensure_future(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._advanced:
+            self._advanced.notify_all()
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         async with self._advanced:

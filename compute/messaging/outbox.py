@@ -1,0 +1,251 @@
+"""The outbox worker: the relay, the notifier and the projector in their own OS process.
+
+Profiled in the host process, these three tail the same log as the actors write it and
+competed with them for one GIL (notes §2.7: a relay in the actors' process cut persistence
+from ~15k to ~5.8k events/s). Here they run in a child with its own store connection and its
+own NATS connection. Nothing about exactly-once changes: the relay still publishes with
+``Nats-Msg-Id = <uuid>:<version>`` and records its tracking row after the acks, the notifier
+likewise, and the projector still writes its position in the view's transaction, so a child
+that dies (or overlaps a successor) re-sends at most a page that JetStream deduplicates.
+
+The parent wakes the child after each commit with a byte on its stdin (written from the
+writer thread, no event-loop hop); the child reports positions on its stdout
+(``relay N``, ``notifier N``, ``views N``). The child exits when its stdin closes, so a parent
+that is killed takes its worker with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("compute.outbox")
+
+
+class InlineOutbox:
+    """The relay as a task of this process (the bare benchmark's in-process variant)."""
+
+    def __init__(self, relay: Any) -> None:
+        self.relay = relay
+        self._task = asyncio.create_task(relay.run(), name="relay")
+
+    @property
+    def position(self) -> int:
+        return self.relay.position
+
+    def wake(self) -> None:
+        self.relay.wake()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+
+class OutboxProcess:
+    """The parent's handle on the worker: wake it, read its positions, restart it if it dies."""
+
+    def __init__(self, store_url: str, nats_url: str, *, views: str | None = None,
+                 notify: bool = True,
+                 on_views: Callable[[int], Any] | None = None) -> None:
+        self.args = [sys.executable, "-m", "compute.messaging.outbox", "--store", store_url,
+                     "--nats-url", nats_url]
+        if views:
+            self.args += ["--views", views]
+        if not notify:
+            self.args.append("--no-notify")
+        self.on_views = on_views
+        self.position = 0             # the relay's, as the metrics' relay lag reads it
+        self.notified = 0
+        self.views_position = 0
+        self.restarts = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._closing = False
+        self._buffer = b""
+
+    def start(self) -> OutboxProcess:
+        self._proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      bufsize=0)
+        os.set_blocking(self._proc.stdin.fileno(), False)
+        os.set_blocking(self._proc.stdout.fileno(), False)
+        asyncio.get_running_loop().add_reader(self._proc.stdout.fileno(), self._readable)
+        return self
+
+    def wake(self) -> None:
+        """Any thread: new events may be waiting (a full pipe already holds a wake-up)."""
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(BlockingIOError, BrokenPipeError, ValueError, OSError):
+                os.write(proc.stdin.fileno(), b"!")
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self._proc.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            asyncio.get_running_loop().remove_reader(self._proc.stdout.fileno())
+            return
+        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        for line in lines:
+            name, _, value = line.decode().partition(" ")
+            if name == "relay":
+                self.position = int(value)
+            elif name == "notifier":
+                self.notified = int(value)
+            elif name == "views":
+                self.views_position = int(value)
+                if self.on_views is not None:
+                    self.on_views(self.views_position)
+
+    async def run(self) -> None:
+        """Watch the worker: one that dies is started again (it resumes from its tracking)."""
+        while not self._closing:
+            await asyncio.sleep(1.0)
+            code = self._proc.poll()
+            if code is None or self._closing:
+                continue
+            log.error("outbox worker exited with %s; starting it again", code)
+            self.restarts += 1
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._proc.stdout.fileno())
+            self._buffer = b""
+            self.start()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Close the worker's stdin (it finishes its page and exits); kill it if it hangs."""
+        self._closing = True
+        proc = self._proc
+        if proc is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(proc.stdout.fileno())
+        with contextlib.suppress(Exception):
+            proc.stdin.close()
+        try:
+            await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+
+
+async def start_outbox(store: Any, store_url: str, nats_url: str, js: Any, *, mode: str,
+                       notify: bool = True, project: bool = True,
+                       views: str | None = None) -> InlineOutbox | OutboxProcess:
+    """The relay (and notifier, projector) inline or in a worker process."""
+    if mode == "process":
+        handle = OutboxProcess(store_url, nats_url, views=views if project else None,
+                               notify=notify).start()
+        asyncio.get_running_loop().create_task(handle.run(), name="outbox-worker")
+        return handle
+    from compute.messaging.relay import Relay
+    return InlineOutbox(Relay(store, js))
+
+
+# -- the worker process ---------------------------------------------------------------------
+async def worker(store_url: str, nats_url: str, views_path: str | None, notify: bool) -> None:
+    import nats
+
+    from compute.messaging.notifier import Notifier
+    from compute.messaging.relay import Relay
+    from compute.projections.projector import Projector
+    from compute.projections.views import ViewStore
+    from compute.store.app import open_store
+
+    loop = asyncio.get_running_loop()
+    out = sys.stdout.buffer
+
+    def report(name: str, position: int) -> None:
+        with contextlib.suppress(Exception):
+            out.write(f"{name} {position}\n".encode())
+            out.flush()
+
+    store = await asyncio.to_thread(open_store, store_url)
+    nc = await nats.connect(nats_url, name="compute-outbox", max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.5)
+    js = nc.jetstream()
+    relay = Relay(store, js, idle_poll=0.5, on_progress=lambda p: report("relay", p))
+    parts: list[Any] = [relay]
+    if notify:
+        parts.append(Notifier(store, js, on_progress=lambda p: report("notifier", p)))
+    views = None
+    if views_path:
+        views = await asyncio.to_thread(ViewStore, views_path)
+        parts.append(_Projecting(Projector(store, views), lambda p: report("views", p)))
+    eof = asyncio.Event()
+
+    def readable() -> None:
+        try:
+            data = os.read(0, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            loop.remove_reader(0)
+            eof.set()
+            return
+        for part in parts:
+            part.wake()
+
+    os.set_blocking(0, False)
+    loop.add_reader(0, readable)
+    tasks = [asyncio.create_task(part.run()) for part in parts]
+    await eof.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=5)
+    with contextlib.suppress(Exception):
+        await nc.close()
+    if views is not None:
+        await asyncio.to_thread(views.close)
+    await asyncio.to_thread(store.close)
+
+
+class _Projecting:
+    """The projector's follow loop: catch up whenever woken (or every 0.5 s)."""
+
+    def __init__(self, projector: Any, report: Callable[[int], None]) -> None:
+        self.projector = projector
+        self.report = report
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await asyncio.to_thread(self.projector.catch_up)
+                self.report(await asyncio.to_thread(self.projector.views.position,
+                                                    self.projector.name))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("projection update failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.5)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="the relay, notifier and projector of a host")
+    p.add_argument("--store", required=True)
+    p.add_argument("--nats-url", required=True)
+    p.add_argument("--views")
+    p.add_argument("--no-notify", action="store_true")
+    a = p.parse_args()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when we stop
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s outbox %(levelname)s %(message)s")
+    asyncio.run(worker(a.store, a.nats_url, a.views, not a.no_notify))
+
+
+if __name__ == "__main__":
+    main()
