@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
-from functools import singledispatch
+from functools import lru_cache, singledispatch
 from typing import Any
 
 import msgspec
@@ -51,14 +51,48 @@ def _(event: e.Event, db: sqlite3.Connection) -> set[str]:
     return _touch(event, db)          # any other instance event: version and time
 
 
-def _touch(event: e.Event, db: sqlite3.Connection, **columns: Any) -> set[str]:
-    sets = "".join(f", {c} = ?" for c in columns)
-    db.execute(f"UPDATE instances SET version = ?, updated_at = ?{sets} WHERE uuid = ?",
-               (event.originator_version, _ts(event), *columns.values(),
-                str(event.originator_id)))
-    db.execute("UPDATE instances SET status = api_status(vm_state, task_state) WHERE uuid = ?",
-               (str(event.originator_id),))
+def _touch(event: e.Event, db: Any, **columns: Any) -> set[str]:
+    """The instance row after ``event``: its version, time and ``columns`` (its status is
+    derived when the row is written)."""
+    db.touch(str(event.originator_id), version=event.originator_version,
+             updated_at=_ts(event), **columns)
     return {event.host}
+
+
+class PageWriter:
+    """The page's connection, with the instance rows' updates coalesced.
+
+    An instance gets a few events per command and dozens per page in a rebuild; each used
+    to cost two UPDATEs (three SQL statements per event were 40 % of a rebuild's time).
+    Here the columns an event sets are merged in memory, last value wins (every handler sets
+    absolute values), and written as one UPDATE per instance, with ``status`` derived from
+    the final vm_state and task_state. Any other statement that reads or writes
+    ``instances`` sees the pending values, because they are written just before it runs."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pending: dict[str, dict[str, Any]] = {}
+
+    def touch(self, uuid: str, **columns: Any) -> None:
+        self.pending.setdefault(uuid, {}).update(columns)
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        if self.pending and "instances" in sql:
+            self.flush()
+        return self.conn.execute(sql, params)
+
+    def flush(self) -> None:
+        for uuid, columns in self.pending.items():
+            self.conn.execute(_update_sql(tuple(columns)), (*columns.values(), *(
+                columns[c] for c in ("vm_state", "task_state") if c in columns), uuid))
+        self.pending.clear()
+
+
+@lru_cache(maxsize=256)
+def _update_sql(columns: tuple[str, ...]) -> str:
+    state = ", ".join("?" if c in columns else c for c in ("vm_state", "task_state"))
+    sets = ", ".join(f"{c} = ?" for c in columns)
+    return f"UPDATE instances SET {sets}, status = api_status({state}) WHERE uuid = ?"
 
 
 def _start_action(event: Any, db: sqlite3.Connection) -> None:
@@ -329,6 +363,7 @@ class Projector:
                 position, limit, stop=stop, inclusive_of_start=False)
             if not page:
                 return 0
+            writer = PageWriter(db)
             for n in page:
                 try:
                     event = decode_state(n.topic, n.state)
@@ -336,7 +371,8 @@ class Projector:
                     self.skipped += 1
                     log.warning("projection skips notification %d (%s): %s", n.id, n.topic, exc)
                     continue
-                hosts |= apply(event, db)
+                hosts |= apply(event, writer)
+            writer.flush()
             for host in hosts:
                 recompute_usage(db, host)
             db.execute("INSERT INTO tracking VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
