@@ -2,6 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup demo up test bench chaos clean real-hypervisor
 
@@ -18,7 +19,7 @@ test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/python bench/e2e.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 chaos: setup
 	$(BIN)/python -m tests.chaos.harness --seconds 120 --instances 100 --kills 10 --nats-restarts 3 --fault-rate 0.05

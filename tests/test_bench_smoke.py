@@ -7,17 +7,70 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from compute.messaging.server import answers
+
 ROOT = Path(__file__).resolve().parents[1]
+ROW = {"bench", "metric", "unit", "figure", "target", "met"}
 
 
-def test_the_end_to_end_benchmark_runs_and_reports_its_figures(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "bench/e2e.py", "--instances", "10", "--commands", "20", "--window",
-         "10", "--rate", "20", "--seconds", "1", "--settle", "0.2", "--json",
-         "--out", str(tmp_path / "e2e.json")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    figures = json.loads(run.stdout.strip().splitlines()[-1])
-    assert figures["instances"] == 10
-    assert figures["throughput"]["commands"] == 20 and figures["throughput"]["per_s"] > 0
-    assert figures["latency_open_loop"]["commands"] == 20
+def quick(script: str, *extra: str) -> list[dict]:
+    run = subprocess.run([sys.executable, f"bench/{script}.py", "--quick", "--json", *extra],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def check(rows: list[dict], bench: str, with_bare: bool = True) -> None:
+    assert rows and all(ROW <= set(r) and r["bench"] == bench for r in rows)
+    assert all(r["figure"] >= 0 for r in rows)
+    if with_bare:
+        assert rows[0]["bare"] > 0 and rows[0]["ratio"] > 0
+
+
+def test_the_throughput_benchmark_reports_commands_per_second_and_its_bare_limit() -> None:
+    rows = quick("throughput")
+    check(rows, "1 throughput")
+    assert rows[0]["details"]["commands"] == 40
+
+
+def test_the_latency_benchmark_reports_p50_and_p99_against_the_bare_loop() -> None:
+    rows = quick("latency")
+    check(rows, "2 latency")
+    assert [r["metric"].split()[0] for r in rows] == ["p50", "p99"]
+
+
+def test_the_replay_benchmark_rebuilds_the_views_and_runs_the_audit() -> None:
+    rows = quick("replay")
+    check(rows, "3 replay")
+    assert rows[0]["details"]["audit_equal"] is True
+
+
+def test_the_boot_storm_benchmark_boots_every_instance() -> None:
+    rows = quick("bootstorm")
+    check(rows, "4 boot storm")
+    assert rows[0]["details"]["instances"] == 20
+
+
+def test_the_scale_benchmark_reports_memory_and_activation() -> None:
+    rows = quick("scale")
+    check(rows, "5 scale")
+    assert rows[0]["details"]["instances"] == 200 and len(rows) == 2
+
+
+@pytest.mark.skipif(not answers("postgres://127.0.0.1:5432"), reason="no PostgreSQL")
+def test_the_postgresql_benchmark_runs_benchmark_one_on_postgresql() -> None:
+    check(quick("postgres"), "6 PostgreSQL")
+
+
+def test_the_suite_runner_writes_one_document_with_the_machine(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    run = subprocess.run([sys.executable, "bench/run.py", "--quick", "--only", "replay",
+                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "bare limit" in run.stdout and "3 replay" in run.stdout
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["nproc"] >= 1 and doc["quick"] is True
+    check(doc["results"], "3 replay")

@@ -1,0 +1,271 @@
+"""What every benchmark shares: a NATS server and a host in their own processes, a load
+client that times commands to their outcome event, percentiles, and the result row.
+
+Benchmarks print figures; they never assert speed (the smoke tests check shape only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from compute.messaging.server import NatsServer, free_port  # noqa: E402
+from compute.messaging.subjects import MSG_ID, command  # noqa: E402
+
+HOST = "bench"
+CYCLE = ["stop_instance", "start_instance", "pause_instance", "unpause_instance",
+         "reboot_instance"]
+DONE = {"Spawned", "PoweredOff", "PoweredOn", "Paused", "Unpaused", "Rebooted", "Terminated",
+        "TaskReverted", "MetadataChanged"}
+"""The event that ends a command (its outcome on COMPUTE_EVENTS)."""
+FLAVOR = {"name": "m1.nano", "vcpus": 1, "memory_mb": 16, "root_gb": 0}
+
+
+class Result(msgspec.Struct, omit_defaults=True):
+    """One row of the table: a figure, the bare limit measured in the same run, the ratio
+    (figure / bare, or bare / figure when lower is better), the target and whether it is met."""
+
+    bench: str
+    metric: str
+    unit: str
+    figure: float
+    target: str
+    met: bool | None
+    bare: float | None = None
+    ratio: float | None = None
+    details: dict[str, Any] = {}
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th quantile (0..1) of seconds, in milliseconds."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
+
+
+def hypervisor_xml(work: Path, cpus: int = 4096, memory_gib: int = 4096) -> str:
+    """A test hypervisor big enough for every instance of a run."""
+    path = work / "host.xml"
+    path.write_text(f"<node><cpu><nodes>1</nodes><sockets>1</sockets><cores>{cpus}</cores>"
+                    f"<threads>1</threads><active>{cpus}</active><mhz>2000</mhz>"
+                    f"<model>i686</model></cpu><memory>{memory_gib * 1024 * 1024}</memory>"
+                    "</node>")
+    return f"test://{path}"
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set of a process, in MiB, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines() if ":" in line)
+    kb = lambda k: int(fields[k].split()[0]) / 1024  # noqa: E731
+    return round(kb("VmRSS"), 1), round(kb("VmHWM"), 1)
+
+
+@contextlib.contextmanager
+def nats_server() -> Any:
+    work = Path(tempfile.mkdtemp(prefix="compute-bench-nats-"))
+    server = NatsServer(free_port(), work / "js", log_file=work / "nats.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def host_process(url: str, work: Path, *, store: str | None = None,
+                       env: dict[str, str] | None = None,
+                       profile: str | None = None) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``compute up`` in its own process (the load client never shares its GIL)."""
+    full = {**os.environ, "COMPUTE_HOST": HOST, "COMPUTE_NATS_URL": url,
+            "COMPUTE_STORE": store or str(work / "compute.sqlite"),
+            "COMPUTE_VIEWS": str(work / "views.sqlite"),
+            "COMPUTE_VOLUMES_DIR": str(work / "volumes"),
+            "COMPUTE_LIBVIRT_URI": hypervisor_xml(work),
+            "COMPUTE_MAX_ACK_PENDING": "50000", **(env or {})}
+    cmd = [sys.executable, "-m", "compute.cli", "up"]
+    if profile:                    # py-spy samples the host (and its children) for the run
+        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-o", profile, "-f",
+               "speedscope", "-r", "100", "--subprocesses", "--", *cmd]
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    with contextlib.suppress(Exception):     # an earlier host's consumer is not a sign of life
+        await js.delete_consumer("COMPUTE_COMMANDS", f"host-{HOST}")
+    log = open(work / "host.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=full, cwd=ROOT, stderr=log, stdout=log)
+    try:
+        for _ in range(6000):                   # the host's consumer exists once it serves
+            with contextlib.suppress(Exception):
+                await js.consumer_info("COMPUTE_COMMANDS", f"host-{HOST}")
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"host exited: {(work / 'host.log').read_text()[-2000:]}")
+            await asyncio.sleep(0.1)
+        await nc.close()
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+class _Head(msgspec.Struct):
+    event: str = ""
+    command_id: str = ""
+
+
+class Load:
+    """Publishes commands to JetStream and times each to its outcome event."""
+
+    def __init__(self, url: str, *, events: str = f"compute.evt.{HOST}.>",
+                 subject: Callable[[str, str], str] = lambda vm, op: command(HOST, vm, op),
+                 done: set[str] | None = None) -> None:
+        self.url, self.events, self.subject = url, events, subject
+        self.done = DONE if done is None else done
+        self.waiting: dict[str, tuple[float, asyncio.Future[float]]] = {}
+        self._head = msgspec.json.Decoder(_Head)
+
+    async def __aenter__(self) -> Load:
+        self.nc = await nats.connect(self.url)
+        self.js = self.nc.jetstream()
+        await self.nc.subscribe(self.events, cb=self._on_event, pending_msgs_limit=-1,
+                                pending_bytes_limit=-1)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.nc.close()
+
+    async def _on_event(self, msg: Any) -> None:
+        head = self._head.decode(msg.data)
+        if (not self.done or head.event in self.done) and head.command_id in self.waiting:
+            t0, fut = self.waiting.pop(head.command_id)
+            if not fut.done():
+                fut.set_result(time.perf_counter() - t0)
+
+    async def send(self, vm: str, op: str, payload: dict[str, Any] | None = None,
+                   timeout: float = 300) -> float:
+        """Publish one command; seconds until its outcome event arrived."""
+        cid = str(uuid.uuid4())
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiting[cid] = (time.perf_counter(), fut)
+        await self.js.publish(self.subject(vm, op),
+                              msgspec.json.encode({**(payload or {}), "command_id": cid}),
+                              headers={MSG_ID: cid})
+        return await asyncio.wait_for(fut, timeout)
+
+    async def window(self, jobs: list[tuple[str, str, dict[str, Any]]],
+                     width: int) -> tuple[float, list[float]]:
+        """Closed loop: ``width`` commands in flight; (elapsed seconds, latencies)."""
+        sem = asyncio.Semaphore(width)
+        lat: list[float] = []
+
+        async def one(job: tuple[str, str, dict[str, Any]]) -> None:
+            async with sem:
+                lat.append(await self.send(*job))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(j) for j in jobs))
+        return time.perf_counter() - t0, lat
+
+    async def open_loop(self, jobs: list[tuple[str, str, dict[str, Any]]],
+                        rate: float) -> list[float]:
+        """Open loop: one command every 1/rate s whatever the answers do; latencies."""
+        tasks = []
+        t_start = time.perf_counter()
+        for i, job in enumerate(jobs):
+            tasks.append(asyncio.create_task(self.send(*job)))
+            delay = t_start + (i + 1) / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return list(await asyncio.gather(*tasks))
+
+    async def boot(self, n: int, width: int) -> tuple[list[str], float, list[float]]:
+        vms = [str(uuid.uuid4()) for _ in range(n)]
+        secs, lat = await self.window(
+            [(vm, "run_instance", {"image_ref": "cirros", "flavor": FLAVOR, "name": vm[:8]})
+             for vm in vms], width)
+        return vms, secs, lat
+
+
+def lifecycle_jobs(vms: list[str], commands: int) -> list[list[tuple[str, str, dict]]]:
+    """Rounds of one command per instance, cycling stop/start/pause/unpause/reboot (every
+    command is valid in the state the previous round left)."""
+    per_vm = max(1, commands // len(vms))
+    return [[(vm, CYCLE[r % len(CYCLE)], {}) for vm in vms] for r in range(per_vm)]
+
+
+def work_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"compute-bench-{prefix}-"))
+
+
+def run_main(coro: Callable[..., Any], parser: Any) -> None:
+    """``python bench/<name>.py [--quick] [--json]``: print the rows, or their JSON."""
+    args = parser.parse_args()
+    rows = asyncio.run(coro(args))
+    from bench.report import print_table
+    if getattr(args, "json", False):
+        print(msgspec.json.encode(rows).decode())
+    else:
+        print_table(rows)
+
+
+@contextlib.asynccontextmanager
+async def bare_process(url: str, work: Path, *, store: str | None = None,
+                       outbox: str = "process", env: dict[str, str] | None = None
+                       ) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``bench/bare.py``: the same consume -> group commit -> relay loop, no domain."""
+    log = open(work / "bare.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare.py"), url,
+                             store or str(work / "bare.sqlite"), "--outbox", outbox],
+                            cwd=ROOT, stdout=log, stderr=log, env={**os.environ, **(env or {})})
+    try:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        for _ in range(600):
+            with contextlib.suppress(Exception):
+                await js.consumer_info("COMPUTE_COMMANDS", "host-bare")
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"bare exited: {(work / 'bare.log').read_text()[-2000:]}")
+            await asyncio.sleep(0.1)
+        await nc.close()
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def bare_load(url: str) -> Load:
+    return Load(url, events="compute.evt.bare.>", done={"Done"},
+                subject=lambda vm, op: command("bare", vm, op))
+
+
+async def warm_up(load: Load, n: int = 200) -> None:
+    """A few commands through a fresh pipeline first (connections, file creation, the
+    first transactions), so the timed phase measures the steady state."""
+    await load.window([(f"{i:08d}-ffff-4000-8000-000000000000", "noop", {})
+                       for i in range(n)], 50)
