@@ -33,14 +33,14 @@ def _num(v: float | None) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
 
 
-def print_table(rows: list[Result]) -> None:
+def print_table(rows: list[Result], file: Any = None) -> None:
     head = ("benchmark", "metric", "figure", "bare limit", "ratio", "target", "met")
     body = [(r.bench, f"{r.metric} ({r.unit})", _num(r.figure), _num(r.bare),
              "-" if r.ratio is None else f"{r.ratio:.0%}", r.target,
              {True: "yes", False: "NO", None: "-"}[r.met]) for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=False)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
-    print(line.format(*head))
-    print(line.format(*("-" * w for w in widths)))
+    print(line.format(*head), file=file)
+    print(line.format(*("-" * w for w in widths)), file=file)
     for row in body:
-        print(line.format(*row))
+        print(line.format(*row), file=file)

@@ -16,6 +16,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +33,9 @@ SUITE = {"throughput": throughput, "latency": latency, "replay": replay,
 """Every benchmark module: ``run(args) -> list[Result]`` and ``parser()`` of its own."""
 
 
-async def run_suite(names: list[str], quick: bool) -> list[Result]:
+async def run_suite(names: list[str], quick: bool,
+                    done: Callable[[list[Result]], None] = lambda rows: None) -> list[Result]:
+    """Run the named benchmarks in order; ``done`` hears the rows so far after each."""
     rows: list[Result] = []
     for name in names:
         module = SUITE[name]
@@ -47,6 +50,8 @@ async def run_suite(names: list[str], quick: bool) -> list[Result]:
                           target="-", met=False, details={"error": repr(exc)})]
         print(f"== {name} done in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
         rows += got
+        print_table(got, file=sys.stderr)
+        done(rows)
     return rows
 
 
@@ -62,14 +67,17 @@ def main() -> int:
     unknown = set(names) - set(SUITE)
     if unknown:
         p.error(f"unknown benchmarks: {', '.join(sorted(unknown))}")
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    rows = asyncio.run(run_suite(names, args.quick))
-    doc = {"started": started, "quick": args.quick, "machine": machine(),
-           "command": " ".join(["bench/run.py", *sys.argv[1:]]),
-           "results": msgspec.to_builtins(rows)}
+    doc = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick,
+           "machine": machine(), "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+           "results": []}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2, default=str))
+
+    def write(rows: list[Result]) -> None:       # after each benchmark: nothing is lost
+        doc["results"] = msgspec.to_builtins(rows)
+        out.write_text(json.dumps(doc, indent=2, default=str))
+
+    rows = asyncio.run(run_suite(names, args.quick, write))
     if args.json:
         print(json.dumps(doc, default=str))
     else:
