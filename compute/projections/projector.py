@@ -308,7 +308,8 @@ IO_WORKLOAD_TASKS = ("building", "resize_migrating", "rebuilding", "resize_prep"
 
 
 def host_stats(db: sqlite3.Connection, host: str) -> dict[str, int]:
-    """Nova's compute stats (compute/stats.py) over the host's instances."""
+    """Nova's compute stats (compute/stats.py) over the host's instances: one index-only
+    scan of ``instances_host_state``."""
     stats = {"num_instances": 0, "io_workload": 0}
     for vm_state, task_state, n in db.execute(
             "SELECT vm_state, task_state, COUNT(*) FROM instances WHERE host = ? "
@@ -324,22 +325,27 @@ def host_stats(db: sqlite3.Connection, host: str) -> dict[str, int]:
 
 def recompute_usage(db: sqlite3.Connection, host: str) -> None:
     """Nova's resource tracker arithmetic (§2.10): reservations plus the host's claims;
-    running_vms and current_workload count its instances that are not deleted."""
+    running_vms and current_workload count its instances that are not deleted.
+
+    Runs once per page and host, so it reads covering indexes only and derives the counts
+    from the stats' one scan (it was a third of a rebuild's time, growing with the host's
+    instances, when each count scanned the table)."""
+    stats = host_stats(db, host)
+    busy = stats["num_instances"] - stats.get("num_task_None", 0)
     db.execute(
         """UPDATE hosts SET
-             vcpus_used = c.vcpus,
-             memory_mb_used = reserved_host_memory_mb + c.memory_mb,
-             local_gb_used = reserved_host_disk_mb / 1024.0 + c.disk_gb,
-             running_vms = i.n, current_workload = i.busy
-           FROM (SELECT COALESCE(SUM(vcpus), 0) AS vcpus, COALESCE(SUM(memory_mb), 0)
-                   AS memory_mb, COALESCE(SUM(disk_gb), 0) AS disk_gb
-                 FROM claims WHERE host = ?) AS c,
-                (SELECT COUNT(*) AS n, COUNT(task_state) AS busy
-                 FROM instances WHERE host = ? AND vm_state != 'deleted') AS i
-           WHERE host = ?""", (host, host, host))
-    db.execute("UPDATE hosts SET free_ram_mb = memory_mb - memory_mb_used, "
-               "free_disk_gb = local_gb - local_gb_used, stats = ? WHERE host = ?",
-               (_json.encode(host_stats(db, host)).decode(), host))
+             vcpus_used = c.claimed_vcpus,
+             memory_mb_used = reserved_host_memory_mb + c.claimed_memory,
+             local_gb_used = reserved_host_disk_mb / 1024.0 + c.claimed_disk,
+             free_ram_mb = memory_mb - (reserved_host_memory_mb + c.claimed_memory),
+             free_disk_gb = local_gb - (reserved_host_disk_mb / 1024.0 + c.claimed_disk),
+             running_vms = ?, current_workload = ?, stats = ?
+           FROM (SELECT COALESCE(SUM(vcpus), 0) AS claimed_vcpus,
+                        COALESCE(SUM(memory_mb), 0) AS claimed_memory,
+                        COALESCE(SUM(disk_gb), 0) AS claimed_disk
+                 FROM claims WHERE host = ?) AS c
+           WHERE host = ?""",
+        (stats["num_instances"], busy, _json.encode(stats).decode(), host, host))
 
 
 class Projector:

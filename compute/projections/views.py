@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS instances (
   volumes TEXT NOT NULL DEFAULT '{}', interfaces TEXT NOT NULL DEFAULT '{}',
   security_groups TEXT NOT NULL DEFAULT '[]', security_rules TEXT NOT NULL DEFAULT '[]',
   migration TEXT);
-CREATE INDEX IF NOT EXISTS instances_host ON instances(host, vm_state);
+DROP INDEX IF EXISTS instances_host;
+CREATE INDEX IF NOT EXISTS instances_host_state ON instances(host, vm_state, task_state);
 CREATE TABLE IF NOT EXISTS hosts (
   host TEXT PRIMARY KEY, hypervisor_type TEXT, hypervisor_version INTEGER,
   hypervisor_hostname TEXT, cpu_info TEXT,
@@ -59,6 +60,8 @@ CREATE TABLE IF NOT EXISTS faults (
 CREATE TABLE IF NOT EXISTS claims (
   host TEXT NOT NULL, instance_uuid TEXT NOT NULL, vcpus INTEGER NOT NULL,
   memory_mb INTEGER NOT NULL, disk_gb REAL NOT NULL, PRIMARY KEY (host, instance_uuid));
+CREATE INDEX IF NOT EXISTS claims_usage ON claims(host, instance_uuid, vcpus, memory_mb,
+  disk_gb);
 CREATE TABLE IF NOT EXISTS images (
   image_id TEXT PRIMARY KEY, uuid TEXT NOT NULL, name TEXT NOT NULL, image_type TEXT NOT NULL,
   backup_type TEXT, created_at TEXT NOT NULL, deleted_at TEXT, reason TEXT);
