@@ -1,9 +1,10 @@
 """Benchmark 3: replay, the projection rebuild behind ``compute audit``, over ``--events``.
 
 A store is seeded with real instance histories (the domain's own events, ~25 per instance),
-then the views are rebuilt from scratch: events/s. The bare limit in the same run reads and
-decodes the same pages without applying them. The audit's verification (rebuild into a
-scratch store + compare with the live views, as ``compute audit`` does) is timed too.
+the live views are built (durable, as a host's projector keeps them), then rebuilt from
+scratch as ``compute audit`` does (a throw-away store): the figure is that rebuild's
+events/s. The bare limit in the same run reads and decodes the same pages without applying
+them. The whole audit (rebuild + compare with the live views) is timed too.
 
     .venv/bin/python bench/replay.py [--quick] [--events 1000000]
 """
@@ -53,15 +54,20 @@ def measure(events: int, audit: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
     read = read_only(store)
     bare_s = time.perf_counter() - t0
-    views = ViewStore(views_path)
+    views = ViewStore(views_path)                 # the live views, as a host keeps them
     t0 = time.perf_counter()
-    rebuilt = Projector(store, views).catch_up()
-    rebuild_s = time.perf_counter() - t0
+    live = Projector(store, views).catch_up()
+    live_s = time.perf_counter() - t0
     views.close()
+    scratch = ViewStore(str(work / "scratch.sqlite"), scratch=True)    # the audit's rebuild
+    t0 = time.perf_counter()
+    rebuilt = Projector(store, scratch).catch_up()
+    rebuild_s = time.perf_counter() - t0
+    scratch.close()
     store.close()
     out: dict[str, Any] = {"events": total, "per_s": rebuilt / rebuild_s,
                            "bare_per_s": read / bare_s, "seed_s": seeded_s,
-                           "rebuild_s": rebuild_s}
+                           "rebuild_s": rebuild_s, "live_views_per_s": live / live_s}
     if audit:    # what ``compute audit`` does after listing: rebuild into scratch, compare
         store, live = open_store(store_path), ViewStore(views_path)
         report = verify(store, live)
@@ -73,7 +79,7 @@ def measure(events: int, audit: bool = True) -> dict[str, Any]:
 
 
 def rows(m: dict[str, Any]) -> list[Result]:
-    return [Result(bench="3 replay", metric=f"rebuild of {m['events']:,} events",
+    return [Result(bench="3 replay", metric=f"audit rebuild of {m['events']:,} events",
                    unit="events/s", figure=m["per_s"], bare=m["bare_per_s"],
                    ratio=m["per_s"] / m["bare_per_s"], target=f">= {TARGET:,}/s",
                    met=m["per_s"] >= TARGET,

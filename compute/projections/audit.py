@@ -54,7 +54,7 @@ def verify(store: ComputeStore, live: ViewStore, scratch_path: str | None = None
     projector_name = "views"
     position = live.position(projector_name)
     with tempfile.TemporaryDirectory() as tmp:
-        scratch = ViewStore(scratch_path or str(Path(tmp) / "scratch.sqlite"))
+        scratch = ViewStore(scratch_path or str(Path(tmp) / "scratch.sqlite"), scratch=True)
         try:
             replayed = Projector(store, scratch, projector_name).catch_up(
                 stop=position,

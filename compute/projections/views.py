@@ -197,7 +197,9 @@ class ViewStore:
     """One SQLite connection guarded by a lock: writes are one short transaction per page,
     reads are point lookups, so a lock is simpler than a pool and fast enough."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, scratch: bool = False) -> None:
+        """``scratch``: a throw-away store (the audit's rebuild) that needs no durability:
+        rollback journal in memory, no syncs."""
         self.path = path
         uri = path.startswith("file:")
         self._conn = sqlite3.connect(path, uri=uri, check_same_thread=False,
@@ -206,9 +208,13 @@ class ViewStore:
         self._conn.create_function("api_status", 2, _status, deterministic=True)
         self._lock = threading.RLock()
         with self._lock:
-            if not uri and path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            if scratch:
+                self._conn.execute("PRAGMA journal_mode=MEMORY")
+                self._conn.execute("PRAGMA synchronous=OFF")
+            else:
+                if not uri and path != ":memory:":
+                    self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
             if self._conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 for table in (*VIEW_TABLES, "tracking"):
                     self._conn.execute(f"DROP TABLE IF EXISTS {table}")
