@@ -28,7 +28,7 @@ from compute.store.app import open_store  # noqa: E402
 from compute.store.mapper import decode_state  # noqa: E402
 
 TARGET = 50_000
-COMMANDS = 7               # per instance: 3 + 3 * 7 = 24 events, plus the host's claim
+COMMANDS = 7               # per instance: 2 + 3 * 7 = 23 events (the claim included)
 
 
 def read_only(store: Any, page: int = 1000) -> int:
@@ -48,7 +48,7 @@ def measure(events: int, audit: bool = True) -> dict[str, Any]:
     store_path, views_path = str(work / "compute.sqlite"), str(work / "views.sqlite")
     store = open_store(store_path)
     t0 = time.perf_counter()
-    seed(store, "bench", instances=max(1, events // (4 + 3 * COMMANDS)), commands=COMMANDS)
+    seed(store, "bench", instances=max(1, events // (2 + 3 * COMMANDS)), commands=COMMANDS)
     seeded_s = time.perf_counter() - t0
     total = store.recorder.max_notification_id() or 0
     t0 = time.perf_counter()
