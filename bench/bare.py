@@ -45,17 +45,19 @@ async def serve(url: str, store_url: str, outbox: str) -> None:
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig
 
+    from compute.messaging.credentials import connect_options
     from compute.messaging.outbox import start_outbox
+    from compute.messaging.users import host_user
     from compute.store.app import open_store
     from compute.store.writer import GroupCommitWriter
 
-    nc = await nats.connect(url)
+    nc = await nats.connect(**connect_options(url, host_user(HOST)))
     js = nc.jetstream()
-    await ensure_streams(js)
+    await ensure_streams(js, update=False)
     store = await asyncio.to_thread(open_store, store_url)
     loop = asyncio.get_running_loop()
     outbox_handle = await start_outbox(store, store_url, url, js, mode=outbox, notify=False,
-                                       project=False)
+                                       project=False, user=host_user(HOST))
     writer = GroupCommitWriter(store, on_commit=lambda _:
                                loop.call_soon_threadsafe(outbox_handle.wake))
     versions: dict[str, int] = {}

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from compute.messaging.credentials import connect_options  # noqa: E402
 from compute.messaging.server import NatsServer, free_port  # noqa: E402
 from compute.messaging.subjects import MSG_ID, command  # noqa: E402
 
@@ -79,13 +80,25 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return round(kb("VmRSS"), 1), round(kb("VmHWM"), 1)
 
 
+_SERVERS: dict[str, NatsServer] = {}
+"""The running servers by URL: benchmarks pass the URL, users come from its server."""
+
+
+def as_user(url: str, user: str) -> dict[str, Any]:
+    """``nats.connect`` options for one of the server's own users (admin, operator)."""
+    return connect_options(_SERVERS[url].url_for(user), user)
+
+
 @contextlib.contextmanager
 def nats_server() -> Any:
+    """nats-server with the project's nats.conf (its roles and users)."""
     work = Path(tempfile.mkdtemp(prefix="compute-bench-nats-"))
     server = NatsServer(free_port(), work / "js", log_file=work / "nats.log").start()
+    _SERVERS[server.url] = server
     try:
         yield server
     finally:
+        _SERVERS.pop(server.url, None)
         server.stop()
 
 
@@ -94,7 +107,8 @@ async def host_process(url: str, work: Path, *, store: str | None = None,
                        env: dict[str, str] | None = None,
                        profile: str | None = None) -> AsyncIterator[subprocess.Popen[bytes]]:
     """``compute up`` in its own process (the load client never shares its GIL)."""
-    full = {**os.environ, "COMPUTE_HOST": HOST, "COMPUTE_NATS_URL": url,
+    full = {**os.environ, "COMPUTE_HOST": HOST,
+            "COMPUTE_NATS_URL": _SERVERS[url].add_user("host", HOST),
             "COMPUTE_STORE": store or str(work / "compute.sqlite"),
             "COMPUTE_VIEWS": str(work / "views.sqlite"),
             "COMPUTE_VOLUMES_DIR": str(work / "volumes"),
@@ -104,7 +118,7 @@ async def host_process(url: str, work: Path, *, store: str | None = None,
     if profile:                    # py-spy samples the host (and its children) for the run
         cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-o", profile, "-f",
                "speedscope", "-r", "100", "--subprocesses", "--", *cmd]
-    nc = await nats.connect(url)
+    nc = await nats.connect(**as_user(url, "admin"))
     js = nc.jetstream()
     with contextlib.suppress(Exception):     # an earlier host's consumer is not a sign of life
         await js.delete_consumer("COMPUTE_COMMANDS", f"host-{HOST}")
@@ -146,7 +160,7 @@ class Load:
         self._head = msgspec.json.Decoder(_Head)
 
     async def __aenter__(self) -> Load:
-        self.nc = await nats.connect(self.url)
+        self.nc = await nats.connect(**as_user(self.url, "operator"))
         self.js = self.nc.jetstream()
         await self.nc.subscribe(self.events, cb=self._on_event, pending_msgs_limit=-1,
                                 pending_bytes_limit=-1)
@@ -235,11 +249,12 @@ async def bare_process(url: str, work: Path, *, store: str | None = None,
                        ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """``bench/bare.py``: the same consume -> group commit -> relay loop, no domain."""
     log = open(work / "bare.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare.py"), url,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare.py"),
+                             _SERVERS[url].add_user("host", "bare"),
                              store or str(work / "bare.sqlite"), "--outbox", outbox],
                             cwd=ROOT, stdout=log, stderr=log, env={**os.environ, **(env or {})})
     try:
-        nc = await nats.connect(url)
+        nc = await nats.connect(**as_user(url, "admin"))
         js = nc.jetstream()
         for _ in range(600):
             with contextlib.suppress(Exception):

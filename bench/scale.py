@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
     HOST,
     Result,
+    as_user,
     host_process,
     nats_server,
     pct,
@@ -142,7 +143,7 @@ async def measure(url: str, instances: int, passivate_after: float,
     async with host_process(url, work, env=env) as proc:
         out["start_s"] = time.perf_counter() - t0
         out["known_rss_mb"], _ = rss_mb(proc.pid)
-        nc = await nats.connect(url)
+        nc = await nats.connect(**as_user(url, "operator"))
         asker = await Asker(nc).start()
         sem = asyncio.Semaphore(window)
 

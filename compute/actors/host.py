@@ -171,7 +171,8 @@ class HostService(HostTasks):
                     asyncio.create_task(self.notifier.run(), name="notifier"),
                     asyncio.create_task(self.queries.follow(), name="projector")]
         self.relay = self.notifier = OutboxProcess(
-            self.settings.store, self.settings.nats_url, views=self.settings.views,
+            self.settings.store, self.settings.nats_url, user=host_user(self.host),
+            credentials=self.settings.nats_credentials, views=self.settings.views,
             on_views=self.queries.advance).start()
         return [asyncio.create_task(self.relay.run(), name="outbox-worker")]
 

@@ -53,11 +53,14 @@ class InlineOutbox:
 class OutboxProcess:
     """The parent's handle on the worker: wake it, read its positions, restart it if it dies."""
 
-    def __init__(self, store_url: str, nats_url: str, *, views: str | None = None,
+    def __init__(self, store_url: str, nats_url: str, *, user: str,
+                 credentials: str | None = None, views: str | None = None,
                  notify: bool = True,
                  on_views: Callable[[int], Any] | None = None) -> None:
         self.args = [sys.executable, "-m", "compute.messaging.outbox", "--store", store_url,
-                     "--nats-url", nats_url]
+                     "--nats-url", nats_url, "--user", user]
+        if credentials:
+            self.args += ["--credentials", credentials]
         if views:
             self.args += ["--views", views]
         if not notify:
@@ -138,12 +141,12 @@ class OutboxProcess:
 
 
 async def start_outbox(store: Any, store_url: str, nats_url: str, js: Any, *, mode: str,
-                       notify: bool = True, project: bool = True,
+                       user: str, notify: bool = True, project: bool = True,
                        views: str | None = None) -> InlineOutbox | OutboxProcess:
     """The relay (and notifier, projector) inline or in a worker process."""
     if mode == "process":
-        handle = OutboxProcess(store_url, nats_url, views=views if project else None,
-                               notify=notify).start()
+        handle = OutboxProcess(store_url, nats_url, user=user,
+                               views=views if project else None, notify=notify).start()
         asyncio.get_running_loop().create_task(handle.run(), name="outbox-worker")
         return handle
     from compute.messaging.relay import Relay
@@ -151,9 +154,9 @@ async def start_outbox(store: Any, store_url: str, nats_url: str, js: Any, *, mo
 
 
 # -- the worker process ---------------------------------------------------------------------
-async def worker(store_url: str, nats_url: str, views_path: str | None, notify: bool) -> None:
-    import nats
-
+async def worker(store_url: str, nats_url: str, views_path: str | None, notify: bool,
+                 user: str, credentials: str | None) -> None:
+    from compute.messaging.credentials import connect
     from compute.messaging.notifier import Notifier
     from compute.messaging.relay import Relay
     from compute.projections.projector import Projector
@@ -169,8 +172,8 @@ async def worker(store_url: str, nats_url: str, views_path: str | None, notify: 
             out.flush()
 
     store = await asyncio.to_thread(open_store, store_url)
-    nc = await nats.connect(nats_url, name="compute-outbox", max_reconnect_attempts=-1,
-                            reconnect_time_wait=0.5)
+    nc = await connect(nats_url, user, credentials, name="compute-outbox",   # the host's user
+                       max_reconnect_attempts=-1, reconnect_time_wait=0.5)
     js = nc.jetstream()
     relay = Relay(store, js, idle_poll=0.5, on_progress=lambda p: report("relay", p))
     parts: list[Any] = [relay]
@@ -240,11 +243,13 @@ def main() -> None:
     p.add_argument("--nats-url", required=True)
     p.add_argument("--views")
     p.add_argument("--no-notify", action="store_true")
+    p.add_argument("--user", required=True, help="the host's NATS user")
+    p.add_argument("--credentials", help="where its password is, if not in the URL")
     a = p.parse_args()
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when we stop
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s outbox %(levelname)s %(message)s")
-    asyncio.run(worker(a.store, a.nats_url, a.views, not a.no_notify))
+    asyncio.run(worker(a.store, a.nats_url, a.views, not a.no_notify, a.user, a.credentials))
 
 
 if __name__ == "__main__":
