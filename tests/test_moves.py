@@ -258,3 +258,19 @@ async def test_the_resource_audit_removes_a_guest_left_behind_by_a_finished_move
     await src.update_available_resource()
     assert domain_state(src, vm) is None
     assert domain_state(dst, vm) == (libvirt.VIR_DOMAIN_RUNNING, 512 * 1024)
+
+
+async def test_a_block_migration_with_volumes_is_refused_by_the_source(
+        start_host: StartHost, client: ComputeClient) -> None:
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host)
+    attached = await client.send(src.host, vm, "attach_volume", {"volume_id": "data1"})
+    assert isinstance(attached, Succeeded), attached
+    failed = await client.send(src.host, vm, "live_migration",
+                               {"host": dst.host, "block_migration": True})
+    assert isinstance(failed, Failed) and failed.error == "MigrationPreCheckError", failed
+    assert failed.task_state is None and failed.vm_state == "active"
+    assert instance(src, vm).migration.status == "error"
+    assert dst.tracker.host.claims == {}
+    moved = await client.send(src.host, vm, "live_migration", {"host": dst.host})
+    assert isinstance(moved, Succeeded), moved       # shared storage: the volume goes along

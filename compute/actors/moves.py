@@ -26,6 +26,7 @@ from compute.domain.errors import (
     InstanceFaultRollback,
     InstanceInvalidState,
     MigrationCancelled,
+    MigrationPreCheckError,
     NoValidHost,
 )
 from compute.domain.instance import Instance
@@ -221,6 +222,7 @@ class Moves:
         assert isinstance(payload, c.LiveMigration)
         inst, m, cid, ctx = run.inst, run.m, run.cid, run.ctx
         try:
+            await self._check_can_live_migrate_source(run, payload)
             await run.call(m.dest, "check_can_live_migrate_destination", inst.flavor,
                            flavor=inst.flavor, block_migration=payload.block_migration,
                            disk_over_commit=payload.disk_over_commit,
@@ -240,6 +242,20 @@ class Moves:
                 self.slots.release()
         finally:
             self.aborts.pop(run.uuid, None)
+
+    @staticmethod
+    async def _check_can_live_migrate_source(run: _Run, payload: c.LiveMigration) -> None:
+        """The source's own checks (Nova's check_can_live_migrate_source): a live migration
+        moves a guest that runs (or is paused) here; a block migration carries no volumes
+        (their disks are already reachable from the destination)."""
+        power = PowerState(await run.ctx.driver.call("power_state", instance_ref(run.inst)))
+        if power not in (PowerState.RUNNING, PowerState.PAUSED):
+            raise MigrationPreCheckError(
+                f"instance {run.uuid} has no running guest on {run.m.source} "
+                f"(power state {power.label})")
+        if payload.block_migration and run.inst.volumes:
+            raise MigrationPreCheckError(
+                f"cannot block migrate instance {run.uuid} with mapped volumes")
 
     async def _queue(self, abort: asyncio.Event, run: _Run) -> None:
         """Wait for a free slot (max_concurrent_live_migrations); an abort meanwhile
