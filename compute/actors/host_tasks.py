@@ -162,8 +162,7 @@ class HostTasks:
         await asyncio.to_thread(self.projector.catch_up)
         views = {v.uuid: v for v in await asyncio.to_thread(
             self.views.list_instances, self.host, None, True)}
-        busy = {str(u) for u, a in self.router.actors.items() if a.processing or
-                not a.mailbox.empty()}
+        busy = {str(u) for u, a in self.router.actors.items() if a.busy}
         migrations = {m.id: m.status for m in await asyncio.to_thread(
             self.views.list_migrations, None, self.host)}
         for consumer in set(host.claims) - busy:

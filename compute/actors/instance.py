@@ -65,19 +65,39 @@ class InstanceActor(FollowsHypervisor):
         self.uuid = uuid
         self.ctx = ctx
         self.mailbox: asyncio.Queue[Message] = asyncio.Queue()
-        self.deferred: collections.deque[Message] = collections.deque()
+        self.urgent: collections.deque[Envelope] = collections.deque()
         self.instance: Instance | None = None
         self._on_idle = on_idle
         self.processing = False
-        self._current_task: asyncio.Task[None] | None = None
+        self._urgent_task: asyncio.Task[None] | None = None
+        self._done: asyncio.Future[None] | None = None       # the message being processed
         self.task = asyncio.create_task(self._run(), name=f"instance-{uuid}")
+
+    @property
+    def busy(self) -> bool:
+        """Something is being processed or waits: not the moment to passivate."""
+        return self.processing or not self.mailbox.empty() or bool(self.urgent) or (
+            self._urgent_task is not None and not self._urgent_task.done())
+
+    def preempt(self, env: Envelope) -> None:
+        """A pre-empting command (delete) while the actor is busy: it runs at once, beside
+        the operation in flight, ahead of what waits (Nova §0.4: delete pre-empts
+        everything); several run in their order of arrival."""
+        self.urgent.append(env)
+        if self._urgent_task is None or self._urgent_task.done():
+            self._urgent_task = asyncio.create_task(self._run_urgent())
+
+    async def _run_urgent(self) -> None:
+        while self.urgent:
+            await self._process(self.urgent.popleft())
 
     # -- lifecycle ------------------------------------------------------------------------
     async def _run(self) -> None:
         self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
+        loop = asyncio.get_running_loop()
         while True:
-            if self.deferred:
-                message = self.deferred.popleft()
+            if not self.mailbox.empty():           # no idle timer for a busy actor
+                message = self.mailbox.get_nowait()
             else:
                 try:
                     message = await asyncio.wait_for(self.mailbox.get(),
@@ -87,29 +107,17 @@ class InstanceActor(FollowsHypervisor):
                         return
                     continue
             self.processing = True
+            self._done = loop.create_future()
+            done = self._done
             try:
-                await self._process_preemptible(message)
+                await self._process(message)
+                done.set_result(None)               # (an abort waits for exactly this)
+                while self._urgent_task is not None and not self._urgent_task.done():
+                    await self._urgent_task         # what took over ends before the next
             finally:
                 self.processing = False
-
-    async def _process_preemptible(self, message: Message) -> None:
-        """Process one message; meanwhile a pre-empting command (delete) runs at once and
-        everything else waits its turn, in order (Nova §0.4: delete pre-empts everything)."""
-        current = self._current_task = asyncio.create_task(self._process(message))
-        while not current.done():
-            getter = asyncio.create_task(self.mailbox.get())
-            done, _ = await asyncio.wait({current, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    self.deferred.append(await getter)   # it may have won the race
-                break
-            nxt = getter.result()
-            if isinstance(nxt, Envelope) and nxt.op.preempts:
-                await self._process(nxt)
-            else:
-                self.deferred.append(nxt)
-        await current
+                if not done.done():
+                    done.set_result(None)
 
     async def _process(self, message: Message) -> None:
         """One message, with the actor's safety net: nothing kills the actor or its queue."""
@@ -336,10 +344,9 @@ class InstanceActor(FollowsHypervisor):
         except ComputeError as exc:
             await self._reject(env, exc.error.value, str(exc))
             return
-        flow = self._current_task
-        if flow is not None and flow is not asyncio.current_task():
-            with contextlib.suppress(Exception):
-                await flow
+        flow = self._done
+        if flow is not None and asyncio.current_task() is not self.task:
+            await asyncio.shield(flow)        # the live migration ends (rolled back)
         inst = self.instance or inst
         await self._answer(env, self._state_outcome(env, inst, [], 0, result={
             "migration_status": inst.migration.status.value if inst.migration else None}))

@@ -27,10 +27,13 @@ class Router:
             actor = InstanceActor(env.uuid, self.ctx, self._idle)
             self.actors[env.uuid] = actor
             self.activations += 1
-        actor.mailbox.put_nowait(env)
+        if isinstance(env, Envelope) and env.op.preempts and actor.busy:
+            actor.preempt(env)
+        else:
+            actor.mailbox.put_nowait(env)
 
     def _idle(self, actor: InstanceActor) -> bool:
-        if not actor.mailbox.empty() or actor.processing or actor.deferred:
+        if actor.busy:
             return False
         if self.actors.get(actor.uuid) is actor:
             del self.actors[actor.uuid]
@@ -46,8 +49,7 @@ class Router:
     async def settle(self, timeout: float = 10.0) -> bool:
         """Wait until every mailbox is empty and no actor is processing; False on timeout."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while any(not a.mailbox.empty() or a.processing or a.deferred
-                  for a in self.actors.values()):
+        while any(a.busy for a in self.actors.values()):
             if asyncio.get_running_loop().time() > deadline:
                 return False
             await asyncio.sleep(0.01)

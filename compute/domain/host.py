@@ -42,6 +42,7 @@ class Host(NamedAggregate):
     def init_state(self) -> None:
         self.resources: HostResourcesReported | None = None
         self.claims: dict[str, tuple[int, int, float]] = {}
+        self._usage: tuple[int, int, float] | None = None
         self.enabled = True
         self.disabled_reason = ""
         self.maintenance = False
@@ -86,11 +87,19 @@ class Host(NamedAggregate):
 
     # -- the resource tracker ------------------------------------------------------------
     def usage(self) -> tuple[int, int, float]:
-        """vcpus, memory_mb and disk_gb claimed by instances (reservations not included)."""
-        vcpus = sum(c[0] for c in self.claims.values())
-        memory = sum(c[1] for c in self.claims.values())
-        disk = sum(c[2] for c in self.claims.values())
-        return vcpus, memory, disk
+        """vcpus, memory_mb and disk_gb claimed by instances (reservations not included);
+        summed once, then kept by the claim events (a build must not cost O(instances))."""
+        if self._usage is None:
+            self._usage = (sum(c[0] for c in self.claims.values()),
+                           sum(c[1] for c in self.claims.values()),
+                           sum(c[2] for c in self.claims.values()))
+        return self._usage
+
+    def claims_changed(self, sign: int, claim: tuple[int, int, float]) -> None:
+        """Applied by the claim events: the running total follows the claims."""
+        if self._usage is not None:
+            v, m, d = self._usage
+            self._usage = (v + sign * claim[0], m + sign * claim[1], d + sign * claim[2])
 
     def limits(self) -> tuple[float, float, float]:
         """Placement's capacity: (total - reserved) * allocation ratio, per resource."""

@@ -51,7 +51,12 @@ class ResourcesClaimed(HostEvent, frozen=True, kw_only=True):
     disk_gb: float
 
     def apply(self, aggregate: Any) -> None:
-        aggregate.claims[self.instance_uuid] = (self.vcpus, self.memory_mb, self.disk_gb)
+        claim = (self.vcpus, self.memory_mb, self.disk_gb)
+        old = aggregate.claims.get(self.instance_uuid)
+        if old is not None:
+            aggregate.claims_changed(-1, old)
+        aggregate.claims[self.instance_uuid] = claim
+        aggregate.claims_changed(1, claim)
 
 
 class ClaimReleased(HostEvent, frozen=True, kw_only=True):
@@ -61,7 +66,9 @@ class ClaimReleased(HostEvent, frozen=True, kw_only=True):
     command_id: str
 
     def apply(self, aggregate: Any) -> None:
-        aggregate.claims.pop(self.instance_uuid, None)
+        old = aggregate.claims.pop(self.instance_uuid, None)
+        if old is not None:
+            aggregate.claims_changed(-1, old)
 
 
 class HostEnabledSet(HostEvent, frozen=True, kw_only=True):

@@ -30,14 +30,21 @@ async def keepalive(msg: Any, interval: float) -> AsyncIterator[None]:
         yield
         return
 
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+    loop = asyncio.get_running_loop()
+    handle: asyncio.TimerHandle | None = None
 
-    task = asyncio.create_task(beat())
+    def beat() -> None:      # a timer, not a task: most operations end before the first beat
+        nonlocal handle
+        loop.create_task(_in_progress(msg))
+        handle = loop.call_later(interval, beat)
+
+    handle = loop.call_later(interval, beat)
     try:
         yield
     finally:
-        task.cancel()
+        handle.cancel()
+
+
+async def _in_progress(msg: Any) -> None:
+    with contextlib.suppress(Exception):
+        await msg.in_progress()
