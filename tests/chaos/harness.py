@@ -73,15 +73,19 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
 
     await nc.subscribe(inbox, cb=on_answer)
     sent: list[str] = []
+    subjects: dict[str, tuple[str, bytes]] = {}
 
-    async def publish(vm: str, op: str, payload: dict) -> None:
-        cid = str(uuid.uuid4())
+    async def publish(vm: str, op: str, payload: dict, cid: str | None = None,
+                      msg_id: str | None = None) -> None:
+        cid = cid or str(uuid.uuid4())
         data = msgspec.json.encode({**payload, "command_id": cid})
         for _ in range(200):                       # through restarts: same id, deduplicated
             try:
                 await js.publish(command("chaos", vm, op), data,
-                                 headers={MSG_ID: cid, REPLY_TO: inbox}, timeout=2)
-                sent.append(cid)
+                                 headers={MSG_ID: msg_id or cid, REPLY_TO: inbox}, timeout=2)
+                if cid not in subjects:
+                    sent.append(cid)
+                    subjects[cid] = (vm, op, payload)
                 return
             except Exception:
                 await asyncio.sleep(0.1)
@@ -118,9 +122,20 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
         counts["commands"] += 1
         await asyncio.sleep(rng.uniform(0, 0.02))
 
-    deadline = time.monotonic() + 120
-    while any(not answers[c] for c in sent) and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    async def wait_answers(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while any(not answers[c] for c in sent) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+
+    await wait_answers(15)
+    # A reply is a core NATS message: one sent while this client reconnected (a NATS
+    # restart) is gone. A client that waited long enough sends the same command again (same
+    # command id, so the host answers without applying it twice; a new stream message id).
+    resent = [c for c in sent if not answers[c]]
+    for cid in resent:
+        vm, op, payload = subjects[cid]
+        await publish(vm, op, payload, cid=cid, msg_id=f"{cid}@again")
+    await wait_answers(45)
     unanswered = [c for c in sent if not answers[c]]
     answered_twice = [c for c in sent
                       if sum(1 for a in answers[c] if not a.get("duplicate")) > 1]
@@ -162,6 +177,7 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
     server.stop()
     return {**counts, "fault_rate": fault_rate, "instances": instances,
             "answered": len(sent) - len(unanswered), "lost": len(unanswered),
+            "sent_again": len(resent),
             "answered_twice": len(answered_twice), "applied_twice": len(applied_twice),
             "stuck": len(stuck), "views_equal_replay": report.equal,
             "stream_exactly_once_in_order": stream_ok}
