@@ -125,22 +125,32 @@ async def host_process(url: str, work: Path, *, store: str | None = None,
     log = open(work / "host.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, env=full, cwd=ROOT, stderr=log, stdout=log)
     try:
-        for _ in range(6000):                   # the host's consumer exists once it serves
-            with contextlib.suppress(Exception):
-                await js.consumer_info("COMPUTE_COMMANDS", f"host-{HOST}")
-                break
-            if proc.poll() is not None:
-                raise RuntimeError(f"host exited: {(work / 'host.log').read_text()[-2000:]}")
-            await asyncio.sleep(0.1)
+        await _serving(proc, js, HOST, work / "host.log", tries=6000)
         await nc.close()
         yield proc
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop(proc, log, timeout=120)
+
+
+async def _serving(proc: subprocess.Popen[bytes], js: Any, host: str, log: Path, *,
+                   tries: int) -> None:
+    """Wait until the process serves: its durable consumer exists (or it died: say why)."""
+    for _ in range(tries):
+        with contextlib.suppress(Exception):
+            await js.consumer_info("COMPUTE_COMMANDS", f"host-{host}")
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{host} exited: {log.read_text()[-2000:]}")
+        await asyncio.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes], log: Any, *, timeout: float) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
 
 
 class _Head(msgspec.Struct):
@@ -256,22 +266,11 @@ async def bare_process(url: str, work: Path, *, store: str | None = None,
     try:
         nc = await nats.connect(**as_user(url, "admin"))
         js = nc.jetstream()
-        for _ in range(600):
-            with contextlib.suppress(Exception):
-                await js.consumer_info("COMPUTE_COMMANDS", "host-bare")
-                break
-            if proc.poll() is not None:
-                raise RuntimeError(f"bare exited: {(work / 'bare.log').read_text()[-2000:]}")
-            await asyncio.sleep(0.1)
+        await _serving(proc, js, "bare", work / "bare.log", tries=600)
         await nc.close()
         yield proc
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop(proc, log, timeout=60)
 
 
 def bare_load(url: str) -> Load:

@@ -22,6 +22,7 @@ import msgspec
 
 from compute import logs
 from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
+from compute.actors.instance_moves import RunsMoves
 from compute.actors.instance_recovery import FollowsHypervisor
 from compute.actors.moves import FlowResult
 from compute.actors.refs import instance_ref
@@ -30,10 +31,7 @@ from compute.domain.errors import (
     ComputeResourcesUnavailable,
     ComputeServiceUnavailable,
     InstanceExists,
-    InstanceFaultRollback,
-    InstanceInvalidState,
     InstanceNotFound,
-    MigrationError,
 )
 from compute.domain.instance import Instance
 from compute.domain.operations import Operation, lookup, variant
@@ -59,7 +57,7 @@ class StoreUnavailable(Exception):
     """The store refused a write after retries; the command is left for redelivery."""
 
 
-class InstanceActor(FollowsHypervisor):
+class InstanceActor(FollowsHypervisor, RunsMoves):
     def __init__(self, uuid: UUID, ctx: ActorContext,
                  on_idle: Callable[[InstanceActor], bool]) -> None:
         self.uuid = uuid
@@ -317,39 +315,6 @@ class InstanceActor(FollowsHypervisor):
             task_state=inst.task_state.value if inst.task_state else None,
             power_state=int(inst.power_state), error="UnexpectedDeletingTaskStateError",
             code=409, message=f"{op.name} was pre-empted by a delete"))
-
-    async def _undo_interrupted_move(self, env: Envelope, inst: Instance,
-                                     op: Operation) -> None:
-        """A restart caught a move in a step Nova's init rules leave alone (resize_migrated,
-        resize_finish): undo it, as for the steps they cover, and answer the command."""
-        power = await self._power_state(instance_ref(inst), inst.power_state)
-        power = await self.ctx.moves.recover(self, inst, env.command_id, power)
-        error = InstanceFaultRollback(MigrationError(
-            f"{op.name} was interrupted by a restart of {self.ctx.host} and undone"))
-        inst.fail(op, env.command_id, error, power)
-        events = inst.collect_events()
-        position = await self._commit(events)
-        await self._answer(env, self._state_outcome(
-            env, inst, [type(ev).__name__ for ev in events], position, error=error))
-
-    async def _abort(self, env: Envelope, inst: Instance, op: Operation) -> None:
-        """live_migration_abort: stop the live migration in flight (it rolls back with
-        status ``cancelled``), then answer with the instance as it ended."""
-        try:
-            inst.check(op)
-            if not self.ctx.moves.abort(str(self.uuid)):
-                raise InstanceInvalidState(self.uuid, "migration status",
-                                           inst.migration.status.value
-                                           if inst.migration else None, op.name)
-        except ComputeError as exc:
-            await self._reject(env, exc.error.value, str(exc))
-            return
-        flow = self._done
-        if flow is not None and asyncio.current_task() is not self.task:
-            await asyncio.shield(flow)        # the live migration ends (rolled back)
-        inst = self.instance or inst
-        await self._answer(env, self._state_outcome(env, inst, [], 0, result={
-            "migration_status": inst.migration.status.value if inst.migration else None}))
 
     # -- helpers --------------------------------------------------------------------------
     async def _current(self, env: Envelope) -> Instance | None:

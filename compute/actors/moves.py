@@ -94,6 +94,15 @@ class _Run:
             uuid=self.uuid, migration_id=self.m.id, command_id=self.cid, source=self.m.source,
             dest=self.m.dest, instance=ref, **fields))
 
+    async def finishing(self, status: MigrationStatus, operation: str) -> Migration:
+        """Confirm or revert begins: only a finished move (or this one again, redelivered)."""
+        if self.m.status not in (S.FINISHED, status):
+            raise InstanceInvalidState(self.uuid, "migration status", self.m.status.value,
+                                       operation)
+        self.inst.migration_status(status, self.cid)
+        await self.commit()
+        return self.m
+
     async def undo(self, status: MigrationStatus, *, at_dest: bool, destroy: bool) -> None:
         """Give back what the move took: the destination's claim (and its guest copy),
         then the source's claim to the instance (released if the instance is gone)."""
@@ -192,24 +201,14 @@ class Moves:
 
     async def _confirm(self, run: _Run, payload: c.Command) -> FlowResult:
         """Owner: the destination. The source drops its guest and its claim."""
-        m = run.m
-        if m.status not in (S.FINISHED, S.CONFIRMING):     # confirming: a redelivery
-            raise InstanceInvalidState(run.uuid, "migration status", m.status.value,
-                                       "confirm_resize")
-        run.inst.migration_status(S.CONFIRMING, run.cid)
-        await run.commit()
+        m = await run.finishing(S.CONFIRMING, "confirm_resize")
         await run.call(m.source, "confirm_migration", m.old_flavor)
         power = await run.ctx.driver.call("power_state", instance_ref(run.inst))
         return FlowResult(PowerState(power))
 
     async def _revert(self, run: _Run, payload: c.Command) -> FlowResult:
         """Owner: the destination. Its guest and claim go; the source takes over again."""
-        m = run.m
-        if m.status not in (S.FINISHED, S.REVERTING):      # reverting: a redelivery
-            raise InstanceInvalidState(run.uuid, "migration status", m.status.value,
-                                       "revert_resize")
-        run.inst.migration_status(S.REVERTING, run.cid)
-        await run.commit()
+        m = await run.finishing(S.REVERTING, "revert_resize")
         if not m.same_host:
             await run.ctx.driver.call("destroy", instance_ref(run.inst))
         await run.commit(run.ctx.tracker.release(run.uuid, run.cid))
