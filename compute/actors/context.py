@@ -15,6 +15,7 @@ from compute.actors.resources import ResourceTracker
 from compute.domain.operations import Operation
 from compute.events.commands import Command
 from compute.events.outcomes import Outcome
+from compute.messaging.acks import InProgress
 from compute.metrics import Metrics
 from compute.store.app import ComputeStore
 from compute.store.writer import GroupCommitWriter
@@ -80,3 +81,7 @@ class ActorContext:
     passivate_after: float = 120.0
     ack_wait: float = 60.0
     counters: Counters = field(default_factory=Counters)
+    in_progress: InProgress = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.in_progress = InProgress(self.ack_wait / 3)

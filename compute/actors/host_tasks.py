@@ -69,7 +69,12 @@ class HostTasks:
             key = UUID(uuid)
         except ValueError:
             return
-        if key in self.router.actors or key in self._known:
+        actor = self.router.actors.get(key)
+        if crashed is None and actor is not None and actor.instance is not None \
+                and actor.instance.busy:
+            return       # a task is pending: Nova skips the sync (§2.8 step 1); usually
+            #              the event is the task's own doing (a reboot's stop and start)
+        if actor is not None or key in self._known:
             self.router.deliver(SyncPower(key, power, crashed))
 
     async def sync_power_states(self) -> int:

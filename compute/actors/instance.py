@@ -40,7 +40,7 @@ from compute.domain.states import PowerState, VmState
 from compute.events.commands import RunInstance
 from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
-from compute.messaging.acks import keepalive, nak, redelivered
+from compute.messaging.acks import nak, redelivered
 from compute.virt.api import Finished, InstanceRef, power_of
 
 log = logging.getLogger("compute.instance")
@@ -59,13 +59,14 @@ class StoreUnavailable(Exception):
 
 class InstanceActor(FollowsHypervisor, RunsMoves):
     def __init__(self, uuid: UUID, ctx: ActorContext,
-                 on_idle: Callable[[InstanceActor], bool]) -> None:
+                 on_idle: Callable[[InstanceActor], None]) -> None:
         self.uuid = uuid
         self.ctx = ctx
         self.mailbox: asyncio.Queue[Message] = asyncio.Queue()
         self.urgent: collections.deque[Envelope] = collections.deque()
         self.instance: Instance | None = None
-        self._on_idle = on_idle
+        self._on_idle = on_idle                     # the router: "my mailbox is empty"
+        self.idle_since: float | None = None
         self.processing = False
         self._urgent_task: asyncio.Task[None] | None = None
         self._done: asyncio.Future[None] | None = None       # the message being processed
@@ -94,16 +95,10 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
         loop = asyncio.get_running_loop()
         while True:
-            if not self.mailbox.empty():           # no idle timer for a busy actor
-                message = self.mailbox.get_nowait()
-            else:
-                try:
-                    message = await asyncio.wait_for(self.mailbox.get(),
-                                                     self.ctx.passivate_after)
-                except TimeoutError:
-                    if self._on_idle(self):   # the router agreed: nothing queued, we are gone
-                        return
-                    continue
+            # no timer of its own: the router passivates actors idle for long (one sweep
+            # for all; a wait_for per message was a task and a timer per command)
+            message = self.mailbox.get_nowait() if not self.mailbox.empty() \
+                else await self.mailbox.get()
             self.processing = True
             self._done = loop.create_future()
             done = self._done
@@ -116,6 +111,8 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                 self.processing = False
                 if not done.done():
                     done.set_result(None)
+            if self.mailbox.empty():
+                self._on_idle(self)
 
     async def _process(self, message: Message) -> None:
         """One message, with the actor's safety net: nothing kills the actor or its queue."""
@@ -245,20 +242,22 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         error: BaseException | None = None
         flow: FlowResult | None = None
         timed_out: list[dict[str, Any]] = []
-        async with keepalive(env.msg, self.ctx.ack_wait / 3):
-            try:
-                if op.flow:                 # a move across hosts (actors/moves.py)
-                    flow = await self.ctx.moves.run(self, env, inst, op)
-                    power = flow.power
-                else:
-                    answer = await self.ctx.driver.call(op.driver, ref, **params) \
-                        if op.driver else inst.power_state
-                    power = power_of(answer)
-                    if isinstance(answer, Finished):
-                        timed_out = [msgspec.to_builtins(t) for t in answer.timed_out]
-            except Exception as exc:  # every hypervisor failure becomes a fault
-                error = exc
-                power = await self._power_state(ref, inst.power_state)
+        self.ctx.in_progress.start(env.msg)       # JetStream hears of a long operation
+        try:
+            if op.flow:                 # a move across hosts (actors/moves.py)
+                flow = await self.ctx.moves.run(self, env, inst, op)
+                power = flow.power
+            else:
+                answer = await self.ctx.driver.call(op.driver, ref, **params) \
+                    if op.driver else inst.power_state
+                power = power_of(answer)
+                if isinstance(answer, Finished):
+                    timed_out = [msgspec.to_builtins(t) for t in answer.timed_out]
+        except Exception as exc:  # every hypervisor failure becomes a fault
+            error = exc
+            power = await self._power_state(ref, inst.power_state)
+        finally:
+            self.ctx.in_progress.end(env.msg)
         if inst.action_command_id != env.command_id:
             await self._preempted(env, inst, op, earlier)
             return

@@ -1,7 +1,10 @@
 """The router: one InstanceActor per instance, created on first message, dropped when idle.
 
 Passivation is decided here, synchronously (no await between the check and the removal), so a
-message can never be put into the mailbox of an actor that is about to stop.
+message can never be put into the mailbox of an actor that is about to stop. ``actors`` is
+kept in order of last activity (an actor that goes idle moves to the back), so one sweep
+finds the actors idle for longer than ``passivate_after`` at the front, without a timer per
+actor and without visiting the others.
 """
 
 from __future__ import annotations
@@ -20,17 +23,45 @@ class Router:
         self.actors: dict[UUID, InstanceActor] = {}
         self.activations = 0
         self.passivations = 0
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def deliver(self, env: Envelope | Recover | SyncPower) -> None:
         actor = self.actors.get(env.uuid)
         if actor is None:
-            actor = InstanceActor(env.uuid, self.ctx, self._idle)
+            actor = InstanceActor(env.uuid, self.ctx, self._rested)
             self.actors[env.uuid] = actor
             self.activations += 1
+            if self._sweeper is None:
+                self._arm(asyncio.get_running_loop())
         if isinstance(env, Envelope) and env.op.preempts and actor.busy:
             actor.preempt(env)
         else:
             actor.mailbox.put_nowait(env)
+
+    def _rested(self, actor: InstanceActor) -> None:
+        """The actor's mailbox is empty: to the back of the line, idle from now."""
+        if self.actors.get(actor.uuid) is actor:
+            del self.actors[actor.uuid]
+            self.actors[actor.uuid] = actor
+            actor.idle_since = asyncio.get_running_loop().time()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweeper = loop.call_later(max(0.05, self.ctx.passivate_after / 4),
+                                        self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Passivate the actors idle for ``passivate_after`` (the front of ``actors``)."""
+        limit = loop.time() - self.ctx.passivate_after
+        for actor in list(self.actors.values()):
+            if actor.idle_since is None or actor.busy:
+                continue           # new or working: it goes to the back when it rests
+            if actor.idle_since > limit:
+                break              # everyone behind rested later
+            if self._idle(actor):
+                actor.task.cancel()
+        self._sweeper = None
+        if self.actors:
+            self._arm(loop)
 
     def _idle(self, actor: InstanceActor) -> bool:
         if actor.busy:
@@ -58,6 +89,9 @@ class Router:
     async def drain(self, timeout: float = 10.0) -> None:
         """Let every actor finish what it has, then stop them."""
         await self.settle(timeout)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for actor in list(self.actors.values()):
             actor.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
