@@ -17,7 +17,6 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from eventsourcing.persistence import IntegrityError, Tracking
 from nats.js import JetStreamContext
 
 from compute.domain.instance import Instance
@@ -26,6 +25,7 @@ from compute.domain.states import TaskState
 from compute.events import lifecycle as e
 from compute.events import moves as mv
 from compute.messaging.pipeline import PagePublisher
+from compute.messaging.positions import PositionRecorder
 from compute.store.app import ComputeStore, _project
 from compute.store.lease import Lease, lease_for
 from compute.store.mapper import decode_state
@@ -183,8 +183,12 @@ class Notifier:
         self._faults: dict[UUID, dict[str, Any]] = {}
         self.on_progress = on_progress
         self.publisher = PagePublisher(js)
+        self.positions = PositionRecorder(self.tracker, TRACKING_NAME, on_ahead=self._follow)
         self._wake = asyncio.Event()
         self.lease = lease or lease_for(store, TRACKING_NAME)
+
+    def _follow(self, ahead: int) -> None:
+        self.position = max(self.position, ahead)
 
     def wake(self) -> None:
         self._wake.set()
@@ -239,11 +243,7 @@ class Notifier:
             (f"compute.notify.{note.event_type}", _encoder.encode(note), note.message_id)
             for note in notes)
         last = page[-1].id
-        try:
-            await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))
-        except IntegrityError:
-            last = max(last, await asyncio.to_thread(self.tracker.max_tracking_id,
-                                                     TRACKING_NAME) or 0)
+        self.positions.record(last)           # acked: recorded in the background
         self.position = last
         self.published += sent
         if self.on_progress is not None:

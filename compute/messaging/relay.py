@@ -2,8 +2,9 @@
 
 The store's notification log is the outbox: the relay reads pages after its tracked position,
 publishes each event's stored JSON unchanged to ``compute.evt.<host>.<uuid>.<Event>`` with
-``Nats-Msg-Id = <uuid>:<version>``, waits for the acks, then records its position. A crash
-between publish and position re-sends at most one page, which JetStream's duplicate window
+``Nats-Msg-Id = <uuid>:<version>``, waits for the acks, then records its position (in the
+background: ``positions.py``). A crash
+between publish and position re-sends what was published since the last recorded position, which JetStream's duplicate window
 drops; publishing follows the store, never the reverse. Host services sharing a store share
 the position, and a lease (``compute.store.lease``) lets one of them relay at a time.
 """
@@ -15,10 +16,10 @@ import logging
 from collections.abc import Callable
 
 import msgspec
-from eventsourcing.persistence import IntegrityError, Tracking
 from nats.js import JetStreamContext
 
 from compute.messaging.pipeline import PagePublisher
+from compute.messaging.positions import PositionRecorder
 from compute.messaging.subjects import SHARED_HOST
 from compute.messaging.subjects import event as event_subject
 from compute.store.app import ComputeStore
@@ -51,8 +52,12 @@ class Relay:
         self.published = 0
         self.on_progress = on_progress
         self.publisher = PagePublisher(js)
+        self.positions = PositionRecorder(self.tracker, TRACKING_NAME, on_ahead=self._follow)
         self._wake = asyncio.Event()
         self.lease = lease or lease_for(store, TRACKING_NAME)
+
+    def _follow(self, ahead: int) -> None:
+        self.position = max(self.position, ahead)
 
     def wake(self) -> None:
         """Called on the loop after a commit: new events may be waiting."""
@@ -103,12 +108,7 @@ class Relay:
                            event_name(n.topic)),
              n.state, f"{n.originator_id}:{n.originator_version}") for n in page)
         last = page[-1].id
-        try:
-            await asyncio.to_thread(self.tracker.insert_tracking, Tracking(TRACKING_NAME, last))
-        except IntegrityError:   # another relay recorded a later position: follow it
-            last = max(last, await asyncio.to_thread(self.tracker.max_tracking_id,
-                                                     TRACKING_NAME) or 0)
-            log.warning("relay: another relay is ahead; continuing from %d", last)
+        self.positions.record(last)           # acked: recorded in the background
         self.position = last
         self.published += len(page)
         if self.on_progress is not None:
