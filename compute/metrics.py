@@ -41,6 +41,29 @@ class Metrics:
                                       registry=r)
         self.port: int | None = None
         self._server: Any = None
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def answered(self, operation: str, outcome: str, seconds: float) -> None:
+        """A command was answered: count it and observe its latency. The labelled children
+        are looked up once (``labels()`` takes a lock and builds a key on every call, on
+        every command's path)."""
+        key = (operation, outcome)
+        counted = self._children.get(key)
+        if counted is None:
+            counted = self._children[key] = self.commands.labels(operation, outcome)
+        counted.inc()
+        timed = self._children.get((operation,))
+        if timed is None:
+            timed = self._children[(operation,)] = self.command_seconds.labels(operation)
+        timed.observe(seconds)
+
+    def driver_call(self, method: str, seconds: float) -> None:
+        """A hypervisor call returned (called from the driver's threads)."""
+        key = ("driver", method)
+        timed = self._children.get(key)
+        if timed is None:
+            timed = self._children[key] = self.driver_seconds.labels(method)
+        timed.observe(seconds)
 
     def serve(self, port: int) -> int:
         """Expose ``/metrics`` on 127.0.0.1 (port 0: any free one); returns the port."""

@@ -109,7 +109,7 @@ class HostService(HostTasks):
         self.metrics = Metrics()
         self.driver_actor = DriverActor(
             self.driver, threads=s.driver_threads, timeout=s.driver_timeout,
-            observe=lambda m, secs: self.metrics.driver_seconds.labels(m).observe(secs))
+            observe=self.metrics.driver_call)
         self.relay = Relay(self.store, self.js)
         self.notifier = Notifier(self.store, self.js)
         self.queries = QueryService(self.nc, self.views, self.projector)

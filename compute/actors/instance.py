@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -371,9 +372,8 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                                          duplicate=redelivered(env.msg)))
 
     async def _answer(self, env: Envelope, outcome: Any) -> None:
-        metrics = self.ctx.metrics
-        metrics.commands.labels(env.op.name, type(outcome).__name__).inc()
-        metrics.command_seconds.labels(env.op.name).observe(time.monotonic() - env.received)
+        self.ctx.metrics.answered(env.op.name, type(outcome).__name__,
+                                  time.monotonic() - env.received)
         await self.ctx.reply(env, env.reply_to, outcome)
         if env.msg is not None:
             await env.msg.ack()
@@ -382,10 +382,16 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
 _BASE_FIELDS = frozenset(Completed.__struct_fields__)
 
 
+@functools.cache
+def _own_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f for f in cls.__struct_fields__ if f not in _BASE_FIELDS)
+
+
 def _result(events: list[Any]) -> dict[str, Any]:
     """What an operation produced: its completion event's own fields."""
     for event in events:
         if isinstance(event, Completed):
-            return {f: v for f, v in msgspec.to_builtins(event).items()
-                    if f in type(event).__struct_fields__ and f not in _BASE_FIELDS}
+            fields = _own_fields(type(event))
+            return msgspec.to_builtins({f: getattr(event, f) for f in fields}) if fields \
+                else {}
     return {}

@@ -80,6 +80,8 @@ class LifecycleEvents:
         self._conn: Any = None
         self._callback_id: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, PowerState, str | None]] = []
 
     async def run(self) -> None:
         """Register, then watch the connection; re-register after a loss, with backoff."""
@@ -122,8 +124,20 @@ class LifecycleEvents:
         if power is None or self._loop is None:
             return
         self.received += 1
-        self._loop.call_soon_threadsafe(self._on_event, dom.UUIDString(), power,
-                                        CRASHES.get((event, detail)))
+        with self._lock:      # one wake-up of the loop for the events that came meanwhile
+            self._pending.append((dom.UUIDString(), power, CRASHES.get((event, detail))))
+            first = len(self._pending) == 1
+        if first:
+            self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for uuid, power, crashed in pending:
+            try:
+                self._on_event(uuid, power, crashed)
+            except Exception:      # one bad event must not drop the others
+                log.exception("lifecycle event of %s failed", uuid)
 
     def close(self) -> None:
         if self._conn is not None and self._callback_id is not None:
