@@ -72,6 +72,21 @@ def hypervisor_xml(work: Path, cpus: int = 4096, memory_gib: int = 4096) -> str:
     return f"test://{path}"
 
 
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU seconds of a process and its live descendants (a host and its
+    outbox worker): unlike commands/s, CPU per command hardly moves when other work shares
+    the machine, so it is the figure to compare two versions with."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{pid}/task").iterdir() if children else ():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return total
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """(current, peak) resident set of a process, in MiB, from /proc."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()

@@ -33,6 +33,7 @@ def test_the_throughput_benchmark_reports_commands_per_second_and_its_bare_limit
     rows = quick("throughput")
     check(rows, "1 throughput")
     assert rows[0]["details"]["commands"] == 40
+    assert rows[1]["metric"].startswith("CPU per command") and rows[1]["bare"] >= 0
 
 
 def test_the_latency_benchmark_reports_p50_and_p99_against_the_bare_loop() -> None:
