@@ -16,6 +16,7 @@ from uuid import UUID
 
 import msgspec
 import nats
+import nats.js.errors
 from nats import micro
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -42,6 +43,7 @@ from compute.events.outcomes import Outcome, Rejected
 from compute.events.steps import STEPS
 from compute.messaging import intake
 from compute.messaging.acks import redelivered
+from compute.messaging.consumer import PullConsumer
 from compute.messaging.credentials import connect
 from compute.messaging.notifier import Notifier
 from compute.messaging.outbox import OutboxProcess
@@ -255,31 +257,29 @@ class HostService(HostTasks):
         )
         while True:          # a cluster electing leaders (a node just died) may not answer
             try:
-                sub = await self.js.pull_subscribe(
-                    host_commands(self.host), durable=config.durable_name,
-                    stream=COMMANDS_STREAM, config=config)
+                try:
+                    await self.js.consumer_info(COMMANDS_STREAM, config.durable_name)
+                except nats.js.errors.NotFoundError:
+                    await self.js.add_consumer(COMMANDS_STREAM, config=config)
                 break
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("creating the command consumer failed; retrying")
                 await asyncio.sleep(0.5)
-        while not self._stopping:
-            try:
-                msgs = await sub.fetch(batch=500, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("fetching commands failed; retrying")
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                await self.dispatch(msg)
+        consumer = await PullConsumer(self.nc, COMMANDS_STREAM, config.durable_name,
+                                      self.dispatch).start()
+        try:
+            await asyncio.Event().wait()           # until the host stops (cancelled)
+        finally:
+            await consumer.stop()
 
     async def dispatch(self, msg: Any) -> None:
         """Route one command; a malformed one is answered and terminated (never redelivered)."""
+        if self._stopping:      # handed back at once, for whoever consumes next
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            return
         tokens = msg.subject.split(".")
         if len(tokens) == 5 and tokens[3] == HOST_TARGET:
             outcome = await self.host_ops.run(tokens[4], msg.data)

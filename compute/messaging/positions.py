@@ -6,9 +6,10 @@ store itself (the tracking table), with its own fsync, which both held up the fo
 page and took the store's write lock from the host's commits (trace: an event reached
 ``COMPUTE_EVENTS`` ~5 ms after its commit, most of it the previous page's tracking write).
 
-Here the follower hands over the position and goes on; one background write at a time
-records the latest position handed over (positions that arrive meanwhile coalesce into one
-write). What is recorded is always a position whose page JetStream has acked, so the
+Here the follower hands over the position and goes on; one background write at a time,
+at most one every ``every`` seconds, records the latest position handed over (positions that
+arrive meanwhile coalesce into one write: under load the store sees a few tracking
+transactions a second instead of one per page, each of which held its write lock). What is recorded is always a position whose page JetStream has acked, so the
 guarantee is unchanged: a crash re-sends at most what was published since the last write,
 and JetStream's duplicate window (``Nats-Msg-Id``) drops those copies.
 """
@@ -26,13 +27,14 @@ log = logging.getLogger("compute.positions")
 
 
 class PositionRecorder:
-    def __init__(self, tracker: Any, name: str, *,
+    def __init__(self, tracker: Any, name: str, *, every: float = 0.1,
                  on_ahead: Callable[[int], None] | None = None) -> None:
         self.tracker = tracker
         self.name = name
         self.on_ahead = on_ahead        # another follower recorded a later position
         self.wanted = 0
         self.recorded = 0
+        self.every = every
         self._task: asyncio.Task[None] | None = None
 
     def record(self, position: int) -> None:
@@ -63,3 +65,4 @@ class PositionRecorder:
                 log.exception("%s: recording position %d failed", self.name, position)
                 return
             self.recorded = max(self.recorded, position)
+            await asyncio.sleep(self.every)      # what comes meanwhile waits for one write
