@@ -1,6 +1,6 @@
 """The bare limit: the host's machinery with no domain logic, in its own process.
 
-The same JetStream pull consumer on ``COMPUTE_COMMANDS`` (host ``bare``), the same
+The same JetStream pull consumer on ``COMPUTE_COMMANDS`` (host ``bare``, ``consumer.py``), the same
 group-commit writer into the same SQLite (or PostgreSQL) store, the same relay publishing to
 ``COMPUTE_EVENTS`` with ``Nats-Msg-Id`` and its tracking row, and the ack after the commit.
 What is missing is the domain: no intake, actors, aggregates, hypervisor, projections or
@@ -45,6 +45,7 @@ async def serve(url: str, store_url: str, outbox: str) -> None:
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig
 
+    from compute.messaging.consumer import PullConsumer
     from compute.messaging.credentials import connect_options
     from compute.messaging.outbox import start_outbox
     from compute.messaging.users import host_user
@@ -72,25 +73,25 @@ async def serve(url: str, store_url: str, outbox: str) -> None:
                                   timestamp=datetime.now(UTC), host=HOST, command_id=cid)])
         await msg.ack()
 
-    config = ConsumerConfig(durable_name=f"host-{HOST}", ack_policy=AckPolicy.EXPLICIT,
-                            max_ack_pending=50000, filter_subject=host_commands(HOST))
-    sub = await js.pull_subscribe(host_commands(HOST), durable=config.durable_name,
-                                  stream=COMMANDS_STREAM, config=config)
+    config = ConsumerConfig(name=f"host-{HOST}", durable_name=f"host-{HOST}",
+                            ack_policy=AckPolicy.EXPLICIT, max_ack_pending=50000,
+                            filter_subject=host_commands(HOST))
+    await js.add_consumer(COMMANDS_STREAM, config=config)
+    head = msgspec.json.Decoder(dict[str, Any])
+
+    async def on_message(msg: Any) -> None:
+        uuid = msg.subject.split(".")[3]
+        task = asyncio.create_task(handle(msg, uuid, head.decode(msg.data)["command_id"],
+                                          busy.get(uuid)))
+        busy[uuid] = task
+        task.add_done_callback(lambda t, u=uuid: busy.get(u) is t and busy.pop(u))
+
+    consumer = await PullConsumer(nc, COMMANDS_STREAM, config.durable_name, on_message).start()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    head = msgspec.json.Decoder(dict[str, Any])
-    while not stop.is_set():
-        try:
-            msgs = await sub.fetch(batch=500, timeout=0.5)
-        except Exception:
-            continue
-        for msg in msgs:
-            uuid = msg.subject.split(".")[3]
-            task = asyncio.create_task(handle(msg, uuid, head.decode(msg.data)["command_id"],
-                                              busy.get(uuid)))
-            busy[uuid] = task
-            task.add_done_callback(lambda t, u=uuid: busy.get(u) is t and busy.pop(u))
+    await stop.wait()
+    await consumer.stop()
     with contextlib.suppress(Exception):
         await nc.flush()
     await outbox_handle.close()
