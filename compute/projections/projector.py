@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from compute.projections.handlers import apply
+from compute.projections.handlers import handler
 from compute.projections.page import PageWriter
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore
@@ -99,7 +99,8 @@ class Projector:
                     self.skipped += 1
                     log.warning("projection skips notification %d (%s): %s", n.id, n.topic, exc)
                     continue
-                hosts |= apply(event, writer)
+                writer.begin(event)
+                hosts |= handler(type(event))(event, writer)
             writer.flush()
             for host in hosts:
                 recompute_usage(db, host)
