@@ -201,6 +201,7 @@ class ViewStore:
         """``scratch``: a throw-away store (the audit's rebuild) that needs no durability:
         rollback journal in memory, no syncs."""
         self.path = path
+        self.scratch = scratch
         uri = path.startswith("file:")
         self._conn = sqlite3.connect(path, uri=uri, check_same_thread=False,
                                      isolation_level=None, timeout=30)
@@ -208,9 +209,11 @@ class ViewStore:
         self._conn.create_function("api_status", 2, _status, deterministic=True)
         self._lock = threading.RLock()
         with self._lock:
-            if scratch:
+            if scratch:     # a rebuild's working set (views of a million events) in memory
                 self._conn.execute("PRAGMA journal_mode=MEMORY")
                 self._conn.execute("PRAGMA synchronous=OFF")
+                self._conn.execute("PRAGMA cache_size=-262144")
+                self._conn.execute("PRAGMA temp_store=MEMORY")
             else:
                 if not uri and path != ":memory:":
                     self._conn.execute("PRAGMA journal_mode=WAL")
