@@ -211,8 +211,15 @@ async def worker(store_url: str, nats_url: str, views_path: str | None, notify: 
     await asyncio.to_thread(store.close)
 
 
+PROJECT_EVERY = 0.02
+"""Seconds between the starts of two catch-ups: under load a page then holds the events of
+many commits. Every page recomputes the usage and stats of the hosts it touched, a scan of
+the host's instances, so a page per commit cost more the more instances the host has."""
+
+
 class _Projecting:
-    """The projector's follow loop: catch up whenever woken (or every 0.5 s)."""
+    """The projector's follow loop: catch up whenever woken (or every 0.5 s), at most once
+    every ``PROJECT_EVERY`` seconds."""
 
     def __init__(self, projector: Any, report: Callable[[int], None]) -> None:
         self.projector = projector
@@ -223,8 +230,10 @@ class _Projecting:
         self._wake.set()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            started = loop.time()
             try:
                 await asyncio.to_thread(self.projector.catch_up)
                 self.report(await asyncio.to_thread(self.projector.views.position,
@@ -233,6 +242,7 @@ class _Projecting:
                 raise
             except Exception:
                 log.exception("projection update failed; retrying")
+            await asyncio.sleep(max(0.0, started + PROJECT_EVERY - loop.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.5)
 
