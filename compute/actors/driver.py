@@ -13,7 +13,9 @@ one watchdog timer for every deadline instead of a timer per call.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import inspect
+import itertools
 import queue
 import threading
 import time
@@ -53,7 +55,8 @@ class DriverActor:
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._finished: dict[asyncio.AbstractEventLoop, list[tuple[_Call, Any, Any]]] = {}
-        self._in_flight: set[_Call] = set()
+        self._deadlines: list[tuple[float, int, _Call]] = []     # a heap; finished calls
+        self._order = itertools.count()                          # leave it lazily
         self._watchdog: asyncio.TimerHandle | None = None
         self._threads = [threading.Thread(target=self._work, name=f"driver_{i}", daemon=True)
                          for i in range(threads)]
@@ -70,14 +73,11 @@ class DriverActor:
         loop = asyncio.get_running_loop()
         call = _Call(fn, args, kwargs, loop.create_future(), loop, method,
                      timeout or self.timeout)
-        self._in_flight.add(call)
+        heapq.heappush(self._deadlines, (call.deadline, next(self._order), call))
         if self._watchdog is None:
             self._watchdog = loop.call_later(WATCH_EVERY, self._watch, loop)
         self._calls.put(call)
-        try:
-            return await call.future
-        finally:
-            self._in_flight.discard(call)
+        return await call.future
 
     def close(self) -> None:
         for _ in self._threads:
@@ -96,6 +96,8 @@ class DriverActor:
             except BaseException as exc:  # handed to the caller, whatever it is
                 error = exc
             seconds = time.perf_counter() - started
+            call.fn = call.args = call.kwargs = None   # type: ignore[assignment]  # (the heap
+            #                                            keeps finished calls a while)
             if self.observe is not None:
                 self.observe(call.method, seconds)
             with self._lock:
@@ -122,11 +124,15 @@ class DriverActor:
                 call.future.set_result(result)
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Fail the calls past their deadline; re-armed only while calls are in flight."""
+        """Fail the calls past their deadline (the front of the heap; a finished call's
+        entry just leaves); re-armed only while deadlines are pending."""
         now = loop.time()
-        for call in [c for c in self._in_flight if c.deadline <= now]:
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            call = heapq.heappop(heap)[2]
             if not call.future.done():
                 call.future.set_exception(HypervisorTimeout(
                     f"hypervisor call {call.method} did not return within {call.timeout}s"))
-        self._watchdog = (loop.call_later(WATCH_EVERY, self._watch, loop)
-                          if self._in_flight else None)
+        while heap and heap[0][2].future.done() and len(heap) > 1024:
+            heapq.heappop(heap)       # (keep a busy heap short: finished calls at its front)
+        self._watchdog = loop.call_later(WATCH_EVERY, self._watch, loop) if heap else None

@@ -61,7 +61,7 @@ _encoder = msgspec.json.Encoder()
 
 def link(previous: str, event: Event) -> str:
     """The chain value of ``event`` after ``previous`` (its own chain field left out)."""
-    body = _encoder.encode(msgspec.structs.replace(event, chain=""))
+    body = _encoder.encode(event if not event.chain else msgspec.structs.replace(event, chain=""))
     return hashlib.sha256(previous.encode() + body).hexdigest()
 
 
