@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compute.messaging.streams import ensure_streams  # noqa: E402
 from compute.messaging.subjects import COMMANDS_STREAM, host_commands  # noqa: E402
+from compute.runtime import tune_gc  # noqa: E402
 
 HOST = "bare"
 
@@ -105,4 +106,5 @@ if __name__ == "__main__":
     p.add_argument("store")
     p.add_argument("--outbox", default="process", choices=("inline", "process"))
     a = p.parse_args()
+    tune_gc()                              # the host's own interpreter settings
     asyncio.run(serve(a.url, a.store, a.outbox))

@@ -29,6 +29,7 @@ from compute.messaging.credentials import redact
 from compute.messaging.server import NatsServer, answers
 from compute.messaging.subjects import EVENTS_STREAM
 from compute.messaging.users import host_user
+from compute.runtime import settle_gc, tune_gc
 
 INSTANCE_COLUMNS = ("uuid", "name", "status", "vm_state", "task_state", "power", "flavor",
                     "host")
@@ -121,10 +122,12 @@ async def host_service(settings: Settings) -> AsyncIterator[Any]:
 async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     if "COMPUTE_OUTBOX" not in os.environ:     # a served host keeps its relay off the GIL
         settings = msgspec.structs.replace(settings, outbox="process")
+    tune_gc()
     async with contextlib.AsyncExitStack() as stack:
         if getattr(args, "cluster", False):
             await stack.enter_async_context(local_cluster(settings))
         await stack.enter_async_context(host_service(settings))
+        settle_gc()
         print(f"compute host {settings.host} is up on {redact(settings.nats_url)}; "
               "Ctrl-C stops it", file=sys.stderr)
         stop = asyncio.Event()

@@ -257,6 +257,8 @@ def main() -> None:
     p.add_argument("--credentials", help="where its password is, if not in the URL")
     a = p.parse_args()
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when we stop
+    from compute.runtime import tune_gc
+    tune_gc()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s outbox %(levelname)s %(message)s")
     asyncio.run(worker(a.store, a.nats_url, a.views, not a.no_notify, a.user, a.credentials))
