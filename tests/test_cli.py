@@ -34,6 +34,16 @@ def test_demo_boots_and_drives_instances_then_audit_matches_the_views(tmp_path: 
     assert report["events_replayed"] > 0
 
 
+def test_the_demo_can_run_again_in_the_same_place(tmp_path: Path) -> None:
+    """Its instances are terminated at the end: the host has room for the next demo."""
+    env = {**os.environ, "COMPUTE_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+           "COMPUTE_HOST": "again", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for _ in range(2):
+        demo = run_cli(tmp_path, "demo", env=env)
+        assert demo.returncode == 0, demo.stderr
+        assert len(demo.stdout.strip().splitlines()) == 4      # its own three instances
+
+
 async def cli(settings, *args: str) -> tuple[int, str, str]:
     """Run the CLI against the in-process host without blocking its event loop."""
     import asyncio

@@ -184,7 +184,13 @@ async def run_demo(client: ComputeClient, host: str, count: int, *, as_json: boo
     last = max((t.result() for t in tasks), key=lambda o: o.position)
     rows = await client.query("instances", min_position=last.position)
     print(f"demo: {step} commands in {time.perf_counter() - t0:.2f}s", file=sys.stderr)
-    emit(_instance_rows(rows), as_json=as_json, columns=INSTANCE_COLUMNS)
+    emit(_instance_rows([r for r in rows if r["uuid"] in uuids]), as_json=as_json,
+         columns=INSTANCE_COLUMNS)
+    # its instances go, so the host has room for the next demo (their history stays in the
+    # store, for `compute audit` and `compute events`)
+    print("demo: terminating its instances (their history stays for `compute audit`)",
+          file=sys.stderr)
+    await asyncio.gather(*(run(uuid, "terminate_instance") for uuid in uuids))
     return 0
 
 
