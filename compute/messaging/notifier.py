@@ -24,10 +24,9 @@ from compute.domain.migration import MigrationStatus, MigrationType
 from compute.domain.states import TaskState
 from compute.events import lifecycle as e
 from compute.events import moves as mv
-from compute.messaging.pipeline import PagePublisher
-from compute.messaging.positions import PositionRecorder
+from compute.messaging.follower import LogFollower
 from compute.store.app import ComputeStore, _project
-from compute.store.lease import Lease, lease_for
+from compute.store.lease import Lease
 from compute.store.mapper import decode_state
 
 log = logging.getLogger("compute.notifier")
@@ -168,63 +167,18 @@ INSTANCE_EVENT_MODULES = ("compute.events.lifecycle:", "compute.events.devices:"
 """Where the instance's events are (every one must be folded, in order)."""
 
 
-class Notifier:
+class Notifier(LogFollower):
+    tracking_name = TRACKING_NAME
+    log = log
+
     def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int = 500,
                  cache: int = 10000, lease: Lease | None = None,
                  on_progress: Callable[[int], None] | None = None) -> None:
-        self.store = store
-        self.js = js
-        self.page = page
-        self.tracker = store.factory.tracking_recorder()
-        self.position = 0
-        self.published = 0
+        super().__init__(store, js, page=page, idle_poll=0.5, lease=lease,
+                         on_progress=on_progress)
         self._states: OrderedDict[UUID, Instance] = OrderedDict()
         self._cache = cache
         self._faults: dict[UUID, dict[str, Any]] = {}
-        self.on_progress = on_progress
-        self.publisher = PagePublisher(js)
-        self.positions = PositionRecorder(self.tracker, TRACKING_NAME, on_ahead=self._follow)
-        self._wake = asyncio.Event()
-        self.lease = lease or lease_for(store, TRACKING_NAME)
-
-    def _follow(self, ahead: int) -> None:
-        self.position = max(self.position, ahead)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Generate while holding the lease (one host of those sharing the store does)."""
-        try:
-            await self._run()
-        finally:
-            self.lease.close()
-
-    async def _run(self) -> None:
-        leading = False
-        while True:
-            try:
-                if not await asyncio.to_thread(self.lease.held):
-                    leading = False
-                    await asyncio.sleep(1.0)
-                    continue
-                if not leading:
-                    self.position = await asyncio.to_thread(self.tracker.max_tracking_id,
-                                                            TRACKING_NAME) or 0
-                    leading = True
-                sent = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("notifications from %d failed; retrying", self.position)
-                await asyncio.sleep(1.0)
-                continue
-            if sent == 0:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), 0.5)
-                except TimeoutError:
-                    pass
 
     async def run_once(self) -> int:
         page = await asyncio.to_thread(self.store.recorder.select_notifications,
@@ -242,12 +196,7 @@ class Notifier:
         sent = await self.publisher.publish_page(
             (f"compute.notify.{note.event_type}", _encoder.encode(note), note.message_id)
             for note in notes)
-        last = page[-1].id
-        self.positions.record(last)           # acked: recorded in the background
-        self.position = last
-        self.published += sent
-        if self.on_progress is not None:
-            self.on_progress(last)
+        self.advanced(page[-1].id, sent)
         return len(page)
 
     async def _apply(self, event: Any) -> list[Notification]:

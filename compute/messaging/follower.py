@@ -1,0 +1,97 @@
+"""What the relay and the notifier share: following the store's notification log from a
+tracked position, one follower at a time among the hosts sharing the store (the lease), woken
+after commits, its position recorded in the background (``positions.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from nats.js import JetStreamContext
+
+from compute.messaging.pipeline import PagePublisher
+from compute.messaging.positions import PositionRecorder
+from compute.store.app import ComputeStore
+from compute.store.lease import Lease, lease_for
+
+STANDBY_POLL = 1.0   # seconds between a standby follower's attempts to take the lease
+
+
+class LogFollower:
+    """Subclasses name their tracking row and publish a page in ``run_once``."""
+
+    tracking_name: str = ""
+    log: logging.Logger = logging.getLogger("compute.follower")
+
+    def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int,
+                 idle_poll: float, lease: Lease | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> None:
+        self.store = store
+        self.js = js
+        self.page = page
+        self.idle_poll = idle_poll
+        self.tracker = store.factory.tracking_recorder()
+        self.position = 0
+        self.published = 0
+        self.on_progress = on_progress
+        self.publisher = PagePublisher(js)
+        self.positions = PositionRecorder(self.tracker, self.tracking_name,
+                                          on_ahead=self._follow)
+        self._wake = asyncio.Event()
+        self.lease = lease or lease_for(store, self.tracking_name)
+
+    def _follow(self, ahead: int) -> None:
+        self.position = max(self.position, ahead)
+
+    def wake(self) -> None:
+        """Called on the loop after a commit: new events may be waiting."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Follow while holding the lease (one host of those sharing the store does)."""
+        try:
+            await self._run()
+        finally:
+            self.lease.close()
+
+    async def run_once(self) -> int:
+        raise NotImplementedError
+
+    def advanced(self, last: int, published: int) -> None:
+        """A page up to notification ``last`` is acked: record it (in the background)."""
+        self.positions.record(last)
+        self.position = last
+        self.published += published
+        if self.on_progress is not None:
+            self.on_progress(last)
+
+    async def _recorded(self) -> int:
+        return await asyncio.to_thread(self.tracker.max_tracking_id, self.tracking_name) or 0
+
+    async def _run(self) -> None:
+        leading = False
+        while True:
+            try:
+                if not await asyncio.to_thread(self.lease.held):   # another host follows
+                    leading = False
+                    self.position = await self._recorded()
+                    await asyncio.sleep(STANDBY_POLL)
+                    continue
+                if not leading:   # (again) the follower: start where the last one recorded
+                    self.position = await self._recorded()
+                    leading = True
+                sent = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("%s: following from %d failed; retrying",
+                                   self.tracking_name, self.position)
+                await asyncio.sleep(1.0)
+                continue
+            if sent == 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+                except TimeoutError:
+                    pass
