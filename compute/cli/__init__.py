@@ -127,15 +127,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose, as_json=args.log_json)
-    from compute.cli import commands
+    from compute.cli import commands, serve
+    from compute.cli.errors import CliError
 
-    handler = getattr(commands, f"cmd_{args.verb}", None) or (
+    handler = getattr(serve, f"cmd_{args.verb}", None) or getattr(
+        commands, f"cmd_{args.verb}", None) or (
         commands.cmd_call if getattr(args, "call", None) else commands.cmd_operation)
     try:
         return asyncio.run(handler(args, settings_from(args)))
     except KeyboardInterrupt:
         return 130
-    except (commands.CliError, PermissionDenied) as exc:
+    except (CliError, PermissionDenied) as exc:
         print(f"compute: {exc}", file=sys.stderr)
         return 1
 

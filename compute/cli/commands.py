@@ -1,4 +1,5 @@
-"""Implementations of the ``compute`` verbs (the parser lives in ``compute.cli``)."""
+"""The verbs that drive and read a host (the parser lives in ``compute.cli``; the verbs that
+run one, ``up`` and ``demo``, in ``compute.cli.serve``)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
-import time
 import uuid as uuidlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,181 +17,15 @@ from urllib.parse import urlparse
 import msgspec
 import nats
 
+from compute.cli.errors import CliError, refused
+from compute.cli.output import INSTANCE_COLUMNS, instance_rows, print_outcome
+from compute.cli.serve import embedded_server
 from compute.cli.table import emit, render
 from compute.client import ComputeClient, QueryFailed
 from compute.config import Settings
-from compute.domain.states import PowerState
-from compute.events.outcomes import Rejected, Succeeded
+from compute.events.outcomes import Rejected
 from compute.flavors import FLAVORS
-from compute.messaging.cluster import NatsCluster, server_urls
-from compute.messaging.credentials import redact
-from compute.messaging.server import NatsServer, answers
 from compute.messaging.subjects import EVENTS_STREAM
-from compute.messaging.users import host_user
-from compute.runtime import settle_gc, tune_gc
-
-INSTANCE_COLUMNS = ("uuid", "name", "status", "vm_state", "task_state", "power", "flavor",
-                    "host")
-OUTCOME_COLUMNS = ("outcome", "uuid", "operation", "vm_state", "task_state", "detail")
-
-
-class CliError(Exception):
-    pass
-
-
-def refused(settings: Settings, exc: Exception, user: str, add: str) -> str:
-    """What to say when NATS cannot be used: unreachable, or this user is not known."""
-    if not isinstance(exc, nats.errors.AuthorizationError) and (
-            "authorization violation" not in str(exc).lower()):
-        return f"cannot reach NATS at {redact(settings.nats_url)}: {exc}"
-    return (f"NATS at {redact(settings.nats_url)} refused user {user}: add it "
-            f"(`compute user add {add}`, on the NATS machine) or put user:password in "
-            "COMPUTE_NATS_URL")
-
-
-# -- running a host ------------------------------------------------------------------------
-def embedded_server(port: int = 14222) -> NatsServer:
-    """The embedded server's files: JetStream in var/nats, its users in var/."""
-    return NatsServer(port, Path("var/nats").resolve(),
-                      log_file=Path("var/nats-server.log").resolve())
-
-
-@contextlib.asynccontextmanager
-async def embedded_nats(settings: Settings) -> AsyncIterator[None]:
-    """Use the NATS at the URL; start the project's own server there if none answers (with
-    this host's user: its password lands in var/credentials, where the host finds it)."""
-    if any(answers(url) for url in server_urls(settings.nats_url)):
-        yield
-        return
-    parsed = urlparse(settings.nats_url)
-    if parsed.hostname not in ("127.0.0.1", "localhost"):
-        raise CliError(f"no NATS server answers at {redact(settings.nats_url)}")
-    server = embedded_server(parsed.port or 4222)
-    server.users.ensure("host", settings.host, cost=server.bcrypt_cost)
-    print(f"starting nats-server on {server.url} (JetStream store var/nats, users and "
-          f"credentials in var/)", file=sys.stderr)
-    await asyncio.to_thread(server.start)
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(server.stop)
-
-
-@contextlib.asynccontextmanager
-async def local_cluster(settings: Settings) -> AsyncIterator[None]:
-    """A 3-node cluster on this machine for trying the scale-out bus: node 1 on the NATS URL's
-    port, the others on the next ports; already running (a second ``up``): used as it is.
-    Points ``settings.nats_url`` at every node."""
-    parsed = urlparse(server_urls(settings.nats_url)[0])
-    if parsed.hostname not in ("127.0.0.1", "localhost"):
-        raise CliError("--cluster starts its nodes on this machine: give a loopback NATS URL")
-    cluster = NatsCluster.at(Path("var").resolve(), parsed.port or 4222)
-    settings.nats_url = cluster.url
-    if all(answers(url) for url in cluster.urls):
-        yield
-        return
-    first = cluster.nodes[0]
-    first.users.ensure("host", settings.host, cost=first.bcrypt_cost)
-    print(f"starting a 3-node NATS cluster on {cluster.url} (JetStream stores var/nats-n1..3, "
-          "users and credentials in var/)", file=sys.stderr)
-    await asyncio.to_thread(cluster.start)
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(cluster.stop)
-
-
-@contextlib.asynccontextmanager
-async def host_service(settings: Settings) -> AsyncIterator[Any]:
-    from compute.actors.host import HostService
-
-    async with embedded_nats(settings):
-        service = HostService(settings)
-        try:
-            await service.start()
-        except nats.errors.Error as exc:
-            raise CliError(refused(settings, exc, host_user(settings.host),
-                                   f"host {settings.host}")) from None
-        try:
-            yield service
-        finally:
-            await service.stop()
-
-
-async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    if "COMPUTE_OUTBOX" not in os.environ:     # a served host keeps its relay off the GIL
-        settings = msgspec.structs.replace(settings, outbox="process")
-    tune_gc()
-    async with contextlib.AsyncExitStack() as stack:
-        if getattr(args, "cluster", False):
-            await stack.enter_async_context(local_cluster(settings))
-        await stack.enter_async_context(host_service(settings))
-        settle_gc()
-        print(f"compute host {settings.host} is up on {redact(settings.nats_url)}; "
-              "Ctrl-C stops it", file=sys.stderr)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    return 0
-
-
-async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    async with host_service(settings):
-        async with await ComputeClient.connect(settings.nats_url,
-                                               credentials=settings.nats_credentials) as client:
-            return await run_demo(client, settings.host, args.count, as_json=args.json)
-
-
-async def run_demo(client: ComputeClient, host: str, count: int, *, as_json: bool) -> int:
-    """Boot ``count`` small instances, drive each through a few operations, print the table."""
-    uuids = [str(uuidlib.uuid4()) for _ in range(count)]
-    t0 = time.perf_counter()
-    step = 0
-
-    async def run(uuid: str, operation: str, payload: dict[str, Any] | None = None) -> Any:
-        nonlocal step
-        outcome = await client.send(host, uuid, operation, payload)
-        step += 1
-        print(f"[{step:2d}] {operation:<16} {uuid[:8]}  -> {_outcome_row(outcome)['detail']}",
-              file=sys.stderr)
-        if not isinstance(outcome, Succeeded):
-            raise CliError(f"{operation} of {uuid} did not succeed")
-        return outcome
-
-    scripts = [
-        [("reboot_instance", {"reboot_type": "SOFT"}), ("suspend_instance", None),
-         ("resume_instance", None), ("reboot_instance", {"reboot_type": "HARD"})],
-        [("stop_instance", None), ("start_instance", None), ("stop_instance", None)],
-        [("pause_instance", None), ("unpause_instance", None), ("pause_instance", None)],
-    ]
-
-    async def play(i: int, uuid: str) -> Any:
-        outcome = await run(uuid, "run_instance", {
-            "name": f"demo-{i}", "image_ref": "cirros-0.6.2",
-            "flavor": msgspec.to_builtins(FLAVORS["m1.tiny"])})
-        for operation, payload in scripts[i % len(scripts)]:
-            outcome = await run(uuid, operation, payload)
-        return outcome
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(play(i, u)) for i, u in enumerate(uuids)]
-    except* CliError as failed:
-        raise failed.exceptions[0] from None
-    last = max((t.result() for t in tasks), key=lambda o: o.position)
-    rows = await client.query("instances", min_position=last.position)
-    print(f"demo: {step} commands in {time.perf_counter() - t0:.2f}s", file=sys.stderr)
-    emit(_instance_rows([r for r in rows if r["uuid"] in uuids]), as_json=as_json,
-         columns=INSTANCE_COLUMNS)
-    # its instances go, so the host has room for the next demo (their history stays in the
-    # store, for `compute audit` and `compute events`)
-    print("demo: terminating its instances (their history stays for `compute audit`)",
-          file=sys.stderr)
-    await asyncio.gather(*(run(uuid, "terminate_instance") for uuid in uuids))
-    return 0
-
 
 # -- driving instances ---------------------------------------------------------------------
 @contextlib.asynccontextmanager
@@ -217,7 +50,7 @@ async def cmd_boot(args: argparse.Namespace, settings: Settings) -> int:
         if args.host is None and "COMPUTE_HOST" not in os.environ:   # none named: placed
             host = await client.place(FLAVORS[args.flavor]) or settings.host
         outcome = await client.send(host, uuid, "run_instance", payload)
-    return _print_outcome(outcome, args.json)
+    return print_outcome(outcome, args.json)
 
 
 async def cmd_operation(args: argparse.Namespace, settings: Settings) -> int:
@@ -237,7 +70,7 @@ async def cmd_operation(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
         host = settings.host if args.host else await _host_of(client, args.uuid, settings.host)
         outcome = await client.send(host, args.uuid, args.operation, payload)
-    return _print_outcome(outcome, args.json)
+    return print_outcome(outcome, args.json)
 
 
 async def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
@@ -268,40 +101,11 @@ async def _host_of(client: ComputeClient, uuid: str, default: str) -> str:
     return default
 
 
-def _print_outcome(outcome: Any, as_json: bool) -> int:
-    emit([_outcome_row(outcome)] if not as_json else outcome, as_json=as_json,
-         columns=None if as_json else OUTCOME_COLUMNS)
-    return 0 if isinstance(outcome, Succeeded) else 1
-
-
-def _outcome_row(outcome: Any) -> dict[str, Any]:
-    data = msgspec.to_builtins(outcome)
-    if isinstance(outcome, Rejected):
-        detail = f"{outcome.error}: {outcome.message}"
-    elif "events" in data:
-        detail = " ".join(data["events"]) or "(already done)"
-        if data.get("message"):
-            detail += f" | fault {data['code']}: {data['message']}"
-    else:
-        detail = f"moved to {data.get('to_host')}"
-    return {**data, "detail": detail}
-
-
 # -- reading -------------------------------------------------------------------------------
-def _instance_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for r in rows:
-        power = r.get("power_state")
-        flavor = r.get("flavor")
-        out.append({**r, "power": PowerState(power).label if power is not None else None,
-                    "flavor": flavor.get("name") if isinstance(flavor, dict) else flavor})
-    return out
-
-
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
         rows = await client.query("instances", include_deleted=args.all or None)
-    emit(_instance_rows(rows) if not args.json else rows, as_json=args.json,
+    emit(instance_rows(rows) if not args.json else rows, as_json=args.json,
          columns=INSTANCE_COLUMNS)
     return 0
 
@@ -315,7 +119,7 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         emit(detail, as_json=True)
         return 0
-    emit(_instance_rows([detail["instance"]])[0], as_json=False)
+    emit(instance_rows([detail["instance"]])[0], as_json=False)
     print()
     actions = [{**a, "events": ", ".join(f"{ev['event']}={ev['result'] or '...'}"
                                          for ev in a.get("events", []))}
