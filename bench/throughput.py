@@ -12,6 +12,7 @@ time). The bare limit is measured in the same run: the same consume -> group com
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ from bench.common import (  # noqa: E402
     cpu_seconds,
     host_process,
     lifecycle_jobs,
+    nats_pid,
     nats_server,
     pct,
+    thread_cpu,
     run_main,
     warm_up,
     work_dir,
@@ -49,25 +52,41 @@ async def measure(url: str, store: str | None, instances: int, commands: int, wi
             await warm_up(load)
             vms = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(instances)]
             jobs = [job for rnd in lifecycle_jobs(vms, commands) for job in rnd]
-            cpu = cpu_seconds(proc.pid)
+            cpu, others = cpu_seconds(proc.pid), _others(url)
             bare_s, bare_lat = await load.window(jobs, window)
             bare_cpu = cpu_seconds(proc.pid) - cpu
+            bare_all = bare_cpu + sum(_others(url).values()) - sum(others.values())
     async with host_process(url, work, store=store, profile=profile, env=env) as proc:
         async with Load(url) as load:
             vms, boot_s, _ = await load.boot(instances, window)
             host_s, lat, n = 0.0, [], 0
             cpu, alone = cpu_seconds(proc.pid), cpu_seconds(proc.pid, children=False)
+            threads = thread_cpu(proc.pid)
+            others = _others(url)
             for rnd in lifecycle_jobs(vms, commands):
                 secs, more = await load.window(rnd, window)
                 host_s, lat, n = host_s + secs, lat + more, n + len(rnd)
             host_cpu = cpu_seconds(proc.pid) - cpu
             alone = cpu_seconds(proc.pid, children=False) - alone
+            threads = {k: v - threads.get(k, 0.0) for k, v in thread_cpu(proc.pid).items()}
+            threads.update({k: v - others[k] for k, v in _others(url).items()})
     return {"commands": n, "per_s": n / host_s, "bare_per_s": len(jobs) / bare_s,
             "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
             "bare_p50_ms": pct(bare_lat, 0.5), "boot_per_s": instances / boot_s,
             "cpu_ms": 1000 * host_cpu / n, "bare_cpu_ms": 1000 * bare_cpu / len(jobs),
             "host_process_cpu_ms": 1000 * alone / n,
+            "all_cpu_ms": 1000 * sum(threads.values()) / n,
+            "bare_all_cpu_ms": 1000 * bare_all / len(jobs),
+            "cpu_ms_by_thread": {k: round(1000 * v / n, 3) for k, v in sorted(
+                threads.items(), key=lambda kv: -kv[1]) if v > 0},
             "instances": instances, "window": window}
+
+
+def _others(url: str) -> dict[str, float]:
+    """The CPU the rest of the machine's pipeline spends: nats-server and this load client."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return {"nats-server": cpu_seconds(nats_pid(url), children=False),
+            "load client": use.ru_utime + use.ru_stime}
 
 
 def rows(m: dict[str, Any], bench: str = "1 throughput") -> list[Result]:
@@ -84,6 +103,10 @@ def rows(m: dict[str, Any], bench: str = "1 throughput") -> list[Result]:
     out.append(Result(bench=bench, metric="CPU per command, host + worker", unit="ms",
                       figure=m["cpu_ms"], bare=m["bare_cpu_ms"],
                       ratio=m["bare_cpu_ms"] / m["cpu_ms"] if m["cpu_ms"] else None,
+                      target="-", met=None))
+    out.append(Result(bench=bench, metric="CPU per command, whole pipeline", unit="ms",
+                      figure=m["all_cpu_ms"], bare=m["bare_all_cpu_ms"],
+                      ratio=m["bare_all_cpu_ms"] / m["all_cpu_ms"] if m["all_cpu_ms"] else None,
                       target="-", met=None))
     return out
 

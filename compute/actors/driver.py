@@ -23,6 +23,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from compute.runtime import named_thread
 from compute.domain.errors import HypervisorTimeout
 
 _STOP = object()
@@ -58,7 +59,7 @@ class DriverActor:
         self._deadlines: list[tuple[float, int, _Call]] = []     # a heap; finished calls
         self._order = itertools.count()                          # leave it lazily
         self._watchdog: asyncio.TimerHandle | None = None
-        self._threads = [threading.Thread(target=self._work, name=f"driver_{i}", daemon=True)
+        self._threads = [named_thread(self._work, f"driver_{i}")
                          for i in range(threads)]
         for thread in self._threads:
             thread.start()

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
 from compute.store.app import ComputeStore
+from compute.runtime import named_thread
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class GroupCommitWriter:
         self.max_batch = max_batch
         self.on_commit = on_commit
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread = named_thread(self._run, "group-commit")
         self._thread.start()
         self.transactions = 0
         self.events = 0

@@ -17,6 +17,7 @@ from typing import Any
 import libvirt
 
 from compute.domain.states import PowerState
+from compute.runtime import named_thread
 
 log = logging.getLogger("compute.virt.events")
 
@@ -57,7 +58,7 @@ def ensure_event_impl() -> None:
             while True:
                 libvirt.virEventRunDefaultImpl()
 
-        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        named_thread(run, "libvirt-events").start()
         _impl_started = True
 
 
