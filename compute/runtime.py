@@ -14,10 +14,12 @@ instances) peaked at 639 MiB instead of 348 MiB (the target is 1 GiB).
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import gc
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any
 
@@ -60,3 +62,11 @@ def named_thread(target: Callable[[], Any], name: str, *, daemon: bool = True
         os_thread_name(name)
         target()
     return threading.Thread(target=run, name=name, daemon=daemon)
+
+
+def name_executor(loop: asyncio.AbstractEventLoop, name: str = "io") -> None:
+    """The loop's default executor (``asyncio.to_thread``: store reads, the projector) with
+    threads the OS knows by ``name``, apart from the loop's own thread."""
+    loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix=name,
+                                                 initializer=os_thread_name,
+                                                 initargs=(name,)))

@@ -30,7 +30,7 @@ from compute.messaging.cluster import NatsCluster, server_urls
 from compute.messaging.credentials import redact
 from compute.messaging.server import NatsServer, answers
 from compute.messaging.users import host_user
-from compute.runtime import settle_gc, tune_gc
+from compute.runtime import name_executor, settle_gc, tune_gc
 
 
 # -- running a host ------------------------------------------------------------------------
@@ -106,6 +106,7 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     if "COMPUTE_OUTBOX" not in os.environ:     # a served host keeps its relay off the GIL
         settings = msgspec.structs.replace(settings, outbox="process")
     tune_gc()
+    name_executor(asyncio.get_running_loop())
     async with contextlib.AsyncExitStack() as stack:
         if getattr(args, "cluster", False):
             await stack.enter_async_context(local_cluster(settings))

@@ -163,7 +163,10 @@ async def worker(store_url: str, nats_url: str, views_path: str | None, notify: 
     from compute.projections.views import ViewStore
     from compute.store.app import open_store
 
+    from compute.runtime import name_executor
+
     loop = asyncio.get_running_loop()
+    name_executor(loop)
     out = sys.stdout.buffer
 
     def report(name: str, position: int) -> None:
