@@ -189,3 +189,59 @@ def test_the_views_do_not_depend_on_the_page_size(tmp_path: Path) -> None:
     assert Projector(store, scratch).catch_up() == scratch.position("views")
     assert scratch.dump() == one_by_one
     assert verify(store, views).equal
+
+
+def test_the_host_counters_agree_with_counting_the_instances_and_claims(tmp_path: Path) -> None:
+    """Usage and stats read counters kept by triggers; whatever the page size, they equal a
+    count over the rows (a build, an action left running, a stop, a terminate)."""
+    store, views, projector, inst, host = world(tmp_path)
+    others = []
+    for n in range(3):
+        other = Instance.create(uuid.uuid4(), "h1", f"b{n}", c.RunInstance(
+            command_id=uuid.uuid4(), flavor=c.Flavor(name="g", vcpus=1, memory_mb=512,
+                                                     root_gb=1, swap=256),
+            image_ref="img"), OPERATIONS["run_instance"])
+        host.claim(str(other.id), other.flavor, f"b{n}")
+        others.append(other)
+    others[0].complete(OPERATIONS["run_instance"], "b0", PowerState.RUNNING)
+    stop = OPERATIONS["stop_instance"]
+    inst.accept(stop, "s1", c.InstanceCommand(command_id=uuid.uuid4()))
+    inst.complete(stop, "s1", PowerState.SHUTDOWN)
+    delete = OPERATIONS["terminate_instance"]
+    others[0].accept(delete, "d1", c.InstanceCommand(command_id=uuid.uuid4()))
+    others[0].complete(delete, "d1", PowerState.NOSTATE)
+    host.release(str(others[0].id), "d1")
+    record(store, host, inst, *others)
+    for limit in (1, 1000):
+        scratch = ViewStore(str(tmp_path / f"views-{limit}.sqlite"))
+        Projector(store, scratch).catch_up(limit=limit)
+        with scratch.transaction() as db:
+            counted = db.execute("SELECT host, vm_state, COALESCE(task_state, ''), COUNT(*) "
+                                 "FROM instances GROUP BY 1, 2, 3 ORDER BY 1, 2, 3").fetchall()
+            kept = db.execute("SELECT host, vm_state, task_state, n FROM host_counts "
+                              "WHERE n > 0 ORDER BY 1, 2, 3").fetchall()
+            summed = db.execute("SELECT host, SUM(vcpus), SUM(memory_mb), SUM(disk_gb) "
+                                "FROM claims GROUP BY host").fetchall()
+            claims = db.execute("SELECT host, vcpus, memory_mb, disk_mb / 1024.0 "
+                                "FROM host_claims").fetchall()
+        assert [tuple(r) for r in kept] == [tuple(r) for r in counted]
+        assert [tuple(r)[1:] for r in counted] == [
+            ("building", "spawning", 2), ("deleted", "", 1), ("stopped", "", 1)]
+        assert [tuple(r) for r in claims] == [tuple(r) for r in summed]
+        row = scratch.get_host("h1")
+        assert (row.vcpus_used, row.running_vms, row.current_workload) == (4, 3, 2)
+
+
+def test_replacing_an_instance_row_moves_it_between_the_host_counters(tmp_path: Path) -> None:
+    views = ViewStore(str(tmp_path / "views.sqlite"))
+    row = ("u1", "h1", "vm", "{}", 1, 64, 1.0, "img", "{}", "{}", None, 1, "BUILD", "t", "t", 1)
+    sql = ("INSERT OR REPLACE INTO instances (uuid, host, name, flavor, vcpus, memory_mb, "
+           "disk_gb, image_ref, metadata, vm_state, task_state, power_state, status, "
+           "created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+           "?, ?)")
+    with views.transaction() as db:
+        db.execute(sql, (*row[:9], "building", "spawning", *row[11:]))
+        db.execute(sql, (*row[:9], "active", None, *row[11:]))
+        counts = db.execute("SELECT vm_state, task_state, n FROM host_counts WHERE n > 0"
+                            ).fetchall()
+    assert [tuple(r) for r in counts] == [("active", "", 1)]

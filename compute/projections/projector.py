@@ -39,12 +39,13 @@ IO_WORKLOAD_TASKS = ("building", "resize_migrating", "rebuilding", "resize_prep"
 
 
 def host_stats(db: sqlite3.Connection, host: str) -> dict[str, int]:
-    """Nova's compute stats (compute/stats.py) over the host's instances: one index-only
-    scan of ``instances_host_state``."""
+    """Nova's compute stats (compute/stats.py) over the host's instances, from the host's
+    counters (views.py keeps them by trigger)."""
     stats = {"num_instances": 0, "io_workload": 0}
     for vm_state, task_state, n in db.execute(
-            "SELECT vm_state, task_state, COUNT(*) FROM instances WHERE host = ? "
-            "AND vm_state != 'deleted' GROUP BY vm_state, task_state", (host,)):
+            "SELECT vm_state, task_state, n FROM host_counts WHERE host = ? "
+            "AND vm_state != 'deleted' AND n > 0 ORDER BY vm_state, task_state", (host,)):
+        task_state = task_state or None
         stats["num_instances"] += n
         stats[f"num_vm_{vm_state}"] = stats.get(f"num_vm_{vm_state}", 0) + n
         key = f"num_task_{task_state}"
@@ -56,11 +57,8 @@ def host_stats(db: sqlite3.Connection, host: str) -> dict[str, int]:
 
 def recompute_usage(db: sqlite3.Connection, host: str) -> None:
     """Nova's resource tracker arithmetic (§2.10): reservations plus the host's claims;
-    running_vms and current_workload count its instances that are not deleted.
-
-    Runs once per page and host, so it reads covering indexes only and derives the counts
-    from the stats' one scan (it was a third of a rebuild's time, growing with the host's
-    instances, when each count scanned the table)."""
+    running_vms and current_workload count its instances that are not deleted. Runs once
+    per page and host, on the host's counters: a few rows, however many instances."""
     stats = host_stats(db, host)
     busy = stats["num_instances"] - stats.get("num_task_None", 0)
     db.execute(
@@ -73,8 +71,8 @@ def recompute_usage(db: sqlite3.Connection, host: str) -> None:
              running_vms = ?, current_workload = ?, stats = ?
            FROM (SELECT COALESCE(SUM(vcpus), 0) AS claimed_vcpus,
                         COALESCE(SUM(memory_mb), 0) AS claimed_memory,
-                        COALESCE(SUM(disk_gb), 0) AS claimed_disk
-                 FROM claims WHERE host = ?) AS c
+                        COALESCE(SUM(disk_mb), 0) / 1024.0 AS claimed_disk
+                 FROM host_claims WHERE host = ?) AS c
            WHERE host = ?""",
         (stats["num_instances"], busy, _json.encode(stats).decode(), host, host))
 
