@@ -78,7 +78,7 @@ async def measure(url: str, store: str | None, instances: int, commands: int, wi
             "all_cpu_ms": 1000 * sum(threads.values()) / n,
             "bare_all_cpu_ms": 1000 * bare_all / len(jobs),
             "cpu_ms_by_thread": {k: round(1000 * v / n, 3) for k, v in sorted(
-                threads.items(), key=lambda kv: -kv[1]) if v > 0},
+                threads.items(), key=lambda kv: -kv[1])},
             "instances": instances, "window": window}
 
 

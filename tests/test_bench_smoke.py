@@ -34,7 +34,7 @@ def test_the_throughput_benchmark_reports_commands_per_second_and_its_bare_limit
     check(rows, "1 throughput")
     assert rows[0]["details"]["commands"] == 40
     assert rows[1]["metric"].startswith("CPU per command") and rows[1]["bare"] >= 0
-    assert rows[2]["metric"] == "CPU per command, whole pipeline" and rows[2]["bare"] > 0
+    assert rows[2]["metric"] == "CPU per command, whole pipeline" and rows[2]["bare"] >= 0
     assert {"host/loop", "nats-server", "load client"} <= set(
         rows[0]["details"]["cpu_ms_by_thread"])
 
