@@ -17,11 +17,11 @@ from typing import Any
 import msgspec
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
+from compute.projections.decoding import decode_view
 from compute.projections.handlers import handler
 from compute.projections.page import PageWriter
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore
-from compute.store.mapper import decode_state
 
 log = logging.getLogger("compute.projector")
 
@@ -123,12 +123,12 @@ class Projector:
             writer = PageWriter(db)
             for nid, topic, state in page:
                 try:
-                    event = decode_state(topic, state)
+                    event = decode_view(topic, state)
+                    writer.begin(event)
                 except Exception as exc:   # an unknown or newer event type: skip, say so
                     self.skipped += 1
                     log.warning("projection skips notification %d (%s): %s", nid, topic, exc)
                     continue
-                writer.begin(event)
                 hosts |= handler(type(event))(event, writer)
             writer.flush()
             for host in hosts:
