@@ -69,6 +69,12 @@ def view_type(cls: type) -> type:
                              tag=config.tag, frozen=config.frozen, kw_only=True)
 
 
+def view_decoder(topic: str) -> msgspec.json.Decoder[Any]:
+    """The decoder of a topic's projection view (raises as ``decode_state`` does for a
+    topic it cannot resolve)."""
+    return derived_decoder(topic, view_type)
+
+
 def decode_view(topic: str, state: bytes) -> Any:
     """One stored event in the projection's view (raises as ``decode_state`` does)."""
     return derived_decoder(topic, view_type).decode(state)

@@ -55,7 +55,9 @@ def _(event: e.Event, db: PageWriter) -> set[str]:
 def _touch(event: e.Event, db: PageWriter, **columns: Any) -> set[str]:
     """The instance row after ``event``: its version, time and ``columns`` (its status is
     derived when the row is written)."""
-    db.touch(db.uuid, version=event.originator_version, updated_at=db.ts, **columns)
+    columns["version"] = event.originator_version
+    columns["updated_at"] = db.ts
+    db.touch(db.uuid, columns)
     return {event.host}
 
 

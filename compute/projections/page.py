@@ -60,8 +60,13 @@ class PageWriter:
         self.pending[columns["uuid"]] = columns
         self.created.add(columns["uuid"])
 
-    def touch(self, uuid: str, **columns: Any) -> None:
-        self.pending.setdefault(uuid, {}).update(columns)
+    def touch(self, uuid: str, columns: dict[str, Any]) -> None:
+        """Set ``columns`` of the instance row (the dict is kept: the caller's own)."""
+        row = self.pending.get(uuid)
+        if row is None:
+            self.pending[uuid] = columns
+        else:
+            row.update(columns)
 
     # -- instance actions --------------------------------------------------------------------
     def start_action(self, uuid: str, request_id: str, action: str, event: str, ts: str,

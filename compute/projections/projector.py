@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from compute.projections.decoding import decode_view
+from compute.projections.decoding import view_decoder
 from compute.projections.handlers import handler
 from compute.projections.page import PageWriter
 from compute.projections.views import ViewStore
@@ -121,10 +121,15 @@ class Projector:
             if not page:
                 return 0
             writer = PageWriter(db)
+            begin = writer.begin
+            decoders: dict[str, msgspec.json.Decoder[Any]] = {}    # per topic, this page
             for nid, topic, state in page:
                 try:
-                    event = decode_view(topic, state)
-                    writer.begin(event)
+                    decoder = decoders.get(topic)
+                    if decoder is None:
+                        decoder = decoders[topic] = view_decoder(topic)
+                    event = decoder.decode(state)
+                    begin(event)
                 except Exception as exc:   # an unknown or newer event type: skip, say so
                     self.skipped += 1
                     log.warning("projection skips notification %d (%s): %s", nid, topic, exc)
