@@ -55,6 +55,12 @@ def _(event: e.Event, db: PageWriter) -> set[str]:
 def _touch(event: e.Event, db: PageWriter, **columns: Any) -> set[str]:
     """The instance row after ``event``: its version, time and ``columns`` (its status is
     derived when the row is written)."""
+    return _set(event, db, columns)
+
+
+def _set(event: e.Event, db: PageWriter, columns: dict[str, Any]) -> set[str]:
+    """``_touch`` with the columns as a dict the caller gives up (the handlers of the most
+    frequent events build it directly: no keyword packing per event)."""
     columns["version"] = event.originator_version
     columns["updated_at"] = db.ts
     db.touch(db.uuid, columns)
@@ -87,12 +93,12 @@ def _(event: e.Created, db: PageWriter) -> set[str]:
 @apply.register
 def _(event: e.ActionStarted, db: PageWriter) -> set[str]:
     _start_action(event, db)
-    return _touch(event, db, task_state=event.task_state)
+    return _set(event, db, {"task_state": event.task_state})
 
 
 @apply.register
 def _(event: e.TaskStateChanged, db: PageWriter) -> set[str]:
-    return _touch(event, db, task_state=event.task_state, vm_state=event.vm_state)
+    return _set(event, db, {"task_state": event.task_state, "vm_state": event.vm_state})
 
 
 _EXTRAS: tuple[tuple[Any, str, Any], ...] = (
@@ -120,14 +126,16 @@ def _extras(cls: type) -> tuple[tuple[str, Any], ...]:
 
 @apply.register
 def _(event: e.Completed, db: PageWriter) -> set[str]:
-    extra = {column: value(event, db) for column, value in _extras(type(event))}
+    columns = {"vm_state": event.vm_state, "task_state": None,
+               "power_state": event.power_state}
+    for column, value in _extras(type(event)):
+        columns[column] = value(event, db)
     if isinstance(event, e.Snapshotted):
         db.execute("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
                    (event.image_id, db.uuid, event.name, event.image_type,
                     event.backup_type, db.ts))
     _finish_action(event, db, "Success", None)
-    return _touch(event, db, vm_state=event.vm_state, task_state=None,
-                  power_state=event.power_state, **extra)
+    return _set(event, db, columns)
 
 
 def _interfaces(event: Any, db: PageWriter) -> str:
