@@ -1,5 +1,8 @@
 """How each event changes the views: one handler per event type, applied to a page.
 
+Events arrive in their projection view (``decoding``): ids and times are strings, states
+are the enums' values.
+
 A handler writes through the page's ``PageWriter`` (``db``): instance rows and instance
 actions are coalesced there, other tables are plain statements. It returns the hosts whose
 usage must be recomputed at the end of the page.
@@ -24,6 +27,7 @@ from compute.events.host import (
     MaintenanceModeSet,
     ResourcesClaimed,
 )
+from compute.projections.decoding import iso
 from compute.projections.page import PageWriter
 
 _json = msgspec.json.Encoder()
@@ -51,7 +55,15 @@ def _(event: e.Event, db: PageWriter) -> set[str]:
 def _touch(event: e.Event, db: PageWriter, **columns: Any) -> set[str]:
     """The instance row after ``event``: its version, time and ``columns`` (its status is
     derived when the row is written)."""
-    db.touch(db.uuid, version=event.originator_version, updated_at=db.ts, **columns)
+    return _set(event, db, columns)
+
+
+def _set(event: e.Event, db: PageWriter, columns: dict[str, Any]) -> set[str]:
+    """``_touch`` with the columns as a dict the caller gives up (the handlers of the most
+    frequent events build it directly: no keyword packing per event)."""
+    columns["version"] = event.originator_version
+    columns["updated_at"] = db.ts
+    db.touch(db.uuid, columns)
     return {event.host}
 
 
@@ -81,20 +93,19 @@ def _(event: e.Created, db: PageWriter) -> set[str]:
 @apply.register
 def _(event: e.ActionStarted, db: PageWriter) -> set[str]:
     _start_action(event, db)
-    return _touch(event, db, task_state=event.task_state.value if event.task_state else None)
+    return _set(event, db, {"task_state": event.task_state})
 
 
 @apply.register
 def _(event: e.TaskStateChanged, db: PageWriter) -> set[str]:
-    return _touch(event, db, task_state=event.task_state.value if event.task_state else None,
-                  vm_state=event.vm_state.value)
+    return _set(event, db, {"task_state": event.task_state, "vm_state": event.vm_state})
 
 
 _EXTRAS: tuple[tuple[Any, str, Any], ...] = (
-    ((e.Spawned, e.Rebuilt), "launched_at", lambda ev, db: ev.launched_at.isoformat()),
+    ((e.Spawned, e.Rebuilt), "launched_at", lambda ev, db: iso(ev.launched_at)),
     (e.Rebuilt, "image_ref", lambda ev, db: ev.image_ref),
-    (e.Terminated, "terminated_at", lambda ev, db: ev.terminated_at.isoformat()),
-    (e.SoftDeleted, "deleted_at", lambda ev, db: ev.deleted_at.isoformat()),
+    (e.Terminated, "terminated_at", lambda ev, db: iso(ev.terminated_at)),
+    (e.SoftDeleted, "deleted_at", lambda ev, db: iso(ev.deleted_at)),
     (e.Restored, "deleted_at", lambda ev, db: None),
     (e.MetadataChanged, "metadata", lambda ev, db: _json.encode(ev.metadata).decode()),
     ((d.BlockDeviceReserved, d.VolumeAttached, d.VolumeDetached, d.VolumeConnectionRemoved),
@@ -115,14 +126,16 @@ def _extras(cls: type) -> tuple[tuple[str, Any], ...]:
 
 @apply.register
 def _(event: e.Completed, db: PageWriter) -> set[str]:
-    extra = {column: value(event, db) for column, value in _extras(type(event))}
+    columns = {"vm_state": event.vm_state, "task_state": None,
+               "power_state": event.power_state}
+    for column, value in _extras(type(event)):
+        columns[column] = value(event, db)
     if isinstance(event, e.Snapshotted):
         db.execute("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
                    (event.image_id, db.uuid, event.name, event.image_type,
                     event.backup_type, db.ts))
     _finish_action(event, db, "Success", None)
-    return _touch(event, db, vm_state=event.vm_state.value, task_state=None,
-                  power_state=int(event.power_state), **extra)
+    return _set(event, db, columns)
 
 
 def _interfaces(event: Any, db: PageWriter) -> str:
@@ -169,8 +182,8 @@ def _(event: e.TaskReverted, db: PageWriter) -> set[str]:
     row = db.execute("SELECT fault_message FROM instances WHERE uuid = ?",
                      (db.uuid,)).fetchone()
     _finish_action(event, db, "Error", row[0] if row else None)
-    return _touch(event, db, vm_state=event.vm_state.value, task_state=None,
-                  power_state=int(event.power_state))
+    return _touch(event, db, vm_state=event.vm_state, task_state=None,
+                  power_state=event.power_state)
 
 
 @apply.register
@@ -178,9 +191,8 @@ def _(event: e.Recovered, db: PageWriter) -> set[str]:
     if event.result is not None and event.action_event is not None:
         _finish_action(event, db, event.result,
                        None if event.result == "Success" else event.reason)
-    return _touch(event, db, vm_state=event.vm_state.value,
-                  task_state=event.task_state.value if event.task_state else None,
-                  power_state=int(event.power_state))
+    return _touch(event, db, vm_state=event.vm_state, task_state=event.task_state,
+                  power_state=event.power_state)
 
 
 @apply.register
@@ -192,7 +204,7 @@ def _(event: e.ImageDeleted, db: PageWriter) -> set[str]:
 
 @apply.register
 def _(event: e.PowerStateChanged, db: PageWriter) -> set[str]:
-    return _touch(event, db, power_state=int(event.power_state))
+    return _touch(event, db, power_state=event.power_state)
 
 
 _HOST_FIELDS = ("hypervisor_type", "hypervisor_version", "hypervisor_hostname", "cpu_info",
@@ -281,7 +293,7 @@ def _(event: mv.MigrationCreated, db: PageWriter) -> set[str]:
 @apply.register
 def _(event: mv.MigrationStatusChanged, db: PageWriter) -> set[str]:
     return _touch(event, db, migration=_migration_status(db, event.migration_id,
-                                                         event.status.value))
+                                                         event.status))
 
 
 @apply.register

@@ -17,11 +17,11 @@ from typing import Any
 import msgspec
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
+from compute.projections.decoding import view_decoder
 from compute.projections.handlers import handler
 from compute.projections.page import PageWriter
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore
-from compute.store.mapper import decode_state
 
 log = logging.getLogger("compute.projector")
 
@@ -119,14 +119,19 @@ class Projector:
             if not page:
                 return 0
             writer = PageWriter(db)
+            begin = writer.begin
+            decoders: dict[str, msgspec.json.Decoder[Any]] = {}    # per topic, this page
             for nid, topic, state in page:
                 try:
-                    event = decode_state(topic, state)
+                    decoder = decoders.get(topic)
+                    if decoder is None:
+                        decoder = decoders[topic] = view_decoder(topic)
+                    event = decoder.decode(state)
+                    begin(event)
                 except Exception as exc:   # an unknown or newer event type: skip, say so
                     self.skipped += 1
                     log.warning("projection skips notification %d (%s): %s", nid, topic, exc)
                     continue
-                writer.begin(event)
                 hosts |= handler(type(event))(event, writer)
             writer.flush()
             for host in hosts:
