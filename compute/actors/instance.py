@@ -27,6 +27,7 @@ from compute.actors.instance_moves import RunsMoves
 from compute.actors.instance_recovery import FollowsHypervisor
 from compute.actors.moves import FlowResult
 from compute.actors.refs import instance_ref
+from compute.actors.snapshots import next_snapshot, store_snapshot
 from compute.domain.errors import (
     ComputeError,
     ComputeResourcesUnavailable,
@@ -41,6 +42,7 @@ from compute.domain.states import PowerState, VmState
 from compute.events.commands import RunInstance
 from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
+from compute.events.snapshot import SNAPSHOT_EVERY
 from compute.messaging.acks import nak, redelivered
 from compute.virt.api import Finished, InstanceRef, power_of
 
@@ -71,6 +73,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         self.processing = False
         self._urgent_task: asyncio.Task[None] | None = None
         self._done: asyncio.Future[None] | None = None       # the message being processed
+        self._snapshot_due = SNAPSHOT_EVERY                 # (set again on activation)
         self.task = asyncio.create_task(self._run(), name=f"instance-{uuid}")
 
     @property
@@ -94,6 +97,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
     # -- lifecycle ------------------------------------------------------------------------
     async def _run(self) -> None:
         self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
+        self._snapshot_due = next_snapshot(self.instance)
         loop = asyncio.get_running_loop()
         while True:
             # no timer of its own: the router passivates actors idle for long (one sweep
@@ -374,6 +378,10 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
     async def _answer(self, env: Envelope, outcome: Any) -> None:
         self.ctx.metrics.answered(env.op.name, type(outcome).__name__,
                                   time.monotonic() - env.received)
+        inst = self.instance
+        if inst is not None and inst.version >= self._snapshot_due:   # (all committed now)
+            self._snapshot_due = next_snapshot(inst)
+            store_snapshot(self.ctx.store, inst)
         await self.ctx.reply(env, env.reply_to, outcome)
         if env.msg is not None:
             await env.msg.ack()

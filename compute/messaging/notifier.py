@@ -25,7 +25,7 @@ from compute.domain.states import TaskState
 from compute.events import lifecycle as e
 from compute.events import moves as mv
 from compute.messaging.follower import LogFollower
-from compute.store.app import ComputeStore, _project
+from compute.store.app import ComputeStore
 from compute.store.lease import Lease
 from compute.store.mapper import decode_state
 
@@ -205,9 +205,8 @@ class Notifier(LogFollower):
         if before is not None and before.version != event.originator_version - 1:
             before = None     # another host's notifier went ahead: this state is stale
         if before is None and event.originator_version > 1:
-            before = await asyncio.to_thread(self.store.repository.get, uuid,
-                                             version=event.originator_version - 1,
-                                             projector_func=_project)
+            before = await asyncio.to_thread(self.store.get_instance, uuid,
+                                             event.originator_version - 1)
         prior = before.migration.status if before is not None and before.migration else None
         after = event.mutate(before)
         self._states[uuid] = after

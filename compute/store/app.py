@@ -19,7 +19,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.utils import get_topic
+from eventsourcing.persistence import IntegrityError, MapperDeserialisationError, StoredEvent
+from eventsourcing.utils import TopicError, get_topic
 
 from compute.domain.host import Host, host_id
 from compute.domain.instance import Instance
@@ -32,14 +33,27 @@ class ComputeStore(Application[UUID]):
     """Event store of one deployment (all hosts may share it on PostgreSQL)."""
 
     name = "Compute"
+    is_snapshotting_enabled = True     # written by the instance actors (events/snapshot.py)
 
-    def get_instance(self, uuid: UUID) -> Instance | None:
-        """Rebuild an instance from its events, or None if it never existed."""
+    def get_instance(self, uuid: UUID, version: int | None = None) -> Instance | None:
+        """Rebuild an instance (as it was at ``version``) from its newest snapshot and the
+        events after it, or None if it never existed. A snapshot this code cannot read (its
+        shape changed since) is passed over: the events alone are folded."""
         try:
-            return self.repository.get(uuid, projector_func=_project)
+            return self.repository.get(uuid, version=version, projector_func=_project)
         except AggregateNotFoundError:
             return None
+        except (MapperDeserialisationError, TopicError):
+            inst = _project(None, self.events.get(uuid, lte=version))
+            if inst is None:
+                raise
+            return inst
 
+    def save_snapshot(self, snapshot: StoredEvent) -> None:
+        """Store an encoded snapshot (one already stored for that version is kept)."""
+        assert self.snapshots is not None
+        with contextlib.suppress(IntegrityError):
+            self.snapshots.recorder.insert_events([snapshot])
 
     def close(self, wait: float = 5.0) -> None:
         """Close once the calls still running on other threads are done (a task cancelled
