@@ -5,6 +5,7 @@ after commits, its position recorded in the background (``positions.py``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -52,7 +53,9 @@ class LogFollower:
         """Follow while holding the lease (one host of those sharing the store does)."""
         try:
             await self._run()
-        finally:
+        finally:      # (stopping: the last position is written before the store closes)
+            with contextlib.suppress(Exception):
+                await self.positions.flush()
             self.lease.close()
 
     async def run_once(self) -> int:
