@@ -117,3 +117,22 @@ async def test_an_actor_snapshots_its_instance_every_hundred_events(
     paused = await client.send(service.host, vm, "pause_instance")    # activated from it
     assert isinstance(paused, Succeeded) and paused.version == out.version + 2
     assert verify_chains(service.store).intact      # its events still chain on
+
+
+def test_the_audit_reports_a_snapshot_that_differs_from_its_events(
+        store: ComputeStore) -> None:  # noqa: F811
+    inst = new_instance()
+    events = lived(inst)
+    store.recorder.insert_events([store.mapper.to_stored_event(e) for e in events])
+    honest = InstanceSnapshot.take(_project(None, events[:4]))
+    store.save_snapshot(store.mapper.to_stored_event(honest))
+    assert verify_chains(store).intact
+    at = _project(None, events[:8])
+    forged = InstanceSnapshot.take(at)
+    forged = msgspec.structs.replace(forged, state=msgspec.structs.replace(
+        forged.state, host="elsewhere"))
+    store.save_snapshot(store.mapper.to_stored_event(forged))
+    report = verify_chains(store)
+    assert not report.intact
+    assert report.problems == [f"{inst.id} snapshot v8: differs from its events in host "
+                               "(edited?)"]
