@@ -51,14 +51,9 @@ async def embedded_nats(settings: Settings) -> AsyncIterator[None]:
     if parsed.hostname not in ("127.0.0.1", "localhost"):
         raise CliError(f"no NATS server answers at {redact(settings.nats_url)}")
     server = embedded_server(parsed.port or 4222)
-    server.users.ensure("host", settings.host, cost=server.bcrypt_cost)
-    print(f"starting nats-server on {server.url} (JetStream store var/nats, users and "
-          f"credentials in var/)", file=sys.stderr)
-    await asyncio.to_thread(server.start)
-    try:
+    async with _started(server, server, settings.host,
+                        f"nats-server on {server.url} (JetStream store var/nats"):
         yield
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 @contextlib.asynccontextmanager
@@ -74,15 +69,23 @@ async def local_cluster(settings: Settings) -> AsyncIterator[None]:
     if all(answers(url) for url in cluster.urls):
         yield
         return
-    first = cluster.nodes[0]
-    first.users.ensure("host", settings.host, cost=first.bcrypt_cost)
-    print(f"starting a 3-node NATS cluster on {cluster.url} (JetStream stores var/nats-n1..3, "
-          "users and credentials in var/)", file=sys.stderr)
-    await asyncio.to_thread(cluster.start)
+    async with _started(cluster, cluster.nodes[0], settings.host,
+                        f"a 3-node NATS cluster on {cluster.url} (JetStream stores "
+                        "var/nats-n1..3"):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _started(servers: Any, first: Any, host: str, what: str) -> AsyncIterator[None]:
+    """Run NATS ``servers`` (a server or a cluster) while the block runs, with this host's
+    user in ``first``'s users (its password lands in var/credentials)."""
+    first.users.ensure("host", host, cost=first.bcrypt_cost)
+    print(f"starting {what}, users and credentials in var/)", file=sys.stderr)
+    await asyncio.to_thread(servers.start)
     try:
         yield
     finally:
-        await asyncio.to_thread(cluster.stop)
+        await asyncio.to_thread(servers.stop)
 
 
 @contextlib.asynccontextmanager

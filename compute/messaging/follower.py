@@ -4,6 +4,7 @@ after commits, its position recorded in the background (``positions.py``)."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -19,7 +20,7 @@ from compute.store.lease import Lease, lease_for
 STANDBY_POLL = 1.0   # seconds between a standby follower's attempts to take the lease
 
 
-class LogFollower:
+class LogFollower(abc.ABC):
     """Subclasses name their tracking row and publish a page in ``run_once``."""
 
     tracking_name: str = ""
@@ -58,8 +59,9 @@ class LogFollower:
                 await self.positions.flush()
             self.lease.close()
 
+    @abc.abstractmethod
     async def run_once(self) -> int:
-        raise NotImplementedError
+        """Publish the next page after ``position``; how many notifications it held."""
 
     def advanced(self, last: int, published: int) -> None:
         """A page up to notification ``last`` is acked: record it (in the background)."""
