@@ -41,6 +41,23 @@ async def test_create_and_delete_notify_in_novas_order(service: HostService,
     assert notes[-1]["payload"]["nova_object.data"]["state"] == "deleted"
 
 
+async def test_payload_times_are_novas_utc_iso_8601(service: HostService,
+                                                   client: ComputeClient) -> None:
+    """As Nova's DateTimeField writes them: ISO 8601 in UTC with a ``Z``; unset ones null."""
+    from datetime import datetime
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    data = (await notifications(client, vm, until="instance.create.end"))[-1][
+        "payload"]["nova_object.data"]
+    for field in ("created_at", "updated_at", "launched_at"):
+        assert data[field].endswith("Z")
+        assert datetime.fromisoformat(data[field].replace("Z", "+00:00")).utcoffset() \
+            is not None
+    assert data["created_at"] <= data["launched_at"] <= data["updated_at"]
+    assert data["terminated_at"] is None and data["deleted_at"] is None
+
+
 async def test_a_failure_notifies_an_error_with_the_fault(service: HostService,
                                                           client: ComputeClient) -> None:
     from compute.domain.errors import HypervisorError

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -27,6 +26,7 @@ from compute.events import moves as mv
 from compute.messaging.follower import LogFollower
 from compute.store.app import ComputeStore
 from compute.store.lease import Lease
+from compute.store.log import read_rows
 from compute.store.mapper import decode_state
 
 log = logging.getLogger("compute.notifier")
@@ -56,24 +56,23 @@ class Notification(msgspec.Struct):
     payload: dict[str, Any]
 
 
-def payload(inst: Instance, fault: dict[str, Any] | None) -> dict[str, Any]:
-    """An InstanceActionPayload (1.9) in Nova's OVO primitive form."""
+def payload(inst: Instance, fault: dict[str, Any] | None, uuid: str) -> dict[str, Any]:
+    """An InstanceActionPayload (1.9) in Nova's OVO primitive form. Times are datetimes,
+    which msgspec writes as Nova's DateTimeField does (ISO 8601 in UTC, ``Z``), in C."""
     f = inst.flavor
     return {
         "nova_object.name": "InstanceActionPayload", "nova_object.namespace": "nova",
         "nova_object.version": "1.9",
         "nova_object.data": {
-            "uuid": str(inst.id), "display_name": inst.name, "host": inst.host,
+            "uuid": uuid, "display_name": inst.name, "host": inst.host,
             "host_name": inst.name, "node": inst.host, "state": inst.vm_state.value,
             "task_state": inst.task_state.value if inst.task_state else None,
             "power_state": inst.power_state.label, "image_uuid": inst.image_ref,
             "flavor": {"name": f.name, "vcpus": f.vcpus, "memory_mb": f.memory_mb,
                        "root_gb": f.root_gb, "ephemeral_gb": f.ephemeral_gb, "swap": f.swap},
-            "created_at": inst.created_on.isoformat(),
-            "updated_at": inst.modified_on.isoformat(),
-            "launched_at": inst.launched_at.isoformat() if inst.launched_at else None,
-            "terminated_at": inst.terminated_at.isoformat() if inst.terminated_at else None,
-            "deleted_at": inst.deleted_at.isoformat() if inst.deleted_at else None,
+            "created_at": inst.created_on, "updated_at": inst.modified_on,
+            "launched_at": inst.launched_at, "terminated_at": inst.terminated_at,
+            "deleted_at": inst.deleted_at,
             "metadata": dict(inst.metadata),
             "block_devices": [{"device_name": dev, "volume_id": vol}
                               for vol, (dev, _) in inst.volumes.items()],
@@ -176,32 +175,33 @@ class Notifier(LogFollower):
                  on_progress: Callable[[int], None] | None = None) -> None:
         super().__init__(store, js, page=page, idle_poll=0.5, lease=lease,
                          on_progress=on_progress)
-        self._states: OrderedDict[UUID, Instance] = OrderedDict()
+        self._states: dict[UUID, Instance] = {}
         self._cache = cache
         self._faults: dict[UUID, dict[str, Any]] = {}
 
     async def run_once(self) -> int:
-        page = await asyncio.to_thread(self.store.recorder.select_notifications,
-                                       self.position, self.page, inclusive_of_start=False)
+        page = await asyncio.to_thread(read_rows, self.store, self.position, self.page,
+                                       ids=False)
         if not page:
             return 0
         notes = []
-        for n in page:
-            if not n.topic.startswith(INSTANCE_EVENT_MODULES):
+        for _, topic, state in page:
+            if not topic.startswith(INSTANCE_EVENT_MODULES):
                 continue
-            event = decode_state(n.topic, n.state)
+            event = decode_state(topic, state)
             if not isinstance(event, e.Event):        # a host's event beside them
                 continue
             notes += await self._apply(event)
         sent = await self.publisher.publish_page(
             (f"compute.notify.{note.event_type}", _encoder.encode(note), note.message_id)
             for note in notes)
-        self.advanced(page[-1].id, sent)
+        self.advanced(page[-1][0], sent)
         return len(page)
 
     async def _apply(self, event: Any) -> list[Notification]:
         uuid = event.originator_id
-        before = self._states.pop(uuid, None)
+        states = self._states
+        before = states.pop(uuid, None)
         if before is not None and before.version != event.originator_version - 1:
             before = None     # another host's notifier went ahead: this state is stale
         if before is None and event.originator_version > 1:
@@ -209,23 +209,23 @@ class Notifier(LogFollower):
                                              event.originator_version - 1)
         prior = before.migration.status if before is not None and before.migration else None
         after = event.mutate(before)
-        self._states[uuid] = after
-        while len(self._states) > self._cache:
-            self._states.popitem(last=False)
+        states[uuid] = after                # (a dict keeps insertion order: oldest first)
+        if len(states) > self._cache:
+            del states[next(iter(states))]
         if isinstance(event, e.FaultRecorded):
             self._faults[uuid] = {"exception": "ComputeError",
                                   "exception_message": event.message,
                                   "function_name": event.operation,
                                   "module_name": "compute", "traceback": event.details}
         fault = self._faults.pop(uuid, None) if isinstance(event, e.TaskReverted) else None
-        out = []
         notes = [(*n, None) for n in notifications_for(event, after)] + \
             move_notifications(event, after, prior)
-        for n, (event_type, priority, state, host) in enumerate(notes):
-            out.append(Notification(
-                priority=priority, event_type=event_type,
-                publisher_id=f"nova-compute:{host or event.host}",
-                timestamp=event.timestamp.isoformat(),
-                message_id=f"{uuid}:{event.originator_version}:{n}",
-                payload=payload(state, fault)))
-        return out
+        if not notes:
+            return []
+        sid, timestamp = str(uuid), event.timestamp.isoformat()
+        return [Notification(priority=priority, event_type=event_type,
+                             publisher_id=f"nova-compute:{host or event.host}",
+                             timestamp=timestamp,
+                             message_id=f"{sid}:{event.originator_version}:{n}",
+                             payload=payload(state, fault, sid))
+                for n, (event_type, priority, state, host) in enumerate(notes)]

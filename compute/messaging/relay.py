@@ -23,6 +23,7 @@ from compute.messaging.subjects import SHARED_HOST
 from compute.messaging.subjects import event as event_subject
 from compute.store.app import ComputeStore
 from compute.store.lease import Lease
+from compute.store.log import read_rows
 from compute.store.mapper import event_name
 
 log = logging.getLogger("compute.relay")
@@ -48,14 +49,11 @@ class Relay(LogFollower):
                          on_progress=on_progress)
 
     async def run_once(self) -> int:
-        page = await asyncio.to_thread(
-            self.store.recorder.select_notifications, self.position, self.page,
-            inclusive_of_start=False)
+        page = await asyncio.to_thread(read_rows, self.store, self.position, self.page)
         if not page:
             return 0
         await self.publisher.publish_page(
-            (event_subject(_head.decode(n.state).host, str(n.originator_id),
-                           event_name(n.topic)),
-             n.state, f"{n.originator_id}:{n.originator_version}") for n in page)
-        self.advanced(page[-1].id, len(page))
+            (event_subject(_head.decode(state).host, uuid, event_name(topic)),
+             state, f"{uuid}:{version}") for _, uuid, version, topic, state in page)
+        self.advanced(page[-1][0], len(page))
         return len(page)

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from compute.projections.decoding import view_decoder
 from compute.projections.handlers import handler
 from compute.projections.page import PageWriter
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore
+from compute.store.log import read_rows
 
 log = logging.getLogger("compute.projector")
 
@@ -77,27 +77,6 @@ def recompute_usage(db: sqlite3.Connection, host: str) -> None:
         (stats["num_instances"], busy, _json.encode(stats).decode(), host, host))
 
 
-def read_page(store: ComputeStore, position: int, limit: int,
-              stop: int | None = None) -> Sequence[Any]:
-    """The next ``limit`` notifications after ``position`` (up to ``stop``) as rows of
-    (id, topic, state).
-
-    On SQLite the rows are read straight from the recorder's table, on its own connection:
-    ``select_notifications`` builds a Notification and parses a UUID per row, which the
-    projector never uses (it was 17 % of a rebuild's time). Other recorders use it."""
-    recorder = store.recorder
-    if not isinstance(recorder, SQLiteApplicationRecorder):
-        return [(n.id, n.topic, n.state) for n in recorder.select_notifications(
-            position, limit, stop=stop, inclusive_of_start=False)]
-    sql = f"SELECT rowid, topic, state FROM {recorder.events_table_name} WHERE rowid > ? "
-    params: tuple[int, ...] = (position, limit)
-    if stop is not None:
-        sql, params = sql + "AND rowid <= ? ", (position, stop, limit)
-    with recorder.datastore.transaction(commit=False) as c:
-        c.execute(sql + "ORDER BY rowid LIMIT ?", params)
-        return c.fetchall()
-
-
 class Projector:
     def __init__(self, store: ComputeStore, views: ViewStore, name: str = "views") -> None:
         self.store = store
@@ -115,7 +94,7 @@ class Projector:
             position = row[0] if row else 0
             if stop is not None and position >= stop:
                 return 0
-            page = read_page(self.store, position, limit, stop)
+            page = read_rows(self.store, position, limit, stop, ids=False)
             if not page:
                 return 0
             writer = PageWriter(db)
