@@ -3,8 +3,9 @@
 A command published to JetStream -> the host's consumer -> the instance actor -> the
 hypervisor -> durable events -> the outcome event received from COMPUTE_EVENTS, with
 ``--window`` commands in flight over ``--instances`` instances (one command per instance at a
-time). The bare limit is measured in the same run: the same consume -> group commit -> relay
--> publish loop with no domain (``bench/bare.py``), over the same number of commands.
+time). The bare limit is measured in the same run, its rounds interleaved with the host's:
+the same consume -> group commit -> relay -> publish loop with no domain
+(``bench/bare.py``), over the same number of commands.
 
     .venv/bin/python bench/throughput.py [--quick] [--store postgres://...]
 """
@@ -12,8 +13,11 @@ time). The bare limit is measured in the same run: the same consume -> group com
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import resource
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,42 +48,92 @@ async def measure(url: str, store: str | None, instances: int, commands: int, wi
                   profile: str | None = None, env: dict[str, str] | None = None,
                   bare_env: dict[str, str] | None = None, outbox: str = "process"
                   ) -> dict[str, Any]:
-    """Both figures in one run: the bare loop first, then the host (same NATS server)."""
+    """Both figures in one run, interleaved: the bare loop and the host (same NATS server)
+    both run, and each round of the host's commands follows a round of as many bare ones.
+    Machines of this kind change speed by a third within a minute (other tenants): rounds
+    side by side see the same machine, one phase after the other did not. Each phase's CPU
+    is read once both pipelines are quiet again, so work a round leaves behind (the
+    projector catching up) counts for its own side, not for the next round."""
     work = work_dir("throughput")
     env = {"COMPUTE_OUTBOX": outbox, **(env or {})}
-    async with bare_process(url, work, store=store, env=bare_env, outbox=outbox) as proc:
-        async with bare_load(url) as load:
-            await warm_up(load)
-            vms = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(instances)]
-            jobs = [job for rnd in lifecycle_jobs(vms, commands) for job in rnd]
-            cpu, others = cpu_seconds(proc.pid), _others(url)
-            bare_s, bare_lat = await load.window(jobs, window)
-            bare_cpu = cpu_seconds(proc.pid) - cpu
-            bare_all = bare_cpu + sum(_others(url).values()) - sum(others.values())
-    async with host_process(url, work, store=store, profile=profile, env=env) as proc:
-        async with Load(url) as load:
-            vms, boot_s, _ = await load.boot(instances, window)
-            host_s, lat, n = 0.0, [], 0
-            cpu, alone = cpu_seconds(proc.pid), cpu_seconds(proc.pid, children=False)
-            threads = thread_cpu(proc.pid)
-            others = _others(url)
-            for rnd in lifecycle_jobs(vms, commands):
-                secs, more = await load.window(rnd, window)
-                host_s, lat, n = host_s + secs, lat + more, n + len(rnd)
-            host_cpu = cpu_seconds(proc.pid) - cpu
-            alone = cpu_seconds(proc.pid, children=False) - alone
-            threads = {k: v - threads.get(k, 0.0) for k, v in thread_cpu(proc.pid).items()}
-            threads.update({k: v - others[k] for k, v in _others(url).items()})
-    return {"commands": n, "per_s": n / host_s, "bare_per_s": len(jobs) / bare_s,
-            "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
-            "bare_p50_ms": pct(bare_lat, 0.5), "boot_per_s": instances / boot_s,
-            "cpu_ms": 1000 * host_cpu / n, "bare_cpu_ms": 1000 * bare_cpu / len(jobs),
-            "host_process_cpu_ms": 1000 * alone / n,
-            "all_cpu_ms": 1000 * sum(threads.values()) / n,
-            "bare_all_cpu_ms": 1000 * bare_all / len(jobs),
+    async with bare_process(url, work, store=store, env=bare_env, outbox=outbox) as bare, \
+            host_process(url, work, store=store, profile=profile, env=env) as host, \
+            bare_load(url) as bare_load_, Load(url) as load:
+        await warm_up(bare_load_)
+        vms, boot_s, _ = await load.boot(instances, window)
+        bare_vms = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(instances)]
+        pids = (bare.pid, host.pid)
+        await quiet(pids)
+        sides = {"bare": _Side(bare.pid, url), "host": _Side(host.pid, url)}
+        for bare_round, host_round in zip(_slices(lifecycle_jobs(bare_vms, commands)),
+                                          _slices(lifecycle_jobs(vms, commands))):
+            for side, client, jobs in (("bare", bare_load_, bare_round),
+                                       ("host", load, host_round)):
+                with sides[side].measuring():
+                    secs, lat = await client.window(jobs, window)
+                    sides[side].add(secs, lat, len(jobs))
+                    await quiet(pids)
+    b, h = sides["bare"], sides["host"]
+    n = h.n
+    return {"commands": n, "per_s": n / h.secs, "bare_per_s": b.n / b.secs,
+            "p50_ms": pct(h.lat, 0.5), "p99_ms": pct(h.lat, 0.99),
+            "bare_p50_ms": pct(b.lat, 0.5), "boot_per_s": instances / boot_s,
+            "cpu_ms": 1000 * h.cpu / n, "bare_cpu_ms": 1000 * b.cpu / b.n,
+            "host_process_cpu_ms": 1000 * h.alone / n,
+            "all_cpu_ms": 1000 * sum(h.threads.values()) / n,
+            "bare_all_cpu_ms": 1000 * sum(b.threads.values()) / b.n,
             "cpu_ms_by_thread": {k: round(1000 * v / n, 3) for k, v in sorted(
-                threads.items(), key=lambda kv: -kv[1])},
+                h.threads.items(), key=lambda kv: -kv[1])},
+            "bare_cpu_ms_by_thread": {k: round(1000 * v / b.n, 3) for k, v in sorted(
+                b.threads.items(), key=lambda kv: -kv[1])},
             "instances": instances, "window": window}
+
+
+SLICE = 5000
+"""Commands of one side between two of the other's (a round, one command per instance, is
+cut in slices: finer interleaving)."""
+
+
+def _slices(rounds: list[list[Any]]) -> list[list[Any]]:
+    return [rnd[i:i + SLICE] for rnd in rounds for i in range(0, len(rnd), SLICE)]
+
+
+class _Side:
+    """One pipeline's rounds: commands, seconds, latencies and the CPU they cost (its
+    processes by thread, nats-server and its load client)."""
+
+    def __init__(self, pid: int, url: str) -> None:
+        self.pid, self.url = pid, url
+        self.n, self.secs, self.lat = 0, 0.0, []
+        self.cpu = self.alone = 0.0
+        self.threads: dict[str, float] = {}
+
+    def add(self, secs: float, lat: list[float], n: int) -> None:
+        self.secs, self.lat, self.n = self.secs + secs, self.lat + lat, self.n + n
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        cpu, alone = cpu_seconds(self.pid), cpu_seconds(self.pid, children=False)
+        threads = {**thread_cpu(self.pid), **_others(self.url)}
+        yield
+        self.cpu += cpu_seconds(self.pid) - cpu
+        self.alone += cpu_seconds(self.pid, children=False) - alone
+        for k, v in {**thread_cpu(self.pid), **_others(self.url)}.items():
+            self.threads[k] = self.threads.get(k, 0.0) + v - threads.get(k, 0.0)
+
+
+async def quiet(pids: tuple[int, ...], every: float = 0.3, idle: float = 0.05,
+                patience: float = 60.0) -> None:
+    """Wait until these processes (and their workers) use less than ``idle`` of a core."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + patience
+    before = sum(cpu_seconds(p) for p in pids)
+    while loop.time() < end:
+        await asyncio.sleep(every)
+        now = sum(cpu_seconds(p) for p in pids)
+        if now - before < idle * every:
+            return
+        before = now
 
 
 def _others(url: str) -> dict[str, float]:
