@@ -95,7 +95,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
     out: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
     with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-        who = "worker" if b"outbox" in Path(f"/proc/{pid}/cmdline").read_bytes() else "host"
+        who = "worker" if b"compute.messaging.outbox" in Path(f"/proc/{pid}/cmdline").read_bytes() else "host"
         for task in Path(f"/proc/{pid}/task").iterdir():
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 stat = (task / "stat").read_text()
