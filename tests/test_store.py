@@ -89,6 +89,27 @@ async def test_a_stale_writer_fails_alone_and_its_batch_mates_commit(store: Comp
     assert store.get_instance(inst.id).task_state is not None   # the first writer won
 
 
+async def test_the_log_is_read_in_pages_of_plain_rows_as_the_recorder_gives_it(
+        store: ComputeStore) -> None:
+    """``read_rows`` (the followers' page read) is ``select_notifications`` without the
+    objects: the same ids, dashed uuids, versions, topics and bytes, after a position and
+    up to a stop."""
+    from compute.store.log import read_rows
+
+    writer = GroupCommitWriter(store)
+    for _ in range(3):
+        await writer.append(new_instance().collect_events())
+    writer.close()
+    log = store.recorder.select_notifications(0, 100, inclusive_of_start=False)
+    expected = [(n.id, str(n.originator_id), n.originator_version, n.topic, bytes(n.state))
+                for n in log]
+    assert read_rows(store, 0, 100) == expected
+    assert read_rows(store, log[2].id, 4) == expected[3:7]
+    assert read_rows(store, log[2].id, 100, stop=log[5].id) == expected[3:6]
+    assert read_rows(store, 0, 2, ids=False) == [(i, t, s) for i, _, _, t, s in expected[:2]]
+    assert read_rows(store, log[-1].id, 10) == []
+
+
 def test_threads_meeting_a_new_event_type_at_once_share_one_decoder() -> None:
     """msgspec builds a type's decoder in steps that run Python code: two threads building
     one at once crashed the process (the projector and the notifier on a new event)."""
