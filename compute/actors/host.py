@@ -24,7 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from compute import __version__
 from compute.actors.backdoor import start_backdoor
 from compute.actors.context import ActorContext, Envelope, Recover
-from compute.actors.driver import DriverActor
+from compute.actors.driver import DriverActor, driver_threads
 from compute.actors.host_ops import HostOperations
 from compute.actors.host_tasks import HostTasks
 from compute.actors.move_steps import MoveSteps
@@ -110,7 +110,7 @@ class HostService(HostTasks):
         self.writer = GroupCommitWriter(self.store, on_commit=self._committed)
         self.metrics = Metrics()
         self.driver_actor = DriverActor(
-            self.driver, threads=s.driver_threads, timeout=s.driver_timeout,
+            self.driver, threads=driver_threads(s, self.driver), timeout=s.driver_timeout,
             observe=self.metrics.driver_call)
         self.relay = Relay(self.store, self.js)
         self.notifier = Notifier(self.store, self.js)
