@@ -122,15 +122,27 @@ class _Side:
             self.threads[k] = self.threads.get(k, 0.0) + v - threads.get(k, 0.0)
 
 
+def _busy(pid: int) -> float:
+    """CPU seconds of a pipeline's processes; under ``--profile`` the pid is py-spy, whose
+    own sampling never stops: only what it runs counts."""
+    try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "py-spy":
+            return cpu_seconds(pid)
+        return sum(cpu_seconds(int(child)) for task in Path(f"/proc/{pid}/task").iterdir()
+                   for child in (task / "children").read_text().split())
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return 0.0
+
+
 async def quiet(pids: tuple[int, ...], every: float = 0.3, idle: float = 0.05,
                 patience: float = 60.0) -> None:
     """Wait until these processes (and their workers) use less than ``idle`` of a core."""
     loop = asyncio.get_running_loop()
     end = loop.time() + patience
-    before = sum(cpu_seconds(p) for p in pids)
+    before = sum(_busy(p) for p in pids)
     while loop.time() < end:
         await asyncio.sleep(every)
-        now = sum(cpu_seconds(p) for p in pids)
+        now = sum(_busy(p) for p in pids)
         if now - before < idle * every:
             return
         before = now
