@@ -33,10 +33,10 @@ class Settings(msgspec.Struct, kw_only=True):
     libvirt_uri: str = "test:///default"
     driver_timeout: float = 60.0          # seconds a hypervisor call may take
     driver_threads: int = 0
-    """Threads for hypervisor calls; 0 picks: 2 for libvirt's in-process test hypervisor
-    (its calls are short CPU work, and more threads only contend: 4 cost the pipeline ~7 %
-    more CPU per command), 20 for one that runs guests or is made slow (``faults``): a
-    graceful shutdown holds its thread for up to its timeout (Nova's tpool has 20)."""
+    """Threads for hypervisor calls; 0 picks: 4 for libvirt's in-process test hypervisor
+    (short calls, but each waits for the GIL a few times: 2 threads capped a slow machine at
+    ~650 commands/s), 20 for one that runs guests or is made slow (``faults``): a graceful
+    shutdown holds its thread for up to its timeout (Nova's tpool has 20)."""
     passivate_after: float = 120.0        # idle seconds before an instance actor is dropped
     ack_wait: float = 60.0                # JetStream redelivery deadline of an unacked command
     max_deliver: int = 5                  # deliveries before JetStream gives a command up

@@ -164,13 +164,13 @@ async def test_metrics_are_exposed_for_prometheus(settings: Settings,
 
 
 def test_the_driver_has_few_threads_on_the_test_hypervisor_and_many_on_a_real_one() -> None:
-    """The test driver's calls are short CPU work (more threads only contend); a real
-    hypervisor's, or a test one made slow, can hold a thread for a guest's timeout."""
+    """The test driver's calls are short; a real hypervisor's, or a test one made slow,
+    can hold a thread for a guest's timeout."""
     from compute.actors.driver import driver_threads
     from compute.virt.libvirt_driver import LibvirtDriver
 
     test = LibvirtDriver("test:///default")
-    assert driver_threads(Settings(), test) == 2
+    assert driver_threads(Settings(), test) == 4
     assert driver_threads(Settings(faults="reboot:1"), test) == 20
     assert driver_threads(Settings(driver_threads=7), test) == 7
 

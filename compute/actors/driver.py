@@ -36,15 +36,14 @@ def _accepted(method: Any) -> frozenset[str]:
     return frozenset(inspect.signature(method).parameters)
 
 
-TEST_HYPERVISOR_THREADS = 2
+TEST_HYPERVISOR_THREADS = 4
 REAL_HYPERVISOR_THREADS = 20
 
 
 def driver_threads(settings: Any, driver: Any) -> int:
     """The configured thread count, or the one that suits the hypervisor (``Settings``):
-    few for the in-process test driver, whose calls are short CPU work that more threads
-    only contend for; many where a call can wait on a guest (a real hypervisor, or the test
-    one made slow by ``faults``)."""
+    a few for the in-process test driver, whose calls are short; many where a call can wait
+    on a guest (a real hypervisor, or the test one made slow by ``faults``)."""
     if settings.driver_threads > 0:
         return int(settings.driver_threads)
     slow = getattr(driver, "runs_guests", True) or bool(settings.faults)
