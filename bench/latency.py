@@ -18,17 +18,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    Load,
     Result,
-    bare_load,
     bare_process,
     host_process,
     nats_server,
     pct,
     run_main,
-    warm_up,
     work_dir,
 )
+from bench.load import Load, bare_load, warm_up  # noqa: E402
 
 TARGET_P50_MS, TARGET_P99_MS = 5.0, 25.0
 

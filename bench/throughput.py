@@ -24,9 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    Load,
     Result,
-    bare_load,
     bare_process,
     cpu_seconds,
     host_process,
@@ -36,9 +34,9 @@ from bench.common import (  # noqa: E402
     pct,
     thread_cpu,
     run_main,
-    warm_up,
     work_dir,
 )
+from bench.load import Load, bare_load, warm_up  # noqa: E402
 
 TARGET_PER_S = 5000
 TARGET_RATIO = 0.5
