@@ -219,18 +219,22 @@ def run_main(coro: Callable[..., Any], parser: Any) -> None:
 
 @contextlib.asynccontextmanager
 async def bare_process(url: str, work: Path, *, store: str | None = None,
-                       outbox: str = "process", env: dict[str, str] | None = None
+                       outbox: str = "process", env: dict[str, str] | None = None,
+                       shape: str = "bare", host: str = "bare"
                        ) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """``bench/bare.py``: the same consume -> group commit -> relay loop, no domain."""
-    log = open(work / "bare.log", "wb")  # noqa: SIM115
+    """``bench/bare.py``: the same consume -> group commit -> relay loop, no domain
+    (``shape="contract"``: the contract's commits and messages per command, as host
+    ``floor``)."""
+    log = open(work / f"{host}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare.py"),
-                             _SERVERS[url].add_user("host", "bare"),
-                             store or str(work / "bare.sqlite"), "--outbox", outbox],
+                             _SERVERS[url].add_user("host", host),
+                             store or str(work / f"{host}.sqlite"), "--outbox", outbox,
+                             "--shape", shape, "--host", host],
                             cwd=ROOT, stdout=log, stderr=log, env={**os.environ, **(env or {})})
     try:
         nc = await nats.connect(**as_user(url, "admin"))
         js = nc.jetstream()
-        await _serving(proc, js, "bare", work / "bare.log", tries=600)
+        await _serving(proc, js, host, work / f"{host}.log", tries=600)
         await nc.close()
         yield proc
     finally:

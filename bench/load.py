@@ -167,9 +167,9 @@ class Load:
         return vms, secs, lat
 
 
-def bare_load(url: str) -> Load:
-    return Load(url, events="compute.evt.bare.>", done={"Done"},
-                subject=lambda vm, op: command("bare", vm, op))
+def bare_load(url: str, host: str = "bare") -> Load:
+    return Load(url, events=f"compute.evt.{host}.>", done={"Done"},
+                subject=lambda vm, op: command(host, vm, op))
 
 
 async def warm_up(load: Load, n: int = 200) -> None:

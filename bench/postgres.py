@@ -1,6 +1,6 @@
 """Benchmark 6: benchmark 1 with the event store on PostgreSQL (when one answers).
 
-The host and the bare loop each get a fresh schema in ``--url``'s database
+The host, the bare loop and the contract floor each get a fresh schema in ``--url``'s database
 (``COMPUTE_POSTGRES_SCHEMA``), dropped afterwards. Skipped (no row) when nothing answers.
 
     .venv/bin/python bench/postgres.py [--quick] [--url postgres://postgres@127.0.0.1:5432/test]
@@ -45,11 +45,13 @@ async def run(args: argparse.Namespace) -> list[Result]:
         return []
     tag = uuid.uuid4().hex[:8]
     host_schema, bare_schema = f"bench_host_{tag}", f"bench_bare_{tag}"
-    with schemas(url, host_schema, bare_schema), nats_server() as server:
+    floor_schema = f"bench_floor_{tag}"
+    with schemas(url, host_schema, bare_schema, floor_schema), nats_server() as server:
         m = await throughput.measure(
             server.url, url, *throughput.sizes(args),
             env={"COMPUTE_POSTGRES_SCHEMA": host_schema},
-            bare_env={"COMPUTE_POSTGRES_SCHEMA": bare_schema})
+            bare_env={"COMPUTE_POSTGRES_SCHEMA": bare_schema},
+            floor_env={"COMPUTE_POSTGRES_SCHEMA": floor_schema})
     return throughput.rows(m, bench="6 PostgreSQL")
 
 

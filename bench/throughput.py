@@ -5,7 +5,10 @@ hypervisor -> durable events -> the outcome event received from COMPUTE_EVENTS, 
 ``--window`` commands in flight over ``--instances`` instances (one command per instance at a
 time). The bare limit is measured in the same run, its rounds interleaved with the host's:
 the same consume -> group commit -> relay -> publish loop with no domain
-(``bench/bare.py``), over the same number of commands.
+(``bench/bare.py``), over the same number of commands. So is the contract's floor (the
+same loop doing what the contract asks of a command: the intent committed before the
+hypervisor call, the call, the outcome, every event relayed, two notifications), which
+bounds what any implementation of the contract can reach here.
 
     .venv/bin/python bench/throughput.py [--quick] [--store postgres://...]
 """
@@ -44,8 +47,8 @@ TARGET_RATIO = 0.5
 
 async def measure(url: str, store: str | None, instances: int, commands: int, window: int,
                   profile: str | None = None, env: dict[str, str] | None = None,
-                  bare_env: dict[str, str] | None = None, outbox: str = "process"
-                  ) -> dict[str, Any]:
+                  bare_env: dict[str, str] | None = None, outbox: str = "process",
+                  floor_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Both figures in one run, interleaved: the bare loop and the host (same NATS server)
     both run, and each round of the host's commands follows a round of as many bare ones.
     Machines of this kind change speed by a third within a minute (other tenants): rounds
@@ -55,25 +58,39 @@ async def measure(url: str, store: str | None, instances: int, commands: int, wi
     work = work_dir("throughput")
     env = {"COMPUTE_OUTBOX": outbox, **(env or {})}
     async with bare_process(url, work, store=store, env=bare_env, outbox=outbox) as bare, \
+            bare_process(url, work, store=store, env=floor_env, outbox=outbox,
+                         shape="contract", host="floor") as floor, \
             host_process(url, work, store=store, profile=profile, env=env) as host, \
-            bare_load(url) as bare_load_, Load(url) as load:
+            bare_load(url) as bare_load_, bare_load(url, "floor") as floor_load, \
+            Load(url) as load:
         await warm_up(bare_load_)
+        await warm_up(floor_load)
         vms, boot_s, _ = await load.boot(instances, window)
+        floor_vms, _, _ = await floor_load.boot(instances, window)
         bare_vms = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(instances)]
-        pids = (bare.pid, host.pid)
+        pids = (bare.pid, floor.pid, host.pid)
         await quiet(pids)
-        sides = {"bare": _Side(bare.pid, url), "host": _Side(host.pid, url)}
-        for bare_round, host_round in zip(_slices(lifecycle_jobs(bare_vms, commands)),
-                                          _slices(lifecycle_jobs(vms, commands))):
+        sides = {"bare": _Side(bare.pid, url), "floor": _Side(floor.pid, url),
+                 "host": _Side(host.pid, url)}
+        for bare_round, floor_round, host_round in zip(
+                _slices(lifecycle_jobs(bare_vms, commands)),
+                _slices(lifecycle_jobs(floor_vms, commands)),
+                _slices(lifecycle_jobs(vms, commands))):
             for side, client, jobs in (("bare", bare_load_, bare_round),
+                                       ("floor", floor_load, floor_round),
                                        ("host", load, host_round)):
                 with sides[side].measuring():
                     secs, lat = await client.window(jobs, window)
                     sides[side].add(secs, lat, len(jobs))
                     await quiet(pids)
-    b, h = sides["bare"], sides["host"]
+    b, f, h = sides["bare"], sides["floor"], sides["host"]
     n = h.n
     return {"commands": n, "per_s": n / h.secs, "bare_per_s": b.n / b.secs,
+            "floor_per_s": f.n / f.secs,
+            "floor_cpu_ms": 1000 * f.cpu / f.n,
+            "floor_all_cpu_ms": 1000 * sum(f.threads.values()) / f.n,
+            "floor_cpu_ms_by_thread": {k: round(1000 * v / f.n, 3) for k, v in sorted(
+                f.threads.items(), key=lambda kv: -kv[1])},
             "p50_ms": pct(h.lat, 0.5), "p99_ms": pct(h.lat, 0.99),
             "bare_p50_ms": pct(b.lat, 0.5), "boot_per_s": instances / boot_s,
             "cpu_ms": 1000 * h.cpu / n, "bare_cpu_ms": 1000 * b.cpu / b.n,
@@ -163,6 +180,11 @@ def rows(m: dict[str, Any], bench: str = "1 throughput") -> list[Result]:
                   met=m["per_s"] >= TARGET_PER_S and ratio >= TARGET_RATIO,
                   details={k: round(v, 3) if isinstance(v, float) else v
                            for k, v in m.items()})]
+    floor = m["floor_per_s"] / m["bare_per_s"]
+    out.append(Result(bench=bench, metric="contract floor (no domain) commands/s", unit="1/s",
+                      figure=m["floor_per_s"], bare=m["bare_per_s"], ratio=floor,
+                      target=f">= {TARGET_PER_S:,} and >= {TARGET_RATIO:.0%} of bare",
+                      met=m["floor_per_s"] >= TARGET_PER_S and floor >= TARGET_RATIO))
     # (under --profile the host's figure includes py-spy's own CPU)
     out.append(Result(bench=bench, metric="CPU per command, host + worker", unit="ms",
                       figure=m["cpu_ms"], bare=m["bare_cpu_ms"],
@@ -172,6 +194,10 @@ def rows(m: dict[str, Any], bench: str = "1 throughput") -> list[Result]:
                       figure=m["all_cpu_ms"], bare=m["bare_all_cpu_ms"],
                       ratio=m["bare_all_cpu_ms"] / m["all_cpu_ms"] if m["all_cpu_ms"] else None,
                       target="-", met=None))
+    out.append(Result(bench=bench, metric="CPU per command, contract floor", unit="ms",
+                      figure=m["floor_all_cpu_ms"], bare=m["bare_all_cpu_ms"],
+                      ratio=m["bare_all_cpu_ms"] / m["floor_all_cpu_ms"]
+                      if m["floor_all_cpu_ms"] else None, target="-", met=None))
     return out
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,16 +35,52 @@ def test_the_throughput_benchmark_reports_commands_per_second_and_its_bare_limit
     rows = quick("throughput")
     check(rows, "1 throughput")
     assert rows[0]["details"]["commands"] == 40
-    assert rows[1]["metric"].startswith("CPU per command") and rows[1]["bare"] >= 0
-    assert rows[2]["metric"] == "CPU per command, whole pipeline" and rows[2]["bare"] >= 0
+    assert rows[1]["metric"].startswith("contract floor") and rows[1]["figure"] > 0
+    assert rows[2]["metric"].startswith("CPU per command") and rows[2]["bare"] >= 0
+    assert rows[3]["metric"] == "CPU per command, whole pipeline" and rows[3]["bare"] >= 0
+    assert rows[4]["metric"] == "CPU per command, contract floor" and rows[4]["figure"] > 0
     assert {"host/loop", "nats-server", "load client"} <= set(
         rows[0]["details"]["cpu_ms_by_thread"])
 
 
-def test_the_latency_benchmark_reports_p50_and_p99_against_the_bare_loop() -> None:
+async def test_the_contract_floor_relays_every_event_and_two_notifications_per_command(
+        tmp_path: Path) -> None:
+    """Boot, stop and reboot two instances: 1+4+1, 1+1 and 1+2+1 events each (the intent
+    with its steps, the outcome), and an action's start and end as notifications."""
+    from bench.common import bare_process, nats_server
+    from bench.load import bare_load
+
+    with nats_server() as server:
+        async with bare_process(server.url, tmp_path, shape="contract", host="floor"), \
+                bare_load(server.url, "floor") as load:
+            vms, _, _ = await load.boot(2, 2)
+            for op in ("stop_instance", "reboot_instance"):
+                await load.window([(vm, op, {}) for vm in vms], 2)
+            js = load.nc.jetstream()
+            # the last outcome came after every event; the notifications follow on their own
+            events = (await js.stream_info("COMPUTE_EVENTS")).state.messages
+            notes = await _count(lambda: js.stream_info("COMPUTE_NOTIFICATIONS"), 2 * 2 * 3)
+    assert events == 2 * (6 + 2 + 4)
+    assert notes == 2 * 2 * 3
+
+
+async def _count(info: Any, expected: int, patience: float = 10.0) -> int:
+    """A stream's message count once it has ``expected`` (or what it has after ``patience``
+    seconds)."""
+    count = -1
+    for _ in range(int(patience / 0.05)):
+        count = (await info()).state.messages
+        if count >= expected:
+            break
+        await asyncio.sleep(0.05)
+    return count
+
+
+def test_the_latency_benchmark_reports_p50_and_p99_against_the_bare_loop_and_the_floor() -> None:
     rows = quick("latency")
     check(rows, "2 latency")
-    assert [r["metric"].split()[0] for r in rows] == ["p50", "p99", "p50", "p99"]
+    assert [r["metric"].split(" @ ")[0] for r in rows] == [
+        "p50", "p99", "contract floor p50", "contract floor p99"] * 2
 
 
 def test_the_replay_benchmark_rebuilds_the_views_and_runs_the_audit() -> None:
