@@ -44,6 +44,10 @@ class Settings(msgspec.Struct, kw_only=True):
     outbox: str = "inline"
     """Where the relay, notifier and projector run: ``inline`` (tasks of the host process) or
     ``process`` (their own OS process, off the actors' GIL; what ``compute up`` uses)."""
+    notifications: bool = True
+    """Publish Nova's versioned notifications (``COMPUTE_NOTIFICATIONS``). A deployment
+    nobody listens to for them turns them off, as Nova's ``noop`` notification driver
+    does: they are about a sixth of a command's CPU (README, Performance)."""
     local_gb: int = 1024                  # disk capacity reported for the test hypervisor
     volumes_dir: str = "var/volumes"      # where file-backed volumes are created
     images_dir: str = "var/images"        # image cache of a real hypervisor (<image_ref>/vmlinuz...)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from typing import Any
 
 import msgspec
+import nats.errors
+import pytest
 
 from compute.actors.host import HostService
 from compute.client import ComputeClient
+from compute.config import Settings
 from tests.conftest import boot_payload
 
 
@@ -125,3 +130,39 @@ async def test_device_and_network_events_do_not_stall_the_relay_or_the_notifier(
     finally:
         await network.unsubscribe()
     assert ours[0] == "NetworkDefined"
+
+
+@pytest.mark.parametrize("outbox", ["inline", "process"])
+async def test_a_host_with_notifications_off_relays_its_events_and_publishes_no_notification(
+        settings: Settings, client: ComputeClient, outbox: str) -> None:
+    """Nova's ``noop`` driver: the lifecycle events are the contract, the notifications an
+    option. (A notifier follows the same log as the relay, so a second after the last event
+    is more than any notification would need.)"""
+    host = HostService(msgspec.structs.replace(settings, notifications=False, outbox=outbox))
+    async with host:
+        vm = str(uuid.uuid4())
+        await client.send(host.host, vm, "run_instance", boot_payload("quiet"))
+        done = await client.send(host.host, vm, "stop_instance")
+        events = client.events(host=host.host, uuid=vm)
+        seen = [event["event"] async for event in _first(events, done.version)]
+        assert seen[-1] == "PoweredOff"
+        sub = await client.js.subscribe("compute.notify.>", ordered_consumer=True)
+        try:
+            notes = []
+            with contextlib.suppress(nats.errors.TimeoutError):
+                while True:
+                    note = msgspec.json.decode((await sub.next_msg(timeout=1)).data)
+                    notes += [note] if note["payload"]["nova_object.data"]["uuid"] == vm else []
+        finally:
+            await sub.unsubscribe()
+    assert notes == []
+
+
+async def _first(stream: Any, count: int) -> Any:
+    n = 0
+    async for item in stream:
+        yield item
+        n += 1
+        if n == count:
+            break
+    await stream.aclose()

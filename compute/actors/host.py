@@ -168,14 +168,15 @@ class HostService(HostTasks):
     def _outbox_tasks(self) -> list[asyncio.Task[Any]]:
         """The relay, notifier and projector: tasks here, or one worker process that
         reports its positions back (``settings.outbox``)."""
-        if self.settings.outbox != "process":
-            return [asyncio.create_task(self.relay.run(), name="relay"),
-                    asyncio.create_task(self.notifier.run(), name="notifier"),
+        s = self.settings
+        if s.outbox != "process":
+            notifying = [asyncio.create_task(self.notifier.run(), name="notifier")] \
+                if s.notifications else []
+            return [asyncio.create_task(self.relay.run(), name="relay"), *notifying,
                     asyncio.create_task(self.queries.follow(), name="projector")]
         self.relay = self.notifier = OutboxProcess(
-            self.settings.store, self.settings.nats_url, user=host_user(self.host),
-            credentials=self.settings.nats_credentials, views=self.settings.views,
-            on_views=self.queries.advance).start()
+            s.store, s.nats_url, user=host_user(self.host), credentials=s.nats_credentials,
+            views=s.views, notify=s.notifications, on_views=self.queries.advance).start()
         return [asyncio.create_task(self.relay.run(), name="outbox-worker")]
 
     async def stop(self) -> None:
