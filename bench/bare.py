@@ -132,13 +132,12 @@ async def serve(url: str, store_url: str, outbox: str, shape: str, host: str) ->
     notifier = _notifier(store, js, host) if shape == "contract" else None
     notifying = loop.create_task(notifier.run()) if notifier is not None else None
 
-    def committed(_: Any) -> None:
+    def committed() -> None:
         outbox_handle.wake()
         if notifier is not None:
             notifier.wake()
 
-    writer = GroupCommitWriter(store, on_commit=lambda _:
-                               loop.call_soon_threadsafe(committed, None))
+    writer = GroupCommitWriter(store, on_commit=lambda _: loop.call_soon_threadsafe(committed))
     versions: dict[str, int] = {}
     driver = _driver() if shape == "contract" else None
     busy: dict[str, asyncio.Task[Any]] = {}
