@@ -49,11 +49,12 @@ async def measure(url: str, store: str | None, instances: int, commands: int, wi
                   profile: str | None = None, env: dict[str, str] | None = None,
                   bare_env: dict[str, str] | None = None, outbox: str = "process",
                   floor_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Both figures in one run, interleaved: the bare loop and the host (same NATS server)
-    both run, and each round of the host's commands follows a round of as many bare ones.
+    """Every figure in one run, interleaved: the bare loop, the contract floor and the host
+    (same NATS server) all run, and each round of the host's commands follows a round of as
+    many bare ones and as many of the floor's.
     Machines of this kind change speed by a third within a minute (other tenants): rounds
     side by side see the same machine, one phase after the other did not. Each phase's CPU
-    is read once both pipelines are quiet again, so work a round leaves behind (the
+    is read once all pipelines are quiet again, so work a round leaves behind (the
     projector catching up) counts for its own side, not for the next round."""
     work = work_dir("throughput")
     env = {"COMPUTE_OUTBOX": outbox, **(env or {})}
