@@ -37,9 +37,12 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from compute.messaging.relay import Relay  # noqa: E402
 from compute.messaging.streams import ensure_streams  # noqa: E402
 from compute.messaging.subjects import COMMANDS_STREAM, host_commands  # noqa: E402
 from compute.runtime import tune_gc  # noqa: E402
+from compute.store.log import read_rows  # noqa: E402
+from compute.store.mapper import event_name  # noqa: E402
 
 HOST = "bare"
 HYPERVISOR = {"run_instance": "spawn", "stop_instance": "power_off",
@@ -72,29 +75,27 @@ NOTIFIED = frozenset({"Started", "Done"})
 """The events that carry a notification (an action's ``.start`` and ``.end``)."""
 
 
-def _notifier(store: Any, js: Any, host: str) -> Any:
+class BareNotifier(Relay):
     """A follower of the log publishing one notification per action start and end: the
     relay's machinery (lease, tracked position, pipelined page) with the notifier's output
     and no fold or payload (domain work)."""
-    from compute.messaging.relay import Relay
-    from compute.store.log import read_rows
-    from compute.store.mapper import event_name
 
-    class Notifier(Relay):
-        tracking_name = "bare-notifications"
+    tracking_name = "bare-notifications"
 
-        async def run_once(self) -> int:
-            page = await asyncio.to_thread(read_rows, self.store, self.position, self.page)
-            if not page:
-                return 0
-            await self.publisher.publish_page(
-                (f"compute.notify.{host}.{name}", state, f"{uuid}:{version}:0")
-                for _, uuid, version, topic, state in page
-                if (name := event_name(topic)) in NOTIFIED)
-            self.advanced(page[-1][0], len(page))
-            return len(page)
+    def __init__(self, store: Any, js: Any, host: str) -> None:
+        super().__init__(store, js)
+        self.host = host
 
-    return Notifier(store, js)
+    async def run_once(self) -> int:
+        page = await asyncio.to_thread(read_rows, self.store, self.position, self.page)
+        if not page:
+            return 0
+        await self.publisher.publish_page(
+            (f"compute.notify.{self.host}.{name}", state, f"{uuid}:{version}:0")
+            for _, uuid, version, topic, state in page
+            if (name := event_name(topic)) in NOTIFIED)
+        self.advanced(page[-1][0], len(page))
+        return len(page)
 
 
 def _driver() -> Any:
@@ -129,7 +130,7 @@ async def serve(url: str, store_url: str, outbox: str, shape: str, host: str) ->
     loop = asyncio.get_running_loop()
     outbox_handle = await start_outbox(store, store_url, url, js, mode=outbox, notify=False,
                                        project=False, user=host_user(host))
-    notifier = _notifier(store, js, host) if shape == "contract" else None
+    notifier = BareNotifier(store, js, host) if shape == "contract" else None
     notifying = loop.create_task(notifier.run()) if notifier is not None else None
 
     def committed() -> None:

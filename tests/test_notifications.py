@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Any
 
 import msgspec
 import nats.errors
@@ -14,6 +13,7 @@ from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from tests.conftest import boot_payload
+from tests.test_outbox import events_of
 
 
 async def notifications(client: ComputeClient, vm: str, until: str) -> list[dict]:
@@ -143,8 +143,7 @@ async def test_a_host_with_notifications_off_relays_its_events_and_publishes_no_
         vm = str(uuid.uuid4())
         await client.send(host.host, vm, "run_instance", boot_payload("quiet"))
         done = await client.send(host.host, vm, "stop_instance")
-        events = client.events(host=host.host, uuid=vm)
-        seen = [event["event"] async for event in _first(events, done.version)]
+        seen = await events_of(client, host.host, vm, done.version)
         assert seen[-1] == "PoweredOff"
         sub = await client.js.subscribe("compute.notify.>", ordered_consumer=True)
         try:
@@ -157,12 +156,3 @@ async def test_a_host_with_notifications_off_relays_its_events_and_publishes_no_
             await sub.unsubscribe()
     assert notes == []
 
-
-async def _first(stream: Any, count: int) -> Any:
-    n = 0
-    async for item in stream:
-        yield item
-        n += 1
-        if n == count:
-            break
-    await stream.aclose()
