@@ -30,8 +30,8 @@ NOVA_ALLOWED_VM = {
     "suspend_instance": {V.ACTIVE},
     "resume_instance": {V.SUSPENDED},
     "terminate_instance": set(V) - {V.DELETED},
-    # a soft-deleted instance is restored or reclaimed, not soft-deleted again
-    "soft_delete_instance": set(V) - {V.DELETED, V.SOFT_DELETED},
+    # nova/compute/api.py soft_delete: vm_state=None, task_state=None (any)
+    "soft_delete_instance": set(V) - {V.DELETED},
     "restore_instance": {V.SOFT_DELETED},
     "rescue_instance": {V.ACTIVE, V.STOPPED, V.ERROR},
     "unrescue_instance": {V.RESCUED},
@@ -59,8 +59,9 @@ NOVA_ALLOWED_VM = {
     "live_migration_abort": set(V) - {V.DELETED},      # any vm_state, task MIGRATING
 }
 ONLY_TASKS = {"live_migration_abort": {T.MIGRATING}}
+# update/delete_instance_metadata: task_state=None in nova/compute/api.py (any)
 ANY_TASK = {"terminate_instance", "soft_delete_instance", "remove_volume_connection",
-            "refresh_instance_security_rules"}
+            "refresh_instance_security_rules", "change_instance_metadata"}
 SAMPLE = {
     "rebuild_instance": {"image_ref": "img2"},
     "set_admin_password": {"new_pass": "pw"},

@@ -60,9 +60,10 @@ def test_states_nova_leaves_alone(vm, task) -> None:
     assert plan(vm, task, P.RUNNING, P.RUNNING) is None
 
 
-def test_resume_guests_state_on_host_boot_starts_guests_that_were_running() -> None:
+def test_resume_guests_state_on_host_boot_resumes_guests_that_were_running() -> None:
     r = plan(V.ACTIVE, None, P.RUNNING, P.NOSTATE, resume_guests_state_on_host_boot=True)
-    assert (r.rule, r.rerun) == (17, "start_instance")
+    assert (r.rule, r.rerun, r.resume, r.vm_state, r.task_state) == (17, None, True,
+                                                                     V.ACTIVE, None)
     assert plan(V.ACTIVE, None, P.RUNNING, P.NOSTATE) is None
 
 

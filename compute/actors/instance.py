@@ -277,7 +277,8 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                 released += flow.host_events
         else:
             log.warning("instance %s: %s failed: %s", self.uuid, op.name, error)
-            inst.fail(op, env.command_id, error, power)
+            if inst.fail(op, env.command_id, error, power):
+                error = None     # a fault, yet the operation ended (a reboot, guest running)
             if op.claims:
                 released = self.ctx.tracker.release(str(self.uuid), env.command_id)
             if op.allocates and "address" in params:      # the address goes back

@@ -12,8 +12,8 @@ from compute.actors.refs import as_uuid, instance_ref
 from compute.domain.instance import Instance
 from compute.domain.operations import OPERATIONS, lookup, variant
 from compute.domain.power_sync import SyncAction, decide
-from compute.domain.recovery import plan
-from compute.domain.states import PowerState
+from compute.domain.recovery import Recovery, plan
+from compute.domain.states import PowerState, VmState
 from compute.events.commands import StopInstance
 
 log = logging.getLogger("compute.instance")
@@ -49,6 +49,8 @@ class FollowsHypervisor:
             after = await self.ctx.moves.recover(self, inst, command_id, power)
             inst.observe_power(command_id, after)
             await self._commit(inst.collect_events())
+        if recovery.resume:
+            await self._resume_guest(inst, command_id)
         if recovery.rerun is None:
             return
         op = lookup(recovery.rerun)
@@ -58,6 +60,25 @@ class FollowsHypervisor:
         inst.action_params = {**inst.action_params, **fields}   # the rule decides the type
         env = Envelope(uuid=self.uuid, op=op, payload=payload, command_id=command_id)
         await self._drive(env, inst, variant(op, payload), events, position)
+
+    async def _resume_guest(self, inst: Instance, command_id: str) -> None:
+        """Rule 17, Nova's _resume_guests_state (nova/compute/manager.py): the driver's
+        resume_state_on_host_boot brings the guest back (a hard reboot); states stay as
+        they are, only the power state is recorded. A guest that cannot be brought back
+        sends the instance to ERROR (Nova's _set_instance_obj_error_state)."""
+        ref = instance_ref(inst)
+        try:
+            after = PowerState(await self.ctx.driver.call("resume_state_on_host_boot", ref))
+        except Exception as exc:
+            log.warning("instance %s: resuming the guest failed: %s", self.uuid, exc)
+            power = await self._power_state(ref, PowerState.NOSTATE)
+            inst.recover(Recovery(17, f"failed to resume the guest: {exc}"[:255],
+                                  VmState.ERROR, None), power, command_id)
+        else:
+            inst.observe_power(command_id, after)
+        events = inst.collect_events()
+        if events:
+            await self._commit(events)
 
     async def _sync_power(self, msg: SyncPower) -> None:
         """Follow the hypervisor: record its power state (a crash as such), stop what went

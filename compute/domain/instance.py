@@ -23,7 +23,7 @@ from compute.domain.errors import (
     MigrationCancelled,
 )
 from compute.domain.migration import Migration, MigrationStatus
-from compute.domain.operations import OnFailure, Operation
+from compute.domain.operations import OPERATIONS, OnFailure, Operation
 from compute.domain.recovery import Recovery
 from compute.domain.states import PowerState, TaskState, VmState
 from compute.events import lifecycle as e
@@ -109,13 +109,18 @@ class Instance(BaseAggregate[UUID]):
             self.recent.popitem(last=False)
 
     def check(self, op: Operation) -> None:
-        """Nova's ``check_instance_state``: raise unless ``op`` is allowed now."""
+        """Nova's ``check_instance_state`` (nova/compute/api.py): raise unless ``op`` is
+        allowed now. Its ``must_have_launched`` (on for all but delete) refuses an instance
+        whose guest never launched: a failed build has no guest (in Nova, no host), so
+        stopping, rebooting or soft-deleting it must not create one."""
         if self.deleted:
             raise InstanceNotFound(self.id)
         if op.vm_states is not None and self.vm_state not in op.vm_states:
             raise InstanceInvalidState(self.id, "vm_state", self.vm_state.value, op.name)
         if op.task_states is not None and self.task_state not in op.task_states:
             raise InstanceInvalidState(self.id, "task_state", self.task_state, op.name)
+        if op.must_have_launched and self.launched_at is None:
+            raise InstanceInvalidState(self.id, "launched_at", None, op.name)
 
     # -- the three moves of every operation ---------------------------------------------
     def accept(self, op: Operation, command_id: str, payload: Command, *,
@@ -142,15 +147,32 @@ class Instance(BaseAggregate[UUID]):
             self._emit(e.GuestRequestTimedOut, command_id, operation=op.name, **timeout)
         now = utcnow()
         params = params or {}
+        stop_after = op.keeps_stopped and self.action_vm_state is VmState.STOPPED
         vm_state = op.final_vm_state or self.vm_state
-        if op.keeps_stopped and self.action_vm_state is VmState.STOPPED:
-            vm_state = VmState.STOPPED
         vm_state = op.event.vm_state_after(vm_state, power_state, self)
+        # The driver spawned the guest running and then powered it off (stop_after): the
+        # operation's own event records the guest as spawned, the stop records the rest.
+        spawned = PowerState.RUNNING if stop_after else power_state
         self._emit(op.event, command_id, timestamp=now, operation=op.name, action=op.action,
                    action_event=op.action_event, vm_state=vm_state,
-                   power_state=power_state, **op.event.details(params, now, self))
+                   power_state=spawned, **op.event.details(params, now, self))
+        if stop_after:
+            self._stop_after(op, command_id, power_state)
         if params.get("image_type") == "backup":
             self._rotate_backups(params["backup_type"], params["rotation"], command_id)
+
+    def _stop_after(self, op: Operation, command_id: str, power_state: PowerState) -> None:
+        """A rebuilt instance that was STOPPED is stopped again, as Nova's
+        _do_rebuild_instance does (nova/compute/manager.py): ACTIVE / powering-off, then
+        ``stop_instance(clean_shutdown=False)``, an action event of the same request
+        (``compute_stop_instance``), ending STOPPED; its notifications are power_off's."""
+        stop = OPERATIONS["stop_instance"]
+        self._emit(e.ActionStarted, command_id, operation=stop.name, action=op.action,
+                   action_event=stop.action_event, task_state=stop.task_state,
+                   params={"clean_shutdown": False})
+        self._emit(stop.event, command_id, operation=stop.name, action=op.action,
+                   action_event=stop.action_event, vm_state=stop.final_vm_state,
+                   power_state=power_state)
 
     def _rotate_backups(self, backup_type: str, rotation: int, command_id: str) -> None:
         """Nova's _rotate_backups (§2.11): keep the newest ``rotation`` backups of this type,
@@ -162,23 +184,31 @@ class Instance(BaseAggregate[UUID]):
                        reason=f"backup rotation ({backup_type}, keep {rotation})")
 
     def fail(self, op: Operation, command_id: str, error: BaseException,
-             power_state: PowerState) -> None:
-        """The hypervisor call failed: a fault (Nova's rules), then the task_state reverts."""
+             power_state: PowerState) -> bool:
+        """The hypervisor call failed: a fault (Nova's rules), then the task_state reverts.
+
+        True when the operation nonetheless ended as done: Nova's reboot_instance
+        (nova/compute/manager.py) records the fault of a reboot that failed with the guest
+        still running, sends reboot.error, then finishes the reboot as usual (ACTIVE,
+        reboot.end, the action event a success)."""
         code = error.code if isinstance(error, ComputeError) else 500
         message = str(error) or type(error).__name__
         details = getattr(error, "details", "") if code == 500 else ""
         if not isinstance(error, MigrationCancelled):   # a cancel on request is no fault
             self._emit(e.FaultRecorded, command_id, operation=op.name, code=code,
                        message=message[:MAX_FAULT_MESSAGE], details=details)
+        if op.on_failure is OnFailure.ERROR_UNLESS_RUNNING \
+                and power_state is PowerState.RUNNING:
+            self.complete(op, command_id, power_state, dict(self.action_params))
+            return True
         vm_state = self.vm_state
-        if op.on_failure is OnFailure.ERROR or (
-            op.on_failure is OnFailure.ERROR_UNLESS_RUNNING
-            and power_state is not PowerState.RUNNING
-        ) or (op.on_failure is OnFailure.ROLLBACK
-              and not isinstance(error, InstanceFaultRollback | MigrationCancelled)):
+        if op.on_failure in (OnFailure.ERROR, OnFailure.ERROR_UNLESS_RUNNING) or (
+                op.on_failure is OnFailure.ROLLBACK
+                and not isinstance(error, InstanceFaultRollback | MigrationCancelled)):
             vm_state = VmState.ERROR
         self._emit(e.TaskReverted, command_id, operation=op.name, action=op.action,
                    action_event=op.action_event, vm_state=vm_state, power_state=power_state)
+        return False
 
     def network_info(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """The guest's interfaces as they will be once the operation in flight (whose

@@ -37,7 +37,8 @@ class OnFailure(enum.Enum):
 
     KEEP = "keep"                  # reverts_task_state only
     ERROR = "error"                # _error_out_instance_on_exception / _set_instance_error_state
-    ERROR_UNLESS_RUNNING = "error_unless_running"  # reboot: ERROR only if the guest is not running
+    ERROR_UNLESS_RUNNING = "error_unless_running"  # reboot: ERROR if the guest is not running;
+                                   # if it runs, the fault is kept and the reboot ends (ACTIVE)
     ROLLBACK = "rollback"          # moves: kept on InstanceFaultRollback, else ERROR
 
 
@@ -59,7 +60,9 @@ class Operation:
     preempts: bool = False                     # runs even while another operation is in flight
     claims: bool = False                       # takes a resource claim (released on failure)
     releases: bool = False                     # gives the instance's claim back on success
-    keeps_stopped: bool = False                # a STOPPED instance ends STOPPED (rebuild)
+    keeps_stopped: bool = False                # a STOPPED instance is stopped again after
+                                               # (rebuild: Nova calls stop_instance)
+    must_have_launched: bool = True            # refused until the guest first launched
     allocates: bool = False                    # takes an address from params["network_id"]
     needs_rules: bool = False                  # gets its security groups' rules
     flow: str = ""                             # a move across hosts (actors/moves.py) runs
@@ -79,7 +82,8 @@ _ROWS: tuple[Operation, ...] = (
               claims=True),
     Operation("terminate_instance", c.InstanceCommand, "delete", None, None, T.DELETING, (),
               "destroy", e.Terminated, V.DELETED, OnFailure.ERROR, "delete",
-              "Destroy the guest and delete the instance.", preempts=True, releases=True),
+              "Destroy the guest and delete the instance.", preempts=True, releases=True,
+              must_have_launched=False),
     Operation("reboot_instance", c.RebootInstance, "reboot", ALLOW_SOFT_REBOOT, IDLE,
               T.REBOOTING, (T.REBOOT_PENDING, T.REBOOT_STARTED), "reboot", e.Rebooted,
               V.ACTIVE, OnFailure.ERROR_UNLESS_RUNNING, "reboot",
@@ -108,9 +112,9 @@ IMAGE_STATES = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED})
 LIVE = frozenset(set(VmState) - {V.DELETED})
 
 _ROWS += (
-    Operation("soft_delete_instance", c.InstanceCommand, "delete", LIVE - {V.SOFT_DELETED},
+    Operation("soft_delete_instance", c.InstanceCommand, "delete", None,
               None, T.SOFT_DELETING, (), "soft_delete", e.SoftDeleted, V.SOFT_DELETED,
-              OnFailure.ERROR, "soft-delete",
+              OnFailure.KEEP, "soft-delete",
               "Delete, but keep the instance restorable until it is reclaimed.",
               preempts=True),
     Operation("restore_instance", c.InstanceCommand, "restore", frozenset({V.SOFT_DELETED}),
@@ -121,7 +125,7 @@ _ROWS += (
               e.Rescued, V.RESCUED, OnFailure.ERROR, "rescue",
               "Boot from a rescue image with the instance's disk attached."),
     Operation("unrescue_instance", c.InstanceCommand, "unrescue", frozenset({V.RESCUED}),
-              IDLE, T.UNRESCUING, (), "unrescue", e.Unrescued, V.ACTIVE, OnFailure.KEEP,
+              IDLE, T.UNRESCUING, (), "unrescue", e.Unrescued, V.ACTIVE, OnFailure.ERROR,
               "unrescue", "Boot from the instance's own disk again."),
     Operation("rebuild_instance", c.RebuildInstance, "rebuild",
               frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), IDLE, T.REBUILDING,
@@ -136,7 +140,7 @@ _ROWS += (
               (), "inject_file", e.FileInjected, None, OnFailure.KEEP, "inject-file",
               "Write a file into the guest."),
     Operation("change_instance_metadata", c.ChangeInstanceMetadata, "change_metadata",
-              frozenset({V.ACTIVE, V.PAUSED, V.SUSPENDED, V.STOPPED}), IDLE, None, (),
+              frozenset({V.ACTIVE, V.PAUSED, V.SUSPENDED, V.STOPPED}), None, None, (),
               "set_metadata", e.MetadataChanged, None, OnFailure.KEEP, "metadata",
               "Replace the metadata published to the guest."),
     Operation("snapshot_instance", c.SnapshotInstance, "createImage", IMAGE_STATES, IDLE,
@@ -162,7 +166,8 @@ _ROWS += (
     Operation("remove_volume_connection", c.VolumeCommand, "remove_volume_connection", LIVE,
               None, None, (), "remove_volume_connection", d.VolumeConnectionRemoved, None,
               OnFailure.KEEP, "remove-volume-connection",
-              "Tear down this host's connection to a volume (after a move)."),
+              "Tear down this host's connection to a volume (after a move).",
+              must_have_launched=False),
 )
 
 IFACE_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED})
@@ -193,7 +198,7 @@ _ROWS += (
               LIVE, None, None, (), "refresh_security_rules", d.SecurityRulesApplied, None,
               OnFailure.KEEP, "refresh-rules",
               "Render the instance's security group rules to the hypervisor's filter.",
-              needs_rules=True),
+              needs_rules=True, must_have_launched=False),
 )
 
 MOVE_STATES = frozenset({V.ACTIVE, V.STOPPED})

@@ -2,13 +2,14 @@
 
 Nothing runs on the hypervisor's behalf while the service is down, so an operation found in
 flight is either cleared, redone, or the instance goes to ERROR. The 17 rules are evaluated in
-Nova's order (reference/nova-behaviour.md §2.7); rules that only touch Nova internals with no
-counterpart here (3: partial DB deletion, 14: plugging VIFs) are listed for completeness.
+Nova's order (nova/compute/manager.py: _init_instance, _retry_reboot, _resume_guests_state);
+rules that only touch Nova internals with no counterpart here (3: partial DB deletion, 14:
+plugging VIFs) are listed for completeness.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compute.domain.states import (
     ALLOW_HARD_REBOOT,
@@ -37,7 +38,8 @@ CLEAR_WHEN_RUNNING = frozenset({T.REBOOT_STARTED, T.REBOOT_STARTED_HARD, T.REBOO
 
 @dataclass(frozen=True)
 class Recovery:
-    """One decision: the states to record, and the operation to run again, if any."""
+    """One decision: the states to record, the operation to run again, if any, and
+    whether the guest is to be brought back (rule 17, after the rule that applied)."""
 
     rule: int
     reason: str
@@ -45,13 +47,16 @@ class Recovery:
     task_state: T | None
     rerun: str | None = None          # operation name from the operation table
     reboot_type: str | None = None
+    resume: bool = False              # rule 17: hard-reboot a guest that ran before
 
 
 def plan(vm: V, task: T | None, db_power: P, power: P, *,
          resume_guests_state_on_host_boot: bool = False) -> Recovery | None:
     """The rule that applies to an instance of this host, or None (nothing to do).
 
-    ``db_power`` is what the log says, ``power`` what the hypervisor says now."""
+    ``db_power`` is what the log says, ``power`` what the hypervisor says now. Rules that
+    return in Nova's _init_instance (nova/compute/manager.py) return here; those that do
+    not (6, 7, 10, 15, 16) go on to rule 17."""
     if vm is V.SOFT_DELETED or (vm is V.ERROR and task not in (T.RESIZE_MIGRATING, T.DELETING)):
         return None                                                         # rule 2
     if vm is V.DELETED:
@@ -60,12 +65,13 @@ def plan(vm: V, task: T | None, db_power: P, power: P, *,
         return Recovery(4, "build interrupted by a restart", V.ERROR, None)
     if vm in (V.ACTIVE, V.STOPPED) and task in REBUILD_STATES:
         return Recovery(5, "rebuild interrupted by a restart", V.ERROR, None)
+    resume = resume_guests_state_on_host_boot
     if task in SNAPSHOT_TASKS:                                              # vm != ERROR here
         return _or_resume(Recovery(6, "snapshot interrupted; cleared", vm, None),
-                          db_power, power, resume_guests_state_on_host_boot)
+                          vm, task, db_power, power, resume)
     if task is T.RESIZE_PREP:
         return _or_resume(Recovery(7, "resize_prep interrupted; cleared", vm, None),
-                          db_power, power, resume_guests_state_on_host_boot)
+                          vm, task, db_power, power, resume)
     if task is T.DELETING:
         return Recovery(8, "delete interrupted; deleting again", vm, task,
                         rerun="terminate_instance")
@@ -78,6 +84,7 @@ def plan(vm: V, task: T | None, db_power: P, power: P, *,
                         T.REBOOT_PENDING_HARD if hard else T.REBOOT_PENDING,
                         rerun="reboot_instance", reboot_type="HARD" if hard else "SOFT")
     if power is P.RUNNING and task in CLEAR_WHEN_RUNNING:
+        # (rule 17 cannot follow: the guest runs)
         return Recovery(10, "guest is running; operation considered done", V.ACTIVE, None)
     if power is P.PAUSED and task is T.UNPAUSING:
         return Recovery(11, "unpause interrupted; unpausing again", vm, task,
@@ -89,16 +96,23 @@ def plan(vm: V, task: T | None, db_power: P, power: P, *,
                         rerun="start_instance")
     # rule 14: plug VIFs: nothing to plug on this driver
     if task is T.RESIZE_MIGRATING:
-        return Recovery(15, "resize_migrating interrupted; reverted", vm, None)
+        return _or_resume(Recovery(15, "resize_migrating interrupted; reverted", vm, None),
+                          vm, task, db_power, power, resume)
     if task is T.MIGRATING:
-        return Recovery(16, "live migration interrupted; reset", vm, None)
-    return _or_resume(None, db_power, power, resume_guests_state_on_host_boot)
+        return _or_resume(Recovery(16, "live migration interrupted; reset", vm, None),
+                          vm, task, db_power, power, resume)
+    return _or_resume(None, vm, task, db_power, power, resume)
 
 
-def _or_resume(found: Recovery | None, db_power: P, power: P, enabled: bool) -> Recovery | None:
-    """Rule 17: guests that were running before the host went down are started again."""
-    if enabled and db_power is P.RUNNING and power is not P.RUNNING:
-        vm = found.vm_state if found else V.ACTIVE
-        return Recovery(17, "guest was running before the restart; starting it", vm,
-                        found.task_state if found else None, rerun="start_instance")
-    return found
+def _or_resume(found: Recovery | None, vm: V, task: T | None, db_power: P, power: P,
+               enabled: bool) -> Recovery | None:
+    """Rule 17 (Nova's _resume_guests_state, with resume_guests_state_on_host_boot): a
+    guest the log says ran and the hypervisor says does not is brought back by the driver's
+    resume_state_on_host_boot (a hard reboot); vm_state and task_state stay as they are
+    (after the rule that applied, if any)."""
+    if not (enabled and db_power is P.RUNNING and power is not P.RUNNING):
+        return found
+    if found is not None:
+        return replace(found, resume=True)
+    return Recovery(17, "guest was running before the restart; resuming it", vm, task,
+                    resume=True)

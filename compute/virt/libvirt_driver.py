@@ -192,6 +192,13 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin, SnapshotsMixin)
             return PowerState.NOSTATE
         if dom.isActive():
             dom.destroy()
+        self._undefine(dom)
+        return PowerState.NOSTATE
+
+    @staticmethod
+    def _undefine(dom: libvirt.virDomain) -> None:
+        """Forget the domain's definition with its managed save and its snapshots' metadata:
+        a snapshot is an image (Nova uploads it), it never blocks a rebuild or a delete."""
         try:
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                               | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
@@ -199,7 +206,6 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin, SnapshotsMixin)
             if exc.get_error_code() not in (VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
                 raise
             dom.undefine()
-        return PowerState.NOSTATE
 
     @_typed
     def reboot(self, ref: InstanceRef, reboot_type: str = "SOFT") -> PowerState | Finished:
@@ -228,6 +234,17 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin, SnapshotsMixin)
             dom.managedSaveRemove()
         dom.create()
         return self._power(dom)
+
+    @_typed
+    def resume_state_on_host_boot(self, ref: InstanceRef) -> PowerState:
+        """Nova's libvirt resume_state_on_host_boot: a guest that runs, is paused or
+        suspended is left alone; one that is off or that the hypervisor lost (a rebooted
+        host) gets a hard reboot, which defines it again."""
+        dom = self._find(ref)
+        if dom is not None and self._power(dom) in (PowerState.RUNNING, PowerState.PAUSED,
+                                                    PowerState.SUSPENDED):
+            return self._power(dom)
+        return self._hard_reboot(ref)
 
     @_typed
     def power_off(self, ref: InstanceRef, clean_shutdown: bool = True
@@ -321,7 +338,7 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin, SnapshotsMixin)
         if dom is not None:
             if dom.isActive():
                 dom.destroy()
-            dom.undefine()
+            self._undefine(dom)
         dom = self._define(rebuilt)
         dom.create()
         if admin_password:
