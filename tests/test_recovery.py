@@ -177,3 +177,85 @@ async def test_a_host_killed_mid_operation_recovers_each_instance_by_novas_rules
     finally:
         third.send_signal(signal.SIGTERM)
         third.wait(timeout=30)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+async def test_a_host_killed_and_started_again_brings_its_running_guests_back_only_with_resume(
+        tmp_path: Path, nats_server, hypervisor_uri, client: ComputeClient,
+        resume: bool) -> None:
+    """Nova's resume_guests_state_on_host_boot (nova/compute/manager.py _init_instance,
+    _resume_guests_state): the host goes down with its guests (the test hypervisor keeps no
+    state across processes); started again, it hard-reboots the guests that were running,
+    vm_state and task_state untouched, only when the option is on; a stopped one stays off."""
+    import msgspec
+
+    from compute.events.outcomes import Rejected
+
+    host = f"boot{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "COMPUTE_HOST": host,
+           "COMPUTE_NATS_URL": nats_server.add_user("host", host),
+           "COMPUTE_STORE": str(tmp_path / "compute.sqlite"),
+           "COMPUTE_VIEWS": str(tmp_path / "views.sqlite"),
+           "COMPUTE_LIBVIRT_URI": hypervisor_uri(), "COMPUTE_ACK_WAIT": "2",
+           "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "host.log"
+    flavor = {"name": "t", "vcpus": 1, "memory_mb": 256, "root_gb": 1}
+    running, stopped = str(uuid.uuid4()), str(uuid.uuid4())
+
+    async def guest_state(vm: str) -> str:
+        """What the hypervisor says of the guest: its state, or "missing"."""
+        reply = await client.nc.request(f"compute.call.{host}.get_diagnostics",
+                                        msgspec.json.encode({"uuid": vm}), timeout=10)
+        body = msgspec.json.decode(reply.data)
+        if body.get("outcome") == "Rejected":
+            assert "Domain not found" in body["message"], body
+            return "missing"
+        return body["state"]
+
+    async def host_is_up() -> bool:
+        try:
+            await client.js.consumer_info("COMPUTE_COMMANDS", f"host-{host}")
+            return True
+        except Exception:
+            return False
+
+    first = start_host(env, log)
+    try:
+        await wait_for(host_is_up)
+        for vm in (running, stopped):
+            out = await client.send(host, vm, "run_instance",
+                                    {"image_ref": "img", "flavor": flavor}, timeout=30)
+            assert out.vm_state == "active", out
+        await client.send(host, stopped, "stop_instance", timeout=30)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+
+    second = start_host(env, log, COMPUTE_RESUME_GUESTS_STATE_ON_HOST_BOOT=str(resume).lower())
+    try:
+        # Recoveries are first in the mailboxes: once a refused command is answered, the
+        # instance's recovery is over.
+        for vm, op in ((running, "start_instance"), (stopped, "stop_instance")):
+            barrier = await client.send(host, vm, op, timeout=60)
+            assert isinstance(barrier, Rejected), barrier
+        assert await guest_state(running) == ("running" if resume else "missing")
+        assert await guest_state(stopped) == "missing"
+        store = open_store(env["COMPUTE_STORE"])
+        try:
+            after = {vm: [e for e in history(store, uuid.UUID(vm))
+                          if e["event"] in ("Recovered", "PowerStateChanged")]
+                     for vm in (running, stopped)}
+            inst = store.get_instance(uuid.UUID(running))
+        finally:
+            store.close()
+        if resume:
+            assert [(e["event"], e.get("rule"), e.get("vm_state"), e.get("task_state"),
+                     e["power_state"]) for e in after[running]] == [
+                ("Recovered", 17, "active", None, 0), ("PowerStateChanged", None, None, None, 1)]
+        else:
+            assert after[running] == []
+        assert after[stopped] == []
+        assert (inst.vm_state, inst.task_state, inst.power_state) == (V.ACTIVE, None, P.RUNNING)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
