@@ -58,7 +58,9 @@ NOVA_ALLOWED_VM = {
     "live_migration": {V.ACTIVE, V.PAUSED},
     "live_migration_abort": set(V) - {V.DELETED},      # any vm_state, task MIGRATING
 }
-ONLY_TASKS = {"live_migration_abort": {T.MIGRATING}}
+# soft_delete: Nova's _delete ignores it while a (soft) delete is in flight; refused here
+ONLY_TASKS = {"live_migration_abort": {T.MIGRATING},
+              "soft_delete_instance": {None, *T} - {T.DELETING, T.SOFT_DELETING}}
 # update/delete_instance_metadata: task_state=None in nova/compute/api.py (any)
 ANY_TASK = {"terminate_instance", "soft_delete_instance", "remove_volume_connection",
             "refresh_instance_security_rules", "change_instance_metadata"}

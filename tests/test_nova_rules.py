@@ -179,6 +179,9 @@ def test_a_rebuild_of_a_stopped_instance_goes_active_then_stops(before: V,
     # soft_delete: vm_state=None, task_state=None
     ("soft_delete_instance", V.SOFT_DELETED, None, True),
     ("soft_delete_instance", V.RESCUED, T.UNRESCUING, True),
+    # _delete ignores a soft delete while a delete is in flight: it never takes over one
+    ("soft_delete_instance", V.ACTIVE, T.DELETING, False),
+    ("soft_delete_instance", V.ACTIVE, T.SOFT_DELETING, False),
     # deliberately stricter (see the operation table's docstring): Nova checks the lock only
     ("add_fixed_ip_to_instance", V.RESCUED, None, False),
     ("inject_network_info", V.SUSPENDED, None, False),

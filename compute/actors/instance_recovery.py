@@ -82,7 +82,7 @@ class FollowsHypervisor:
 
     async def _sync_power(self, msg: SyncPower) -> None:
         """Follow the hypervisor: record its power state (a crash as such), stop what went
-        down (§2.8)."""
+        down (nova/compute/manager.py _sync_instance_power_state)."""
         inst = self.instance
         if inst is None or inst.host != self.ctx.host or inst.deleted or inst.busy:
             return

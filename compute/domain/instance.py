@@ -175,7 +175,7 @@ class Instance(BaseAggregate[UUID]):
                    power_state=power_state)
 
     def _rotate_backups(self, backup_type: str, rotation: int, command_id: str) -> None:
-        """Nova's _rotate_backups (§2.11): keep the newest ``rotation`` backups of this type,
+        """Nova's _rotate_backups (nova/compute/manager.py): keep the newest ``rotation`` backups of this type,
         the one just taken included (rotation 0 deletes them all)."""
         backups = [i for i, (kind, btype) in self.images.items()
                    if kind == "backup" and btype == backup_type]   # oldest first

@@ -1,10 +1,48 @@
 """The one table of operations: it drives validation, routing, the CLI and the docs.
 
-Each row is read from Nova's code (reference/nova-behaviour.md §1.6): the vm_states and
-task_states the API guard accepts, the task_state the API sets, the task_states compute passes
-through before the hypervisor call, the driver method, the event that records success, the
-final vm_state, and what a failure does to the vm_state. A new operation is a row here, an
-event class and a driver method.
+Each row is read from Nova's code: the vm_states and task_states the API guard accepts
+(``check_instance_state`` in nova/compute/api.py, ``must_have_launched`` included), the
+task_state the API sets, the task_states compute passes through before the hypervisor call, the
+driver method, the event that records success, the final vm_state, and what a failure does to
+the vm_state (nova/compute/manager.py: ``reverts_task_state`` keeps it,
+``_error_out_instance_on_exception`` / ``_set_instance_obj_error_state`` set ERROR). A new
+operation is a row here, an event class and a driver method.
+
+Row by row against Nova (api.py guard; manager.py on failure):
+
+- run_instance: build (SCHEDULING; networking, block_device_mapping, spawning); ERROR.
+- terminate_instance: ``delete`` any vm/task state, must_have_launched=False; ERROR.
+- reboot_instance: ALLOW_SOFT_REBOOT + idle / ALLOW_HARD_REBOOT + ALLOW_REBOOT (HARD_REBOOT);
+  ``reboot_instance``: a failure with the guest still running keeps the fault, sends
+  reboot.error and ends the reboot (ACTIVE, reboot.end); otherwise ERROR.
+- stop [ACTIVE, ERROR], start [STOPPED], pause [ACTIVE], unpause [PAUSED]: reverts only.
+- suspend [ACTIVE], resume [SUSPENDED]: ``_error_out_instance_on_exception``: ERROR.
+- soft_delete: any vm/task state (must have launched); ``soft_delete_instance``: reverts only.
+  ``_delete`` ignores it while a (soft) delete is in flight: here it is refused then (409).
+- restore [SOFT_DELETED]: reverts only. rescue [ACTIVE, STOPPED, ERROR]: ERROR.
+- unrescue [RESCUED]: ``_error_out_instance_on_exception``: ERROR.
+- rebuild [ACTIVE, STOPPED, ERROR]: ERROR; a STOPPED instance goes ACTIVE / powering-off and
+  ``stop_instance`` ends it STOPPED (``_do_rebuild_instance``; ``keeps_stopped``).
+- set_admin_password [ACTIVE] idle: InstancePasswordSetFailed, reverts only.
+- change_instance_metadata: ``update_instance_metadata`` [ACTIVE, PAUSED, SUSPENDED, STOPPED],
+  task_state=None (any).
+- snapshot / backup [ACTIVE, STOPPED, PAUSED, SUSPENDED] idle: reverts only.
+- attach/detach volume (and reserve_block_device_name, part of attach): [ACTIVE, PAUSED,
+  STOPPED, RESIZED, SOFT_DELETED, SHELVED, SHELVED_OFFLOADED] idle.
+- attach/detach interface [ACTIVE, PAUSED, STOPPED], task_state=[None].
+- resize / migrate [ACTIVE, STOPPED] idle; confirm / revert [RESIZED]; live_migrate [ACTIVE,
+  PAUSED] idle; live_migrate_abort task_state=[MIGRATING], any vm_state.
+- remove_volume_connection, refresh_instance_security_rules: compute-side calls, no API guard.
+
+Where we are stricter on purpose:
+
+- add_fixed_ip_to_instance, remove_fixed_ip_from_instance, inject_network_info, reset_network:
+  Nova's API checks only the lock (nova-network calls, gone from today's API). Here each one
+  writes the guest's network settings into its definition through the driver, so it takes
+  attach_interface's guard: a guest that exists and whose devices may change, nothing in
+  flight; an address is never allocated for a call that could only fail.
+- inject_file is not in Nova's API (its compute method was deprecated); it needs a running
+  guest, as that method warned, hence [ACTIVE] and idle.
 """
 
 from __future__ import annotations
@@ -110,10 +148,13 @@ _ROWS: tuple[Operation, ...] = (
 
 IMAGE_STATES = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED})
 LIVE = frozenset(set(VmState) - {V.DELETED})
+# Nova's _delete (nova/compute/api.py) ignores a (soft) delete while one is in flight; a soft
+# delete must not take over a delete (the instance would come back soft-deleted): refused.
+NOT_DELETING: frozenset[T | None] = frozenset({None, *T} - {T.DELETING, T.SOFT_DELETING})
 
 _ROWS += (
     Operation("soft_delete_instance", c.InstanceCommand, "delete", None,
-              None, T.SOFT_DELETING, (), "soft_delete", e.SoftDeleted, V.SOFT_DELETED,
+              NOT_DELETING, T.SOFT_DELETING, (), "soft_delete", e.SoftDeleted, V.SOFT_DELETED,
               OnFailure.KEEP, "soft-delete",
               "Delete, but keep the instance restorable until it is reclaimed.",
               preempts=True),
@@ -233,14 +274,16 @@ _ROWS += (
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _ROWS}
 
-# A backup is a snapshot with its own task_states and action (§1.6.6).
+# A backup is a snapshot with its own task_states and action (nova/compute/api.py backup,
+# nova/compute/manager.py backup_instance: IMAGE_BACKUP, then the upload states).
 BACKUP = Operation(
     "snapshot_instance", c.SnapshotInstance, "createBackup", IMAGE_STATES, IDLE,
     T.IMAGE_BACKUP, (T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING), "snapshot", e.Snapshotted,
     None, OnFailure.KEEP, "backup", "Take a backup image, rotating older ones.",
 )
 
-# Hard reboot is a variant of reboot_instance with its own guard and progression (§1.6.2).
+# Hard reboot is a variant of reboot_instance with its own guard and progression
+# (nova/compute/api.py _hard_reboot: ALLOW_HARD_REBOOT, task_states.ALLOW_REBOOT).
 HARD_REBOOT = Operation(
     "reboot_instance", c.RebootInstance, "reboot", ALLOW_HARD_REBOOT, ALLOW_REBOOT_TASKS,
     T.REBOOTING_HARD, (T.REBOOT_PENDING_HARD, T.REBOOT_STARTED_HARD), "reboot", e.Rebooted,
