@@ -120,7 +120,8 @@ class Instance(BaseAggregate[UUID]):
         if op.task_states is not None and self.task_state not in op.task_states:
             raise InstanceInvalidState(self.id, "task_state", self.task_state, op.name)
         if op.must_have_launched and self.launched_at is None:
-            raise InstanceInvalidState(self.id, "launched_at", None, op.name)
+            raise InstanceInvalidState(self.id, "launched_at", "null (it never launched)",
+                                       op.name)
 
     # -- the three moves of every operation ---------------------------------------------
     def accept(self, op: Operation, command_id: str, payload: Command, *,
@@ -175,8 +176,8 @@ class Instance(BaseAggregate[UUID]):
                    power_state=power_state)
 
     def _rotate_backups(self, backup_type: str, rotation: int, command_id: str) -> None:
-        """Nova's _rotate_backups (nova/compute/manager.py): keep the newest ``rotation`` backups of this type,
-        the one just taken included (rotation 0 deletes them all)."""
+        """Nova's _rotate_backups (nova/compute/manager.py): keep the newest ``rotation``
+        backups of this type, the one just taken included (rotation 0 deletes them all)."""
         backups = [i for i, (kind, btype) in self.images.items()
                    if kind == "backup" and btype == backup_type]   # oldest first
         for image_id in backups[:max(len(backups) - rotation, 0)]:

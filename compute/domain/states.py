@@ -137,6 +137,7 @@ _STATUS: dict[VmState, tuple[str, dict[TaskState, str]]] = {
 
 
 def api_status(vm_state: VmState, task_state: TaskState | None) -> str:
-    """The API ``status`` Nova derives from vm_state and task_state (nova/api/openstack/common.py)."""
+    """The API ``status`` Nova derives from vm_state and task_state
+    (nova/api/openstack/common.py)."""
     default, overrides = _STATUS[vm_state]
     return overrides.get(task_state, default) if task_state is not None else default
