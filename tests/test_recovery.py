@@ -179,14 +179,23 @@ async def test_a_host_killed_mid_operation_recovers_each_instance_by_novas_rules
         third.wait(timeout=30)
 
 
-@pytest.mark.parametrize("resume", [False, True])
+RESUMED = [("Recovered", 17, "active", None, 0), ("PowerStateChanged", None, None, None, 1)]
+NOT_RESUMED = [("Recovered", 17, "active", None, 0), ("Recovered", 17, "error", None, 0)]
+
+
+@pytest.mark.parametrize("resume, faults, guest, events, vm_after", [
+    (False, "", "missing", [], V.ACTIVE),
+    (True, "", "running", RESUMED, V.ACTIVE),
+    (True, "resume_state_on_host_boot:0:1", "missing", NOT_RESUMED, V.ERROR),
+], ids=["off", "on", "on-but-the-hypervisor-fails"])
 async def test_a_host_killed_and_started_again_brings_its_running_guests_back_only_with_resume(
-        tmp_path: Path, nats_server, hypervisor_uri, client: ComputeClient,
-        resume: bool) -> None:
+        tmp_path: Path, nats_server, hypervisor_uri, client: ComputeClient, resume: bool,
+        faults: str, guest: str, events: list, vm_after: V) -> None:
     """Nova's resume_guests_state_on_host_boot (nova/compute/manager.py _init_instance,
     _resume_guests_state): the host goes down with its guests (the test hypervisor keeps no
     state across processes); started again, it hard-reboots the guests that were running,
-    vm_state and task_state untouched, only when the option is on; a stopped one stays off."""
+    vm_state and task_state untouched, only when the option is on (a guest it cannot bring
+    back goes to ERROR); a stopped one stays off."""
     import msgspec
 
     from compute.events.outcomes import Rejected
@@ -231,14 +240,15 @@ async def test_a_host_killed_and_started_again_brings_its_running_guests_back_on
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
 
-    second = start_host(env, log, COMPUTE_RESUME_GUESTS_STATE_ON_HOST_BOOT=str(resume).lower())
+    second = start_host(env, log, COMPUTE_RESUME_GUESTS_STATE_ON_HOST_BOOT=str(resume).lower(),
+                        COMPUTE_FAULTS=faults)
     try:
         # Recoveries are first in the mailboxes: once a refused command is answered, the
         # instance's recovery is over.
         for vm, op in ((running, "start_instance"), (stopped, "stop_instance")):
             barrier = await client.send(host, vm, op, timeout=60)
             assert isinstance(barrier, Rejected), barrier
-        assert await guest_state(running) == ("running" if resume else "missing")
+        assert await guest_state(running) == guest
         assert await guest_state(stopped) == "missing"
         store = open_store(env["COMPUTE_STORE"])
         try:
@@ -248,14 +258,12 @@ async def test_a_host_killed_and_started_again_brings_its_running_guests_back_on
             inst = store.get_instance(uuid.UUID(running))
         finally:
             store.close()
-        if resume:
-            assert [(e["event"], e.get("rule"), e.get("vm_state"), e.get("task_state"),
-                     e["power_state"]) for e in after[running]] == [
-                ("Recovered", 17, "active", None, 0), ("PowerStateChanged", None, None, None, 1)]
-        else:
-            assert after[running] == []
+        assert [(e["event"], e.get("rule"), e.get("vm_state"), e.get("task_state"),
+                 e["power_state"]) for e in after[running]] == events
         assert after[stopped] == []
-        assert (inst.vm_state, inst.task_state, inst.power_state) == (V.ACTIVE, None, P.RUNNING)
+        assert (inst.vm_state, inst.task_state) == (vm_after, None)
+        # off: the log's power state stands until the power sync looks (as in Nova)
+        assert inst.power_state is (P.NOSTATE if vm_after is V.ERROR else P.RUNNING)
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
