@@ -279,3 +279,22 @@ async def test_a_rebuild_after_a_snapshot_succeeds_and_so_does_the_delete(
     assert isinstance(again, Succeeded), again
     gone = await client.send(service.host, vm, "terminate_instance")
     assert isinstance(gone, Succeeded) and gone.vm_state == "deleted", gone
+
+
+async def test_a_rebuild_of_a_stopped_instance_is_one_action_with_a_stop_event(
+        service: HostService, client: ComputeClient) -> None:
+    """nova/compute/manager.py _do_rebuild_instance calls stop_instance, which records its
+    own action event (wrap_instance_event) under the rebuild's request."""
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    await client.send(service.host, vm, "stop_instance")
+    out = await client.send(service.host, vm, "rebuild_instance", {"image_ref": "img2"})
+    assert isinstance(out, Succeeded), out
+    assert out.events[-3:] == ["Rebuilt", "ActionStarted", "PoweredOff"]
+    assert (out.vm_state, out.task_state, out.power_state) == ("stopped", None, 4)
+    assert not service.driver.connect().lookupByUUIDString(vm).isActive()
+    detail = await client.query("instance", vm, min_position=out.position)
+    rebuild = detail["actions"][-1]
+    assert rebuild["action"] == "rebuild"
+    assert [(ev["event"], ev["result"]) for ev in rebuild["events"]] == [
+        ("compute_rebuild_instance", "Success"), ("compute_stop_instance", "Success")]
