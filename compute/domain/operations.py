@@ -52,6 +52,8 @@ class FailureNotice(enum.Enum):
                                    # (rebuild, _attach_volume, _attach_interface)
     ERROR_AND_END_IF_RUNNING = "error_and_end_if_running"  # _reboot_instance: .error and .end
                                    # while the guest still runs, else compute.exception
+    END_AND_EXCEPTION = "end_and_exception"  # soft_delete_instance: the finally of
+                                   # notify_about_instance_delete sends .end, then wrap_exception
 
 
 class Exists(enum.Enum):
@@ -152,7 +154,7 @@ _ROWS += (
               OnFailure.ERROR, "soft-delete",
               "Delete, but keep the instance restorable until it is reclaimed.",
               preempts=True,
-              notify="soft_delete"),
+              notify="soft_delete", on_failure_notice=FailureNotice.END_AND_EXCEPTION),
     Operation("restore_instance", c.InstanceCommand, "restore", frozenset({V.SOFT_DELETED}),
               IDLE, T.RESTORING, (), "power_on", e.Restored, V.ACTIVE, OnFailure.KEEP,
               "restore", "Bring a soft-deleted instance back.",

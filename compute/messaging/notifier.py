@@ -156,7 +156,10 @@ def before_notes(event: Any, before: Instance | None, fault: Primitive | None
                                                          FailureNotice.ERROR_AND_EXCEPTION):
             out.append(Note(f"instance.{row.notify}.error", row.notify_payload, before,
                             fault=fault))
-        if notice in (FailureNotice.EXCEPTION, FailureNotice.ERROR_AND_EXCEPTION):
+        if row is not None and row.notify and notice is FailureNotice.END_AND_EXCEPTION:
+            out.append(Note(f"instance.{row.notify}.end", row.notify_payload, before))
+        if notice in (FailureNotice.EXCEPTION, FailureNotice.ERROR_AND_EXCEPTION,
+                      FailureNotice.END_AND_EXCEPTION):
             out.append(Note(EXCEPTION, "ExceptionPayload", before, fault=fault))
         return out
     if isinstance(event, e.TaskReverted):
