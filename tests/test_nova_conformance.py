@@ -487,22 +487,28 @@ async def test_every_move_notifies_as_nova(start_host: StartHost, client: Comput
     }
     exp_ok["migrate_instance"] = exp_ok["resize_instance"]
     exp_fail = {
+        # resize_instance re-raises to @wrap_exception (resize.error is only sent by
+        # _reschedule_resize_or_reraise, for a reschedule, which has no equivalent here)
+        "resize_instance": [EXISTS] + action("resize_prep", S, E) + action("resize", S) +
+        [EXC],
         # _rollback_live_migration, _do_rollback_live_migration_at_destination
         "live_migration": action("live_migration_pre", S, E) +
         action("live_migration_rollback", S, E) + action("live_migration_rollback_dest", S, E),
         "live_migration:aborted": action("live_migration_pre", S, E) +
         action("live_migration_abort", S, E) + action("live_migration_rollback", S, E),
     }
-    vms = [str(uuid.uuid4()) for _ in range(4)]
+    vms = [str(uuid.uuid4()) for _ in range(5)]
     for vm in vms:
         await run.do(src, vm, "run_instance", boot_payload("mover"))
-    r, m, lm, ab = vms
+    r, m, lm, ab, f = vms
     await run.do(src, r, "resize_instance", {"flavor": SMALL, "host": dst.host})
     await run.do(dst, r, "revert_resize")
     await run.do(src, r, "resize_instance", {"flavor": SMALL, "host": dst.host})
     await run.do(dst, r, "confirm_resize")
     await run.do(src, m, "migrate_instance", {"host": dst.host})
     await run.do(dst, m, "confirm_resize")
+    await run.do(src, f, "resize_instance", {"flavor": SMALL, "host": dst.host}, fail=True,
+                 method="migrate_disk_and_power_off")
     await run.do(src, lm, "live_migration", {"host": dst.host}, fail=True,
                  method="live_migration")
     await run.do(src, lm, "live_migration", {"host": dst.host})
@@ -519,7 +525,7 @@ async def test_every_move_notifies_as_nova(start_host: StartHost, client: Comput
     first, last = run.versions[ab], max(abort.version, aborted.version)
     run.versions[ab] = last
     run.commands.append((ab, first, last, "live_migration:aborted", True))
-    owners = {r: dst, m: dst, lm: dst, ab: src}
+    owners = {r: dst, m: dst, lm: dst, ab: src, f: src}
     for vm, owner in owners.items():
         await run.do(owner, vm, "terminate_instance")
 

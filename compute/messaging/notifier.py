@@ -86,7 +86,7 @@ _ROLLBACK = ("instance.live_migration_rollback.start", "instance.live_migration_
              "instance.live_migration_rollback_dest.end")
 MOVE_EVENT_TYPES = (
     "instance.resize_prep.start", "instance.resize_prep.end", "instance.resize.start",
-    "instance.resize.end", "instance.resize.error", "instance.resize_finish.start",
+    "instance.resize.end", "instance.resize_finish.start",
     "instance.resize_finish.end", "instance.live_migration_pre.start",
     "instance.live_migration_pre.end", "instance.live_migration_post.start",
     "instance.live_migration_post.end", "instance.live_migration_post_dest.start",
@@ -171,9 +171,6 @@ def before_notes(event: Any, before: Instance | None, fault: Primitive | None
             if event.vm_state is VmState.ERROR:
                 return [Note(EXCEPTION, "ExceptionPayload", before, fault=fault)]
             return [Note(f"instance.{row.notify}.error", row.notify_payload, before,
-                         fault=fault)]
-        if event.operation in ("resize_instance", "migrate_instance"):
-            return [Note("instance.resize.error", "InstanceActionPayload", before,
                          fault=fault)]
     return []
 
