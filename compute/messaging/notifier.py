@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import copy
 from collections.abc import Callable
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -271,7 +270,7 @@ class Notifier(LogFollower):
                          on_progress=on_progress)
         self._states: dict[UUID, Instance] = {}
         self._cache = cache
-        self._faults: dict[UUID, dict[str, Any]] = {}
+        self._faults: dict[UUID, Primitive] = {}   # FaultRecorded until its TaskReverted
 
     async def run_once(self) -> int:
         page = await asyncio.to_thread(read_rows, self.store, self.position, self.page,
@@ -335,8 +334,7 @@ class Notifier(LogFollower):
         out = []
         for n, note in enumerate(notes, first):
             if note.payload == "ExceptionPayload":
-                body = copy.deepcopy(note.fault) if note.fault else \
-                    exception_payload("ComputeError", "", "", "compute", "")
+                body = note.fault or exception_payload("ComputeError", "", "", "compute", "")
             elif note.payload == "InstanceExistsPayload":
                 body = exists_payload(note.state, sid, request_id, event.timestamp)
             else:
