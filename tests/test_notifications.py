@@ -183,6 +183,30 @@ async def test_a_reboot_that_fails_with_the_guest_running_sends_error_then_end(
     assert data(notes[-1])["state"] == "active"
 
 
+async def test_a_notifier_started_between_a_fault_and_its_revert_still_reports_the_fault(
+        service: HostService, client: ComputeClient) -> None:
+    """reboot.error is sent at the revert (only then is it known whether the guest kept
+    running); a notifier that starts after the fault reads it from the store."""
+    from uuid import UUID
+
+    from compute.domain.errors import HypervisorError
+    from compute.events import lifecycle as e
+    from compute.messaging.notifier import Notifier
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    service.driver.inject_fault("reboot", HypervisorError("agent gone"))
+    failed = await client.send(service.host, vm, "reboot_instance")
+    reverted = service.store.events.get(UUID(vm), gt=failed.version - 1)
+    event = next(ev for ev in reverted if isinstance(ev, e.TaskReverted))
+    fresh = Notifier(service.store, service.js)
+    notes = await fresh._apply(event)
+    assert [n.event_type for n in notes] == ["instance.reboot.error", "instance.reboot.end"]
+    fault = notes[0].payload["nova_object.data"]["fault"]["nova_object.data"]
+    assert (fault["exception"], fault["exception_message"]) == ("HypervisorError",
+                                                                "agent gone")
+
+
 async def test_end_notifications_carry_the_request_id(service: HostService,
                                                       client: ComputeClient) -> None:
     vm = str(uuid.uuid4())
