@@ -47,7 +47,7 @@ def document() -> dict[str, Any]:
     events = _event_types()
     outcome_types = [outcomes.Succeeded, outcomes.Failed, outcomes.Rejected,
                      outcomes.HostUpdated, outcomes.Moved]
-    from compute.messaging.notifier import ACTIONS, Notification
+    from compute.messaging.notifier import Notification, event_types
 
     types = sorted({*commands.values(), *host_ops.values(), *events, *outcome_types,
                     Notification, StepRequest, StepReply},
@@ -123,12 +123,9 @@ def document() -> dict[str, Any]:
                                                   "channel": {"$ref": f"#/channels/{channel}"}}
     channels["notification"] = {
         "address": "compute.notify.{event_type}",
-        "parameters": {"event_type": {"enum": sorted(
-            {f"instance.{a}.{phase}" for a in set(ACTIONS.values())
-             for phase in ("start", "end", "error")}
-            | {"instance.shutdown.start", "instance.shutdown.end"})}},
+        "parameters": {"event_type": {"enum": event_types()}},
         "description": "Nova's versioned notifications (publisher nova-compute:<host>, "
-                       "InstanceActionPayload), stream COMPUTE_NOTIFICATIONS.",
+                       "the payload class Nova sends), stream COMPUTE_NOTIFICATIONS.",
         "messages": {"Notification": message("notification", "Notification",
                                              "A Nova versioned notification")}}
     operations["receive.notification"] = {"action": "receive",

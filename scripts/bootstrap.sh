@@ -24,7 +24,7 @@ stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   echo "== installing compute and its dependencies into .venv"
   log=.venv/install.log
-  if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[dev]'; } >"$log" 2>&1; then
+  if ! { .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e '.[dev,nova]'; } >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "installing failed; the whole log is in $log" >&2
     exit 1

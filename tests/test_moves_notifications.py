@@ -1,4 +1,6 @@
-"""Nova's notifications of moves, in the orders its functional tests assert (§2.14)."""
+"""Nova's notifications of moves, in the orders its functional tests assert
+(nova/tests/functional/notification_sample_tests/test_instance.py, with instance.exists
+kept: _send_prep_resize_notifications and revert_resize send it)."""
 
 from __future__ import annotations
 
@@ -24,9 +26,14 @@ async def test_resize_and_revert_notify_in_novas_order(
     await client.send(dst.host, vm, "revert_resize")
     notes = await notifications(client, vm, until="instance.resize_revert.end")
     assert types(notes) == [
-        "instance.resize_prep.start", "instance.resize_prep.end", "instance.resize.start",
-        "instance.resize.end", "instance.resize_finish.start", "instance.resize_finish.end",
-        "instance.resize_revert.start", "instance.resize_revert.end"]
+        "instance.exists", "instance.resize_prep.start", "instance.resize_prep.end",
+        "instance.resize.start", "instance.resize.end", "instance.resize_finish.start",
+        "instance.resize_finish.end",
+        "instance.exists", "instance.resize_revert.start", "instance.resize_revert.end"]
+    prep = next(n for n in notes if n["event_type"] == "instance.resize_prep.start")
+    assert prep["payload"]["nova_object.name"] == "InstanceActionResizePrepPayload"
+    assert prep["payload"]["nova_object.data"]["new_flavor"]["nova_object.data"]["name"] == \
+        SMALL["name"]
     publishers = {n["event_type"]: n["publisher_id"] for n in notes}
     assert publishers["instance.resize_prep.start"] == f"nova-compute:{dst.host}"
     assert publishers["instance.resize.start"] == f"nova-compute:{src.host}"

@@ -17,16 +17,28 @@ from tests.test_outbox import events_of
 
 
 async def notifications(client: ComputeClient, vm: str, until: str) -> list[dict]:
+    """The instance's notifications up to the first ``until``. They are told by their message
+    id (``<uuid>:<version>:<n>``): compute.exception's payload names no instance."""
     sub = await client.js.subscribe("compute.notify.>", ordered_consumer=True)
     out: list[dict] = []
     try:
         while not out or out[-1]["event_type"] != until:
             note = msgspec.json.decode((await sub.next_msg(timeout=10)).data)
-            if note["payload"]["nova_object.data"]["uuid"] == vm:
+            if note["message_id"].startswith(f"{vm}:"):
                 out.append(note)
     finally:
         await sub.unsubscribe()
     return out
+
+
+def data(note: dict) -> dict:
+    return note["payload"]["nova_object.data"]
+
+
+def after(notes: list[dict], event_type: str) -> list[str]:
+    """The event types after the last ``event_type``."""
+    names = [n["event_type"] for n in notes]
+    return names[len(names) - names[::-1].index(event_type):]
 
 
 async def test_create_and_delete_notify_in_novas_order(service: HostService,
@@ -40,10 +52,62 @@ async def test_create_and_delete_notify_in_novas_order(service: HostService,
         "instance.shutdown.start", "instance.shutdown.end", "instance.delete.end"]
     assert {n["publisher_id"] for n in notes} == {f"nova-compute:{service.host}"}
     end = notes[1]["payload"]
-    assert end["nova_object.name"] == "InstanceActionPayload"
+    assert (end["nova_object.name"], end["nova_object.version"]) == \
+        ("InstanceCreatePayload", "1.13")
     assert (end["nova_object.data"]["state"], end["nova_object.data"]["power_state"]) == \
         ("active", "running")
     assert notes[-1]["payload"]["nova_object.data"]["state"] == "deleted"
+
+
+async def test_start_notifications_carry_computes_task_state(service: HostService,
+                                                             client: ComputeClient) -> None:
+    """Nova's compute sends create.start once it has cleared the task_state, reboot.start
+    once it has set reboot_pending (nova/compute/manager.py reboot_instance)."""
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    await client.send(service.host, vm, "reboot_instance")
+    await client.send(service.host, vm, "reboot_instance", {"reboot_type": "HARD"})
+    await client.send(service.host, vm, "stop_instance")
+    notes = await notifications(client, vm, until="instance.power_off.end")
+    starts = [(n["event_type"], data(n)["task_state"]) for n in notes
+              if n["event_type"].endswith(".start")]
+    assert starts == [("instance.create.start", None),
+                      ("instance.reboot.start", "reboot_pending"),
+                      ("instance.reboot.start", "reboot_pending_hard"),
+                      ("instance.power_off.start", "powering-off")]
+
+
+async def test_shutdown_end_shows_the_instance_still_deleting(service: HostService,
+                                                              client: ComputeClient) -> None:
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    await client.send(service.host, vm, "terminate_instance")
+    notes = {n["event_type"]: data(n)
+             for n in await notifications(client, vm, until="instance.delete.end")}
+    assert (notes["instance.shutdown.end"]["state"],
+            notes["instance.shutdown.end"]["task_state"]) == ("active", "deleting")
+    assert (notes["instance.delete.end"]["state"],
+            notes["instance.delete.end"]["task_state"]) == ("deleted", None)
+
+
+async def test_rebuild_sends_exists_first_and_rescue_between_start_and_end(
+        service: HostService, client: ComputeClient) -> None:
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    await client.send(service.host, vm, "rebuild_instance", {"image_ref": "cirros-0.6.3"})
+    await client.send(service.host, vm, "rescue_instance")
+    notes = await notifications(client, vm, until="instance.rescue.end")
+    assert after(notes, "instance.create.end") == [
+        "instance.exists", "instance.rebuild.start", "instance.rebuild.end",
+        "instance.rescue.start", "instance.exists", "instance.rescue.end"]
+    names = {n["event_type"]: n["payload"]["nova_object.name"] for n in notes}
+    assert (names["instance.exists"], names["instance.rebuild.end"],
+            names["instance.rescue.end"]) == ("InstanceExistsPayload",
+                                              "InstanceActionRebuildPayload",
+                                              "InstanceActionRescuePayload")
+    exists = [data(n) for n in notes if n["event_type"] == "instance.exists"]
+    assert exists[0]["image_uuid"] == "cirros-0.6.2"          # before the rebuild
+    assert (exists[1]["state"], exists[1]["task_state"]) == ("active", "rescuing")
 
 
 async def test_payload_times_are_novas_utc_iso_8601(service: HostService,
@@ -63,19 +127,93 @@ async def test_payload_times_are_novas_utc_iso_8601(service: HostService,
     assert data["terminated_at"] is None and data["deleted_at"] is None
 
 
-async def test_a_failure_notifies_an_error_with_the_fault(service: HostService,
-                                                          client: ComputeClient) -> None:
+async def test_a_failure_nova_does_not_notify_as_error_sends_compute_exception(
+        service: HostService, client: ComputeClient) -> None:
+    """pause_instance has no .error in Nova: its @wrap_exception sends compute.exception,
+    an ExceptionPayload with the failure's real class name."""
     from compute.domain.errors import HypervisorError
 
     vm = str(uuid.uuid4())
     await client.send(service.host, vm, "run_instance", boot_payload())
     service.driver.inject_fault("pause", HypervisorError("paused elsewhere"))
     await client.send(service.host, vm, "pause_instance")
-    notes = await notifications(client, vm, until="instance.pause.error")
+    notes = await notifications(client, vm, until="compute.exception")
+    assert after(notes, "instance.create.end") == ["instance.pause.start",
+                                                   "compute.exception"]
     error = notes[-1]
-    assert error["priority"] == "ERROR"
-    assert error["payload"]["nova_object.data"]["fault"]["exception_message"] == \
-        "paused elsewhere"
+    assert (error["priority"], error["payload"]["nova_object.name"]) == \
+        ("ERROR", "ExceptionPayload")
+    assert (data(error)["exception"], data(error)["exception_message"]) == \
+        ("HypervisorError", "paused elsewhere")
+
+
+async def test_an_error_notification_shows_the_state_at_the_failure(
+        service: HostService, client: ComputeClient) -> None:
+    """rebuild.error is sent where the spawn failed (rebuild_spawning), before the revert
+    and before wrap_exception's compute.exception."""
+    from compute.domain.errors import HypervisorError
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    service.driver.inject_fault("rebuild", HypervisorError("no disk"))
+    await client.send(service.host, vm, "rebuild_instance", {"image_ref": "cirros-0.6.3"})
+    notes = await notifications(client, vm, until="compute.exception")
+    assert after(notes, "instance.create.end") == [
+        "instance.exists", "instance.rebuild.start", "instance.rebuild.error",
+        "compute.exception"]
+    error = data(notes[-2])
+    assert (error["state"], error["task_state"]) == ("active", "rebuild_spawning")
+    assert error["fault"]["nova_object.data"]["exception"] == "HypervisorError"
+
+
+async def test_a_reboot_that_fails_with_the_guest_running_sends_error_then_end(
+        service: HostService, client: ComputeClient) -> None:
+    """_reboot_instance swallows a failure that leaves the guest running."""
+    from compute.domain.errors import HypervisorError
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    service.driver.inject_fault("reboot", HypervisorError("agent gone"))
+    await client.send(service.host, vm, "reboot_instance")
+    notes = await notifications(client, vm, until="instance.reboot.end")
+    assert after(notes, "instance.create.end") == [
+        "instance.reboot.start", "instance.reboot.error", "instance.reboot.end"]
+    assert (notes[-2]["priority"], data(notes[-2])["task_state"]) == \
+        ("ERROR", "reboot_started")
+    assert data(notes[-1])["state"] == "active"
+
+
+async def test_a_notifier_started_between_a_fault_and_its_revert_still_reports_the_fault(
+        service: HostService, client: ComputeClient) -> None:
+    """reboot.error is sent at the revert (only then is it known whether the guest kept
+    running); a notifier that starts after the fault reads it from the store."""
+    from uuid import UUID
+
+    from compute.domain.errors import HypervisorError
+    from compute.events import lifecycle as e
+    from compute.messaging.notifier import Notifier
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    service.driver.inject_fault("reboot", HypervisorError("agent gone"))
+    failed = await client.send(service.host, vm, "reboot_instance")
+    reverted = service.store.events.get(UUID(vm), gt=failed.version - 1)
+    event = next(ev for ev in reverted if isinstance(ev, e.TaskReverted))
+    fresh = Notifier(service.store, service.js)
+    notes = await fresh._apply(event)
+    assert [n.event_type for n in notes] == ["instance.reboot.error", "instance.reboot.end"]
+    fault = notes[0].payload["nova_object.data"]["fault"]["nova_object.data"]
+    assert (fault["exception"], fault["exception_message"]) == ("HypervisorError",
+                                                                "agent gone")
+
+
+async def test_end_notifications_carry_the_request_id(service: HostService,
+                                                      client: ComputeClient) -> None:
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    done = await client.send(service.host, vm, "stop_instance")
+    end = (await notifications(client, vm, until="instance.power_off.end"))[-1]
+    assert data(end)["request_id"] == f"req-{done.command_id}"
 
 
 async def test_a_replay_reproduces_the_same_notifications(service: HostService,
@@ -151,7 +289,7 @@ async def test_a_host_with_notifications_off_relays_its_events_and_publishes_no_
             with contextlib.suppress(nats.errors.TimeoutError):
                 while True:
                     note = msgspec.json.decode((await sub.next_msg(timeout=1)).data)
-                    notes += [note] if note["payload"]["nova_object.data"]["uuid"] == vm else []
+                    notes += [note] if note["message_id"].startswith(f"{vm}:") else []
         finally:
             await sub.unsubscribe()
     assert notes == []

@@ -36,6 +36,17 @@ RECENT_COMMANDS = 256
 MAX_FAULT_MESSAGE = 255
 
 
+def _raised_in(error: BaseException) -> str:
+    """The module of the innermost frame of the error's traceback (where Nova's
+    ExceptionPayload.from_exception looks), else the module that defines its class."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        return str(tb.tb_frame.f_globals.get("__name__", type(error).__module__))
+    return type(error).__module__
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -197,7 +208,8 @@ class Instance(BaseAggregate[UUID]):
         details = getattr(error, "details", "") if code == 500 else ""
         if not isinstance(error, MigrationCancelled):   # a cancel on request is no fault
             self._emit(e.FaultRecorded, command_id, operation=op.name, code=code,
-                       message=message[:MAX_FAULT_MESSAGE], details=details)
+                       message=message[:MAX_FAULT_MESSAGE], details=details,
+                       exception=type(error).__name__, module=_raised_in(error))
         if op.on_failure is OnFailure.ERROR_UNLESS_RUNNING \
                 and power_state is PowerState.RUNNING:
             self.complete(op, command_id, power_state, dict(self.action_params))

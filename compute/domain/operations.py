@@ -80,6 +80,29 @@ class OnFailure(enum.Enum):
     ROLLBACK = "rollback"          # moves: kept on InstanceFaultRollback, else ERROR
 
 
+class FailureNotice(enum.Enum):
+    """What Nova's compute publishes when the operation fails (nova/compute/manager.py)."""
+
+    NONE = "none"                  # the manager method has no @wrap_exception: nothing
+    EXCEPTION = "exception"        # compute.exception (ExceptionPayload) from @wrap_exception
+    ERROR = "error"                # instance.<notify>.error only: the build catches its
+                                   # failures (_build_and_run_instance, no re-raise)
+    ERROR_AND_EXCEPTION = "error_and_exception"  # .error, then re-raised to @wrap_exception
+                                   # (rebuild, _attach_volume, _attach_interface)
+    ERROR_AND_END_IF_RUNNING = "error_and_end_if_running"  # _reboot_instance: .error and .end
+                                   # while the guest still runs, else compute.exception
+    END_AND_EXCEPTION = "end_and_exception"  # soft_delete_instance: the finally of
+                                   # notify_about_instance_delete sends .end, then wrap_exception
+
+
+class Exists(enum.Enum):
+    """Where Nova's compute sends ``instance.exists`` (notify_usage_exists) in an action."""
+
+    NO = "no"
+    BEFORE_START = "before_start"  # _do_rebuild_instance, revert_resize
+    BEFORE_END = "before_end"      # rescue_instance: after the driver call, before .end
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
     name: str                                  # seed method; last token of the command subject
@@ -105,6 +128,13 @@ class Operation:
     needs_rules: bool = False                  # gets its security groups' rules
     flow: str = ""                             # a move across hosts (actors/moves.py) runs
                                                # instead of the single driver call
+    # Nova's versioned notifications of the operation (compute/messaging/notifier.py):
+    notify: str = ""                           # action of instance.<notify>.start|end; "": none
+    notify_payload: str = "InstanceActionPayload"  # Nova's payload class of those
+    notify_after_steps: int = 0                # compute steps taken before .start is sent
+    notify_inner: str = ""                     # an action notified inside (delete: shutdown)
+    exists: Exists = Exists.NO                 # where instance.exists goes
+    on_failure_notice: FailureNotice = FailureNotice.EXCEPTION
 
     @property
     def action_event(self) -> str:
@@ -117,33 +147,43 @@ _ROWS: tuple[Operation, ...] = (
     Operation("run_instance", c.RunInstance, "create", None, None, T.SCHEDULING,
               (None, T.NETWORKING, T.BLOCK_DEVICE_MAPPING, T.SPAWNING), "spawn",
               e.Spawned, V.ACTIVE, OnFailure.ERROR, "boot", "Build and run a new instance.",
-              claims=True),
+              claims=True,
+              notify="create", notify_payload="InstanceCreatePayload", notify_after_steps=1,
+              on_failure_notice=FailureNotice.ERROR),
     Operation("terminate_instance", c.InstanceCommand, "delete", None, None, T.DELETING, (),
               "destroy", e.Terminated, V.DELETED, OnFailure.ERROR, "delete",
               "Destroy the guest and delete the instance.", preempts=True, releases=True,
-              must_have_launched=False),
+              must_have_launched=False, notify="delete", notify_inner="shutdown"),
     Operation("reboot_instance", c.RebootInstance, "reboot", ALLOW_SOFT_REBOOT, IDLE,
               T.REBOOTING, (T.REBOOT_PENDING, T.REBOOT_STARTED), "reboot", e.Rebooted,
               V.ACTIVE, OnFailure.ERROR_UNLESS_RUNNING, "reboot",
-              "Reboot the guest (SOFT: ask it; HARD: power-cycle)."),
+              "Reboot the guest (SOFT: ask it; HARD: power-cycle).",
+              notify="reboot", notify_after_steps=1,
+              on_failure_notice=FailureNotice.ERROR_AND_END_IF_RUNNING),
     Operation("stop_instance", c.StopInstance, "stop", frozenset({V.ACTIVE, V.ERROR}), IDLE,
               T.POWERING_OFF, (), "power_off", e.PoweredOff, V.STOPPED, OnFailure.KEEP,
-              "stop", "Power the guest off."),
+              "stop", "Power the guest off.",
+              notify="power_off"),
     Operation("start_instance", c.InstanceCommand, "start", frozenset({V.STOPPED}), IDLE,
               T.POWERING_ON, (), "power_on", e.PoweredOn, V.ACTIVE, OnFailure.KEEP,
-              "start", "Power a stopped guest on."),
+              "start", "Power a stopped guest on.",
+              notify="power_on"),
     Operation("pause_instance", c.InstanceCommand, "pause", frozenset({V.ACTIVE}), IDLE,
               T.PAUSING, (), "pause", e.Paused, V.PAUSED, OnFailure.KEEP,
-              "pause", "Pause the guest in memory."),
+              "pause", "Pause the guest in memory.",
+              notify="pause"),
     Operation("unpause_instance", c.InstanceCommand, "unpause", frozenset({V.PAUSED}), IDLE,
               T.UNPAUSING, (), "unpause", e.Unpaused, V.ACTIVE, OnFailure.KEEP,
-              "unpause", "Run a paused guest again."),
+              "unpause", "Run a paused guest again.",
+              notify="unpause"),
     Operation("suspend_instance", c.InstanceCommand, "suspend", frozenset({V.ACTIVE}), IDLE,
               T.SUSPENDING, (), "suspend", e.Suspended, V.SUSPENDED, OnFailure.ERROR,
-              "suspend", "Save the guest's state to disk and stop it."),
+              "suspend", "Save the guest's state to disk and stop it.",
+              notify="suspend"),
     Operation("resume_instance", c.InstanceCommand, "resume", frozenset({V.SUSPENDED}), IDLE,
               T.RESUMING, (), "resume", e.Resumed, V.ACTIVE, OnFailure.ERROR,
-              "resume", "Restore a suspended guest."),
+              "resume", "Restore a suspended guest.",
+              notify="resume"),
 )
 
 IMAGE_STATES = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED})
@@ -157,38 +197,48 @@ _ROWS += (
               NOT_DELETING, T.SOFT_DELETING, (), "soft_delete", e.SoftDeleted, V.SOFT_DELETED,
               OnFailure.KEEP, "soft-delete",
               "Delete, but keep the instance restorable until it is reclaimed.",
-              preempts=True),
+              preempts=True,
+              notify="soft_delete", on_failure_notice=FailureNotice.END_AND_EXCEPTION),
     Operation("restore_instance", c.InstanceCommand, "restore", frozenset({V.SOFT_DELETED}),
               IDLE, T.RESTORING, (), "power_on", e.Restored, V.ACTIVE, OnFailure.KEEP,
-              "restore", "Bring a soft-deleted instance back."),
+              "restore", "Bring a soft-deleted instance back.",
+              notify="restore"),
     Operation("rescue_instance", c.RescueInstance, "rescue",
               frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), IDLE, T.RESCUING, (), "rescue",
               e.Rescued, V.RESCUED, OnFailure.ERROR, "rescue",
-              "Boot from a rescue image with the instance's disk attached."),
+              "Boot from a rescue image with the instance's disk attached.",
+              notify="rescue", notify_payload="InstanceActionRescuePayload",
+              exists=Exists.BEFORE_END),
     Operation("unrescue_instance", c.InstanceCommand, "unrescue", frozenset({V.RESCUED}),
               IDLE, T.UNRESCUING, (), "unrescue", e.Unrescued, V.ACTIVE, OnFailure.ERROR,
-              "unrescue", "Boot from the instance's own disk again."),
+              "unrescue", "Boot from the instance's own disk again.",
+              notify="unrescue"),
     Operation("rebuild_instance", c.RebuildInstance, "rebuild",
               frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), IDLE, T.REBUILDING,
               (T.REBUILD_BLOCK_DEVICE_MAPPING, T.REBUILD_SPAWNING), "rebuild", e.Rebuilt,
               V.ACTIVE, OnFailure.ERROR, "rebuild",
-              "Destroy the guest and spawn it again from an image.", keeps_stopped=True),
+              "Destroy the guest and spawn it again from an image.", keeps_stopped=True,
+              notify="rebuild", notify_payload="InstanceActionRebuildPayload",
+              exists=Exists.BEFORE_START, on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
     Operation("set_admin_password", c.SetAdminPassword, "changePassword",
               frozenset({V.ACTIVE}), IDLE, T.UPDATING_PASSWORD, (), "set_admin_password",
               e.PasswordChanged, None, OnFailure.KEEP, "set-password",
               "Set the guest's admin password (the guest must be running)."),
     Operation("inject_file", c.InjectFile, "inject_file", frozenset({V.ACTIVE}), IDLE, None,
               (), "inject_file", e.FileInjected, None, OnFailure.KEEP, "inject-file",
-              "Write a file into the guest."),
+              "Write a file into the guest.",
+              on_failure_notice=FailureNotice.NONE),
     Operation("change_instance_metadata", c.ChangeInstanceMetadata, "change_metadata",
               frozenset({V.ACTIVE, V.PAUSED, V.SUSPENDED, V.STOPPED}), None, None, (),
               "set_metadata", e.MetadataChanged, None, OnFailure.KEEP, "metadata",
-              "Replace the metadata published to the guest."),
+              "Replace the metadata published to the guest.",
+              on_failure_notice=FailureNotice.NONE),
     Operation("snapshot_instance", c.SnapshotInstance, "createImage", IMAGE_STATES, IDLE,
               T.IMAGE_SNAPSHOT_PENDING,
               (T.IMAGE_SNAPSHOT, T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING), "snapshot",
               e.Snapshotted, None, OnFailure.KEEP, "snapshot",
-              "Take an image of the instance (or a rotated backup: --backup-type)."),
+              "Take an image of the instance (or a rotated backup: --backup-type).",
+              notify="snapshot", notify_payload="InstanceActionSnapshotPayload"),
 )
 
 VOLUME_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED, V.RESIZED, V.SOFT_DELETED,
@@ -200,10 +250,13 @@ _ROWS += (
               "reserve-device", "Set the next free device name aside (a synchronous call)."),
     Operation("attach_volume", c.AttachVolume, "attach_volume", VOLUME_STATES, IDLE, None, (),
               "attach_volume", d.VolumeAttached, None, OnFailure.KEEP, "attach-volume",
-              "Attach a volume (a file under the volumes directory on the test hypervisor)."),
+              "Attach a volume (a file under the volumes directory on the test hypervisor).",
+              notify="volume_attach", notify_payload="InstanceActionVolumePayload",
+              on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
     Operation("detach_volume", c.VolumeCommand, "detach_volume", VOLUME_STATES, IDLE, None,
               (), "detach_volume", d.VolumeDetached, None, OnFailure.KEEP, "detach-volume",
-              "Detach a volume."),
+              "Detach a volume.",
+              notify="volume_detach", notify_payload="InstanceActionVolumePayload"),
     Operation("remove_volume_connection", c.VolumeCommand, "remove_volume_connection", LIVE,
               None, None, (), "remove_volume_connection", d.VolumeConnectionRemoved, None,
               OnFailure.KEEP, "remove-volume-connection",
@@ -216,10 +269,12 @@ IFACE_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED})
 _ROWS += (
     Operation("attach_interface", c.AttachInterface, "attach_interface", IFACE_STATES, IDLE,
               None, (), "attach_interface", d.InterfaceAttached, None, OnFailure.KEEP,
-              "attach-interface", "Plug a port of a network into the guest.", allocates=True),
+              "attach-interface", "Plug a port of a network into the guest.", allocates=True,
+              notify="interface_attach", on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
     Operation("detach_interface", c.DetachInterface, "detach_interface", IFACE_STATES, IDLE,
               None, (), "detach_interface", d.InterfaceDetached, None, OnFailure.KEEP,
-              "detach-interface", "Unplug a port from the guest."),
+              "detach-interface", "Unplug a port from the guest.",
+              notify="interface_detach"),
     Operation("add_fixed_ip_to_instance", c.AddFixedIp, "add_fixed_ip", IFACE_STATES, IDLE,
               None, (), "inject_network_info", d.FixedIpAdded, None, OnFailure.KEEP,
               "add-fixed-ip", "Another address on a network the guest is on.", allocates=True),
@@ -228,10 +283,12 @@ _ROWS += (
               OnFailure.KEEP, "remove-fixed-ip", "Take an address away from the guest."),
     Operation("inject_network_info", c.InstanceCommand, "inject_network_info", IFACE_STATES,
               IDLE, None, (), "inject_network_info", d.NetworkInfoInjected, None,
-              OnFailure.KEEP, "inject-network-info", "Give the guest its network settings."),
+              OnFailure.KEEP, "inject-network-info", "Give the guest its network settings.",
+              on_failure_notice=FailureNotice.NONE),
     Operation("reset_network", c.InstanceCommand, "reset_network", IFACE_STATES, IDLE, None,
               (), "reset_network", d.NetworkReset, None, OnFailure.KEEP, "reset-network",
-              "Re-apply the guest's network settings."),
+              "Re-apply the guest's network settings.",
+              on_failure_notice=FailureNotice.NONE),
 )
 
 _ROWS += (
@@ -239,7 +296,8 @@ _ROWS += (
               LIVE, None, None, (), "refresh_security_rules", d.SecurityRulesApplied, None,
               OnFailure.KEEP, "refresh-rules",
               "Render the instance's security group rules to the hypervisor's filter.",
-              needs_rules=True, must_have_launched=False),
+              needs_rules=True, must_have_launched=False,
+              on_failure_notice=FailureNotice.NONE),
 )
 
 MOVE_STATES = frozenset({V.ACTIVE, V.STOPPED})
@@ -256,20 +314,24 @@ _ROWS += (
     Operation("confirm_resize", c.InstanceCommand, "confirmResize", frozenset({V.RESIZED}),
               IDLE, None, (), "", mv.ResizeConfirmed, V.ACTIVE, OnFailure.ERROR,
               "confirm-resize", "Keep the move: the source's guest and claim go.",
-              flow="confirm"),
+              flow="confirm",
+              notify="resize_confirm"),
     Operation("revert_resize", c.InstanceCommand, "revertResize", frozenset({V.RESIZED}),
               IDLE, T.RESIZE_REVERTING, (), "", mv.ResizeReverted, V.ACTIVE, OnFailure.ERROR,
               "revert-resize", "Undo the move: back to the source with the old flavor.",
-              flow="revert"),
+              flow="revert",
+              notify="resize_revert", exists=Exists.BEFORE_START),
     Operation("live_migration", c.LiveMigration, "live-migration",
               frozenset({V.ACTIVE, V.PAUSED}), IDLE, T.MIGRATING, (), "", mv.LiveMigrated,
               None, OnFailure.ROLLBACK, "live-migrate",
               "Move the running guest to another host (rolled back on any failure).",
-              flow="live_migration"),
+              flow="live_migration",
+              on_failure_notice=FailureNotice.NONE),
     Operation("live_migration_abort", c.InstanceCommand, "live_migration_abort", None,
               frozenset({T.MIGRATING}), None, (), "", mv.LiveMigrated, None, OnFailure.KEEP,
               "live-migrate-abort", "Cancel the live migration in flight (rolled back).",
-              preempts=True, flow="abort"),
+              preempts=True, flow="abort",
+              on_failure_notice=FailureNotice.NONE),
 )
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _ROWS}
@@ -280,6 +342,7 @@ BACKUP = Operation(
     "snapshot_instance", c.SnapshotInstance, "createBackup", IMAGE_STATES, IDLE,
     T.IMAGE_BACKUP, (T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING), "snapshot", e.Snapshotted,
     None, OnFailure.KEEP, "backup", "Take a backup image, rotating older ones.",
+    notify="snapshot", notify_payload="InstanceActionSnapshotPayload",
 )
 
 # Hard reboot is a variant of reboot_instance with its own guard and progression
@@ -288,6 +351,8 @@ HARD_REBOOT = Operation(
     "reboot_instance", c.RebootInstance, "reboot", ALLOW_HARD_REBOOT, ALLOW_REBOOT_TASKS,
     T.REBOOTING_HARD, (T.REBOOT_PENDING_HARD, T.REBOOT_STARTED_HARD), "reboot", e.Rebooted,
     V.ACTIVE, OnFailure.ERROR_UNLESS_RUNNING, "reboot", "Hard reboot.",
+    notify="reboot", notify_after_steps=1,
+    on_failure_notice=FailureNotice.ERROR_AND_END_IF_RUNNING,
 )
 
 # The seed's older names for the same operations.

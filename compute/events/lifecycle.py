@@ -342,6 +342,10 @@ class FaultRecorded(Event, frozen=True, kw_only=True):
     code: int
     message: str
     details: str = ""
+    exception: str = ""
+    """The failure's class name, as Nova's ExceptionPayload.exception (empty in older logs)."""
+    module: str = ""
+    """The module the failure was raised in (ExceptionPayload.module_name), when known."""
 
     def apply(self, aggregate: Instance) -> None:
         aggregate.fault_count += 1

@@ -1,10 +1,16 @@
 """Nova-compatible versioned notifications, generated from the event log.
 
 Each instance event becomes the notifications Nova's compute emits at that point
-(``instance.<action>.start|end|error``, publisher ``nova-compute:<host>``, an
-InstanceActionPayload-shaped payload), published to ``compute.notify.<event_type>`` in the
-``COMPUTE_NOTIFICATIONS`` stream with ``Nats-Msg-Id = <uuid>:<version>:<n>``. Being a function
-of the log, a replay produces the same notifications, and JetStream keeps one copy of each.
+(``instance.<action>.start|end|error``, ``instance.exists``, ``compute.exception``; publisher
+``nova-compute:<host>``; the payload class Nova's code uses, built by nova_payloads.py),
+published to ``compute.notify.<event_type>`` in the ``COMPUTE_NOTIFICATIONS`` stream with
+``Nats-Msg-Id = <uuid>:<version>:<n>``. Being a function of the log, a replay produces the same
+notifications, and JetStream keeps one copy of each.
+
+Which notifications an operation sends are columns of its row in the operation table
+(compute/domain/operations.py: notify, notify_payload, notify_after_steps, notify_inner,
+exists, on_failure_notice), read from nova/compute/manager.py; the move flows' own are in
+move_notifications. tests/test_nova_conformance.py checks all of them against Nova's classes.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -20,10 +26,24 @@ from nats.js import JetStreamContext
 
 from compute.domain.instance import Instance
 from compute.domain.migration import MigrationStatus, MigrationType
-from compute.domain.states import TaskState
+from compute.domain.operations import (
+    BACKUP,
+    HARD_REBOOT,
+    OPERATIONS,
+    Exists,
+    FailureNotice,
+    Operation,
+)
+from compute.domain.states import TaskState, VmState
 from compute.events import lifecycle as e
 from compute.events import moves as mv
 from compute.messaging.follower import LogFollower
+from compute.messaging.nova_payloads import (
+    Primitive,
+    action_payload,
+    exception_payload,
+    exists_payload,
+)
 from compute.store.app import ComputeStore
 from compute.store.lease import Lease
 from compute.store.log import read_rows
@@ -33,18 +53,6 @@ log = logging.getLogger("compute.notifier")
 
 TRACKING_NAME = "nova-notifications"
 _encoder = msgspec.json.Encoder()
-
-# operation -> Nova's versioned notification action (reference §2.14)
-ACTIONS = {
-    "run_instance": "create", "terminate_instance": "delete", "reboot_instance": "reboot",
-    "stop_instance": "power_off", "start_instance": "power_on", "pause_instance": "pause",
-    "unpause_instance": "unpause", "suspend_instance": "suspend", "resume_instance": "resume",
-    "rescue_instance": "rescue", "unrescue_instance": "unrescue", "rebuild_instance": "rebuild",
-    "snapshot_instance": "snapshot", "soft_delete_instance": "soft_delete",
-    "restore_instance": "restore", "attach_volume": "volume_attach",
-    "detach_volume": "volume_detach", "attach_interface": "interface_attach",
-    "detach_interface": "interface_detach",
-}
 
 
 class Notification(msgspec.Struct):
@@ -56,109 +64,194 @@ class Notification(msgspec.Struct):
     payload: dict[str, Any]
 
 
-def payload(inst: Instance, fault: dict[str, Any] | None, uuid: str) -> dict[str, Any]:
-    """An InstanceActionPayload (1.9) in Nova's OVO primitive form. Times are datetimes,
-    which msgspec writes as Nova's DateTimeField does (ISO 8601 in UTC, ``Z``), in C."""
-    f = inst.flavor
-    return {
-        "nova_object.name": "InstanceActionPayload", "nova_object.namespace": "nova",
-        "nova_object.version": "1.9",
-        "nova_object.data": {
-            "uuid": uuid, "display_name": inst.name, "host": inst.host,
-            "host_name": inst.name, "node": inst.host, "state": inst.vm_state.value,
-            "task_state": inst.task_state.value if inst.task_state else None,
-            "power_state": inst.power_state.label, "image_uuid": inst.image_ref,
-            "flavor": {"name": f.name, "vcpus": f.vcpus, "memory_mb": f.memory_mb,
-                       "root_gb": f.root_gb, "ephemeral_gb": f.ephemeral_gb, "swap": f.swap},
-            "created_at": inst.created_on, "updated_at": inst.modified_on,
-            "launched_at": inst.launched_at, "terminated_at": inst.terminated_at,
-            "deleted_at": inst.deleted_at,
-            "metadata": dict(inst.metadata),
-            "block_devices": [{"device_name": dev, "volume_id": vol}
-                              for vol, (dev, _) in inst.volumes.items()],
-            "ip_addresses": [{"port_uuid": p, "mac": i["mac"], "address": a}
-                             for p, i in inst.interfaces.items() for a in i["addresses"]],
-            "request_id": inst.action_command_id, "fault": fault,
-        },
-    }
+class Note(NamedTuple):
+    """One notification to send: its event_type, Nova's payload class, the instance as the
+    payload shows it, the publishing host (None: the event's) and the fault, if any."""
+
+    event_type: str
+    payload: str
+    state: Instance
+    host: str | None = None
+    fault: Primitive | None = None
 
 
-MOVE_ACTIONS = {"resize_instance": "resize_prep", "migrate_instance": "resize_prep",
-                "confirm_resize": "resize_confirm", "revert_resize": "resize_revert"}
+EXCEPTION = "compute.exception"
+"""wrap_exception's notification (nova/exception_wrapper.py): an ExceptionPayload, no
+instance in it."""
+ERROR_NOTICES = frozenset({FailureNotice.ERROR, FailureNotice.ERROR_AND_EXCEPTION,
+                           FailureNotice.ERROR_AND_END_IF_RUNNING})
 _ROLLBACK = ("instance.live_migration_rollback.start", "instance.live_migration_rollback.end",
              "instance.live_migration_rollback_dest.start",
              "instance.live_migration_rollback_dest.end")
+MOVE_EVENT_TYPES = (
+    "instance.resize_prep.start", "instance.resize_prep.end", "instance.resize.start",
+    "instance.resize.end", "instance.resize_finish.start",
+    "instance.resize_finish.end", "instance.live_migration_pre.start",
+    "instance.live_migration_pre.end", "instance.live_migration_post.start",
+    "instance.live_migration_post.end", "instance.live_migration_post_dest.start",
+    "instance.live_migration_post_dest.end", "instance.live_migration_abort.start",
+    "instance.live_migration_abort.end", *_ROLLBACK)
+"""What the move flows notify (move_notifications), beside the operation table's rows."""
+
+
+def rows(name: str | None) -> list[Operation]:
+    """The operation table's rows of an operation: the row and its variants (hard reboot,
+    backup), which share its notification columns but not its task_states."""
+    op = OPERATIONS.get(name or "")
+    return [] if op is None else [r for r in (op, HARD_REBOOT, BACKUP) if r.name == op.name]
+
+
+def event_types() -> list[str]:
+    """Every event_type the notifier can publish (the contract's channel parameter)."""
+    out = {EXCEPTION, "instance.exists", *MOVE_EVENT_TYPES}
+    for op in OPERATIONS.values():
+        for action in filter(None, (op.notify, op.notify_inner)):
+            out |= {f"instance.{action}.start", f"instance.{action}.end"}
+        if op.notify and op.on_failure_notice in ERROR_NOTICES:
+            out.add(f"instance.{op.notify}.error")
+    return sorted(out)
+
+
+def started_by(event: Any, before: Instance | None) -> Operation | None:
+    """The row whose ``.start`` this event is: Nova's compute sends it after the row's first
+    ``notify_after_steps`` steps (reboot.start says reboot_pending, create.start a null
+    task_state), so it is the accepting event or the step that reaches that point."""
+    if isinstance(event, e.Created | e.ActionStarted):
+        for row in rows(event.operation):
+            if isinstance(event, e.Created) or row.task_state == event.task_state:
+                return row if row.notify and row.notify_after_steps == 0 else None
+        return None
+    if isinstance(event, e.TaskStateChanged) and before is not None:
+        for row in rows(before.operation):
+            k = row.notify_after_steps
+            if row.notify and k and event.task_state == row.steps[k - 1] and \
+                    before.task_state == (row.task_state if k == 1 else row.steps[k - 2]):
+                return row
+    return None
+
+
+def before_notes(event: Any, before: Instance | None, fault: Primitive | None
+                 ) -> list[Note]:
+    """Notifications that show the instance as it is before ``event`` applies: the state at
+    a failure (not after its revert), the guest shut down but not yet deleted (shutdown.end),
+    rescued but not yet RESCUED (rescue's instance.exists)."""
+    if before is None:
+        return []
+    if isinstance(event, e.Completed):
+        row = next(iter(rows(event.operation)), None)
+        if row is None:
+            return []
+        out = [Note("instance.exists", "InstanceExistsPayload", before)] \
+            if row.exists is Exists.BEFORE_END else []
+        if row.notify_inner:
+            out.append(Note(f"instance.{row.notify_inner}.end", "InstanceActionPayload",
+                            before))
+        return out
+    if isinstance(event, e.FaultRecorded):
+        row = next(iter(rows(event.operation)), None)
+        notice = row.on_failure_notice if row is not None else FailureNotice.NONE
+        out = []
+        if row is not None and row.notify and notice in (FailureNotice.ERROR,
+                                                         FailureNotice.ERROR_AND_EXCEPTION):
+            out.append(Note(f"instance.{row.notify}.error", row.notify_payload, before,
+                            fault=fault))
+        if row is not None and row.notify and notice is FailureNotice.END_AND_EXCEPTION:
+            out.append(Note(f"instance.{row.notify}.end", row.notify_payload, before))
+        if notice in (FailureNotice.EXCEPTION, FailureNotice.ERROR_AND_EXCEPTION,
+                      FailureNotice.END_AND_EXCEPTION):
+            out.append(Note(EXCEPTION, "ExceptionPayload", before, fault=fault))
+        return out
+    if isinstance(event, e.TaskReverted):
+        row = next(iter(rows(event.operation)), None)
+        if row is not None and row.on_failure_notice is \
+                FailureNotice.ERROR_AND_END_IF_RUNNING:
+            # _reboot_instance: a guest still running after the failure gets .error and
+            # .end (the failure is swallowed); otherwise ERROR and wrap_exception's notice
+            if event.vm_state is VmState.ERROR:
+                return [Note(EXCEPTION, "ExceptionPayload", before, fault=fault)]
+            return [Note(f"instance.{row.notify}.error", row.notify_payload, before,
+                         fault=fault)]
+    return []
+
+
+def after_notes(event: Any, started: Operation | None, after: Instance,
+                prior: MigrationStatus | None) -> list[Note]:
+    """Notifications that show the instance once ``event`` has applied, in Nova's order
+    (``started``: the row whose .start the event is, found before it applied)."""
+    row = started
+    if row is not None:
+        out = [Note("instance.exists", "InstanceExistsPayload", after)] \
+            if row.exists is Exists.BEFORE_START else []
+        out.append(Note(f"instance.{row.notify}.start", row.notify_payload, after))
+        if row.notify_inner:
+            out.append(Note(f"instance.{row.notify_inner}.start", "InstanceActionPayload",
+                            after))
+        return out
+    if isinstance(event, e.Completed):
+        row = next(iter(rows(event.operation)), None)
+        if row is not None and row.notify:
+            return [Note(f"instance.{row.notify}.end", row.notify_payload, after)]
+    if isinstance(event, e.TaskReverted):
+        row = next(iter(rows(event.operation)), None)
+        if row is not None and row.on_failure_notice is \
+                FailureNotice.ERROR_AND_END_IF_RUNNING and event.vm_state is not VmState.ERROR:
+            return [Note(f"instance.{row.notify}.end", row.notify_payload, after)]
+    return [Note(t, "InstanceActionResizePrepPayload" if ".resize_prep." in t
+                 else "InstanceExistsPayload" if t == "instance.exists"
+                 else "InstanceActionPayload", state, host)
+            for t, state, host in move_notifications(event, after, prior)]
 
 
 def move_notifications(event: Any, after: Instance, prior: MigrationStatus | None
-                       ) -> list[tuple[str, str, Instance, str | None]]:
+                       ) -> list[tuple[str, Instance, str | None]]:
     """Nova's resize and live-migration notifications (§2.14 ordering anchors), from the
-    Migration record's steps; the destination publishes its own (prep, finish, *_dest)."""
+    Migration record's steps; the destination publishes its own (prep, finish, *_dest).
+    (Confirm and revert are operation-table rows: after_notes sends theirs.)"""
     m = after.migration
     dest = m.dest if m is not None else None
     if isinstance(event, mv.MigrationCreated) and m is not None \
             and m.migration_type is not MigrationType.LIVE_MIGRATION:
-        return [("instance.resize_prep.start", "INFO", after, dest)]
-    if isinstance(event, e.ActionStarted) and event.operation in ("confirm_resize",
-                                                                  "revert_resize"):
-        return [(f"instance.{MOVE_ACTIONS[event.operation]}.start", "INFO", after, None)]
-    if isinstance(event, mv.MoveFinished):
-        if isinstance(event, mv.LiveMigrated):
-            return [("instance.live_migration_post.start", "INFO", after, None),
-                    ("instance.live_migration_post_dest.start", "INFO", after, dest),
-                    ("instance.live_migration_post_dest.end", "INFO", after, dest),
-                    ("instance.live_migration_post.end", "INFO", after, None)]
-        kind = "resize_finish" if isinstance(event, mv.Resized) else \
-            MOVE_ACTIONS[event.operation]
-        return [(f"instance.{kind}.end", "INFO", after, dest if kind == "resize_finish"
-                 else None)]
+        # _send_prep_resize_notifications: instance.exists, then resize_prep.start
+        return [("instance.exists", after, dest), ("instance.resize_prep.start", after, dest)]
+    if isinstance(event, mv.LiveMigrated):
+        return [("instance.live_migration_post.start", after, None),
+                ("instance.live_migration_post_dest.start", after, dest),
+                ("instance.live_migration_post_dest.end", after, dest),
+                ("instance.live_migration_post.end", after, None)]
+    if isinstance(event, mv.Resized):
+        return [("instance.resize_finish.end", after, dest)]
     if isinstance(event, e.TaskStateChanged) and m is not None:
         if event.task_state is TaskState.RESIZE_MIGRATING:
-            return [("instance.resize_prep.end", "INFO", after, dest),
-                    ("instance.resize.start", "INFO", after, None)]
+            return [("instance.resize_prep.end", after, dest),
+                    ("instance.resize.start", after, None)]
         if event.task_state is TaskState.RESIZE_MIGRATED:
-            return [("instance.resize.end", "INFO", after, None)]
+            return [("instance.resize.end", after, None)]
         if event.task_state is TaskState.RESIZE_FINISH:
-            return [("instance.resize_finish.start", "INFO", after, dest)]
+            return [("instance.resize_finish.start", after, dest)]
     if isinstance(event, mv.MigrationStatusChanged) and m is not None \
             and m.migration_type is MigrationType.LIVE_MIGRATION:
         S = MigrationStatus
         if event.status is S.PREPARING:
-            return [("instance.live_migration_pre.start", "INFO", after, dest)]
+            return [("instance.live_migration_pre.start", after, dest)]
         if event.status is S.RUNNING:
-            return [("instance.live_migration_pre.end", "INFO", after, dest)]
-        out: list[tuple[str, str, Instance, str | None]] = []
+            return [("instance.live_migration_pre.end", after, dest)]
+        out: list[tuple[str, Instance, str | None]] = []
         if event.status is S.CANCELLED:
-            out += [("instance.live_migration_abort.start", "INFO", after, None),
-                    ("instance.live_migration_abort.end", "INFO", after, None)]
+            out += [("instance.live_migration_abort.start", after, None),
+                    ("instance.live_migration_abort.end", after, None)]
         if event.status in (S.ERROR, S.FAILED, S.CANCELLED) and prior in (S.PREPARING,
                                                                          S.RUNNING):
             rollback = _ROLLBACK[:2] if event.status is S.CANCELLED else _ROLLBACK
-            out += [(t, "INFO", after, dest if "_dest" in t else None) for t in rollback]
+            out += [(t, after, dest if "_dest" in t else None) for t in rollback]
         return out
-    if isinstance(event, e.TaskReverted) and event.operation in ("resize_instance",
-                                                                 "migrate_instance"):
-        return [("instance.resize.error", "ERROR", after, None)]
     return []
 
 
-def notifications_for(event: Any, after: Instance) -> list[tuple[str, str, Instance]]:
-    """(event_type, priority, state) triples, in Nova's order, for one instance event."""
-    if isinstance(event, e.Created):
-        return [("instance.create.start", "INFO", after)]
-    if isinstance(event, e.ActionStarted) and event.operation in ACTIONS:
-        action = ACTIONS[event.operation]
-        out = [(f"instance.{action}.start", "INFO", after)]
-        if action == "delete":
-            out.append(("instance.shutdown.start", "INFO", after))
-        return out
-    if isinstance(event, e.Completed) and event.operation in ACTIONS:
-        action = ACTIONS[event.operation]
-        out = [("instance.shutdown.end", "INFO", after)] if action == "delete" else []
-        return out + [(f"instance.{action}.end", "INFO", after)]
-    if isinstance(event, e.TaskReverted) and event.operation in ACTIONS:
-        return [(f"instance.{ACTIONS[event.operation]}.error", "ERROR", after)]
-    return []
+def fault_payload(event: e.FaultRecorded) -> Primitive:
+    """Nova's ExceptionPayload of a recorded fault: the failure's class name and module (an
+    older log has neither: ComputeError, compute), the driver call that failed."""
+    return exception_payload(event.exception or "ComputeError", event.message,
+                             event.operation, event.module or "compute", event.details)
 
 
 INSTANCE_EVENT_MODULES = ("compute.events.lifecycle:", "compute.events.devices:",
@@ -177,7 +270,7 @@ class Notifier(LogFollower):
                          on_progress=on_progress)
         self._states: dict[UUID, Instance] = {}
         self._cache = cache
-        self._faults: dict[UUID, dict[str, Any]] = {}
+        self._faults: dict[UUID, Primitive] = {}   # FaultRecorded until its TaskReverted
 
     async def run_once(self) -> int:
         page = await asyncio.to_thread(read_rows, self.store, self.position, self.page,
@@ -208,24 +301,50 @@ class Notifier(LogFollower):
             before = await asyncio.to_thread(self.store.get_instance, uuid,
                                              event.originator_version - 1)
         prior = before.migration.status if before is not None and before.migration else None
+        fault = None
+        if isinstance(event, e.FaultRecorded):
+            fault = self._faults[uuid] = fault_payload(event)
+            if len(self._faults) > self._cache:
+                del self._faults[next(iter(self._faults))]
+        elif isinstance(event, e.TaskReverted):
+            fault = self._faults.pop(uuid, None) or await self._fault_before(event)
+        notes = self._build(event, before_notes(event, before, fault), 0)
+        started = started_by(event, before)
         after = event.mutate(before)
         states[uuid] = after                # (a dict keeps insertion order: oldest first)
         if len(states) > self._cache:
             del states[next(iter(states))]
-        if isinstance(event, e.FaultRecorded):
-            self._faults[uuid] = {"exception": "ComputeError",
-                                  "exception_message": event.message,
-                                  "function_name": event.operation,
-                                  "module_name": "compute", "traceback": event.details}
-        fault = self._faults.pop(uuid, None) if isinstance(event, e.TaskReverted) else None
-        notes = [(*n, None) for n in notifications_for(event, after)] + \
-            move_notifications(event, after, prior)
-        if not notes:
-            return []
-        sid, timestamp = str(uuid), event.timestamp.isoformat()
-        return [Notification(priority=priority, event_type=event_type,
-                             publisher_id=f"nova-compute:{host or event.host}",
-                             timestamp=timestamp,
-                             message_id=f"{sid}:{event.originator_version}:{n}",
-                             payload=payload(state, fault, sid))
-                for n, (event_type, priority, state, host) in enumerate(notes)]
+        return notes + self._build(event, after_notes(event, started, after, prior),
+                                   len(notes))
+
+    async def _fault_before(self, event: e.TaskReverted) -> Primitive | None:
+        """The fault recorded just before a revert, when this notifier did not see it (it
+        started after it): the previous event, from the store."""
+        v = event.originator_version
+        previous = await asyncio.to_thread(
+            lambda: list(self.store.events.get(event.originator_id, gt=v - 2, lte=v - 1)))
+        return fault_payload(previous[0]) if previous and \
+            isinstance(previous[0], e.FaultRecorded) else None
+
+    def _build(self, event: Any, notes: list[Note], first: int) -> list[Notification]:
+        """The notifications of ``notes``, their payloads built now (the state they show
+        changes with the next event)."""
+        sid, timestamp = str(event.originator_id), event.timestamp.isoformat()
+        request_id = f"req-{event.command_id}"
+        out = []
+        for n, note in enumerate(notes, first):
+            if note.payload == "ExceptionPayload":
+                body = note.fault or exception_payload("ComputeError", "", "", "compute", "")
+            elif note.payload == "InstanceExistsPayload":
+                body = exists_payload(note.state, sid, request_id, event.timestamp)
+            else:
+                body = action_payload(note.payload, note.state, sid, request_id,
+                                      note.fault, event.command_id)
+            out.append(Notification(
+                priority="ERROR" if note.fault is not None or note.payload ==
+                "ExceptionPayload" else "INFO",
+                event_type=note.event_type,
+                publisher_id=f"nova-compute:{note.host or event.host}",
+                timestamp=timestamp, message_id=f"{sid}:{event.originator_version}:{n}",
+                payload=body))
+        return out

@@ -1,0 +1,536 @@
+"""Every notification the service publishes, checked against Nova's own definitions.
+
+Not a copy of Nova's classes: the ``nova`` package itself (the test-only extra ``nova``, pinned
+in pyproject.toml) registers its notification classes
+(``NovaObjectRegistry.register_notification_objects()``), and each notification of a full run
+of every operation, succeeding and failing, is checked against them:
+
+- its event_type is one Nova sends: a sample of a Nova notification class
+  (``@notification_sample``), whose payload field names the payload class it must carry;
+- the payload, and every object nested in it, has the class's name, ``VERSION`` and exactly
+  its ``fields``; every value is accepted by its field's ``coerce`` (an invalid UUID too, as
+  Nova's own tests make its FutureWarning an error), and has the JSON type the field writes.
+
+The same run checks each action's sequence of event_types against the order Nova's code sends
+them in (nova/compute/manager.py; the functions are named beside each expected sequence).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import pkgutil
+import uuid
+import warnings
+from typing import Any
+
+import msgspec
+import pytest
+
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # eventlet's deprecation notice on import
+        import nova.notifications.objects as _nova_notifications
+        from nova.notifications.objects import base as nova_notification_base
+        from nova.objects import base as nova_base
+        from oslo_versionedobjects import fields as ovo
+except ImportError as exc:                       # pragma: no cover - CI installs the extra
+    pytest.skip(f"Nova's notification classes cannot be imported ({exc}); install the "
+                "test-only extra: pip install -e '.[dev,nova]'", allow_module_level=True)
+
+from compute.actors.host import HostService
+from compute.client import ComputeClient
+from compute.domain.errors import HypervisorError
+from compute.domain.operations import OPERATIONS
+from compute.events.outcomes import Failed, Succeeded
+from tests.conftest import boot_payload
+from tests.moves_fixtures import StartHost
+from tests.test_moves import SMALL
+
+# -- Nova's definitions ------------------------------------------------------------------
+
+
+def _nova_classes() -> dict[str, type]:
+    for module in pkgutil.iter_modules(_nova_notifications.__path__):
+        importlib.import_module(f"{_nova_notifications.__name__}.{module.name}")
+    nova_base.NovaObjectRegistry.register_notification_objects()
+    return {name: classes[0] for name, classes in
+            nova_base.NovaObjectRegistry.obj_classes().items()}
+
+
+NOVA = _nova_classes()
+
+
+def _payload_class_by_event_type() -> dict[str, str]:
+    """event_type -> payload class, from the samples Nova's notification classes declare
+    (``instance-reboot-start.json`` is ``instance.reboot.start``)."""
+    out = {}
+    for cls in NOVA.values():
+        if issubclass(cls, nova_notification_base.NotificationBase):
+            payload = cls.fields["payload"]._type._obj_name
+            for sample in getattr(cls, "samples", []):
+                out[sample.removesuffix(".json").replace("-", ".")] = payload
+    return out
+
+
+PAYLOAD_OF = _payload_class_by_event_type()
+ENVELOPE = {"nova_object.name", "nova_object.namespace", "nova_object.version",
+            "nova_object.data"}
+JSON_TYPES: list[tuple[type, type | tuple[type, ...]]] = [
+    (ovo.Boolean, bool), (ovo.Integer, int), (ovo.Float, (int, float)), (ovo.Dict, dict),
+    (ovo.List, list), (ovo.DateTime, str), (ovo.String, str), (ovo.UUID, str),
+    (ovo.IPAddress, str), (ovo.MACAddress, str)]
+
+
+def check_object(primitive: Any, expected: str | None, where: str) -> list[str]:
+    """What is wrong with ``primitive`` as an OVO primitive of Nova's class ``expected``
+    (any registered class when None), nested objects included; [] when nothing is."""
+    if not isinstance(primitive, dict) or set(primitive) != ENVELOPE:
+        return [f"{where}: not a nova_object envelope: {sorted(primitive or {})}"]
+    name = primitive["nova_object.name"]
+    if expected is not None and name != expected:
+        return [f"{where}: is {name}, Nova's field holds {expected}"]
+    cls = NOVA.get(name)
+    if cls is None:
+        return [f"{where}: {name} is not a Nova notification class"]
+    problems = []
+    if primitive["nova_object.namespace"] != "nova":
+        problems.append(f"{where}: namespace {primitive['nova_object.namespace']}")
+    if primitive["nova_object.version"] != cls.VERSION:
+        problems.append(f"{where}: {name} {primitive['nova_object.version']}, "
+                        f"Nova's VERSION is {cls.VERSION}")
+    data = primitive["nova_object.data"]
+    if set(data) != set(cls.fields):
+        problems.append(f"{where}: {name} missing {sorted(set(cls.fields) - set(data))}, "
+                        f"extra {sorted(set(data) - set(cls.fields))}")
+    for field_name in set(data) & set(cls.fields):
+        problems += check_value(cls, field_name, cls.fields[field_name], data[field_name],
+                                f"{where}.{field_name}")
+    return problems
+
+
+def check_value(cls: type, name: str, field: Any, value: Any, where: str) -> list[str]:
+    if value is None:
+        return [] if field.nullable else [f"{where}: null, Nova's field is not nullable"]
+    kind = field._type
+    if isinstance(kind, ovo.Object):
+        return check_object(value, kind._obj_name, where)
+    if isinstance(kind, ovo.List) and isinstance(kind._element_type._type, ovo.Object):
+        if not isinstance(value, list):
+            return [f"{where}: {type(value).__name__}, Nova's field is a list"]
+        return [p for i, item in enumerate(value)
+                for p in check_object(item, kind._element_type._type._obj_name,
+                                      f"{where}[{i}]")]
+    json_type = next((t for k, t in JSON_TYPES if isinstance(kind, k)), object)
+    if not isinstance(value, json_type) or (json_type is int and isinstance(value, bool)):
+        return [f"{where}: {value!r} is not the {json_type} {type(kind).__name__} writes"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")        # an invalid UUID is only a FutureWarning
+            field.coerce(cls, name, value)
+    except Exception as exc:   # noqa: BLE001 - any refusal of Nova's coerce is the finding
+        return [f"{where}: {value!r} refused by {type(kind).__name__}: {exc}"]
+    return []
+
+
+def check_notification(note: dict[str, Any]) -> list[str]:
+    """The notification's event_type is one Nova sends and its payload is that one's class."""
+    where = f"{note['event_type']} ({note['message_id']})"
+    if set(note) != {"priority", "event_type", "publisher_id", "timestamp", "message_id",
+                     "payload"}:
+        return [f"{where}: message keys {sorted(note)}"]
+    expected = PAYLOAD_OF.get(note["event_type"])
+    if expected is None:
+        return [f"{where}: Nova sends no {note['event_type']}"]
+    problems = [] if note["priority"] in ("INFO", "ERROR") else [f"{where}: priority"]
+    if not note["publisher_id"].startswith("nova-compute:"):
+        problems.append(f"{where}: publisher {note['publisher_id']}")
+    return problems + check_object(note["payload"], expected, where)
+
+
+# -- Nova's order -----------------------------------------------------------------------
+
+S, E = ".start", ".end"
+
+
+def action(name: str, *phases: str) -> list[str]:
+    return [f"instance.{name}{p}" for p in phases]
+
+
+EXC = "compute.exception"
+EXISTS = "instance.exists"
+SUCCESS: dict[str, list[str]] = {
+    # _build_and_run_instance
+    "run_instance": action("create", S, E),
+    # _delete_instance, _shutdown_instance
+    "terminate_instance": action("delete", S) + action("shutdown", S, E) + action("delete", E),
+    "reboot_instance": action("reboot", S, E),               # _reboot_instance
+    "reboot_instance:HARD": action("reboot", S, E),
+    "stop_instance": action("power_off", S, E), "start_instance": action("power_on", S, E),
+    "pause_instance": action("pause", S, E), "unpause_instance": action("unpause", S, E),
+    "suspend_instance": action("suspend", S, E), "resume_instance": action("resume", S, E),
+    "soft_delete_instance": action("soft_delete", S, E),     # notify_about_instance_delete
+    "restore_instance": action("restore", S, E),
+    "rescue_instance": action("rescue", S) + [EXISTS] + action("rescue", E),
+    "unrescue_instance": action("unrescue", S, E),
+    "rebuild_instance": [EXISTS] + action("rebuild", S, E),  # _do_rebuild_instance
+    "snapshot_instance": action("snapshot", S, E),           # _snapshot_instance
+    "snapshot_instance:backup": action("snapshot", S, E),
+    "attach_volume": action("volume_attach", S, E),          # _attach_volume
+    "detach_volume": action("volume_detach", S, E),          # _detach_volume
+    "attach_interface": action("interface_attach", S, E),    # _attach_interface
+    "detach_interface": action("interface_detach", S, E),
+    # no versioned notification in Nova's code
+    "set_admin_password": [], "inject_file": [], "change_instance_metadata": [],
+    "reserve_block_device_name": [], "add_fixed_ip_to_instance": [],
+    "remove_fixed_ip_from_instance": [], "inject_network_info": [], "reset_network": [],
+    "refresh_instance_security_rules": [], "remove_volume_connection": [],
+}
+FAILURE: dict[str, list[str]] = {
+    # _build_and_run_instance catches the failure: create.error, no wrap_exception
+    "run_instance": action("create", S) + ["instance.create.error"],
+    "terminate_instance": action("delete", S) + action("shutdown", S) + [EXC],
+    # _reboot_instance: the guest still runs, the failure is swallowed
+    "reboot_instance": action("reboot", S) + ["instance.reboot.error"] + action("reboot", E),
+    "stop_instance": action("power_off", S) + [EXC],
+    "start_instance": action("power_on", S) + [EXC],
+    "pause_instance": action("pause", S) + [EXC],
+    "unpause_instance": action("unpause", S) + [EXC],
+    "suspend_instance": action("suspend", S) + [EXC],
+    "resume_instance": action("resume", S) + [EXC],
+    # the finally of notify_about_instance_delete sends .end before wrap_exception
+    "soft_delete_instance": action("soft_delete", S, E) + [EXC],
+    "restore_instance": action("restore", S) + [EXC],
+    "rescue_instance": action("rescue", S) + [EXC],
+    "unrescue_instance": action("unrescue", S) + [EXC],
+    # _notify_instance_rebuild_error, then re-raised
+    "rebuild_instance": [EXISTS] + action("rebuild", S) + ["instance.rebuild.error", EXC],
+    "snapshot_instance": action("snapshot", S) + [EXC],
+    "attach_volume": action("volume_attach", S) + ["instance.volume_attach.error", EXC],
+    "detach_volume": action("volume_detach", S) + [EXC],
+    "attach_interface": action("interface_attach", S) +
+    ["instance.interface_attach.error", EXC],
+    "detach_interface": action("interface_detach", S) + [EXC],
+    "set_admin_password": [EXC], "remove_volume_connection": [EXC],
+    "add_fixed_ip_to_instance": [EXC], "remove_fixed_ip_from_instance": [EXC],
+    # no @wrap_exception on these manager methods (or no such method in Nova any more)
+    "inject_file": [], "change_instance_metadata": [], "inject_network_info": [],
+    "reset_network": [], "refresh_instance_security_rules": [],
+}
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+class Run:
+    """Commands sent, and the notifications of each, told apart by the instance versions its
+    events have (a notification's message id is ``<uuid>:<version>:<n>``)."""
+
+    def __init__(self, client: ComputeClient) -> None:
+        self.client = client
+        self.versions: dict[str, int] = {}
+        self.commands: list[tuple[str, int, int, str, bool]] = []
+        self.hosts: set[str] = set()
+
+    async def do(self, host: HostService, vm: str, operation: str,
+                 payload: dict[str, Any] | None = None, *, fail: bool = False,
+                 label: str = "", method: str = "") -> None:
+        """Send one command; with ``fail``, its driver call (or ``method``) fails first."""
+        self.hosts.add(host.host)
+        if fail:
+            host.driver.inject_fault(method or OPERATIONS[operation].driver,
+                                     HypervisorError(f"{operation} failed here"))
+        outcome = await self.client.send(host.host, vm, operation, payload)
+        assert isinstance(outcome, Failed if fail else Succeeded), outcome
+        first = self.versions.get(vm, 0)
+        self.versions[vm] = outcome.version
+        self.commands.append((vm, first, outcome.version, label or operation, fail))
+
+    async def notifications(self, last: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+        """Every notification of this run's instances, each instance's up to the ``last``
+        event_type given for it (the notifier follows the log in order: once that one is
+        out, all before it are)."""
+        sub = await self.client.js.subscribe("compute.notify.>", ordered_consumer=True)
+        out: dict[str, list[dict[str, Any]]] = {vm: [] for vm in self.versions}
+        done: set[str] = set()
+        try:
+            while done != set(last):
+                note = msgspec.json.decode((await sub.next_msg(timeout=15)).data)
+                vm = note["message_id"].split(":")[0]
+                if vm in out:
+                    out[vm].append(note)
+                    if vm in last and note["event_type"] == last[vm] and \
+                            int(note["message_id"].split(":")[1]) == self.versions[vm]:
+                        done.add(vm)
+        finally:
+            await sub.unsubscribe()
+        return out
+
+    def check(self, notes: dict[str, list[dict[str, Any]]],
+              expected: dict[bool, dict[str, list[str]]]) -> tuple[list[str], dict[str, int]]:
+        """(problems, counts): each command's event_types against Nova's order, each
+        notification against Nova's classes."""
+        problems: list[str] = []
+        counts: dict[str, int] = {}
+        for vm, first, last, label, fail in self.commands:
+            mine = [n for n in notes[vm]
+                    if first < int(n["message_id"].split(":")[1]) <= last]
+            got = [n["event_type"] for n in mine]
+            want = expected[fail].get(label)
+            if want is None:
+                problems.append(f"{label} ({'failure' if fail else 'success'}): no expected "
+                                "sequence in this test")
+            elif got != want:
+                problems.append(f"{label} ({'failure' if fail else 'success'}): {got}, "
+                                f"Nova sends {want}")
+            for note in mine:
+                problems += check_notification(note)
+                name = note["payload"]["nova_object.name"]
+                counts[name] = counts.get(name, 0) + 1
+        return problems, counts
+
+
+def report(counts: dict[str, int], run: Run) -> str:
+    return (f"{sum(counts.values())} notifications of {len(run.commands)} commands checked "
+            f"against nova {NOVA_VERSION}: " +
+            ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+NOVA_VERSION = importlib.metadata.version("nova")
+
+
+# -- the checker can fail --------------------------------------------------------------
+
+
+def test_the_checker_refuses_what_nova_would_not_send() -> None:
+    """A wrong version, a missing field, a value the field refuses and a nested object of
+    the wrong class are each reported (so a green run means something)."""
+    from datetime import datetime, timezone
+
+    from compute.domain.instance import Instance
+    from compute.events import lifecycle as e
+    from compute.events.commands import Flavor
+    from compute.messaging.nova_payloads import action_payload
+
+    inst = e.Created(originator_id=uuid.uuid4(), originator_version=1,
+                     timestamp=datetime.now(timezone.utc), host="h", command_id="c",
+                     name="vm", flavor=Flavor(name="f", vcpus=1, memory_mb=64),
+                     image_ref="img").mutate(None)
+    assert isinstance(inst, Instance)
+    good = msgspec.json.decode(msgspec.json.encode(
+        action_payload("InstanceActionPayload", inst, str(inst.id), "req-1", None, "c")))
+    assert check_object(good, "InstanceActionPayload", "p") == []
+
+    def broken(**changes: Any) -> list[str]:
+        bad = msgspec.json.decode(msgspec.json.encode(good))
+        for key, value in changes.items():
+            if key == "version":
+                bad["nova_object.version"] = value
+            elif value is KeyError:
+                del bad["nova_object.data"][key]
+            else:
+                bad["nova_object.data"][key] = value
+        return check_object(bad, "InstanceActionPayload", "p")
+
+    assert "Nova's VERSION is 1.9" in broken(version="1.8")[0]
+    assert "missing ['locked']" in broken(locked=KeyError)[0]
+    assert "refused by InstanceState" in broken(state="frozen")[0]
+    assert "FutureWarning" in broken(uuid="not-a-uuid")[0] or \
+        "refused by UUID" in broken(uuid="not-a-uuid")[0]
+    assert "is not the" in broken(progress="0")[0]
+    assert "Nova's field holds FlavorPayload" in broken(
+        flavor={**good["nova_object.data"]["flavor"], "nova_object.name": "IpPayload"})[0]
+    assert "Nova sends no instance.teleport.start" in check_notification(
+        {"priority": "INFO", "event_type": "instance.teleport.start", "publisher_id": "x",
+         "timestamp": "", "message_id": "", "payload": good})[0]
+
+
+# -- the full runs ----------------------------------------------------------------------
+
+
+async def test_every_instance_operation_notifies_as_nova_succeeding_and_failing(
+        service: HostService, client: ComputeClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, h = Run(client), service
+    net = f"n{uuid.uuid4().hex[:8]}"
+    await client.send(h.host, "_host", "define_network",
+                      {"network_id": net, "cidr": "10.9.0.0/28"})
+
+    # every operation succeeding, on one instance
+    vm = str(uuid.uuid4())
+    volume, port = str(uuid.uuid4()), str(uuid.uuid4())
+    await run.do(h, vm, "run_instance", boot_payload("conformance"))
+    await run.do(h, vm, "reboot_instance")
+    await run.do(h, vm, "reboot_instance", {"reboot_type": "HARD"},
+                 label="reboot_instance:HARD")
+    await run.do(h, vm, "stop_instance")
+    await run.do(h, vm, "start_instance")
+    await run.do(h, vm, "pause_instance")
+    await run.do(h, vm, "unpause_instance")
+    await run.do(h, vm, "suspend_instance")
+    await run.do(h, vm, "resume_instance")
+    await run.do(h, vm, "rescue_instance")
+    await run.do(h, vm, "unrescue_instance")
+    await run.do(h, vm, "rebuild_instance", {"image_ref": "cirros-0.6.3"})
+    await run.do(h, vm, "snapshot_instance", {"name": "snap"})
+    await run.do(h, vm, "snapshot_instance", {"name": "bak", "image_type": "backup",
+                                              "backup_type": "daily", "rotation": 1},
+                 label="snapshot_instance:backup")
+    await run.do(h, vm, "set_admin_password", {"new_pass": "s3cret"})
+    await run.do(h, vm, "inject_file", {"path": "/etc/motd", "contents": "hi"})
+    await run.do(h, vm, "change_instance_metadata", {"metadata": {"k": "v"}})
+    await run.do(h, vm, "reserve_block_device_name", {"volume_id": volume})
+    await run.do(h, vm, "attach_volume", {"volume_id": volume})
+    await run.do(h, vm, "attach_interface", {"network_id": net, "port_id": port})
+    await run.do(h, vm, "add_fixed_ip_to_instance", {"network_id": net})
+    added = [a for i in h.store.get_instance(uuid.UUID(vm)).interfaces.values()
+             for a in i["addresses"]][-1]
+    await run.do(h, vm, "remove_fixed_ip_from_instance", {"address": added})
+    await run.do(h, vm, "inject_network_info")
+    await run.do(h, vm, "reset_network")
+    await run.do(h, vm, "refresh_instance_security_rules")
+    await run.do(h, vm, "detach_interface", {"port_id": port})
+    await run.do(h, vm, "detach_volume", {"volume_id": volume})
+    await run.do(h, vm, "remove_volume_connection", {"volume_id": volume})
+    await run.do(h, vm, "soft_delete_instance")
+    await run.do(h, vm, "restore_instance")
+    await run.do(h, vm, "terminate_instance")
+
+    # every operation failing at its driver call, on instances in the states they need
+    a = str(uuid.uuid4())
+    volume, port = str(uuid.uuid4()), str(uuid.uuid4())
+    await run.do(h, a, "run_instance", boot_payload("failing"))
+    for operation, payload in [
+            ("reboot_instance", None), ("stop_instance", None), ("pause_instance", None),
+            ("snapshot_instance", {"name": "s"}), ("set_admin_password", {"new_pass": "x"}),
+            ("inject_file", {"path": "/f", "contents": ""}),
+            ("change_instance_metadata", {"metadata": {}}),
+            ("attach_volume", {"volume_id": volume}),
+            ("attach_interface", {"network_id": net, "port_id": port}),
+            ("inject_network_info", None), ("reset_network", None),
+            ("refresh_instance_security_rules", None),
+            ("remove_volume_connection", {"volume_id": volume})]:
+        await run.do(h, a, operation, payload, fail=True)
+    await run.do(h, a, "attach_volume", {"volume_id": volume})
+    await run.do(h, a, "detach_volume", {"volume_id": volume}, fail=True)
+    await run.do(h, a, "attach_interface", {"network_id": net, "port_id": port})
+    await run.do(h, a, "add_fixed_ip_to_instance", {"network_id": net}, fail=True)
+    address = h.store.get_instance(uuid.UUID(a)).interfaces[port]["addresses"][0]
+    await run.do(h, a, "remove_fixed_ip_from_instance", {"address": address}, fail=True)
+    await run.do(h, a, "detach_interface", {"port_id": port}, fail=True)
+    await run.do(h, a, "pause_instance")
+    await run.do(h, a, "unpause_instance", fail=True)
+    await run.do(h, a, "unpause_instance")
+    await run.do(h, a, "rescue_instance")
+    await run.do(h, a, "unrescue_instance", fail=True)
+    await run.do(h, a, "unrescue_instance")
+    await run.do(h, a, "soft_delete_instance", fail=True)       # -> ERROR
+    await run.do(h, a, "rebuild_instance", {"image_ref": "cirros-0.6.3"}, fail=True)
+    await run.do(h, a, "terminate_instance", fail=True)
+    await run.do(h, a, "terminate_instance")
+
+    b = str(uuid.uuid4())
+    await run.do(h, b, "run_instance", boot_payload("off"))
+    await run.do(h, b, "stop_instance")
+    await run.do(h, b, "start_instance", fail=True)
+    await run.do(h, b, "start_instance")
+    await run.do(h, b, "suspend_instance")
+    await run.do(h, b, "resume_instance", fail=True)             # -> ERROR
+    await run.do(h, b, "rescue_instance", fail=True)
+    await run.do(h, b, "terminate_instance")
+
+    c = str(uuid.uuid4())
+    await run.do(h, c, "run_instance", boot_payload("soft"))
+    await run.do(h, c, "soft_delete_instance")
+    await run.do(h, c, "restore_instance", fail=True)
+    await run.do(h, c, "restore_instance")
+    await run.do(h, c, "suspend_instance", fail=True)            # -> ERROR
+    await run.do(h, c, "terminate_instance")
+
+    d = str(uuid.uuid4())
+    await run.do(h, d, "run_instance", boot_payload("never"), fail=True)
+    await run.do(h, d, "terminate_instance")
+
+    notes = await run.notifications({x: "instance.delete.end" for x in (vm, a, b, c, d)})
+    problems, counts = run.check(notes, {False: SUCCESS, True: FAILURE})
+    assert problems == []
+    covered = {label.split(":")[0] for _, _, _, label, fail in run.commands if not fail}
+    failed = {label for _, _, _, label, fail in run.commands if fail}
+    instance_ops = {name for name, op in OPERATIONS.items() if not op.flow}
+    assert covered == instance_ops
+    assert failed == instance_ops - {"reserve_block_device_name"}   # no driver call to fail
+    with capsys.disabled():
+        print(f"\nconformance (instance operations): {report(counts, run)}")
+
+
+async def test_every_move_notifies_as_nova(start_host: StartHost, client: ComputeClient,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Resize (confirmed, reverted), cold migration, live migration (done, failed,
+    aborted): their notifications, each checked the same way, in Nova's order."""
+    import asyncio
+
+    from tests.moves_fixtures import instance
+
+    src, dst = await start_host(), await start_host()
+    run = Run(client)
+    exp_ok = {
+        # prep_resize (_send_prep_resize_notifications), resize_instance, finish_resize
+        "resize_instance": [EXISTS] + action("resize_prep", S, E) + action("resize", S, E) +
+        action("resize_finish", S, E),
+        "confirm_resize": action("resize_confirm", S, E),        # _confirm_resize
+        "revert_resize": [EXISTS] + action("resize_revert", S, E),  # revert_resize, finish_
+        "live_migration": action("live_migration_pre", S, E) +
+        action("live_migration_post", S) + action("live_migration_post_dest", S, E) +
+        action("live_migration_post", E),
+        "run_instance": SUCCESS["run_instance"],
+        "terminate_instance": SUCCESS["terminate_instance"],
+    }
+    exp_ok["migrate_instance"] = exp_ok["resize_instance"]
+    exp_fail = {
+        # resize_instance re-raises to @wrap_exception (resize.error is only sent by
+        # _reschedule_resize_or_reraise, for a reschedule, which has no equivalent here)
+        "resize_instance": [EXISTS] + action("resize_prep", S, E) + action("resize", S) +
+        [EXC],
+        # _rollback_live_migration, _do_rollback_live_migration_at_destination
+        "live_migration": action("live_migration_pre", S, E) +
+        action("live_migration_rollback", S, E) + action("live_migration_rollback_dest", S, E),
+        "live_migration:aborted": action("live_migration_pre", S, E) +
+        action("live_migration_abort", S, E) + action("live_migration_rollback", S, E),
+    }
+    vms = [str(uuid.uuid4()) for _ in range(5)]
+    for vm in vms:
+        await run.do(src, vm, "run_instance", boot_payload("mover"))
+    r, m, lm, ab, f = vms
+    await run.do(src, r, "resize_instance", {"flavor": SMALL, "host": dst.host})
+    await run.do(dst, r, "revert_resize")
+    await run.do(src, r, "resize_instance", {"flavor": SMALL, "host": dst.host})
+    await run.do(dst, r, "confirm_resize")
+    await run.do(src, m, "migrate_instance", {"host": dst.host})
+    await run.do(dst, m, "confirm_resize")
+    await run.do(src, f, "resize_instance", {"flavor": SMALL, "host": dst.host}, fail=True,
+                 method="migrate_disk_and_power_off")
+    await run.do(src, lm, "live_migration", {"host": dst.host}, fail=True,
+                 method="live_migration")
+    await run.do(src, lm, "live_migration", {"host": dst.host})
+    src.driver.inject_fault("live_migration", None, delay=1.0)
+    migrating = asyncio.create_task(client.send(src.host, ab, "live_migration",
+                                                {"host": dst.host}))
+    while instance(src, ab).migration is None or \
+            instance(src, ab).migration.status != "running":
+        await asyncio.sleep(0.02)
+    abort = await client.send(src.host, ab, "live_migration_abort")
+    aborted = await migrating
+    assert isinstance(abort, Succeeded) and isinstance(aborted, Failed), (abort, aborted)
+    # the migration's events and the abort's interleave: one span of the log for both
+    first, last = run.versions[ab], max(abort.version, aborted.version)
+    run.versions[ab] = last
+    run.commands.append((ab, first, last, "live_migration:aborted", True))
+    owners = {r: dst, m: dst, lm: dst, ab: src, f: src}
+    for vm, owner in owners.items():
+        await run.do(owner, vm, "terminate_instance")
+
+    notes = await run.notifications({vm: "instance.delete.end" for vm in vms})
+    problems, counts = run.check(notes, {False: exp_ok, True: exp_fail})
+    assert problems == []
+    with capsys.disabled():
+        print(f"\nconformance (moves): {report(counts, run)}")
