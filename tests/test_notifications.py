@@ -183,10 +183,11 @@ async def test_a_reboot_that_fails_with_the_guest_running_sends_error_then_end(
     assert data(notes[-1])["state"] == "active"
 
 
-async def test_a_notifier_started_between_a_fault_and_its_revert_still_reports_the_fault(
+async def test_a_notifier_started_between_a_fault_and_its_reboot_end_still_reports_the_fault(
         service: HostService, client: ComputeClient) -> None:
-    """reboot.error is sent at the revert (only then is it known whether the guest kept
-    running); a notifier that starts after the fault reads it from the store."""
+    """reboot.error is sent with the event that ends the failed reboot (only then is it known
+    whether the guest kept running); a notifier that starts after the fault reads it from
+    the store."""
     from uuid import UUID
 
     from compute.domain.errors import HypervisorError
@@ -197,8 +198,8 @@ async def test_a_notifier_started_between_a_fault_and_its_revert_still_reports_t
     await client.send(service.host, vm, "run_instance", boot_payload())
     service.driver.inject_fault("reboot", HypervisorError("agent gone"))
     failed = await client.send(service.host, vm, "reboot_instance")
-    reverted = service.store.events.get(UUID(vm), gt=failed.version - 1)
-    event = next(ev for ev in reverted if isinstance(ev, e.TaskReverted))
+    ended = service.store.events.get(UUID(vm), gt=failed.version - 1)
+    event = next(ev for ev in ended if isinstance(ev, e.Rebooted))
     fresh = Notifier(service.store, service.js)
     notes = await fresh._apply(event)
     assert [n.event_type for n in notes] == ["instance.reboot.error", "instance.reboot.end"]

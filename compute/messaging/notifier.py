@@ -143,6 +143,12 @@ def before_notes(event: Any, before: Instance | None, fault: Primitive | None
             return []
         out = [Note("instance.exists", "InstanceExistsPayload", before)] \
             if row.exists is Exists.BEFORE_END else []
+        if fault is not None and row.on_failure_notice is \
+                FailureNotice.ERROR_AND_END_IF_RUNNING:
+            # _reboot_instance: the guest still runs after the failure, which is swallowed:
+            # .error, then the action ends as a reboot (.end)
+            out.append(Note(f"instance.{row.notify}.error", row.notify_payload, before,
+                            fault=fault))
         if row.notify_inner:
             out.append(Note(f"instance.{row.notify_inner}.end", "InstanceActionPayload",
                             before))
@@ -165,12 +171,9 @@ def before_notes(event: Any, before: Instance | None, fault: Primitive | None
         row = next(iter(rows(event.operation)), None)
         if row is not None and row.on_failure_notice is \
                 FailureNotice.ERROR_AND_END_IF_RUNNING:
-            # _reboot_instance: a guest still running after the failure gets .error and
-            # .end (the failure is swallowed); otherwise ERROR and wrap_exception's notice
-            if event.vm_state is VmState.ERROR:
-                return [Note(EXCEPTION, "ExceptionPayload", before, fault=fault)]
-            return [Note(f"instance.{row.notify}.error", row.notify_payload, before,
-                         fault=fault)]
+            # _reboot_instance with the guest down: ERROR and wrap_exception's notice (the
+            # guest still running ends as a reboot: the Completed branch above)
+            return [Note(EXCEPTION, "ExceptionPayload", before, fault=fault)]
     return []
 
 
@@ -190,11 +193,6 @@ def after_notes(event: Any, started: Operation | None, after: Instance,
     if isinstance(event, e.Completed):
         row = next(iter(rows(event.operation)), None)
         if row is not None and row.notify:
-            return [Note(f"instance.{row.notify}.end", row.notify_payload, after)]
-    if isinstance(event, e.TaskReverted):
-        row = next(iter(rows(event.operation)), None)
-        if row is not None and row.on_failure_notice is \
-                FailureNotice.ERROR_AND_END_IF_RUNNING and event.vm_state is not VmState.ERROR:
             return [Note(f"instance.{row.notify}.end", row.notify_payload, after)]
     return [Note(t, "InstanceActionResizePrepPayload" if ".resize_prep." in t
                  else "InstanceExistsPayload" if t == "instance.exists"
@@ -297,6 +295,7 @@ class Notifier(LogFollower):
         before = states.pop(uuid, None)
         if before is not None and before.version != event.originator_version - 1:
             before = None     # another host's notifier went ahead: this state is stale
+        seen_previous = before is not None     # this notifier applied the event before
         if before is None and event.originator_version > 1:
             before = await asyncio.to_thread(self.store.get_instance, uuid,
                                              event.originator_version - 1)
@@ -308,6 +307,15 @@ class Notifier(LogFollower):
                 del self._faults[next(iter(self._faults))]
         elif isinstance(event, e.TaskReverted):
             fault = self._faults.pop(uuid, None) or await self._fault_before(event)
+        elif isinstance(event, e.Completed):
+            # a failure that still ended the operation (a reboot whose guest runs): its
+            # fault came just before; read from the store only if this notifier did not
+            # apply that event itself
+            fault = self._faults.pop(uuid, None)
+            if fault is None and not seen_previous and any(
+                    r.on_failure_notice is FailureNotice.ERROR_AND_END_IF_RUNNING
+                    for r in rows(event.operation)):
+                fault = await self._fault_before(event)
         notes = self._build(event, before_notes(event, before, fault), 0)
         started = started_by(event, before)
         after = event.mutate(before)
@@ -317,8 +325,8 @@ class Notifier(LogFollower):
         return notes + self._build(event, after_notes(event, started, after, prior),
                                    len(notes))
 
-    async def _fault_before(self, event: e.TaskReverted) -> Primitive | None:
-        """The fault recorded just before a revert, when this notifier did not see it (it
+    async def _fault_before(self, event: e.TaskReverted | e.Completed) -> Primitive | None:
+        """The fault recorded just before a revert (or a completion), when this notifier did not see it (it
         started after it): the previous event, from the store."""
         v = event.originator_version
         previous = await asyncio.to_thread(
