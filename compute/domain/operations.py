@@ -16,6 +16,7 @@ from compute.domain.states import (
     ALLOW_HARD_REBOOT,
     ALLOW_REBOOT_TASKS,
     ALLOW_SOFT_REBOOT,
+    PowerState,
     VmState,
 )
 from compute.domain.states import (
@@ -64,6 +65,11 @@ class Operation:
     needs_rules: bool = False                  # gets its security groups' rules
     flow: str = ""                             # a move across hosts (actors/moves.py) runs
                                                # instead of the single driver call
+    reaches: PowerState | None = None
+    """The guest's power state once the driver call has acted, when that alone proves it
+    did (pause, unpause, stop, start, resume, restore): a resumed command that finds the
+    guest there records the outcome that already happened instead of calling again (a
+    second ``unpause`` fails "not paused"). None: the state does not tell (reboot, attach)."""
 
     @property
     def action_event(self) -> str:
@@ -86,22 +92,22 @@ _ROWS: tuple[Operation, ...] = (
               "Reboot the guest (SOFT: ask it; HARD: power-cycle)."),
     Operation("stop_instance", c.StopInstance, "stop", frozenset({V.ACTIVE, V.ERROR}), IDLE,
               T.POWERING_OFF, (), "power_off", e.PoweredOff, V.STOPPED, OnFailure.KEEP,
-              "stop", "Power the guest off."),
+              "stop", "Power the guest off.", reaches=PowerState.SHUTDOWN),
     Operation("start_instance", c.InstanceCommand, "start", frozenset({V.STOPPED}), IDLE,
               T.POWERING_ON, (), "power_on", e.PoweredOn, V.ACTIVE, OnFailure.KEEP,
-              "start", "Power a stopped guest on."),
+              "start", "Power a stopped guest on.", reaches=PowerState.RUNNING),
     Operation("pause_instance", c.InstanceCommand, "pause", frozenset({V.ACTIVE}), IDLE,
               T.PAUSING, (), "pause", e.Paused, V.PAUSED, OnFailure.KEEP,
-              "pause", "Pause the guest in memory."),
+              "pause", "Pause the guest in memory.", reaches=PowerState.PAUSED),
     Operation("unpause_instance", c.InstanceCommand, "unpause", frozenset({V.PAUSED}), IDLE,
               T.UNPAUSING, (), "unpause", e.Unpaused, V.ACTIVE, OnFailure.KEEP,
-              "unpause", "Run a paused guest again."),
+              "unpause", "Run a paused guest again.", reaches=PowerState.RUNNING),
     Operation("suspend_instance", c.InstanceCommand, "suspend", frozenset({V.ACTIVE}), IDLE,
               T.SUSPENDING, (), "suspend", e.Suspended, V.SUSPENDED, OnFailure.ERROR,
               "suspend", "Save the guest's state to disk and stop it."),
     Operation("resume_instance", c.InstanceCommand, "resume", frozenset({V.SUSPENDED}), IDLE,
               T.RESUMING, (), "resume", e.Resumed, V.ACTIVE, OnFailure.ERROR,
-              "resume", "Restore a suspended guest."),
+              "resume", "Restore a suspended guest.", reaches=PowerState.RUNNING),
 )
 
 IMAGE_STATES = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED})
@@ -115,7 +121,8 @@ _ROWS += (
               preempts=True),
     Operation("restore_instance", c.InstanceCommand, "restore", frozenset({V.SOFT_DELETED}),
               IDLE, T.RESTORING, (), "power_on", e.Restored, V.ACTIVE, OnFailure.KEEP,
-              "restore", "Bring a soft-deleted instance back."),
+              "restore", "Bring a soft-deleted instance back.",
+              reaches=PowerState.RUNNING),
     Operation("rescue_instance", c.RescueInstance, "rescue",
               frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), IDLE, T.RESCUING, (), "rescue",
               e.Rescued, V.RESCUED, OnFailure.ERROR, "rescue",
