@@ -23,6 +23,8 @@ import pytest
 
 from compute.actors.host import HostService
 from compute.actors.instance import StoreUnavailable
+from compute.cli.errors import CliError
+from compute.cli.serve import host_service
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.domain.operations import OPERATIONS
@@ -37,12 +39,51 @@ CHATTR = shutil.which("chattr")
 
 
 @pytest.fixture
-def outage_settings(settings: Settings, tmp_path: Path) -> Settings:
-    """The test host on a SQLite store in a directory of its own (the one made immutable),
-    with a short ``ack_wait`` and ``max_deliver``: an outage of a few seconds outlasts them."""
-    (tmp_path / "store").mkdir()
-    return msgspec.structs.replace(settings, store=str(tmp_path / "store" / "compute.sqlite"),
-                                   ack_wait=1.0, max_deliver=2)
+def outage_settings(settings: Settings, tmp_path: Path, store_kind: str) -> Settings:
+    """The test host with a short ``ack_wait`` and ``max_deliver`` (an outage of a few
+    seconds outlasts them); on SQLite, its store in a directory of its own (the one made
+    immutable)."""
+    if store_kind == "sqlite":
+        (tmp_path / "store").mkdir()
+        settings = msgspec.structs.replace(
+            settings, store=str(tmp_path / "store" / "compute.sqlite"))
+    return msgspec.structs.replace(settings, ack_wait=1.0, max_deliver=2)
+
+
+def store_refusing(store: str) -> contextlib.AbstractContextManager[None]:
+    """The outage that fits the store: SQLite's files immutable, or PostgreSQL failing
+    every write to the store's tables as a full disk does."""
+    if store.startswith("postgres"):
+        return postgres_refusing_writes(store)
+    return store_refusing_writes(store)
+
+
+@contextlib.contextmanager
+def postgres_refusing_writes(url: str) -> Iterator[None]:
+    """Every table of the store's schema refuses writes in the server itself: a trigger
+    raises SQLSTATE 53100 (disk_full), as PostgreSQL does when it cannot extend a file.
+    (The database is shared by the suites, so it is not made read-only as a whole.)"""
+    import psycopg
+
+    from tests.stores import PG_DSN
+
+    schema = url.rsplit("schema=", 1)[1]
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"""CREATE FUNCTION "{schema}".refuse() RETURNS trigger LANGUAGE plpgsql
+            AS $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
+            USING ERRCODE = 'disk_full'; END $$""")
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (schema,)).fetchall()]
+        for table in tables:
+            conn.execute(f'CREATE TRIGGER refuse BEFORE INSERT OR UPDATE OR DELETE ON '
+                         f'"{schema}"."{table}" FOR EACH STATEMENT EXECUTE FUNCTION '
+                         f'"{schema}".refuse()')
+    try:
+        yield
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP FUNCTION "{schema}".refuse() CASCADE')
 
 
 @contextlib.contextmanager
@@ -171,6 +212,7 @@ async def test_a_pause_that_reached_the_guest_before_its_outcome_failed_is_not_r
 
 
 # -- item 3: a store outage holds commands, the host says so, and resumes alone ---------------
+@pytest.mark.both_stores
 async def test_a_store_refusing_writes_holds_commands_and_the_host_resumes_alone(
         outage_settings: Settings, client: ComputeClient) -> None:
     s = outage_settings
@@ -179,7 +221,7 @@ async def test_a_store_refusing_writes_holds_commands_and_the_host_resumes_alone
     await service.start()
     try:
         await client.send(s.host, vm, "run_instance", boot_payload())
-        with store_refusing_writes(s.store):
+        with store_refusing(s.store):
             pending = asyncio.create_task(client.send(s.host, vm, "pause_instance",
                                                       timeout=60))
             await until(lambda: not service.store_health.writable)
@@ -204,15 +246,19 @@ async def test_a_store_refusing_writes_holds_commands_and_the_host_resumes_alone
         await service.stop()
 
 
+@pytest.mark.both_stores
 async def test_a_host_started_on_a_store_that_refuses_writes_does_not_come_up(
         outage_settings: Settings) -> None:
     s = outage_settings
     first = HostService(s)
     await first.start()
     await first.stop()
-    with store_refusing_writes(s.store):
+    with store_refusing(s.store):
         with pytest.raises(StoreUnavailable, match="refuses writes"):
             await HostService(s).start()
+        with pytest.raises(CliError, match="refuses writes"):     # `compute up`: one line
+            async with host_service(s):
+                pass
     again = HostService(s)
     await again.start()
     await again.stop()
