@@ -32,6 +32,7 @@ from compute.events.commands import AttachVolume
 from compute.events.outcomes import Rejected, Succeeded
 from compute.messaging.subjects import COMMANDS_STREAM, command
 from compute.messaging.users import host_user
+from compute.projections.audit import verify
 from compute.store.app import open_store
 from tests.conftest import boot_payload
 
@@ -141,6 +142,13 @@ async def host_call(client: ComputeClient, host: str, op: str, **payload: object
     return msgspec.json.decode(reply.data)
 
 
+async def views_equal_replay(service: HostService, position: int) -> None:
+    """The host's views, caught up to ``position``, equal a replay of the log."""
+    await until(lambda: service.views.position("views") >= position)
+    report = await asyncio.to_thread(verify, service.store, service.views)
+    assert report.equal, report
+
+
 # -- issue 21: an operation without a task_state is in flight too ------------------------------
 async def test_an_attach_interrupted_between_acceptance_and_hypervisor_is_resumed(
         settings: Settings, client: ComputeClient) -> None:
@@ -207,6 +215,7 @@ async def test_a_pause_that_reached_the_guest_before_its_outcome_failed_is_not_r
         assert "FaultRecorded" not in out.events
         dom = second.driver.connect().lookupByUUIDString(vm)
         assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED        # store == hypervisor
+        await views_equal_replay(second, out.position)
     finally:
         await second.stop()
 
@@ -242,6 +251,7 @@ async def test_a_store_refusing_writes_holds_commands_and_the_host_resumes_alone
         assert status["degraded"] is False and status["store_refuses"] == ""
         after = await client.send(s.host, vm, "unpause_instance", timeout=20)
         assert isinstance(after, Succeeded) and after.vm_state == "active"
+        await views_equal_replay(service, after.position)
     finally:
         await service.stop()
 

@@ -45,8 +45,14 @@ class AnswerBook:
 
     # -- the store (called on a worker thread or the writer's) ------------------------------
     def create(self) -> None:
+        """The table, if missing (on PostgreSQL under the store's table-creation lock:
+        hosts started together would race, ``compute.store.app._creating``)."""
         blob = "BYTEA" if self._pg else "BLOB"
         with self._datastore.transaction(commit=True) as c:
+            if self._pg:
+                from compute.store.app import _CREATE_LOCK
+
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
             c.execute(f"CREATE TABLE IF NOT EXISTS {self._table} (command_id TEXT PRIMARY KEY,"
                       f" host TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, outcome {blob})")
             c.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_at ON {self._table} (host, at)")
