@@ -272,3 +272,36 @@ async def test_a_host_started_on_a_store_that_refuses_writes_does_not_come_up(
     again = HostService(s)
     await again.start()
     await again.stop()
+
+
+async def test_an_attach_that_reached_the_guest_before_its_outcome_failed_is_not_repeated(
+        outage_settings: Settings, client: ComputeClient) -> None:
+    """The power state says nothing about a volume: the driver is asked whether the disk is
+    there (``Operation.reached_if``); it is, so VolumeAttached is recorded, no fault."""
+    s = outage_settings
+    vm = str(uuid.uuid4())
+    first = HostService(s)
+    await first.start()
+    await client.send(s.host, vm, "run_instance", boot_payload())
+    attaches = counting(first.driver, "attach_volume")
+    first.driver.inject_fault("attach_volume", None, times=1, delay=1.0)
+    pending = asyncio.create_task(client.send(s.host, vm, "attach_volume",
+                                              {"volume_id": "data"}, timeout=60))
+    await until(lambda: first.router.actors[uuid.UUID(vm)].instance.action_command_id
+                is not None)
+    with store_refusing_writes(s.store):
+        await until(lambda: not first.store_health.writable)
+        assert attaches == [1] and not pending.done()
+        await first.stop()
+    second = HostService(s, driver=first.driver)
+    await second.start()
+    try:
+        out = await pending
+        assert isinstance(out, Succeeded), out
+        assert out.events[-1] == "VolumeAttached" and "FaultRecorded" not in out.events
+        assert attaches == [1]
+        view = (await client.query("instance", vm, min_position=out.position))["instance"]
+        assert [v["volume_id"] for v in view["volumes"].values()] == ["data"]
+        await views_equal_replay(second, out.position)
+    finally:
+        await second.stop()

@@ -274,9 +274,9 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
             if op.flow:                 # a move across hosts (actors/moves.py)
                 flow = await self.ctx.moves.run(self, env, inst, op)
                 power = flow.power
-            elif resumed and await self._already_reached(op, ref):
-                assert op.reaches is not None
-                power = op.reaches
+            elif resumed and (reached := await self._already_reached(op, ref, params)) \
+                    is not None:
+                power = reached
             else:
                 answer = await self.ctx.driver.call(op.driver, ref, **params) \
                     if op.driver else inst.power_state
@@ -402,17 +402,26 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
             answers.noted(env.command_id, at)
             return
 
-    async def _already_reached(self, op: Operation, ref: InstanceRef) -> bool:
-        """The guest is already where ``op`` takes it (the hypervisor is asked, never the
-        store: after a failed outcome commit the store is the one that is behind)."""
-        if op.reaches is None:
-            return False
+    async def _already_reached(self, op: Operation, ref: InstanceRef,
+                               params: dict[str, Any]) -> PowerState | None:
+        """The guest's power state when it is already where ``op`` takes it, else None. The
+        hypervisor is asked, never the store: after a failed outcome commit the store is
+        the one that is behind (``Operation.reaches``, ``Operation.reached_if``)."""
+        if op.reaches is None and not op.reached_if:
+            return None
         power = await self._power_state(ref, PowerState.NOSTATE)
-        if power is op.reaches:
-            log.info("instance %s: %s already reached the guest (%s); recording it",
-                     self.uuid, op.name, power.label)
-            return True
-        return False
+        if op.reaches is not None:
+            done = power is op.reaches
+        else:
+            try:
+                done = bool(await self.ctx.driver.call(op.reached_if, ref, **params))
+            except Exception:           # cannot tell: the call is made
+                done = False
+        if not done:
+            return None
+        log.info("instance %s: %s already reached the hypervisor; recording it", self.uuid,
+                 op.name)
+        return power
 
     async def _power_state(self, ref: InstanceRef, default: PowerState) -> PowerState:
         try:

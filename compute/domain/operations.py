@@ -70,6 +70,10 @@ class Operation:
     did (pause, unpause, stop, start, resume, restore): a resumed command that finds the
     guest there records the outcome that already happened instead of calling again (a
     second ``unpause`` fails "not paused"). None: the state does not tell (reboot, attach)."""
+    reached_if: str = ""
+    """A driver predicate, given the operation's parameters, true when its effect is on the
+    hypervisor already (a volume attached): the same use as ``reaches``, for operations the
+    power state says nothing about."""
 
     @property
     def action_event(self) -> str:
@@ -162,10 +166,11 @@ _ROWS += (
               "reserve-device", "Set the next free device name aside (a synchronous call)."),
     Operation("attach_volume", c.AttachVolume, "attach_volume", VOLUME_STATES, IDLE, None, (),
               "attach_volume", d.VolumeAttached, None, OnFailure.KEEP, "attach-volume",
-              "Attach a volume (a file under the volumes directory on the test hypervisor)."),
+              "Attach a volume (a file under the volumes directory on the test hypervisor).",
+              reached_if="volume_attached"),
     Operation("detach_volume", c.VolumeCommand, "detach_volume", VOLUME_STATES, IDLE, None,
               (), "detach_volume", d.VolumeDetached, None, OnFailure.KEEP, "detach-volume",
-              "Detach a volume."),
+              "Detach a volume.", reached_if="volume_detached"),
     Operation("remove_volume_connection", c.VolumeCommand, "remove_volume_connection", LIVE,
               None, None, (), "remove_volume_connection", d.VolumeConnectionRemoved, None,
               OnFailure.KEEP, "remove-volume-connection",
