@@ -15,8 +15,8 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -49,6 +49,8 @@ from compute.store.health import retry_delay
 from compute.virt.api import Finished, InstanceRef, power_of
 
 log = logging.getLogger("compute.instance")
+
+T = TypeVar("T")
 
 Message = Envelope | Recover | SyncPower
 
@@ -258,9 +260,10 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         """The hypervisor half: call the driver, record success or the fault, answer.
 
         A ``resumed`` command (a redelivery of the operation in flight) may have reached the
-        hypervisor before its outcome failed to commit: when the operation's ``reaches``
-        power state is what the guest is in now, that outcome is recorded as it happened,
-        and the call (not idempotent: a second unpause fails "not paused") is not made."""
+        hypervisor before its outcome failed to commit: when the guest is already where the
+        operation takes it (``reaches``, ``reached_if``), that outcome is recorded as it
+        happened, and the call (not idempotent: a second unpause fails "not paused") is not
+        made."""
         params = {**msgspec.to_builtins(env.payload), **inst.action_params}
         # what the driver may need beyond the payload: the image id a snapshot gets (its
         # command id, so a redelivery makes the same image) and whether to end powered on
@@ -355,16 +358,34 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         return inst
 
     async def _commit(self, events: list[Any]) -> int:
-        """Durably store ``events``. A version conflict (another writer) raises
+        """Durably store ``events`` (held while the store refuses writes: ``_durably``)."""
+        ids = await self._durably(lambda: self.ctx.writer.append(events))
+        return ids[-1] if ids else 0
+
+    async def _remember(self, env: Envelope, outcome: Any) -> None:
+        """Keep the answer (before the command is acknowledged) for the answer window: a
+        redelivery or a resend of its id gets it again (``compute.store.answers``)."""
+        answers = self.ctx.answers
+        if answers is None or not isinstance(outcome, Succeeded | Failed | Rejected) \
+                or answers.known(env.command_id):
+            return
+        encoded = _encoder.encode(outcome)
+        at = await self._durably(
+            lambda: self.ctx.writer.remember(answers, env.command_id, encoded))
+        answers.noted(env.command_id, at)
+
+    async def _durably(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run a store write. A version conflict (another writer) raises
         ``StoreUnavailable`` at once (the command is redelivered and sees the other's
         events); a store that refuses writes (full, read-only, down) holds the command here,
         retrying, while the host is degraded: its JetStream deliveries are not burned, and it
-        continues by itself when the store takes writes again (``compute.store.health``)."""
+        continues by itself when the store takes writes again (``compute.store.health``).
+        A host that stops meanwhile gives the command back (``StoreUnavailable``)."""
         health = self.ctx.store_health
         attempt = 0
         while True:
             try:
-                ids = await self.ctx.writer.append(events)
+                result = await write()
             except Exception as exc:
                 if "conflict" in str(exc):
                     raise StoreUnavailable(f"store write failed: {exc}") from exc
@@ -375,32 +396,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                 attempt += 1
                 continue
             health.succeeded()
-            return ids[-1] if ids else 0
-
-    async def _remember(self, env: Envelope, outcome: Any) -> None:
-        """Keep the answer (before the command is acknowledged) for the answer window: a
-        redelivery or a resend of its id gets it again (``compute.store.answers``). Held,
-        as a commit is, while the store refuses writes."""
-        answers = self.ctx.answers
-        if answers is None or not isinstance(outcome, Succeeded | Failed | Rejected) \
-                or answers.known(env.command_id):
-            return
-        encoded = _encoder.encode(outcome)
-        health = self.ctx.store_health
-        attempt = 0
-        while True:
-            try:
-                at = await self.ctx.writer.remember(answers, env.command_id, encoded)
-            except Exception as exc:
-                health.failed(exc)
-                if health.closing:
-                    raise StoreUnavailable(f"store write failed: {exc}") from exc
-                await asyncio.sleep(retry_delay(attempt))
-                attempt += 1
-                continue
-            health.succeeded()
-            answers.noted(env.command_id, at)
-            return
+            return result
 
     async def _already_reached(self, op: Operation, ref: InstanceRef,
                                params: dict[str, Any]) -> PowerState | None:

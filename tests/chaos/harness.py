@@ -149,9 +149,9 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
               "failed_starts": 0}
     t0 = time.monotonic()
     while (elapsed := time.monotonic() - t0) < seconds or outage.on:
-        if outage_at and elapsed >= outage_at[0]:
+        if outage_at and elapsed >= outage_at[0] and not outage.on:   # one after another
             outage_at.pop(0)
-            if not outage.on and outage.start():
+            if outage.start():
                 counts["outages"] += 1
                 outage_ends = elapsed + outage_seconds
         if outage.on and elapsed >= outage_ends:
