@@ -362,10 +362,9 @@ class HostService(HostTasks):
         try:
             await asyncio.to_thread(self.answers.create)
             await asyncio.to_thread(self.answers.probe)
-        except Exception as exc:
+        except Exception as exc:        # (the store is not closed: see stop())
             await asyncio.to_thread(self.writer.close)
             await asyncio.to_thread(self.views.close)
-            await asyncio.to_thread(self.store.close)
             with contextlib.suppress(Exception):
                 await self.nc.close()
             raise StoreUnavailable(f"store {self.settings.store!r} refuses writes "
@@ -379,7 +378,9 @@ class HostService(HostTasks):
         self.metrics.store_writable.set(int(writable))
         if self.consumer is not None:
             if writable:
-                asyncio.get_running_loop().create_task(self.consumer.resume())
+                task = asyncio.get_running_loop().create_task(self.consumer.resume())
+                self._steps.add(task)              # (held until done, as the steps are)
+                task.add_done_callback(self._steps.discard)
             else:
                 self.consumer.pause()
 
