@@ -22,7 +22,8 @@ bench: setup
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 chaos: setup
-	$(BIN)/python -m tests.chaos.harness --seconds 120 --instances 100 --kills 10 --nats-restarts 3 --fault-rate 0.05
+	$(BIN)/python -m tests.chaos.harness --seconds 120 --instances 100 --kills 10 --nats-restarts 3 --fault-rate 0.05 \
+		--outages 2 --outage-seconds 10
 
 clean:
 	rm -rf var .pytest_cache

@@ -130,6 +130,25 @@ def document() -> dict[str, Any]:
                                              "A Nova versioned notification")}}
     operations["receive.notification"] = {"action": "receive",
                                           "channel": {"$ref": "#/channels/notification"}}
+    messages["dead_letter"] = {
+        "name": "dead_letter", "contentType": "application/json",
+        "summary": "A command a host gave up on: its body as sent, the reason in headers",
+        "payload": {"description": "the command's body, unchanged"},
+        "headers": {"type": "object", "properties": {
+            h: {"type": "string"} for h in (
+                "Compute-Dead-Reason", "Compute-Dead-Detail", "Compute-Dead-Subject",
+                "Compute-Dead-Deliveries", "Compute-Dead-Sent-At", "Compute-Dead-Host",
+                "Compute-Reply-To")}}}
+    channels["dead_letter"] = {
+        "address": "compute.dead.{host}.{instance_uuid}.{operation}",
+        "parameters": {"host": {}, "instance_uuid": {}, "operation": {}},
+        "description": "Commands moved to stream COMPUTE_DEAD (too many deliveries without "
+                       "an answer, or older than command_max_age); the sender got a Rejected "
+                       "CommandDeadLettered. `compute dead list|retry`.",
+        "messages": {"dead_letter": {"$ref": "#/components/messages/dead_letter"}},
+        "bindings": {"nats": {"stream": "COMPUTE_DEAD"}}}
+    operations["receive.dead_letter"] = {"action": "receive",
+                                         "channel": {"$ref": "#/channels/dead_letter"}}
     for view in ("instances", "instance", "hosts", "host", "images", "migrations"):
         keyed = view in ("instance", "host", "images", "migrations")
         channels[f"query.{view}"] = {

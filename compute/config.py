@@ -41,6 +41,14 @@ class Settings(msgspec.Struct, kw_only=True):
     ack_wait: float = 60.0                # JetStream redelivery deadline of an unacked command
     max_deliver: int = 5                  # deliveries before JetStream gives a command up
     max_ack_pending: int = 20000
+    command_max_age: float = 3600.0
+    """Seconds after which a command not yet run is dead-lettered instead (``COMPUTE_DEAD``,
+    reason ``expired``): one sent to a host that did not exist or was down that long does
+    not run whenever such a host appears. 0: no limit."""
+    answer_window: float = 0.0
+    """Seconds every answered command id (Succeeded, Failed, Rejected) gets the same answer
+    again; 0 picks the least that covers JetStream: its duplicate window plus
+    ``ack_wait * (max_deliver + 1)`` (a resend after that is a new command)."""
     outbox: str = "inline"
     """Where the relay, notifier and projector run: ``inline`` (tasks of the host process) or
     ``process`` (their own OS process, off the actors' GIL; what ``compute up`` uses)."""
@@ -91,3 +99,11 @@ class Settings(msgspec.Struct, kw_only=True):
                 values[field.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return msgspec.convert(values, cls, strict=False)
+
+
+def answer_window(settings: Settings) -> float:
+    """Seconds answers are remembered: the setting, or the least that covers JetStream."""
+    from compute.messaging.streams import DUPLICATE_WINDOW
+
+    return settings.answer_window or (
+        DUPLICATE_WINDOW + settings.ack_wait * (max(settings.max_deliver, 1) + 1))

@@ -39,6 +39,13 @@ class Metrics:
         self.consumer_pending = Gauge("compute_consumer_pending",
                                       "Commands waiting in this host's JetStream consumer",
                                       registry=r)
+        self.dead_letters = Counter("compute_dead_letters",
+                                    "Commands moved to COMPUTE_DEAD, by reason", ["reason"],
+                                    registry=r)
+        self.store_writable = Gauge("compute_store_writable",
+                                    "1 while the store takes writes, 0 while it refuses them "
+                                    "(commands are held)", registry=r)
+        self.store_writable.set(1)
         self.port: int | None = None
         self._server: Any = None
         self._children: dict[tuple[str, ...], Any] = {}
@@ -56,6 +63,9 @@ class Metrics:
         if timed is None:
             timed = self._children[(operation,)] = self.command_seconds.labels(operation)
         timed.observe(seconds)
+
+    def dead_letter(self, reason: str) -> None:
+        self.dead_letters.labels(reason).inc()
 
     def driver_call(self, method: str, seconds: float) -> None:
         """A hypervisor call returned (called from the driver's threads)."""

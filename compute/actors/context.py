@@ -18,6 +18,7 @@ from compute.events.outcomes import Outcome
 from compute.messaging.acks import InProgress
 from compute.metrics import Metrics
 from compute.store.app import ComputeStore
+from compute.store.health import StoreHealth
 from compute.store.writer import GroupCommitWriter
 
 log = logging.getLogger("compute")
@@ -81,6 +82,8 @@ class ActorContext:
     passivate_after: float = 120.0
     ack_wait: float = 60.0
     counters: Counters = field(default_factory=Counters)
+    store_health: StoreHealth = field(default_factory=StoreHealth)
+    answers: Any = None                # store.answers.AnswerBook: every answer, by command id
     in_progress: InProgress = field(init=False)
 
     def __post_init__(self) -> None:

@@ -27,21 +27,22 @@ from compute.actors.context import ActorContext, Envelope, Recover
 from compute.actors.driver import DriverActor, driver_threads
 from compute.actors.host_ops import HostOperations
 from compute.actors.host_tasks import HostTasks
+from compute.actors.instance import StoreUnavailable
 from compute.actors.move_steps import MoveSteps
 from compute.actors.moves import Moves
 from compute.actors.networks import NetworkBook, SecurityGroupBook
 from compute.actors.peers import Peers
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
-from compute.config import Settings
+from compute.config import Settings, answer_window
 from compute.domain.errors import ComputeError, InvalidPayload
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS, lookup
 from compute.domain.placement import pick_host
 from compute.events.commands import Flavor
-from compute.events.outcomes import Outcome, Rejected
+from compute.events.outcomes import ErrorCode, Outcome, Rejected
 from compute.events.steps import STEPS
-from compute.messaging import intake
+from compute.messaging import dead_letters, intake
 from compute.messaging.acks import redelivered
 from compute.messaging.consumer import PullConsumer
 from compute.messaging.credentials import connect
@@ -62,6 +63,8 @@ from compute.metrics import Metrics
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore, open_store
+from compute.store.answers import AnswerBook
+from compute.store.health import StoreHealth
 from compute.store.writer import GroupCommitWriter
 from compute.virt.events import LifecycleEvents
 from compute.virt.libvirt_driver import LibvirtDriver
@@ -94,6 +97,7 @@ class HostService(HostTasks):
         self._backdoor: asyncio.Server | None = None
         self.micro: Any = None
         self._steps: set[asyncio.Task[None]] = set()
+        self.consumer: PullConsumer | None = None
 
     # -- start / stop ---------------------------------------------------------------------
     async def start(self) -> HostService:
@@ -104,11 +108,20 @@ class HostService(HostTasks):
                                 reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
         await ensure_streams(self.js, cluster_replicas(self.nc), update=False)  # create only
-        self.store = await asyncio.to_thread(open_store, s.store)
+        try:
+            self.store = await asyncio.to_thread(open_store, s.store)
+        except Exception as exc:       # (a read-only directory: SQLite cannot open its log)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+            raise StoreUnavailable(f"store {s.store!r} refuses writes: cannot open it "
+                                   f"({type(exc).__name__}: {exc}); not starting") from exc
         self.views = await asyncio.to_thread(ViewStore, s.views)
         self.projector = Projector(self.store, self.views)
         self.writer = GroupCommitWriter(self.store, on_commit=self._committed)
         self.metrics = Metrics()
+        self.store_health = StoreHealth(on_change=self._store_writable)
+        self.answers = AnswerBook(self.store, self.host, answer_window(s))
+        await self._check_store()
         self.driver_actor = DriverActor(
             self.driver, threads=driver_threads(s, self.driver), timeout=s.driver_timeout,
             observe=self.metrics.driver_call)
@@ -129,7 +142,8 @@ class HostService(HostTasks):
                            driver=self.driver_actor, tracker=self.tracker,
                            networks=self.networks, groups=self.groups, reply=self._reply,
                            moves=self.moves, metrics=self.metrics,
-                           passivate_after=s.passivate_after, ack_wait=s.ack_wait)
+                           passivate_after=s.passivate_after, ack_wait=s.ack_wait,
+                           store_health=self.store_health, answers=self.answers)
         self.ctx = ctx
         self.router = Router(ctx)
         self._inject_faults()
@@ -200,6 +214,7 @@ class HostService(HostTasks):
         if self._backdoor is not None:
             self._backdoor.close()
         if self.router is not None:
+            self.store_health.close()     # commits held for the store give their commands back
             await self.router.drain()
         await self.queries.stop()
         if self.nc is not None:
@@ -214,7 +229,10 @@ class HostService(HostTasks):
             await self.relay.close()
         self.driver_actor.close()
         await asyncio.to_thread(self.views.close)
-        await asyncio.to_thread(self.store.close)
+        if self.store_health.writable:
+            await asyncio.to_thread(self.store.close)
+        else:    # SQLite's close checkpoints (a write): on a read-only file it faults (SIGBUS)
+            log.warning("store refuses writes: left unclosed (the process ends with it)")
 
     async def __aenter__(self) -> HostService:
         return await self.start()
@@ -253,7 +271,9 @@ class HostService(HostTasks):
         config = ConsumerConfig(
             name=host_user(self.host), durable_name=host_user(self.host),
             ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=s.ack_wait,
-            max_deliver=s.max_deliver, max_ack_pending=s.max_ack_pending,
+            # one delivery more than max_deliver: the host dead-letters it (dead_letters.py)
+            max_deliver=s.max_deliver + 1 if s.max_deliver > 0 else -1,
+            max_ack_pending=s.max_ack_pending,
             filter_subject=host_commands(self.host),
         )
         while True:          # a cluster electing leaders (a node just died) may not answer
@@ -268,8 +288,9 @@ class HostService(HostTasks):
             except Exception:
                 log.exception("creating the command consumer failed; retrying")
                 await asyncio.sleep(0.5)
-        consumer = await PullConsumer(self.nc, COMMANDS_STREAM, config.durable_name,
-                                      self.dispatch).start()
+        consumer = self.consumer = await PullConsumer(
+            self.nc, COMMANDS_STREAM, config.durable_name, self.dispatch,
+            paused=not self.store_health.writable).start()
         try:
             await asyncio.Event().wait()           # until the host stops (cancelled)
         finally:
@@ -280,6 +301,8 @@ class HostService(HostTasks):
         if self._stopping:      # handed back at once, for whoever consumes next
             with contextlib.suppress(Exception):
                 await msg.nak()
+            return
+        if await self._dead_letter(msg):
             return
         tokens = msg.subject.split(".")
         if len(tokens) == 5 and tokens[3] == HOST_TARGET:
@@ -304,6 +327,62 @@ class HostService(HostTasks):
             return
         env.msg = msg
         self.router.deliver(env)
+
+    async def _dead_letter(self, msg: Any) -> bool:
+        """Move a command that must not run to ``COMPUTE_DEAD`` (its deliveries ran out, or
+        it is older than ``command_max_age``): kept with the reason, the sender answered,
+        counted, logged, terminated. False: it runs."""
+        s = self.settings
+        found = dead_letters.verdict(msg, max_deliver=s.max_deliver, max_age=s.command_max_age)
+        if found is None:
+            return False
+        reason, detail = found
+        info = intake.salvage(msg.subject, msg.data, msg.headers)
+        try:
+            await dead_letters.dead_letter(self.js, msg, self.host, reason, detail)
+        except Exception as exc:       # not kept: it stays in the queue and comes again
+            log.error("dead-lettering %s failed (%s); it is redelivered", msg.subject, exc)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1.0)
+            return True
+        log.error("dead letter: %s (command %s) %s: %s", msg.subject, info["command_id"],
+                  reason, detail)
+        self.metrics.dead_letter(reason)
+        await self._reply(None, info["reply_to"], Rejected(
+            command_id=info["command_id"], uuid=info["uuid"], operation=info["operation"],
+            host=self.host, error=ErrorCode.DEAD_LETTERED, message=f"{reason}: {detail}",
+            duplicate=redelivered(msg)))
+        with contextlib.suppress(Exception):
+            await msg.term()
+        return True
+
+    async def _check_store(self) -> None:
+        """A host whose store refuses writes does not report itself up: a real write (its
+        probe row in the answers' table) or the start fails, loudly."""
+        try:
+            await asyncio.to_thread(self.answers.create)
+            await asyncio.to_thread(self.answers.probe)
+        except Exception as exc:        # (the store is not closed: see stop())
+            await asyncio.to_thread(self.writer.close)
+            await asyncio.to_thread(self.views.close)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+            raise StoreUnavailable(f"store {self.settings.store!r} refuses writes "
+                                   f"({type(exc).__name__}: {exc}); not starting") from exc
+        loaded = await asyncio.to_thread(self.answers.load)
+        log.info("%d answers within the last %.0f s remembered", loaded, self.answers.window)
+
+    def _store_writable(self, writable: bool) -> None:
+        """The store stopped or started taking writes: stop or start pulling commands (the
+        ones already here are held, not handed back)."""
+        self.metrics.store_writable.set(int(writable))
+        if self.consumer is not None:
+            if writable:
+                task = asyncio.get_running_loop().create_task(self.consumer.resume())
+                self._steps.add(task)              # (held until done, as the steps are)
+                task.add_done_callback(self._steps.discard)
+            else:
+                self.consumer.pause()
 
     async def _serve_calls(self) -> Any:
         """Every call of this host as an endpoint of a NATS micro service named ``compute``:
@@ -354,6 +433,12 @@ class HostService(HostTasks):
                 raise InvalidPayload("an instance call needs {\"uuid\": ...} in its body")
             env = intake.parse(command(self.host, target, name), msgspec.json.encode(body),
                                {REPLY_TO: msg.reply})
+            if not self.store_health.writable:     # a call is not held: refused, typed
+                await msg.respond(_encoder.encode(Rejected(
+                    command_id=env.command_id, uuid=target, operation=name, host=self.host,
+                    error=ErrorCode.STORE_UNAVAILABLE,
+                    message=f"the store refuses writes: {self.store_health.reason}")))
+                return
         except (ComputeError, msgspec.DecodeError) as exc:
             error = exc if isinstance(exc, ComputeError) else InvalidPayload(str(exc))
             await msg.respond(_encoder.encode(Rejected(

@@ -41,6 +41,9 @@ class HostStatus(msgspec.Struct):
     degraded: bool
     actors: int
     instances: int
+    store_refuses: str = ""
+    """Why the store refuses writes (the host holds its commands meanwhile); empty when
+    it takes them."""
 
 
 class ConsoleOutput(msgspec.Struct):
@@ -234,8 +237,9 @@ class HostOperations:
     async def get_host_status(self, _: None) -> HostStatus:
         h, s = self._host, self.service
         return HostStatus(host=s.host, enabled=h.enabled, maintenance=h.maintenance,
-                          degraded=s.lifecycle.degraded, actors=len(s.router.actors),
-                          instances=len(h.claims))
+                          degraded=s.lifecycle.degraded or not s.store_health.writable,
+                          actors=len(s.router.actors), instances=len(h.claims),
+                          store_refuses=s.store_health.reason)
 
     async def get_backdoor_port(self, _: None) -> BackdoorPort:
         return BackdoorPort(host=self.service.host, port=self.service.backdoor_port)

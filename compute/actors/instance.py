@@ -15,8 +15,8 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -36,7 +36,8 @@ from compute.domain.errors import (
     InstanceNotFound,
 )
 from compute.domain.instance import Instance
-from compute.domain.operations import Operation, lookup, variant
+from compute.domain.operations import Operation, variant
+from compute.domain.redelivery import STARTS_MIGRATION, Duplicate, Resume, Undo, decide
 from compute.domain.secgroup import PROVIDER_GROUP
 from compute.domain.states import PowerState, VmState
 from compute.events.commands import RunInstance
@@ -44,20 +45,18 @@ from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
 from compute.events.snapshot import SNAPSHOT_EVERY
 from compute.messaging.acks import nak, redelivered
+from compute.store.health import retry_delay
 from compute.virt.api import Finished, InstanceRef, power_of
 
 log = logging.getLogger("compute.instance")
 
-STORE_RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0, 5.0)
+T = TypeVar("T")
 
 Message = Envelope | Recover | SyncPower
 
-STARTS_MIGRATION = frozenset({"resize", "live_migration"})
-"""Flows that create a Migration record (confirm and revert continue one)."""
-
-
 class StoreUnavailable(Exception):
-    """The store refused a write after retries; the command is left for redelivery."""
+    """A write lost to a version conflict, or given up because the host stops: the command
+    is handed back to JetStream for a redelivery."""
 
 
 class InstanceActor(FollowsHypervisor, RunsMoves):
@@ -138,33 +137,54 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
             self.ctx.groups.forget()
             self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
             if isinstance(message, Envelope):
+                self.ctx.in_progress.end(message.msg)
                 await nak(message.msg)
         except Exception:  # a bug must not kill the actor nor block its queue
             log.exception("instance %s: %s failed unexpectedly", self.uuid, message)
-            self.instance = await asyncio.to_thread(self.ctx.store.get_instance, self.uuid)
-            if isinstance(message, Envelope):
-                await self._reject(message, "InternalError", "internal error; see the log")
+            try:
+                self.instance = await asyncio.to_thread(self.ctx.store.get_instance,
+                                                        self.uuid)
+                if isinstance(message, Envelope):
+                    await self._reject(message, "InternalError", "internal error; see the log")
+            except asyncio.CancelledError:
+                raise
+            except Exception:   # (the store gone too): JetStream redelivers it
+                log.exception("instance %s: answering the failure failed", self.uuid)
+                if isinstance(message, Envelope):
+                    self.ctx.in_progress.end(message.msg)
+                    await nak(message.msg)
 
     # -- one command ----------------------------------------------------------------------
     async def _handle(self, env: Envelope) -> None:
+        answers = self.ctx.answers
+        if answers is not None and answers.known(env.command_id):
+            given = await answers.get(env.command_id)
+            if given is not None:           # answered before: the same answer again
+                self.ctx.counters.duplicates += 1
+                await self._answer(env, _again(given))
+                return
         inst = await self._current(env)
         if inst is not None and inst.host != self.ctx.host and not inst.deleted:
             await self._answer(env, Moved(command_id=env.command_id, uuid=str(self.uuid),
                                           operation=env.op.name, host=self.ctx.host,
                                           to_host=inst.host))
             return
-        if inst is not None and inst.seen(env.command_id):
-            if inst.busy and inst.action_command_id == env.command_id:
-                log.info("instance %s: resuming %s of command %s after redelivery",
-                         self.uuid, inst.operation, env.command_id)
-                op = variant(lookup(inst.operation or env.op.name) or env.op, env.payload)
-                if op.flow in STARTS_MIGRATION:     # a move is not resumed: it is undone
-                    await self._undo_interrupted_move(env, inst, op)
-                else:
-                    await self._drive(env, inst, op, [], 0)
+        decision = decide(inst, env.command_id, env.op)
+        if isinstance(decision, Resume | Undo):
+            assert inst is not None
+            op = variant(decision.op, env.payload)
+            log.info("instance %s: %s %s of command %s after redelivery", self.uuid,
+                     "undoing" if isinstance(decision, Undo) else "resuming", op.name,
+                     env.command_id)
+            if isinstance(decision, Undo):      # a move is not resumed: it is undone
+                await self._undo_interrupted_move(env, inst, op)
             else:
-                self.ctx.counters.duplicates += 1
-                await self._answer(env, self._state_outcome(env, inst, [], 0, duplicate=True))
+                await self._drive(env, inst, op, [], 0, resumed=True)
+            return
+        if isinstance(decision, Duplicate):
+            assert inst is not None
+            self.ctx.counters.duplicates += 1
+            await self._answer(env, self._state_outcome(env, inst, [], 0, duplicate=True))
             return
         op = env.op
         try:
@@ -236,8 +256,14 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
             env, inst, [type(ev).__name__ for ev in events], position, error=exc))
 
     async def _drive(self, env: Envelope, inst: Instance, op: Operation,
-                     earlier: list[Any], position: int) -> None:
-        """The hypervisor half: call the driver, record success or the fault, answer."""
+                     earlier: list[Any], position: int, *, resumed: bool = False) -> None:
+        """The hypervisor half: call the driver, record success or the fault, answer.
+
+        A ``resumed`` command (a redelivery of the operation in flight) may have reached the
+        hypervisor before its outcome failed to commit: when the guest is already where the
+        operation takes it (``reaches``, ``reached_if``), that outcome is recorded as it
+        happened, and the call (not idempotent: a second unpause fails "not paused") is not
+        made."""
         params = {**msgspec.to_builtins(env.payload), **inst.action_params}
         # what the driver may need beyond the payload: the image id a snapshot gets (its
         # command id, so a redelivery makes the same image) and whether to end powered on
@@ -247,11 +273,13 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         error: BaseException | None = None
         flow: FlowResult | None = None
         timed_out: list[dict[str, Any]] = []
-        self.ctx.in_progress.start(env.msg)       # JetStream hears of a long operation
         try:
             if op.flow:                 # a move across hosts (actors/moves.py)
                 flow = await self.ctx.moves.run(self, env, inst, op)
                 power = flow.power
+            elif resumed and (reached := await self._already_reached(op, ref, params)) \
+                    is not None:
+                power = reached
             else:
                 answer = await self.ctx.driver.call(op.driver, ref, **params) \
                     if op.driver else inst.power_state
@@ -261,8 +289,6 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         except Exception as exc:  # every hypervisor failure becomes a fault
             error = exc
             power = await self._power_state(ref, inst.power_state)
-        finally:
-            self.ctx.in_progress.end(env.msg)
         if inst.action_command_id != env.command_id:
             await self._preempted(env, inst, op, earlier)
             return
@@ -333,16 +359,66 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         return inst
 
     async def _commit(self, events: list[Any]) -> int:
-        """Durably store ``events``; retried while the store is briefly unavailable."""
-        for delay in (*STORE_RETRY_DELAYS, None):
+        """Durably store ``events`` (held while the store refuses writes: ``_durably``)."""
+        ids = await self._durably(lambda: self.ctx.writer.append(events))
+        return ids[-1] if ids else 0
+
+    async def _remember(self, env: Envelope, outcome: Any) -> None:
+        """Keep the answer (before the command is acknowledged) for the answer window: a
+        redelivery or a resend of its id gets it again (``compute.store.answers``)."""
+        answers = self.ctx.answers
+        if answers is None or not isinstance(outcome, Succeeded | Failed | Rejected) \
+                or answers.known(env.command_id):
+            return
+        encoded = _encoder.encode(outcome)
+        at = await self._durably(
+            lambda: self.ctx.writer.remember(answers, env.command_id, encoded))
+        answers.noted(env.command_id, at)
+
+    async def _durably(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run a store write. A version conflict (another writer) raises
+        ``StoreUnavailable`` at once (the command is redelivered and sees the other's
+        events); a store that refuses writes (full, read-only, down) holds the command here,
+        retrying, while the host is degraded: its JetStream deliveries are not burned, and it
+        continues by itself when the store takes writes again (``compute.store.health``).
+        A host that stops meanwhile gives the command back (``StoreUnavailable``)."""
+        health = self.ctx.store_health
+        attempt = 0
+        while True:
             try:
-                ids = await self.ctx.writer.append(events)
-                return ids[-1] if ids else 0
+                result = await write()
             except Exception as exc:
-                if delay is None or "conflict" in str(exc):
+                if "conflict" in str(exc):
                     raise StoreUnavailable(f"store write failed: {exc}") from exc
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+                health.failed(exc)
+                if health.closing:
+                    raise StoreUnavailable(f"store write failed: {exc}") from exc
+                await asyncio.sleep(retry_delay(attempt))
+                attempt += 1
+                continue
+            health.succeeded()
+            return result
+
+    async def _already_reached(self, op: Operation, ref: InstanceRef,
+                               params: dict[str, Any]) -> PowerState | None:
+        """The guest's power state when it is already where ``op`` takes it, else None. The
+        hypervisor is asked, never the store: after a failed outcome commit the store is
+        the one that is behind (``Operation.reaches``, ``Operation.reached_if``)."""
+        if op.reaches is None and not op.reached_if:
+            return None
+        power = await self._power_state(ref, PowerState.NOSTATE)
+        if op.reaches is not None:
+            done = power is op.reaches
+        else:
+            try:
+                done = bool(await self.ctx.driver.call(op.reached_if, ref, **params))
+            except Exception:           # cannot tell: the call is made
+                done = False
+        if not done:
+            return None
+        log.info("instance %s: %s already reached the hypervisor; recording it", self.uuid,
+                 op.name)
+        return power
 
     async def _power_state(self, ref: InstanceRef, default: PowerState) -> PowerState:
         try:
@@ -377,6 +453,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                                          duplicate=redelivered(env.msg)))
 
     async def _answer(self, env: Envelope, outcome: Any) -> None:
+        await self._remember(env, outcome)
         self.ctx.metrics.answered(env.op.name, type(outcome).__name__,
                                   time.monotonic() - env.received)
         inst = self.instance
@@ -385,7 +462,17 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
             store_snapshot(self.ctx.store, inst)
         await self.ctx.reply(env, env.reply_to, outcome)
         if env.msg is not None:
+            self.ctx.in_progress.end(env.msg)
             await env.msg.ack()
+
+
+_encoder = msgspec.json.Encoder()
+_outcomes = msgspec.json.Decoder(Succeeded | Failed | Rejected)
+
+
+def _again(encoded: bytes) -> Succeeded | Failed | Rejected:
+    """A remembered answer, given again: the same, marked as a duplicate."""
+    return msgspec.structs.replace(_outcomes.decode(encoded), duplicate=True)
 
 
 _BASE_FIELDS = frozenset(Completed.__struct_fields__)

@@ -33,6 +33,10 @@ class Router:
             self.activations += 1
             if self._sweeper is None:
                 self._arm(asyncio.get_running_loop())
+        if isinstance(env, Envelope):
+            # from here to its answer JetStream hears the command is being worked on: one
+            # that waits behind others (or for the store to take writes) is not redelivered
+            self.ctx.in_progress.start(env.msg)
         if isinstance(env, Envelope) and env.op.preempts and actor.busy:
             actor.preempt(env)
         else:

@@ -14,6 +14,7 @@ import sys
 import msgspec
 
 from compute import logs
+from compute.cli import dead
 from compute.client import PermissionDenied
 from compute.config import Settings
 from compute.domain.host_operations import HOST_OPERATIONS
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     user_verbs.add_parser("list", help="users and their roles")
     sub.add_parser("setup", help="as admin: create the streams, or update their configuration")
     sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of every subject")
+    dead.add_parser(sub)
     audit = sub.add_parser("audit", help="replay the log; check the views against a rebuild")
     audit.add_argument("uuid", nargs="?")
     audit.add_argument("--verify", action="store_true",
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     from compute.cli import commands, serve
     from compute.cli.errors import CliError
 
-    handler = getattr(serve, f"cmd_{args.verb}", None) or getattr(
+    handler = getattr(serve, f"cmd_{args.verb}", None) or getattr(dead, f"cmd_{args.verb}",
+                                                                   None) or getattr(
         commands, f"cmd_{args.verb}", None) or (
         commands.cmd_call if getattr(args, "call", None) else commands.cmd_operation)
     try:

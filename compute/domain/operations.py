@@ -54,6 +54,7 @@ from compute.domain.states import (
     ALLOW_HARD_REBOOT,
     ALLOW_REBOOT_TASKS,
     ALLOW_SOFT_REBOOT,
+    PowerState,
     VmState,
 )
 from compute.domain.states import (
@@ -135,6 +136,15 @@ class Operation:
     notify_inner: str = ""                     # an action notified inside (delete: shutdown)
     exists: Exists = Exists.NO                 # where instance.exists goes
     on_failure_notice: FailureNotice = FailureNotice.EXCEPTION
+    reaches: PowerState | None = None
+    """The guest's power state once the driver call has acted, when that alone proves it
+    did (pause, unpause, stop, start, resume, restore): a resumed command that finds the
+    guest there records the outcome that already happened instead of calling again (a
+    second ``unpause`` fails "not paused"). None: the state does not tell (reboot, attach)."""
+    reached_if: str = ""
+    """A driver predicate, given the operation's parameters, true when its effect is on the
+    hypervisor already (a volume attached): the same use as ``reaches``, for operations the
+    power state says nothing about."""
 
     @property
     def action_event(self) -> str:
@@ -163,19 +173,19 @@ _ROWS: tuple[Operation, ...] = (
     Operation("stop_instance", c.StopInstance, "stop", frozenset({V.ACTIVE, V.ERROR}), IDLE,
               T.POWERING_OFF, (), "power_off", e.PoweredOff, V.STOPPED, OnFailure.KEEP,
               "stop", "Power the guest off.",
-              notify="power_off"),
+              notify="power_off", reaches=PowerState.SHUTDOWN),
     Operation("start_instance", c.InstanceCommand, "start", frozenset({V.STOPPED}), IDLE,
               T.POWERING_ON, (), "power_on", e.PoweredOn, V.ACTIVE, OnFailure.KEEP,
               "start", "Power a stopped guest on.",
-              notify="power_on"),
+              notify="power_on", reaches=PowerState.RUNNING),
     Operation("pause_instance", c.InstanceCommand, "pause", frozenset({V.ACTIVE}), IDLE,
               T.PAUSING, (), "pause", e.Paused, V.PAUSED, OnFailure.KEEP,
               "pause", "Pause the guest in memory.",
-              notify="pause"),
+              notify="pause", reaches=PowerState.PAUSED),
     Operation("unpause_instance", c.InstanceCommand, "unpause", frozenset({V.PAUSED}), IDLE,
               T.UNPAUSING, (), "unpause", e.Unpaused, V.ACTIVE, OnFailure.KEEP,
               "unpause", "Run a paused guest again.",
-              notify="unpause"),
+              notify="unpause", reaches=PowerState.RUNNING),
     Operation("suspend_instance", c.InstanceCommand, "suspend", frozenset({V.ACTIVE}), IDLE,
               T.SUSPENDING, (), "suspend", e.Suspended, V.SUSPENDED, OnFailure.ERROR,
               "suspend", "Save the guest's state to disk and stop it.",
@@ -183,7 +193,7 @@ _ROWS: tuple[Operation, ...] = (
     Operation("resume_instance", c.InstanceCommand, "resume", frozenset({V.SUSPENDED}), IDLE,
               T.RESUMING, (), "resume", e.Resumed, V.ACTIVE, OnFailure.ERROR,
               "resume", "Restore a suspended guest.",
-              notify="resume"),
+              notify="resume", reaches=PowerState.RUNNING),
 )
 
 IMAGE_STATES = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED})
@@ -202,7 +212,7 @@ _ROWS += (
     Operation("restore_instance", c.InstanceCommand, "restore", frozenset({V.SOFT_DELETED}),
               IDLE, T.RESTORING, (), "power_on", e.Restored, V.ACTIVE, OnFailure.KEEP,
               "restore", "Bring a soft-deleted instance back.",
-              notify="restore"),
+              notify="restore", reaches=PowerState.RUNNING),
     Operation("rescue_instance", c.RescueInstance, "rescue",
               frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), IDLE, T.RESCUING, (), "rescue",
               e.Rescued, V.RESCUED, OnFailure.ERROR, "rescue",
@@ -252,11 +262,13 @@ _ROWS += (
               "attach_volume", d.VolumeAttached, None, OnFailure.KEEP, "attach-volume",
               "Attach a volume (a file under the volumes directory on the test hypervisor).",
               notify="volume_attach", notify_payload="InstanceActionVolumePayload",
-              on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
+              on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION,
+              reached_if="volume_attached"),
     Operation("detach_volume", c.VolumeCommand, "detach_volume", VOLUME_STATES, IDLE, None,
               (), "detach_volume", d.VolumeDetached, None, OnFailure.KEEP, "detach-volume",
               "Detach a volume.",
-              notify="volume_detach", notify_payload="InstanceActionVolumePayload"),
+              notify="volume_detach", notify_payload="InstanceActionVolumePayload",
+              reached_if="volume_detached"),
     Operation("remove_volume_connection", c.VolumeCommand, "remove_volume_connection", LIVE,
               None, None, (), "remove_volume_connection", d.VolumeConnectionRemoved, None,
               OnFailure.KEEP, "remove-volume-connection",

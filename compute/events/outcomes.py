@@ -36,6 +36,12 @@ class ErrorCode(enum.StrEnum):
     NO_VALID_HOST = "NoValidHost"
     MIGRATION_ERROR = "MigrationError"
     INTERNAL_ERROR = "InternalError"
+    STORE_UNAVAILABLE = "StoreUnavailable"
+    """The host's store refuses writes (full, read-only, down): a synchronous call is
+    refused at once; a stored command is held until the store takes writes again."""
+    DEAD_LETTERED = "CommandDeadLettered"
+    """The command was moved to ``COMPUTE_DEAD`` (too many deliveries, or too old): the
+    message says why; ``compute dead retry`` sends it again."""
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True, tag_field="outcome", tag=True):

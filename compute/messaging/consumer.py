@@ -32,7 +32,8 @@ PENDING = "Nats-Pending-Messages"
 class PullConsumer:
     def __init__(self, nc: Any, stream: str, durable: str,
                  on_message: Callable[[Any], Awaitable[None]], *, batch: int = 500,
-                 expires: float = 5.0, check_every: float = 0.5) -> None:
+                 expires: float = 5.0, check_every: float = 0.5, paused: bool = False
+                 ) -> None:
         self.nc = nc
         self.on_message = on_message
         self.batch = batch
@@ -46,6 +47,9 @@ class PullConsumer:
         self._heard = 0.0              # loop time of the last message or status
         self._reconnects = 0
         self._watch: asyncio.Task[None] | None = None
+        self.paused = paused
+        """No more requests (the host's store refuses writes): what was asked for still
+        comes, within ``expires``; nothing after."""
 
     async def start(self) -> PullConsumer:
         self._inbox = self.nc.new_inbox()
@@ -66,7 +70,18 @@ class PullConsumer:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
 
+    def pause(self) -> None:
+        self.paused = True
+
+    async def resume(self) -> None:
+        self.paused = False
+        self.credit = 0          # the requests may have expired meanwhile: ask afresh
+        self._heard = asyncio.get_running_loop().time()
+        await self._top_up()
+
     async def _top_up(self) -> None:
+        if self.paused:
+            return
         wanted = self.batch - self.credit
         if wanted <= 0:
             return

@@ -16,6 +16,7 @@ from nats.js.errors import BadRequestError, ServiceUnavailableError
 
 from compute.messaging.subjects import (
     COMMANDS_STREAM,
+    DEAD_STREAM,
     EVENTS_STREAM,
     NOTIFICATIONS_STREAM,
 )
@@ -38,6 +39,12 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
             name=EVENTS_STREAM, subjects=["compute.evt.>"],
             retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW, num_replicas=replicas,
+        ),
+        StreamConfig(      # dead letters: kept until retried or removed (a year at most)
+            name=DEAD_STREAM, subjects=["compute.dead.>"],
+            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW, max_age=365 * 86400.0,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=NOTIFICATIONS_STREAM, subjects=["compute.notify.>"],

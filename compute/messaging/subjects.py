@@ -5,6 +5,8 @@ from __future__ import annotations
 COMMANDS_STREAM = "COMPUTE_COMMANDS"
 EVENTS_STREAM = "COMPUTE_EVENTS"
 NOTIFICATIONS_STREAM = "COMPUTE_NOTIFICATIONS"
+DEAD_STREAM = "COMPUTE_DEAD"
+"""Commands a host gave up on, with the reason (compute/messaging/dead_letters.py)."""
 
 MSG_ID = "Nats-Msg-Id"
 REPLY_TO = "Compute-Reply-To"
@@ -21,6 +23,12 @@ def command(host: str, uuid: str, operation: str) -> str:
 
 def host_commands(host: str) -> str:
     return f"compute.cmd.{host}.>"
+
+
+def dead(command_subject: str) -> str:
+    """A dead letter's subject: the command's, ``compute.cmd.`` replaced by
+    ``compute.dead.`` (so ``compute.dead.<host>.>`` is one host's)."""
+    return "compute.dead." + command_subject.removeprefix("compute.cmd.")
 
 
 def event(host: str, uuid: str, name: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,15 @@ from compute.runtime import named_thread
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+class _Answer:
+    """A queued answer to remember (the writer also owns the answers' table writes)."""
+
+    __slots__ = ("book", "command_id", "at", "outcome")
+
+    def __init__(self, book: Any, command_id: str, at: float, outcome: bytes) -> None:
+        self.book, self.command_id, self.at, self.outcome = book, command_id, at, outcome
 
 
 class GroupCommitWriter:
@@ -38,6 +48,16 @@ class GroupCommitWriter:
         self._thread.start()
         self.transactions = 0
         self.events = 0
+
+    async def remember(self, book: Any, command_id: str, outcome: bytes) -> float:
+        """Store a command's answer (``compute.store.answers``) durably, grouped with the
+        others queued meanwhile; returns the time it is recorded at."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        at = time.time()
+        self._queue.put((_Answer(book, command_id, at, outcome), future, loop))
+        await future
+        return at
 
     async def append(self, events: Sequence[Any]) -> list[int]:
         """Store ``events`` durably; returns their notification ids once committed."""
@@ -73,6 +93,12 @@ class GroupCommitWriter:
                 return
 
     def _commit(self, batch: list[Any]) -> None:
+        answers = [item for item in batch if isinstance(item[0], _Answer)]
+        if answers:
+            batch = [item for item in batch if not isinstance(item[0], _Answer)]
+            self._commit_answers(answers)
+            if not batch:
+                return
         mapper = self.store.mapper
         recorder = self.store.recorder
         try:
@@ -86,7 +112,9 @@ class GroupCommitWriter:
             self._resolve(batch, None, IntegrityError("version conflict: another writer"))
             return
         except Exception as exc:  # the store is down or refused: every waiter learns it
-            log.exception("group commit of %d commands failed", len(batch))
+            # (the actors hold their commands and retry: one line per attempt, no traceback)
+            log.warning("group commit of %d commands failed: %s: %s", len(batch),
+                        type(exc).__name__, exc)
             self._resolve(batch, None, exc)
             return
         self.transactions += 1
@@ -94,6 +122,20 @@ class GroupCommitWriter:
         self._resolve(batch, ids, None)
         if self.on_commit is not None and ids:
             self.on_commit(ids[-1])
+
+    def _commit_answers(self, batch: list[Any]) -> None:
+        by_book: dict[int, tuple[Any, list[Any]]] = {}
+        for answer, _, _ in batch:
+            by_book.setdefault(id(answer.book), (answer.book, []))[1].append(
+                (answer.command_id, answer.at, answer.outcome))
+        try:
+            for book, rows in by_book.values():
+                book.write(rows)
+        except Exception as exc:
+            log.warning("storing %d answers failed: %s", len(batch), exc)
+            self._resolve([((), f, lp) for _, f, lp in batch], None, exc)
+            return
+        self._resolve([((), f, lp) for _, f, lp in batch], [], None)
 
     @staticmethod
     def _resolve(batch: list[Any], ids: list[int] | None, exc: BaseException | None) -> None:

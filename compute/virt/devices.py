@@ -63,6 +63,21 @@ class DevicesMixin:
         return self._power(dom)
 
     @_typed
+    def volume_attached(self, ref: InstanceRef, volume_id: str) -> bool:
+        """The guest's definition has a disk of this volume (its serial): an attach that
+        was interrupted after the hypervisor acted is done already."""
+        dom = self._find(ref)
+        if dom is None:
+            return False
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        return any((disk.findtext("serial") or "") == volume_id
+                   for disk in root.findall("./devices/disk"))
+
+    def volume_detached(self, ref: InstanceRef, volume_id: str) -> bool:
+        """No disk of this volume is left: an interrupted detach is done already."""
+        return self._find(ref) is not None and not self.volume_attached(ref, volume_id)
+
+    @_typed
     def remove_volume_connection(self, ref: InstanceRef, volume_id: str) -> PowerState:
         """A file volume has no host-side session to close; the disk must not stay
         defined on this host either, so any device still naming the volume is removed."""

@@ -1,5 +1,6 @@
 """Chaos: random valid commands over many instances while the host is SIGKILLed, nats-server
-restarts and the hypervisor fails some calls; then the invariants that must always hold.
+restarts, the store refuses writes for a while (its files made immutable: ``chattr +i``) and
+the hypervisor fails some calls; then the invariants that must always hold.
 
     .venv/bin/python -m tests.chaos.harness --seconds 60     (make chaos)
 """
@@ -35,9 +36,47 @@ OPERATIONS = [("reboot_instance", {"reboot_type": "SOFT"}), ("reboot_instance",
               ("resume_instance", {})]
 
 
+class StoreOutage:
+    """The store's directory, file and write-ahead log immutable (``chattr +i``: root too is
+    refused; SQLite fails every write, reads go on), then writable again. Not the ``-shm``
+    index: SQLite maps it, and a write to an immutable mapping is a SIGBUS."""
+
+    def __init__(self, store: Path) -> None:
+        self.dir = store.parent
+        self.on = False
+        self.unsupported = ""
+
+    def _paths(self) -> list[str]:
+        return [str(p) for p in self.dir.iterdir() if not p.name.endswith("-shm")] \
+            + [str(self.dir)]
+
+    def start(self) -> bool:
+        try:
+            done = subprocess.run(["chattr", "+i", *self._paths()], capture_output=True,
+                                  text=True)
+        except FileNotFoundError:
+            self.unsupported = "chattr is not installed"
+            return False
+        self.on = done.returncode == 0
+        if not self.on:
+            self.unsupported = done.stderr.strip() or "chattr +i refused"
+            self.end()
+        return self.on
+
+    def end(self) -> None:
+        if not self.unsupported:
+            subprocess.run(["chattr", "-i", *self._paths()], capture_output=True)
+        self.on = False
+
+
 async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
-              fault_rate: float, seed: int, workdir: Path) -> dict[str, Any]:
+              fault_rate: float, seed: int, workdir: Path, outages: int = 0,
+              outage_seconds: float = 8.0, max_deliver: int = 3) -> dict[str, Any]:
+    """``outages`` store outages of ``outage_seconds`` each: longer than
+    ``ack_wait * max_deliver`` (2 s * 3), after which JetStream used to drop a command."""
     rng = random.Random(seed)
+    (workdir / "store").mkdir(exist_ok=True)
+    outage = StoreOutage(workdir / "store" / "compute.sqlite")
     server = NatsServer(free_port(), workdir / "js", log_file=workdir / "nats.log").start()
     hv = workdir / "host.xml"
     hv.write_text("<node><cpu><nodes>1</nodes><sockets>1</sockets><cores>64</cores><threads>1"
@@ -45,9 +84,10 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
                   "<memory>268435456</memory></node>")
     env = {**os.environ, "COMPUTE_HOST": "chaos",
            "COMPUTE_NATS_URL": server.add_user("host", "chaos"),
-           "COMPUTE_STORE": str(workdir / "compute.sqlite"),
+           "COMPUTE_STORE": str(workdir / "store" / "compute.sqlite"),
            "COMPUTE_VIEWS": str(workdir / "views.sqlite"), "COMPUTE_LIBVIRT_URI": f"test://{hv}",
-           "COMPUTE_ACK_WAIT": "2", "PYTHONPATH": str(ROOT),
+           "COMPUTE_ACK_WAIT": "2", "COMPUTE_MAX_DELIVER": str(max_deliver),
+           "PYTHONPATH": str(ROOT),
            "COMPUTE_FAULTS": ",".join(f"{m}:0:{fault_rate}" for m in
                                       ("reboot", "power_off", "power_on", "pause", "unpause",
                                        "suspend", "resume"))}
@@ -103,9 +143,23 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
             "name": "t", "vcpus": 1, "memory_mb": 128, "root_gb": 1}})
     kill_at = sorted(rng.uniform(0.1, 0.9) * seconds for _ in range(kills))
     restart_at = sorted(rng.uniform(0.2, 0.8) * seconds for _ in range(nats_restarts))
-    counts = {"commands": 0, "kills": 0, "nats_restarts": 0}
+    outage_at = sorted(rng.uniform(0.1, 0.6) * seconds for _ in range(outages))
+    outage_ends = 0.0
+    counts = {"commands": 0, "kills": 0, "nats_restarts": 0, "outages": 0,
+              "failed_starts": 0}
     t0 = time.monotonic()
-    while (elapsed := time.monotonic() - t0) < seconds:
+    while (elapsed := time.monotonic() - t0) < seconds or outage.on:
+        if outage_at and elapsed >= outage_at[0] and not outage.on:   # one after another
+            outage_at.pop(0)
+            if outage.start():
+                counts["outages"] += 1
+                outage_ends = elapsed + outage_seconds
+        if outage.on and elapsed >= outage_ends:
+            outage.end()
+        if host.poll() is not None:     # a start on a store refusing writes fails: again
+            counts["failed_starts"] += 1
+            await asyncio.sleep(0.5)
+            host = start_host()
         if kill_at and elapsed >= kill_at[0]:
             kill_at.pop(0)
             host.send_signal(signal.SIGKILL)
@@ -127,6 +181,7 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
         while any(not answers[c] for c in sent) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
 
+    outage.end()
     await wait_answers(15)
     # A reply is a core NATS message: one sent while this client reconnected (a NATS
     # restart) is gone. A client that waited long enough sends the same command again (same
@@ -137,6 +192,9 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
         await publish(vm, op, payload, cid=cid, msg_id=f"{cid}@again")
     await wait_answers(45)
     unanswered = [c for c in sent if not answers[c]]
+    dead = collections.Counter(
+        a["message"].split(":", 1)[0] for c in sent for a in answers[c][:1]
+        if a.get("error") == "CommandDeadLettered")
     answered_twice = [c for c in sent
                       if sum(1 for a in answers[c] if not a.get("duplicate")) > 1]
     # the stream: every committed event once, in order, per instance
@@ -177,6 +235,8 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
     server.stop()
     return {**counts, "fault_rate": fault_rate, "instances": instances,
             "answered": len(sent) - len(unanswered), "lost": len(unanswered),
+            "dead_lettered": sum(dead.values()), "dead_letter_reasons": dict(dead),
+            **({"outages_unsupported": outage.unsupported} if outage.unsupported else {}),
             "sent_again": len(resent),
             "answered_twice": len(answered_twice), "applied_twice": len(applied_twice),
             "stuck": len(stuck), "views_equal_replay": report.equal,
@@ -191,10 +251,16 @@ def main() -> None:
     p.add_argument("--nats-restarts", type=int, default=2)
     p.add_argument("--fault-rate", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--outages", type=int, default=0,
+                   help="store outages (the store's files immutable; needs root)")
+    p.add_argument("--outage-seconds", type=float, default=8.0,
+                   help="each outage's length (default 8: more than ack_wait 2 s x 3 "
+                        "deliveries)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="compute-chaos-") as tmp:
         result = asyncio.run(run(a.seconds, a.instances, a.kills, a.nats_restarts,
-                                 a.fault_rate, a.seed, Path(tmp)))
+                                 a.fault_rate, a.seed, Path(tmp), outages=a.outages,
+                                 outage_seconds=a.outage_seconds))
     print(json.dumps(result, indent=2))
     ok = (result["lost"] == 0 and result["answered_twice"] == 0 and result["applied_twice"] == 0
           and result["stuck"] == 0 and result["views_equal_replay"]

@@ -1,0 +1,114 @@
+"""Dead letters: the commands a host gives up on, kept in ``COMPUTE_DEAD`` with the reason.
+
+JetStream's own ``max_deliver`` drops a command silently (its advisory is easy to miss, and
+the message then sits unanswered in the work queue): here the host's consumer allows one
+delivery more than ``max_deliver``, and the host itself moves a command to ``COMPUTE_DEAD``
+when it arrives for that extra time (every earlier delivery ended without an answer: the host
+died or stalled on it each time), or when it is older than ``command_max_age`` (sent to a host
+that did not exist or was down for that long: it must not run whenever such a host appears).
+The sender gets a typed ``Rejected`` (``CommandDeadLettered``, the reason as message), the
+host logs it and counts it (``compute_dead_letters_total{reason}``); ``compute dead list`` and
+``compute dead retry <seq>`` read and resend them.
+
+A dead letter keeps the command's subject (``compute.cmd.`` -> ``compute.dead.``), body and
+headers, plus why, when and how often it was delivered. Its ``Nats-Msg-Id`` is derived from
+the command's stream sequence: a host that dies between the dead-lettering and the
+termination dead-letters the redelivery again, and JetStream drops the repeat.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import msgspec
+
+from compute.messaging.subjects import DEAD_STREAM, MSG_ID, dead
+
+REASON = "Compute-Dead-Reason"
+"""``deliveries`` or ``expired``: the reason's kind (the metric's label)."""
+DETAIL = "Compute-Dead-Detail"
+SUBJECT = "Compute-Dead-Subject"
+"""The command's own subject, where ``compute dead retry`` publishes it again."""
+DELIVERIES = "Compute-Dead-Deliveries"
+SENT_AT = "Compute-Dead-Sent-At"
+HOST = "Compute-Dead-Host"
+
+DELIVERIES_EXHAUSTED = "deliveries"
+EXPIRED = "expired"
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """One dead letter as ``compute dead list`` shows it."""
+
+    seq: int
+    subject: str
+    reason: str
+    detail: str
+    host: str
+    deliveries: int
+    sent_at: str
+    command_id: str | None
+    data: str
+
+
+def verdict(msg: Any, *, max_deliver: int, max_age: float,
+            now: datetime.datetime | None = None) -> tuple[str, str] | None:
+    """(reason, detail) when ``msg`` must be dead-lettered instead of run, else None."""
+    try:
+        meta = msg.metadata
+    except Exception:           # not a JetStream delivery (a call): nothing to count
+        return None
+    if max_deliver > 0 and meta.num_delivered > max_deliver:
+        return DELIVERIES_EXHAUSTED, (
+            f"delivered {meta.num_delivered} times; the first {max_deliver} ended without "
+            "an answer (the host died or stalled on it each time)")
+    if max_age > 0:
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        age = (now - meta.timestamp).total_seconds()
+        if age > max_age:
+            return EXPIRED, (f"sent {age:.0f} s ago, older than command_max_age "
+                             f"({max_age:.0f} s): not run so late")
+    return None
+
+
+async def dead_letter(js: Any, msg: Any, host: str, reason: str, detail: str) -> None:
+    """Keep ``msg`` in ``COMPUTE_DEAD`` (acknowledged by JetStream before this returns)."""
+    meta = msg.metadata
+    headers = {k: v for k, v in (msg.headers or {}).items() if k != MSG_ID}
+    command_id = (msg.headers or {}).get(MSG_ID)
+    if command_id:
+        headers["Compute-Command-Msg-Id"] = command_id
+    headers.update({
+        MSG_ID: f"dead-{meta.stream}-{meta.sequence.stream}",
+        REASON: reason, DETAIL: detail, SUBJECT: msg.subject, HOST: host,
+        DELIVERIES: str(meta.num_delivered), SENT_AT: meta.timestamp.isoformat(),
+    })
+    await js.publish(dead(msg.subject), msg.data, stream=DEAD_STREAM, headers=headers)
+
+
+def read(raw: Any) -> DeadLetter:
+    """A stored dead letter (``js.get_msg``'s answer) as a ``DeadLetter``."""
+    h = raw.headers or {}
+    data = raw.data or b""
+    try:
+        command_id = msgspec.json.decode(data).get("command_id")
+    except Exception:
+        command_id = None
+    return DeadLetter(seq=raw.seq, subject=h.get(SUBJECT, ""), reason=h.get(REASON, ""),
+                      detail=h.get(DETAIL, ""), host=h.get(HOST, ""),
+                      deliveries=int(h.get(DELIVERIES, "0") or 0), sent_at=h.get(SENT_AT, ""),
+                      command_id=str(command_id) if command_id is not None else None,
+                      data=data.decode(errors="replace"))
+
+
+def resend_headers(raw: Any) -> dict[str, str]:
+    """The headers a retried command is published with: its own (reply inbox...), and a
+    fresh message id (the original one may still be in the duplicate window)."""
+    h = {k: v for k, v in (raw.headers or {}).items()
+         if not k.startswith("Nats-Expected")}          # (the dead stream's, from its publish)
+    for key in (REASON, DETAIL, SUBJECT, HOST, DELIVERIES, SENT_AT, MSG_ID,
+                "Compute-Command-Msg-Id"):
+        h.pop(key, None)
+    h[MSG_ID] = f"retry-{raw.seq}-{(raw.headers or {}).get('Compute-Command-Msg-Id', '')}"
+    return h

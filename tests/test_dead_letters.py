@@ -1,0 +1,133 @@
+"""Dead letters (issue 18 items 3 and 11): a command that must not run any more is kept in
+``COMPUTE_DEAD`` with its reason, its sender answered, and ``compute dead retry`` sends it
+again. Nothing is dropped silently, as JetStream's own ``max_deliver`` did."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+import pytest
+
+from compute.actors.host import HostService
+from compute.cli import main
+from compute.cli.dead import list_dead, retry_dead
+from compute.client import ComputeClient
+from compute.config import Settings
+from compute.events.outcomes import Rejected
+from compute.messaging.credentials import connect
+from compute.messaging.subjects import COMMANDS_STREAM
+from compute.messaging.users import host_user
+from tests.conftest import boot_payload
+
+
+@pytest.fixture
+def short(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, ack_wait=1.0, max_deliver=2)
+
+
+async def booted_then_down(s: Settings, client: ComputeClient) -> tuple[str, HostService]:
+    """An instance on a host that is then stopped (its consumer stays)."""
+    vm = str(uuid.uuid4())
+    host = HostService(s)
+    await host.start()
+    await client.send(s.host, vm, "run_instance", boot_payload())
+    await host.stop()
+    return vm, host
+
+
+async def lose_deliveries(s: Settings, times: int) -> None:
+    """What a host that dies on a command does to it: take it from its consumer and never
+    answer (as the host's own user, from its durable consumer); each time ``ack_wait``
+    passes and JetStream delivers it again."""
+    nc = await connect(s.nats_url, host_user(s.host), s.nats_credentials)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe_bind(durable=host_user(s.host), stream=COMMANDS_STREAM)
+        for delivery in range(1, times + 1):
+            (msg,) = await sub.fetch(1, timeout=s.ack_wait * 3 + 5)
+            assert msg.metadata.num_delivered == delivery       # (not answered, not acked)
+    finally:
+        await nc.close()
+
+
+async def test_a_command_whose_deliveries_ran_out_is_dead_lettered_with_its_reason(
+        short: Settings, client: ComputeClient) -> None:
+    vm, down = await booted_then_down(short, client)
+    pending = asyncio.create_task(client.send(short.host, vm, "pause_instance", timeout=60))
+    await lose_deliveries(short, short.max_deliver)
+    host = HostService(short, driver=down.driver)
+    await host.start()
+    try:
+        out = await pending
+        assert isinstance(out, Rejected) and out.error == "CommandDeadLettered"
+        assert out.message.startswith("deliveries: delivered 3 times")
+        letters = [d for d in await list_dead(client.js) if d.host == short.host]
+        assert [(d.reason, d.deliveries, d.command_id) for d in letters] == [
+            ("deliveries", 3, out.command_id)]
+        assert host.metrics.dead_letters.labels("deliveries")._value.get() == 1
+        # not run: the instance is as it was
+        view = (await client.query("instance", vm))["instance"]
+        assert view["vm_state"] == "active"
+    finally:
+        await host.stop()
+
+
+async def test_a_command_older_than_command_max_age_is_dead_lettered_not_run(
+        settings: Settings, client: ComputeClient) -> None:
+    """A command to a host that is not there does not run whenever such a host appears."""
+    s = msgspec.structs.replace(settings, command_max_age=1.0)
+    vm, down = await booted_then_down(s, client)
+    pending = asyncio.create_task(client.send(s.host, vm, "stop_instance", timeout=60))
+    await asyncio.sleep(1.5)           # the command's age is the point: older than 1 s
+    host = HostService(s, driver=down.driver)
+    await host.start()
+    try:
+        out = await pending
+        assert isinstance(out, Rejected) and out.error == "CommandDeadLettered"
+        assert out.message.startswith("expired: sent")
+        view = (await client.query("instance", vm))["instance"]
+        assert view["vm_state"] == "active"
+    finally:
+        await host.stop()
+
+
+async def test_a_dead_letter_retried_runs_once_and_leaves_the_dead_stream(
+        settings: Settings, client: ComputeClient) -> None:
+    s = msgspec.structs.replace(settings, command_max_age=1.0)
+    vm, down = await booted_then_down(s, client)
+    pending = asyncio.create_task(client.send(s.host, vm, "pause_instance", timeout=60))
+    await asyncio.sleep(1.5)
+    host = HostService(s, driver=down.driver)
+    await host.start()
+    try:
+        dead = await pending
+        assert isinstance(dead, Rejected) and dead.error == "CommandDeadLettered"
+        (letter,) = [d for d in await list_dead(client.js) if d.command_id == dead.command_id]
+        await retry_dead(client.js, letter.seq)        # sent again now: young enough to run
+        assert letter.seq not in [d.seq for d in await list_dead(client.js)]
+        await until_paused(client, vm)
+        with pytest.raises(Exception, match="no dead letter"):
+            await retry_dead(client.js, letter.seq)    # gone: it cannot run twice this way
+    finally:
+        await host.stop()
+
+
+async def until_paused(client: ComputeClient, vm: str) -> None:
+    for _ in range(200):
+        view = (await client.query("instance", vm))["instance"]
+        if view["vm_state"] == "paused":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{vm} never paused: {view}")
+
+
+def test_dead_list_shows_the_reason_and_retry_of_an_unknown_one_is_one_line(
+        operator_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    url = ["--nats-url", operator_settings.nats_url]
+    assert main([*url, "dead", "list"]) == 0
+    assert "REASON" in capsys.readouterr().out
+    assert main([*url, "dead", "retry", "999999"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("compute: no dead letter 999999") and err.count("\n") == 1
