@@ -39,6 +39,9 @@ class Metrics:
         self.consumer_pending = Gauge("compute_consumer_pending",
                                       "Commands waiting in this host's JetStream consumer",
                                       registry=r)
+        self.replies_refused = Counter(
+            "compute_replies_refused", "Outcomes and replies not sent because their address "
+            "was not an inbox (a forged Compute-Reply-To or reply subject)", registry=r)
         self.port: int | None = None
         self._server: Any = None
         self._children: dict[tuple[str, ...], Any] = {}

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.js.api import ConsumerConfig
 
@@ -27,7 +28,12 @@ from compute.events.outcomes import Succeeded
 from compute.events.steps import STEPS
 from compute.messaging.credentials import connect_options, with_user
 from compute.messaging.server import NATS_CONF, NatsServer, accepts, free_port
-from compute.messaging.subjects import COMMANDS_STREAM, command
+from compute.messaging.subjects import (
+    COMMANDS_STREAM,
+    EVENTS_STREAM,
+    NOTIFICATIONS_STREAM,
+    command,
+)
 from compute.messaging.users import load_roles
 from tests.conftest import boot_payload
 
@@ -272,3 +278,57 @@ def test_a_user_added_with_the_cli_connects_after_the_running_server_reloads(
         assert not accepts(with_user(server.url, "billing", "guess"))
     finally:
         server.stop()
+
+
+# -- outcomes and replies go only to inboxes (issue 18 item 6) -----------------------------
+def _refused_replies(service: Any) -> float:
+    return service.metrics.replies_refused._value.get()
+
+
+async def _absent(nats_server: NatsServer, stream: str, subject: str) -> bool:
+    """No message on ``subject`` in ``stream`` (asked as the admin, who may read them)."""
+    async with connected(nats_server.url_for("admin")) as admin:
+        try:
+            await admin.nc.jetstream().get_last_msg(stream, subject)
+        except nats.js.errors.NotFoundError:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("forged", ["compute.evt.{host}.{vm}.Terminated",
+                                    "compute.notify.instance.delete.end"])
+async def test_a_command_naming_a_non_inbox_reply_runs_but_its_outcome_goes_nowhere(
+        service, client: ComputeClient, nats_server: NatsServer, forged: str) -> None:
+    vm = str(uuid.uuid4())
+    reply_to = forged.format(host=service.host, vm=vm)
+    body = json.dumps({**boot_payload(), "command_id": str(uuid.uuid4())}).encode()
+    await client.js.publish(command(service.host, vm, "run_instance"), body,
+                            headers={"Compute-Reply-To": reply_to})
+    stopped = await client.send(service.host, vm, "stop_instance")     # after the boot
+    assert isinstance(stopped, Succeeded) and stopped.vm_state == "stopped"
+    stream = EVENTS_STREAM if reply_to.startswith("compute.evt.") else NOTIFICATIONS_STREAM
+    assert await _absent(nats_server, stream, reply_to)
+    assert _refused_replies(service) == 1
+
+
+async def test_a_call_naming_a_non_inbox_reply_is_not_answered_there(
+        service, client: ComputeClient, nats_server: NatsServer) -> None:
+    forged = f"compute.evt.{service.host}.{uuid.uuid4()}.Terminated"
+    call = f"compute.call.{service.host}.get_host_uptime"
+    await client.nc.publish(call, b"{}", reply=forged)
+    await client.nc.request(call, b"{}", timeout=10)          # answered after the forged one
+    assert await _absent(nats_server, EVENTS_STREAM, forged)
+    assert _refused_replies(service) == 1
+
+
+async def test_a_host_may_not_answer_a_request_anywhere_but_an_inbox(
+        service, nats_server: NatsServer, intruder: str) -> None:
+    own = urlsplit(intruder).username.removeprefix("host-")
+    forged = command(service.host, str(uuid.uuid4()), "terminate_instance")
+    async with connected(intruder) as host, connected(nats_server.url_for("operator")) as op:
+        requests = await host.nc.subscribe(f"compute.call.{own}.get_host_uptime")
+        await host.nc.flush()
+        await op.nc.publish(f"compute.call.{own}.get_host_uptime", b"{}", reply=forged)
+        request = await requests.next_msg(timeout=10)
+        await request.respond(b"{}")
+        await host.refused("Publish", forged)

@@ -45,6 +45,7 @@ from compute.messaging import intake
 from compute.messaging.acks import redelivered
 from compute.messaging.consumer import PullConsumer
 from compute.messaging.credentials import connect
+from compute.messaging.guard import guard_publishes
 from compute.messaging.notifier import Notifier
 from compute.messaging.outbox import OutboxProcess
 from compute.messaging.queries import QueryService
@@ -56,6 +57,7 @@ from compute.messaging.subjects import (
     REPLY_TO,
     command,
     host_commands,
+    is_inbox,
 )
 from compute.messaging.users import host_user
 from compute.metrics import Metrics
@@ -102,6 +104,7 @@ class HostService(HostTasks):
         self.nc = await connect(s.nats_url, host_user(self.host), s.nats_credentials,
                                 name=f"compute-host-{self.host}", max_reconnect_attempts=-1,
                                 reconnect_time_wait=0.5)
+        guard_publishes(self.nc, refused=lambda _: self._refused_reply())
         self.js = self.nc.jetstream()
         await ensure_streams(self.js, cluster_replicas(self.nc), update=False)  # create only
         self.store = await asyncio.to_thread(open_store, s.store)
@@ -371,9 +374,27 @@ class HostService(HostTasks):
 
     # -- outbound -------------------------------------------------------------------------
     async def _reply(self, env: Envelope | None, reply_to: str | None, outcome: Outcome) -> None:
-        if reply_to and self.nc is not None:
-            with contextlib.suppress(Exception):
-                await self.nc.publish(reply_to, _encoder.encode(outcome))
+        """The outcome to its sender's inbox, and only to an inbox: ``Compute-Reply-To`` is
+        the sender's word, and a sender naming ``compute.evt.<host>.<uuid>.Terminated`` or
+        ``compute.notify...`` must not make this host publish there (issue 18 item 6). The
+        command itself is still carried out: it came through the stream under its sender's
+        own publish permission, and only its return address is bad, so refusing it would
+        answer no one either; the bad address is logged and counted
+        (``compute_replies_refused``)."""
+        if not reply_to or self.nc is None:
+            return
+        if not is_inbox(reply_to):
+            log.warning("%s: not sending the outcome to %r, which is not an inbox subject",
+                        outcome.operation, reply_to)
+            self._refused_reply()
+            return
+        with contextlib.suppress(Exception):
+            await self.nc.publish(reply_to, _encoder.encode(outcome))
+
+    def _refused_reply(self) -> None:
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.replies_refused.inc()
 
     def _committed(self, last_id: int) -> None:
         """Writer thread: new events are durable; wake the relay and the projector."""

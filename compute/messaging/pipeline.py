@@ -18,6 +18,8 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
+from compute.messaging.guard import relaying
+
 
 class PublishFailed(Exception):
     """JetStream refused a message of the page, or did not ack it in time."""
@@ -55,9 +57,10 @@ class PagePublisher:
         self._acked, self._errors, self._expected = 0, [], 1 << 62
         self._done = asyncio.get_running_loop().create_future()
         n = 0
-        for n, (subject, body, msg_id) in enumerate(messages, 1):
-            await self.nc.publish(subject, body, reply=f"{self._page}{n}",
-                                  headers={"Nats-Msg-Id": msg_id})
+        with relaying():           # the host's guarded connection lets the relay through
+            for n, (subject, body, msg_id) in enumerate(messages, 1):
+                await self.nc.publish(subject, body, reply=f"{self._page}{n}",
+                                      headers={"Nats-Msg-Id": msg_id})
         self._expected = n
         if n == 0:
             return 0

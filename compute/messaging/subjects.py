@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 COMMANDS_STREAM = "COMPUTE_COMMANDS"
 EVENTS_STREAM = "COMPUTE_EVENTS"
 NOTIFICATIONS_STREAM = "COMPUTE_NOTIFICATIONS"
@@ -33,3 +35,21 @@ def query(view: str, key: str | None = None) -> str:
 
 def call(host: str, operation: str) -> str:
     return f"compute.call.{host}.{operation}"
+
+
+INBOX_PREFIX = "_INBOX."
+_INBOX = re.compile(r"^_INBOX(\.[^.*>\s]+)+$")
+
+
+def is_inbox(subject: str | None) -> bool:
+    """True for a literal inbox subject (``_INBOX.<token>...``: no wildcard, no empty token,
+    no white space). Outcomes and replies go only there: a sender who names
+    ``compute.evt.h1.<uuid>.Terminated`` as its reply address must not make a host publish
+    into ``COMPUTE_EVENTS`` (issue 18 item 6)."""
+    return bool(subject) and _INBOX.match(subject) is not None
+
+
+HOST_PUBLISHES_ONLY_THROUGH_RELAY = ("compute.evt.", "compute.notify.", "compute.cmd.",
+                                     "compute.query.")
+"""Subjects a host's connection never answers to: the relay and the notifier publish events
+and notifications through their own publisher (``pipeline.PagePublisher``), nothing else."""
