@@ -89,7 +89,7 @@ async def test_a_replay_reproduces_the_same_notifications(service: HostService,
     await client.send(service.host, vm, "reboot_instance")
     first = await notifications(client, vm, until="instance.reboot.end")
     info = await client.js.stream_info("COMPUTE_NOTIFICATIONS")
-    replay = Notifier(service.store, service.js)          # from position 0
+    replay = Notifier(service.store, service.js, host=service.host)   # from position 0
     while await replay.run_once():
         pass
     assert replay.published >= len(first)

@@ -332,3 +332,91 @@ async def test_a_host_may_not_answer_a_request_anywhere_but_an_inbox(
         request = await requests.next_msg(timeout=10)
         await request.respond(b"{}")
         await host.refused("Publish", forged)
+
+
+# -- a host publishes only its own history (issue 18 item 7) -------------------------------
+async def test_a_host_may_not_publish_another_hosts_events(service, intruder: str) -> None:
+    subject = f"compute.evt.{service.host}.{uuid.uuid4()}.Terminated"
+    async with connected(intruder) as host:
+        await host.nc.publish(subject, b"{}")
+        await host.refused("Publish", subject)
+
+
+@pytest.mark.parametrize("subject", ["compute.notify.{host}.instance.delete.end",
+                                     "compute.notify.instance.delete.end"])
+async def test_a_host_may_not_publish_another_hosts_notifications(
+        service, intruder: str, subject: str) -> None:
+    subject = subject.format(host=service.host)
+    async with connected(intruder) as host:
+        await host.nc.publish(subject, b"{}")
+        await host.refused("Publish", subject)
+
+
+class _Paused:
+    """A lease nobody holds until ``resume``: the relay stands by, its events wait."""
+
+    def __init__(self) -> None:
+        self.paused = True
+
+    def held(self) -> bool:
+        return not self.paused
+
+    def close(self) -> None:
+        pass
+
+
+async def _stream_copies(nats_server: NatsServer, subject: str) -> int:
+    async with connected(nats_server.url_for("admin")) as admin:
+        info = await admin.nc.jetstream().stream_info(EVENTS_STREAM, subjects_filter=subject)
+        return sum((info.state.subjects or {}).values())
+
+
+async def _relayed(service: Any, position: int) -> None:
+    while service.relay.position < position:
+        await asyncio.sleep(0.02)
+
+
+async def test_forged_ids_of_the_old_form_published_first_do_not_drop_real_events(
+        service, client: ComputeClient, nats_server: NatsServer, intruder: str) -> None:
+    vm = str(uuid.uuid4())
+    forger = urlsplit(intruder).username.removeprefix("host-")
+    async with connected(intruder) as host:
+        js = host.nc.jetstream()
+        for version in range(1, 11):       # what broke h1's history: <uuid>:7..10 first
+            await js.publish(f"compute.evt.{forger}.{vm}.Spawned", b"{}",
+                             headers={"Nats-Msg-Id": f"{vm}:{version}"})
+    done = await client.send(service.host, vm, "run_instance", boot_payload())
+    await asyncio.wait_for(_relayed(service, done.position), 30)
+    assert await _stream_copies(nats_server, f"compute.evt.{service.host}.{vm}.*") \
+        == done.version
+
+
+async def test_a_forged_copy_of_the_real_id_published_first_does_not_drop_the_real_event(
+        service, client: ComputeClient, nats_server: NatsServer, intruder: str) -> None:
+    """The worst case: the forger knows each id (as a reader of the store could) and
+    publishes under it before the relay. The relay checks the duplicate JetStream reports,
+    finds another subject and body there, and publishes the real event again."""
+    from compute.messaging.subjects import message_id
+    from compute.store.log import read_rows
+    from compute.store.mapper import event_name
+
+    vm = str(uuid.uuid4())
+    forger = urlsplit(intruder).username.removeprefix("host-")
+    lease, service.relay.lease = service.relay.lease, _Paused()
+    done = await client.send(service.host, vm, "run_instance", boot_payload())
+    rows = [row for row in await asyncio.to_thread(read_rows, service.store, 0, 100_000)
+            if row[1] == vm]
+    assert len(rows) == done.version and service.relay.position < rows[0][0]
+    async with connected(intruder) as host:
+        js = host.nc.jetstream()
+        for _, _, version, topic, state in rows:
+            ack = await js.publish(f"compute.evt.{forger}.{vm}.{event_name(topic)}", b"{}",
+                                   headers={"Nats-Msg-Id": message_id(f"{vm}:{version}",
+                                                                      state)})
+            assert not ack.duplicate
+    service.relay.lease.paused = False
+    await asyncio.wait_for(_relayed(service, done.position), 30)
+    service.relay.lease = lease
+    assert await _stream_copies(nats_server, f"compute.evt.{service.host}.{vm}.*") \
+        == done.version
+    assert service.relay.publisher.forged == done.version

@@ -55,6 +55,7 @@ from compute.messaging.subjects import (
     COMMANDS_STREAM,
     HOST_TARGET,
     REPLY_TO,
+    SHARED_HOST,
     command,
     host_commands,
     is_inbox,
@@ -115,8 +116,10 @@ class HostService(HostTasks):
         self.driver_actor = DriverActor(
             self.driver, threads=driver_threads(s, self.driver), timeout=s.driver_timeout,
             observe=self.metrics.driver_call)
-        self.relay = Relay(self.store, self.js)
-        self.notifier = Notifier(self.store, self.js)
+        # this host's events, and (taking turns on a lease) those of no host's aggregates
+        self.relay = Relay(self.store, self.js, host=self.host)
+        self.shared_relay = Relay(self.store, self.js, host=SHARED_HOST)
+        self.notifier = Notifier(self.store, self.js, host=self.host)
         self.queries = QueryService(self.nc, self.views, self.projector)
         host = await asyncio.to_thread(self.store.get_host, self.host)
         await self._report_resources(host)
@@ -175,10 +178,12 @@ class HostService(HostTasks):
         if s.outbox != "process":
             notifying = [asyncio.create_task(self.notifier.run(), name="notifier")] \
                 if s.notifications else []
-            return [asyncio.create_task(self.relay.run(), name="relay"), *notifying,
+            return [asyncio.create_task(self.relay.run(), name="relay"),
+                    asyncio.create_task(self.shared_relay.run(), name="shared-relay"),
+                    *notifying,
                     asyncio.create_task(self.queries.follow(), name="projector")]
-        self.relay = self.notifier = OutboxProcess(
-            s.store, s.nats_url, user=host_user(self.host), credentials=s.nats_credentials,
+        self.relay = self.shared_relay = self.notifier = OutboxProcess(
+            s.store, s.nats_url, host=self.host, credentials=s.nats_credentials,
             views=s.views, notify=s.notifications, on_views=self.queries.advance).start()
         return [asyncio.create_task(self.relay.run(), name="outbox-worker")]
 
@@ -405,5 +410,6 @@ class HostService(HostTasks):
 
     def _wake(self) -> None:
         self.relay.wake()
+        self.shared_relay.wake()
         self.notifier.wake()
         self.queries.wake()
