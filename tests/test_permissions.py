@@ -34,7 +34,7 @@ from compute.messaging.subjects import (
     NOTIFICATIONS_STREAM,
     command,
 )
-from compute.messaging.users import load_roles
+from compute.messaging.users import consumer_names, load_roles, permissions_for
 from tests.conftest import boot_payload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,3 +420,118 @@ async def test_a_forged_copy_of_the_real_id_published_first_does_not_drop_the_re
     assert await _stream_copies(nats_server, f"compute.evt.{service.host}.{vm}.*") \
         == done.version
     assert service.relay.publisher.forged == done.version
+
+
+# -- each reader owns its consumers (issue 18 item 8) --------------------------------------
+@pytest.fixture
+def readers(nats_server: NatsServer) -> tuple[str, str]:
+    """Two auditor users, as billing and DNS would be: their URLs."""
+    tag = uuid.uuid4().hex[:6]
+    return (nats_server.add_user("auditor", f"billing{tag}"),
+            nats_server.add_user("auditor", f"dns{tag}"))
+
+
+def _user(url: str) -> str:
+    return urlsplit(url).username
+
+
+async def _durable(conn: Connection, name: str, subject: str = "compute.evt.>") -> None:
+    await conn.nc.jetstream().add_consumer(EVENTS_STREAM, ConsumerConfig(
+        name=name, durable_name=name, filter_subject=subject), timeout=5)
+
+
+def test_no_users_consumer_names_are_anothers() -> None:
+    names = {user: set(consumer_names(user)) for user in ("billing", "billing-1", "billing_1")}
+    assert all(names[a].isdisjoint(names[b]) for a in names for b in names if a != b)
+    allowed = permissions_for(ROLES["auditor"], "billing", "")["publish"]["allow"]
+    assert f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.billing~7" in allowed
+    assert not any("*" in s or "{" in s for s in allowed if s.startswith("$JS.API.CONSUMER"))
+
+
+async def test_a_reader_follows_events_with_a_durable_of_its_own(
+        service, client: ComputeClient, readers: tuple[str, str]) -> None:
+    vm = await boot(client, service.host)
+    billing = _user(readers[0])
+    async with await ComputeClient.connect(readers[0]) as reader:
+        events = reader.events(durable=billing, uuid=vm)
+        assert (await anext(events))["event"] == "Created"
+        await events.aclose()
+        info = await reader.js.consumer_info(EVENTS_STREAM, billing)
+    assert info.config.durable_name == billing
+
+
+async def test_a_reader_may_not_pull_from_another_readers_durable(
+        service, readers: tuple[str, str]) -> None:
+    billing = _user(readers[0])
+    async with connected(readers[0]) as owner, connected(readers[1]) as other:
+        await _durable(owner, billing)
+        sub = await other.nc.jetstream().pull_subscribe_bind(billing, stream=EVENTS_STREAM)
+        with pytest.raises(nats.errors.TimeoutError):
+            await sub.fetch(1, timeout=1)
+        await other.refused("Publish", f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{billing}")
+
+
+async def test_a_reader_may_not_ack_another_readers_messages(
+        service, readers: tuple[str, str]) -> None:
+    ack = f"$JS.ACK.{EVENTS_STREAM}.{_user(readers[0])}.1.1.1.1700000000000000000.0"
+    async with connected(readers[1]) as other:
+        await other.nc.publish(ack, b"")
+        await other.refused("Publish", ack)
+
+
+async def test_a_reader_may_not_change_another_readers_durable(
+        service, readers: tuple[str, str]) -> None:
+    billing, stolen = _user(readers[0]), "compute.evt.nohost.>"
+    async with connected(readers[0]) as owner, connected(readers[1]) as other:
+        await _durable(owner, billing)
+        js = other.nc.jetstream()
+        with pytest.raises(nats.errors.TimeoutError):          # by its name
+            await js.add_consumer(EVENTS_STREAM, ConsumerConfig(
+                name=billing, durable_name=billing, filter_subject=stolen), timeout=1)
+        await other.refused("Publish", f"$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}.{billing}."
+                                       f"{stolen}")
+        nameless = f"$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}"  # the name in the body
+        await other.nc.publish(nameless, json.dumps({"stream_name": EVENTS_STREAM, "config": {
+            "name": billing, "filter_subject": stolen, "ack_policy": "explicit"}}).encode())
+        await other.refused("Publish", nameless)
+        info = await owner.nc.jetstream().consumer_info(EVENTS_STREAM, billing)
+    assert info.config.filter_subject == "compute.evt.>"
+
+
+async def test_a_reader_deletes_its_own_consumer_and_not_anothers(
+        service, readers: tuple[str, str]) -> None:
+    billing, dns = _user(readers[0]), _user(readers[1])
+    async with connected(readers[0]) as owner, connected(readers[1]) as other:
+        await _durable(owner, billing)
+        await _durable(other, f"{dns}~3")
+        with pytest.raises(nats.errors.TimeoutError):
+            await other.nc.jetstream(timeout=1).delete_consumer(EVENTS_STREAM, billing)
+        await other.refused("Publish", f"$JS.API.CONSUMER.DELETE.{EVENTS_STREAM}.{billing}")
+        assert await other.nc.jetstream().delete_consumer(EVENTS_STREAM, f"{dns}~3")
+        assert await owner.nc.jetstream().delete_consumer(EVENTS_STREAM, billing)
+
+
+async def test_a_reader_may_not_create_a_consumer_under_a_name_it_does_not_own(
+        service, readers: tuple[str, str]) -> None:
+    unowned = f"{_user(readers[1])}~8"
+    async with connected(readers[1]) as reader:
+        with pytest.raises(nats.errors.TimeoutError):
+            await _durable(reader, unowned)
+        await reader.refused("Publish", f"$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}.{unowned}."
+                                        f"compute.evt.>")
+
+
+async def test_a_reader_lists_events_with_the_cli_through_its_own_consumer(
+        service, settings, client: ComputeClient, readers: tuple[str, str]) -> None:
+    import msgspec
+
+    from tests.test_cli import cli
+
+    vm = await boot(client, service.host)
+    as_reader = msgspec.structs.replace(settings, nats_url=readers[1])
+    code, out, err = await cli(as_reader, "--json", "events", "--uuid", vm)
+    assert code == 0, err
+    assert [json.loads(line)["event"] for line in out.splitlines()][-1] == "Spawned"
+    async with connected(readers[1]) as reader:    # (its consumer went with it)
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await reader.nc.jetstream().consumer_info(EVENTS_STREAM, f"{_user(readers[1])}~1")
