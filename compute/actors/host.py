@@ -209,6 +209,7 @@ class HostService(HostTasks):
             self._backdoor.close()
         if self.router is not None:
             await self.router.drain()
+        await self._relay_the_rest()
         await self.queries.stop()
         if self.nc is not None:
             # flush the last replies and acks, then close: a drain would wait for the pull
@@ -223,6 +224,24 @@ class HostService(HostTasks):
         self.driver_actor.close()
         await asyncio.to_thread(self.views.close)
         await asyncio.to_thread(self.store.close)
+
+    async def _relay_the_rest(self, timeout: float = 5.0) -> None:
+        """A host that stops cleanly publishes the events it committed, and their
+        notifications: only this host may publish them (issue 18 item 7), so what it left
+        would wait for its return. (The outbox worker finishes its page when told to stop;
+        the ``_shared`` events are the next lease holder's.)"""
+        if isinstance(self.relay, OutboxProcess):
+            return
+        followers = [self.relay, self.notifier] if self.settings.notifications \
+            else [self.relay]
+        try:
+            async with asyncio.timeout(timeout):
+                for follower in followers:
+                    while await follower.run_once():
+                        pass
+                    await follower.positions.flush()
+        except Exception as exc:                # (a timeout, a lost connection)
+            log.warning("stopping: %s left unpublished events: %r", self.host, exc)
 
     async def __aenter__(self) -> HostService:
         return await self.start()
