@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from compute.messaging.subjects import HOST_PUBLISHES_ONLY_THROUGH_RELAY
+from compute.messaging.subjects import NEVER_A_REPLY
 
 log = logging.getLogger("compute.guard")
 
@@ -44,7 +44,7 @@ def guard_publishes(nc: Any, refused: Callable[[str], None] | None = None) -> No
 
     async def guarded(subject: str, payload: bytes = b"", reply: str = "",
                       headers: dict[str, str] | None = None) -> None:
-        if subject.startswith(HOST_PUBLISHES_ONLY_THROUGH_RELAY) and not _relaying.get():
+        if subject.startswith(NEVER_A_REPLY) and not _relaying.get():
             log.warning("not publishing to %s: a reply goes to an inbox, events and "
                         "notifications only through the relay", subject)
             if refused is not None:

@@ -4,8 +4,8 @@ Profiled in the host process, these three tail the same log as the actors write 
 competed with them for one GIL (notes §2.7: a relay in the actors' process cut persistence
 from ~15k to ~5.8k events/s). Here they run in a child with its own store connection and its
 own NATS connection. Nothing about exactly-once changes: the relay still publishes with
-``Nats-Msg-Id = <uuid>:<version>:<digest>`` and records its tracking row after the acks, the notifier
-likewise, and the projector still writes its position in the view's transaction, so a child
+``Nats-Msg-Id = <uuid>:<version>:<digest>`` and records its tracking row after the acks, the
+notifier likewise, and the projector still writes its position in the view's transaction, so a child
 that dies (or overlaps a successor) re-sends at most a page that JetStream deduplicates.
 
 The parent wakes the child after each commit with a byte on its stdin (written from the

@@ -77,7 +77,7 @@ def is_inbox(subject: str | None) -> bool:
     return bool(subject) and _INBOX.match(subject) is not None
 
 
-HOST_PUBLISHES_ONLY_THROUGH_RELAY = ("compute.evt.", "compute.notify.", "compute.cmd.",
-                                     "compute.query.")
-"""Subjects a host's connection never answers to: the relay and the notifier publish events
-and notifications through their own publisher (``pipeline.PagePublisher``), nothing else."""
+NEVER_A_REPLY = ("compute.evt.", "compute.notify.", "compute.cmd.", "compute.query.")
+"""Subjects a host's connection never answers to (``guard.py``): events and notifications go
+out only through the relay's and the notifier's publisher (``pipeline.PagePublisher``), and
+a host publishes no command or query at all."""
