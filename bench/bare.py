@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compute.messaging.relay import Relay  # noqa: E402
 from compute.messaging.streams import ensure_streams  # noqa: E402
-from compute.messaging.subjects import COMMANDS_STREAM, host_commands  # noqa: E402
+from compute.messaging.subjects import COMMANDS_STREAM, host_commands, keyed  # noqa: E402
 from compute.runtime import tune_gc  # noqa: E402
 from compute.store.log import read_rows  # noqa: E402
 from compute.store.mapper import event_name  # noqa: E402
@@ -83,15 +83,14 @@ class BareNotifier(Relay):
     tracking_name = "bare-notifications"
 
     def __init__(self, store: Any, js: Any, host: str) -> None:
-        super().__init__(store, js)
-        self.host = host
+        super().__init__(store, js, host=host)
 
     async def run_once(self) -> int:
         page = await asyncio.to_thread(read_rows, self.store, self.position, self.page)
         if not page:
             return 0
         await self.publisher.publish_page(
-            (f"compute.notify.{self.host}.{name}", state, f"{uuid}:{version}:0")
+            keyed(f"compute.notify.{self.host}.{name}", state, f"{uuid}:{version}:0")
             for _, uuid, version, topic, state in page
             if (name := event_name(topic)) in NOTIFIED)
         self.advanced(page[-1][0], len(page))
@@ -129,7 +128,7 @@ async def serve(url: str, store_url: str, outbox: str, shape: str, host: str) ->
     store = await asyncio.to_thread(open_store, store_url)
     loop = asyncio.get_running_loop()
     outbox_handle = await start_outbox(store, store_url, url, js, mode=outbox, notify=False,
-                                       project=False, user=host_user(host))
+                                       project=False, host=host)
     notifier = BareNotifier(store, js, host) if shape == "contract" else None
     notifying = loop.create_task(notifier.run()) if notifier is not None else None
 

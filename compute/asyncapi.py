@@ -118,14 +118,16 @@ def document() -> dict[str, Any]:
             "parameters": {"host": {}, scope.strip("{}"): {}},
             "messages": {cls.__name__: message(f"event.{cls.__name__}", cls.__name__, summary)},
             "bindings": {"nats": {"stream": "COMPUTE_EVENTS",
-                                  "headers": ["Nats-Msg-Id = <uuid>:<version>"]}}}
+                                  "headers": ["Nats-Msg-Id = <uuid>:<version>:<digest>"]}}}
         operations[f"receive.{cls.__name__}"] = {"action": "receive",
                                                   "channel": {"$ref": f"#/channels/{channel}"}}
     channels["notification"] = {
-        "address": "compute.notify.{event_type}",
-        "parameters": {"event_type": {"enum": event_types()}},
+        "address": "compute.notify.{host}.{event_type}",
+        "parameters": {"host": {}, "event_type": {"enum": event_types()}},
         "description": "Nova's versioned notifications (publisher nova-compute:<host>, "
-                       "the payload class Nova sends), stream COMPUTE_NOTIFICATIONS.",
+                       "the payload class Nova sends), stream COMPUTE_NOTIFICATIONS, "
+                       "published by the host that wrote the event (the subject's host), "
+                       "Nats-Msg-Id = <uuid>:<version>:<n>:<digest>.",
         "messages": {"Notification": message("notification", "Notification",
                                              "A Nova versioned notification")}}
     operations["receive.notification"] = {"action": "receive",

@@ -20,12 +20,12 @@ import msgspec
 import nats
 import nats.js.errors
 from nats.aio.client import Client as NATS
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from compute.domain.placement import pick_host
 from compute.events.commands import Flavor
 from compute.events.outcomes import AnyOutcome, Moved
-from compute.messaging.credentials import connect
+from compute.messaging.credentials import connect, connect_options
 from compute.messaging.subjects import (
     COMMANDS_STREAM,
     EVENTS_STREAM,
@@ -34,10 +34,19 @@ from compute.messaging.subjects import (
     command,
     query,
 )
+from compute.messaging.users import consumer_names
 from compute.projections.views import HostView
 
 _decoder = msgspec.json.Decoder(AnyOutcome)
 MSG_ID_IN_PROCESS = 10158   # JetStream: "duplicate message id is in process"
+EPHEMERAL_IDLE = 30.0       # seconds: a follower's own consumer outlives a crashed follower so long
+
+
+def _user_of(nc: NATS) -> str:
+    """The user a connection takes its replies as (its inbox prefix is ``_INBOX.<user>``)."""
+    prefix = nc._inbox_prefix                 # nats-py keeps it only privately
+    prefix = prefix.decode() if isinstance(prefix, (bytes, bytearray)) else str(prefix)
+    return prefix.split(".", 1)[1] if "." in prefix else "operator"
 
 
 class DuplicateCommand(Exception):
@@ -59,9 +68,12 @@ class PermissionDenied(Exception):
 
 
 class ComputeClient:
-    def __init__(self, nc: NATS, denied: list[str] | None = None) -> None:
+    def __init__(self, nc: NATS, denied: list[str] | None = None,
+                 user: str | None = None) -> None:
         self.nc = nc
         self.js = nc.jetstream()
+        self.user = user or _user_of(nc)
+        """The NATS user, whose consumer names (``users.consumer_names``) this client uses."""
         self.denied = denied if denied is not None else []
         """The server's permission violations seen on this connection (nats-py reports
         them to the error callback; a refused request would otherwise just time out)."""
@@ -79,7 +91,7 @@ class ComputeClient:
 
         options.setdefault("error_cb", on_error)
         return cls(await connect(url, user, credentials, name="compute-client", **options),
-                   denied)
+                   denied, connect_options(url, user)["inbox_prefix"].split(".", 1)[1])
 
     def _refused(self, subject: str) -> None:
         for violation in self.denied:
@@ -186,31 +198,73 @@ class ComputeClient:
         """Lifecycle events from ``COMPUTE_EVENTS``, each acknowledged once handed over.
 
         With ``durable`` the position is kept by JetStream: a subscriber that restarts under
-        the same name continues where it stopped (billing, DNS, audit...)."""
-        subject = f"compute.evt.{host}.{uuid}.{event}"
+        the same name continues where it stopped (billing, DNS, audit...). A reader may name
+        only its own consumers (``users.consumer_names``: its user name, or ``<user>~1`` ..
+        ``<user>~7``); the server refuses any other."""
+        async for msg in self.event_messages(f"compute.evt.{host}.{uuid}.{event}",
+                                             durable=durable, deliver_new=deliver_new):
+            yield msgspec.json.decode(msg.data)
+
+    async def event_messages(self, subject: str, *, durable: str | None = None,
+                             deliver_new: bool = False, idle: float | None = None,
+                             stream: str = EVENTS_STREAM) -> AsyncIterator[Any]:
+        """The stream's messages on ``subject`` through a pull consumer named by this user
+        (``durable``, else the first free one of its ``<user>~n``, removed at the end), each
+        acked once handed over; stops after ``idle`` seconds without one (None: never).
+
+        The consumer is created by name, so the create request's subject carries the name
+        the server's permissions check (issue 18 item 8)."""
+        name = durable or await self._free_consumer(stream)
         deliver = DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL
-        sub = await self.js.pull_subscribe(subject, durable=durable, stream=EVENTS_STREAM,
-                                           config=ConsumerConfig(deliver_policy=deliver))
+        try:
+            await self.js.consumer_info(stream, name)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_consumer(stream, ConsumerConfig(
+                name=name, durable_name=durable, filter_subject=subject,
+                deliver_policy=deliver, ack_policy=AckPolicy.EXPLICIT,
+                inactive_threshold=None if durable else EPHEMERAL_IDLE))
+        except nats.errors.TimeoutError:
+            self._refused(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
+            raise
+        sub = await self.js.pull_subscribe_bind(name, stream=stream)
         pending: list[Any] = []
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
         try:
             while True:
                 try:
-                    pending = list(await sub.fetch(100, timeout=1.0))
+                    pending = list(await sub.fetch(100, timeout=1.0 if idle is None
+                                                   else min(idle, 1.0)))
                 except (TimeoutError, nats.errors.TimeoutError):
+                    if idle is not None and loop.time() - quiet_since >= idle:
+                        return
                     continue
+                quiet_since = loop.time()
                 while pending:
                     msg = pending.pop(0)
                     try:
-                        yield msgspec.json.decode(msg.data)
+                        yield msg
                     finally:             # handed over (a caller that stops has seen it)
                         await msg.ack()
         finally:
             for msg in pending:          # fetched, not handed over: redeliver them at once
                 with contextlib.suppress(Exception):
                     await msg.nak()
-            if durable is None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            if durable is None:          # ours alone, for this iteration: gone with it
                 with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                    await self.js.delete_consumer(stream, name)
+
+    async def _free_consumer(self, stream: str) -> str:
+        """The first of this user's ``<user>~n`` consumer names not in use on ``stream``."""
+        for name in consumer_names(self.user)[1:]:
+            try:
+                await self.js.consumer_info(stream, name)
+            except nats.js.errors.NotFoundError:
+                return name
+        raise RuntimeError(f"all of {self.user}'s consumer names on {stream} are in use "
+                           f"({', '.join(consumer_names(self.user)[1:])}); delete one")
 
     async def query(self, view: str, key: str | None = None, *, timeout: float = 10.0,
                     **params: Any) -> Any:

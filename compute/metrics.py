@@ -46,6 +46,9 @@ class Metrics:
                                     "1 while the store takes writes, 0 while it refuses them "
                                     "(commands are held)", registry=r)
         self.store_writable.set(1)
+        self.replies_refused = Counter(
+            "compute_replies_refused", "Outcomes and replies not sent because their address "
+            "was not an inbox (a forged Compute-Reply-To or reply subject)", registry=r)
         self.port: int | None = None
         self._server: Any = None
         self._children: dict[tuple[str, ...], Any] = {}

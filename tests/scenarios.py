@@ -73,7 +73,7 @@ async def published(js: JetStreamContext, hosts: set[str], count: int
                 except FAILOVER:
                     continue
                 for msg in msgs:
-                    uuid, version = msg.headers[MSG_ID].rsplit(":", 1)
+                    uuid, version = msg.headers[MSG_ID].split(":")[:2]
                     got.append((msg.metadata.sequence.stream, UUID(uuid), int(version)))
                     with contextlib.suppress(Exception):
                         await msg.ack()

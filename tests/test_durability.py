@@ -93,7 +93,7 @@ async def test_an_idle_actor_passivates_itself(settings: Settings,
 async def test_the_relay_publishes_each_event_once_even_when_it_replays(
         service: HostService, client: ComputeClient) -> None:
     """A relay that crashed before recording its position sends a page again; JetStream's
-    duplicate window (Nats-Msg-Id = uuid:version) keeps one copy of each event."""
+    duplicate window (Nats-Msg-Id = uuid:version:digest) keeps one copy of each event."""
     from compute.messaging.relay import Relay
     from compute.messaging.subjects import EVENTS_STREAM
 
@@ -105,7 +105,7 @@ async def test_the_relay_publishes_each_event_once_even_when_it_replays(
         if service.relay.position >= done.position:
             break
         await asyncio.sleep(0.02)
-    replay = Relay(service.store, service.js)       # position 0: everything again
+    replay = Relay(service.store, service.js, host=service.host)   # position 0: all again
     assert await replay.run_once() >= done.version
     info = await client.js.stream_info(EVENTS_STREAM, subjects_filter=subject)
     assert sum(info.state.subjects.values()) == done.version

@@ -200,7 +200,7 @@ async def test_a_notifier_started_between_a_fault_and_its_reboot_end_still_repor
     failed = await client.send(service.host, vm, "reboot_instance")
     ended = service.store.events.get(UUID(vm), gt=failed.version - 1)
     event = next(ev for ev in ended if isinstance(ev, e.Rebooted))
-    fresh = Notifier(service.store, service.js)
+    fresh = Notifier(service.store, service.js, host=service.host)
     notes = await fresh._apply(event)
     assert [n.event_type for n in notes] == ["instance.reboot.error", "instance.reboot.end"]
     fault = notes[0].payload["nova_object.data"]["fault"]["nova_object.data"]
@@ -228,7 +228,7 @@ async def test_a_replay_reproduces_the_same_notifications(service: HostService,
     await client.send(service.host, vm, "reboot_instance")
     first = await notifications(client, vm, until="instance.reboot.end")
     info = await client.js.stream_info("COMPUTE_NOTIFICATIONS")
-    replay = Notifier(service.store, service.js)          # from position 0
+    replay = Notifier(service.store, service.js, host=service.host)   # from position 0
     while await replay.run_once():
         pass
     assert replay.published >= len(first)

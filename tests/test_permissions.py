@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.js.api import ConsumerConfig
 
@@ -27,8 +28,13 @@ from compute.events.outcomes import Succeeded
 from compute.events.steps import STEPS
 from compute.messaging.credentials import connect_options, with_user
 from compute.messaging.server import NATS_CONF, NatsServer, accepts, free_port
-from compute.messaging.subjects import COMMANDS_STREAM, command
-from compute.messaging.users import load_roles
+from compute.messaging.subjects import (
+    COMMANDS_STREAM,
+    EVENTS_STREAM,
+    NOTIFICATIONS_STREAM,
+    command,
+)
+from compute.messaging.users import consumer_names, load_roles, permissions_for
 from tests.conftest import boot_payload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,3 +278,260 @@ def test_a_user_added_with_the_cli_connects_after_the_running_server_reloads(
         assert not accepts(with_user(server.url, "billing", "guess"))
     finally:
         server.stop()
+
+
+# -- outcomes and replies go only to inboxes (issue 18 item 6) -----------------------------
+def _refused_replies(service: Any) -> float:
+    return service.metrics.registry.get_sample_value("compute_replies_refused_total")
+
+
+async def _absent(nats_server: NatsServer, stream: str, subject: str) -> bool:
+    """No message on ``subject`` in ``stream`` (asked as the admin, who may read them)."""
+    async with connected(nats_server.url_for("admin")) as admin:
+        try:
+            await admin.nc.jetstream().get_last_msg(stream, subject)
+        except nats.js.errors.NotFoundError:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("forged", ["compute.evt.{host}.{vm}.Terminated",
+                                    "compute.notify.instance.delete.end"])
+async def test_a_command_naming_a_non_inbox_reply_runs_but_its_outcome_goes_nowhere(
+        service, client: ComputeClient, nats_server: NatsServer, forged: str) -> None:
+    vm = str(uuid.uuid4())
+    reply_to = forged.format(host=service.host, vm=vm)
+    body = json.dumps({**boot_payload(), "command_id": str(uuid.uuid4())}).encode()
+    await client.js.publish(command(service.host, vm, "run_instance"), body,
+                            headers={"Compute-Reply-To": reply_to})
+    stopped = await client.send(service.host, vm, "stop_instance")     # after the boot
+    assert isinstance(stopped, Succeeded) and stopped.vm_state == "stopped"
+    stream = EVENTS_STREAM if reply_to.startswith("compute.evt.") else NOTIFICATIONS_STREAM
+    assert await _absent(nats_server, stream, reply_to)
+    assert _refused_replies(service) == 1
+
+
+async def test_a_call_naming_a_non_inbox_reply_is_not_answered_there(
+        service, client: ComputeClient, nats_server: NatsServer) -> None:
+    forged = f"compute.evt.{service.host}.{uuid.uuid4()}.Terminated"
+    call = f"compute.call.{service.host}.get_host_uptime"
+    await client.nc.publish(call, b"{}", reply=forged)
+    await client.nc.request(call, b"{}", timeout=10)          # answered after the forged one
+    assert await _absent(nats_server, EVENTS_STREAM, forged)
+    assert _refused_replies(service) == 1
+
+
+async def test_a_host_may_not_answer_a_request_anywhere_but_an_inbox(
+        service, nats_server: NatsServer, intruder: str) -> None:
+    own = urlsplit(intruder).username.removeprefix("host-")
+    forged = command(service.host, str(uuid.uuid4()), "terminate_instance")
+    async with connected(intruder) as host, connected(nats_server.url_for("operator")) as op:
+        requests = await host.nc.subscribe(f"compute.call.{own}.get_host_uptime")
+        await host.nc.flush()
+        await op.nc.publish(f"compute.call.{own}.get_host_uptime", b"{}", reply=forged)
+        request = await requests.next_msg(timeout=10)
+        await request.respond(b"{}")
+        await host.refused("Publish", forged)
+
+
+# -- a host publishes only its own history (issue 18 item 7) -------------------------------
+async def test_a_host_may_not_publish_another_hosts_events(service, intruder: str) -> None:
+    subject = f"compute.evt.{service.host}.{uuid.uuid4()}.Terminated"
+    async with connected(intruder) as host:
+        await host.nc.publish(subject, b"{}")
+        await host.refused("Publish", subject)
+
+
+@pytest.mark.parametrize("subject", ["compute.notify.{host}.instance.delete.end",
+                                     "compute.notify.instance.delete.end"])
+async def test_a_host_may_not_publish_another_hosts_notifications(
+        service, intruder: str, subject: str) -> None:
+    subject = subject.format(host=service.host)
+    async with connected(intruder) as host:
+        await host.nc.publish(subject, b"{}")
+        await host.refused("Publish", subject)
+
+
+class _Paused:
+    """A lease nobody holds until ``resume``: the relay stands by, its events wait."""
+
+    def __init__(self) -> None:
+        self.paused = True
+
+    def held(self) -> bool:
+        return not self.paused
+
+    def close(self) -> None:
+        pass
+
+
+async def _stream_copies(nats_server: NatsServer, subject: str) -> int:
+    async with connected(nats_server.url_for("admin")) as admin:
+        info = await admin.nc.jetstream().stream_info(EVENTS_STREAM, subjects_filter=subject)
+        return sum((info.state.subjects or {}).values())
+
+
+async def _relayed(service: Any, position: int) -> None:
+    while service.relay.position < position:
+        await asyncio.sleep(0.02)
+
+
+async def test_forged_ids_of_the_old_form_published_first_do_not_drop_real_events(
+        service, client: ComputeClient, nats_server: NatsServer, intruder: str) -> None:
+    vm = str(uuid.uuid4())
+    forger = urlsplit(intruder).username.removeprefix("host-")
+    async with connected(intruder) as host:
+        js = host.nc.jetstream()
+        for version in range(1, 11):       # what broke h1's history: <uuid>:7..10 first
+            await js.publish(f"compute.evt.{forger}.{vm}.Spawned", b"{}",
+                             headers={"Nats-Msg-Id": f"{vm}:{version}"})
+    done = await client.send(service.host, vm, "run_instance", boot_payload())
+    await asyncio.wait_for(_relayed(service, done.position), 30)
+    assert await _stream_copies(nats_server, f"compute.evt.{service.host}.{vm}.*") \
+        == done.version
+
+
+async def test_a_forged_copy_of_the_real_id_published_first_does_not_drop_the_real_event(
+        service, client: ComputeClient, nats_server: NatsServer, intruder: str) -> None:
+    """The worst case: the forger knows each id (as a reader of the store could) and
+    publishes under it before the relay. The relay checks the duplicate JetStream reports,
+    finds another subject and body there, and publishes the real event again."""
+    from compute.messaging.subjects import message_id
+    from compute.store.log import read_rows
+    from compute.store.mapper import event_name
+
+    vm = str(uuid.uuid4())
+    forger = urlsplit(intruder).username.removeprefix("host-")
+    lease, service.relay.lease = service.relay.lease, _Paused()
+    done = await client.send(service.host, vm, "run_instance", boot_payload())
+    rows = [row for row in await asyncio.to_thread(read_rows, service.store, 0, 100_000)
+            if row[1] == vm]
+    assert len(rows) == done.version and service.relay.position < rows[0][0]
+    async with connected(intruder) as host:
+        js = host.nc.jetstream()
+        for _, _, version, topic, state in rows:
+            ack = await js.publish(f"compute.evt.{forger}.{vm}.{event_name(topic)}", b"{}",
+                                   headers={"Nats-Msg-Id": message_id(f"{vm}:{version}",
+                                                                      state)})
+            assert not ack.duplicate
+    service.relay.lease.paused = False
+    await asyncio.wait_for(_relayed(service, done.position), 30)
+    service.relay.lease = lease
+    assert await _stream_copies(nats_server, f"compute.evt.{service.host}.{vm}.*") \
+        == done.version
+    assert service.relay.publisher.forged == done.version
+
+
+# -- each reader owns its consumers (issue 18 item 8) --------------------------------------
+@pytest.fixture
+def readers(nats_server: NatsServer) -> tuple[str, str]:
+    """Two auditor users, as billing and DNS would be: their URLs."""
+    tag = uuid.uuid4().hex[:6]
+    return (nats_server.add_user("auditor", f"billing{tag}"),
+            nats_server.add_user("auditor", f"dns{tag}"))
+
+
+def _user(url: str) -> str:
+    return urlsplit(url).username
+
+
+async def _durable(conn: Connection, name: str, subject: str = "compute.evt.>") -> None:
+    await conn.nc.jetstream().add_consumer(EVENTS_STREAM, ConsumerConfig(
+        name=name, durable_name=name, filter_subject=subject), timeout=5)
+
+
+def test_no_users_consumer_names_are_anothers() -> None:
+    names = {user: set(consumer_names(user)) for user in ("billing", "billing-1", "billing_1")}
+    assert all(names[a].isdisjoint(names[b]) for a in names for b in names if a != b)
+    allowed = permissions_for(ROLES["auditor"], "billing", "")["publish"]["allow"]
+    assert f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.billing~7" in allowed
+    assert not any("*" in s or "{" in s for s in allowed if s.startswith("$JS.API.CONSUMER"))
+
+
+async def test_a_reader_follows_events_with_a_durable_of_its_own(
+        service, client: ComputeClient, readers: tuple[str, str]) -> None:
+    vm = await boot(client, service.host)
+    billing = _user(readers[0])
+    async with await ComputeClient.connect(readers[0]) as reader:
+        events = reader.events(durable=billing, uuid=vm)
+        assert (await anext(events))["event"] == "Created"
+        await events.aclose()
+        info = await reader.js.consumer_info(EVENTS_STREAM, billing)
+    assert info.config.durable_name == billing
+
+
+async def test_a_reader_may_not_pull_from_another_readers_durable(
+        service, readers: tuple[str, str]) -> None:
+    billing = _user(readers[0])
+    async with connected(readers[0]) as owner, connected(readers[1]) as other:
+        await _durable(owner, billing)
+        sub = await other.nc.jetstream().pull_subscribe_bind(billing, stream=EVENTS_STREAM)
+        with pytest.raises(nats.errors.TimeoutError):
+            await sub.fetch(1, timeout=1)
+        await other.refused("Publish", f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{billing}")
+
+
+async def test_a_reader_may_not_ack_another_readers_messages(
+        service, readers: tuple[str, str]) -> None:
+    ack = f"$JS.ACK.{EVENTS_STREAM}.{_user(readers[0])}.1.1.1.1700000000000000000.0"
+    async with connected(readers[1]) as other:
+        await other.nc.publish(ack, b"")
+        await other.refused("Publish", ack)
+
+
+async def test_a_reader_may_not_change_another_readers_durable(
+        service, readers: tuple[str, str]) -> None:
+    billing, stolen = _user(readers[0]), "compute.evt.nohost.>"
+    async with connected(readers[0]) as owner, connected(readers[1]) as other:
+        await _durable(owner, billing)
+        js = other.nc.jetstream()
+        with pytest.raises(nats.errors.TimeoutError):          # by its name
+            await js.add_consumer(EVENTS_STREAM, ConsumerConfig(
+                name=billing, durable_name=billing, filter_subject=stolen), timeout=1)
+        await other.refused("Publish", f"$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}.{billing}."
+                                       f"{stolen}")
+        nameless = f"$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}"  # the name in the body
+        await other.nc.publish(nameless, json.dumps({"stream_name": EVENTS_STREAM, "config": {
+            "name": billing, "filter_subject": stolen, "ack_policy": "explicit"}}).encode())
+        await other.refused("Publish", nameless)
+        info = await owner.nc.jetstream().consumer_info(EVENTS_STREAM, billing)
+    assert info.config.filter_subject == "compute.evt.>"
+
+
+async def test_a_reader_deletes_its_own_consumer_and_not_anothers(
+        service, readers: tuple[str, str]) -> None:
+    billing, dns = _user(readers[0]), _user(readers[1])
+    async with connected(readers[0]) as owner, connected(readers[1]) as other:
+        await _durable(owner, billing)
+        await _durable(other, f"{dns}~3")
+        with pytest.raises(nats.errors.TimeoutError):
+            await other.nc.jetstream(timeout=1).delete_consumer(EVENTS_STREAM, billing)
+        await other.refused("Publish", f"$JS.API.CONSUMER.DELETE.{EVENTS_STREAM}.{billing}")
+        assert await other.nc.jetstream().delete_consumer(EVENTS_STREAM, f"{dns}~3")
+        assert await owner.nc.jetstream().delete_consumer(EVENTS_STREAM, billing)
+
+
+async def test_a_reader_may_not_create_a_consumer_under_a_name_it_does_not_own(
+        service, readers: tuple[str, str]) -> None:
+    unowned = f"{_user(readers[1])}~8"
+    async with connected(readers[1]) as reader:
+        with pytest.raises(nats.errors.TimeoutError):
+            await _durable(reader, unowned)
+        await reader.refused("Publish", f"$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}.{unowned}."
+                                        f"compute.evt.>")
+
+
+async def test_a_reader_lists_events_with_the_cli_through_its_own_consumer(
+        service, settings, client: ComputeClient, readers: tuple[str, str]) -> None:
+    import msgspec
+
+    from tests.test_cli import cli
+
+    vm = await boot(client, service.host)
+    as_reader = msgspec.structs.replace(settings, nats_url=readers[1])
+    code, out, err = await cli(as_reader, "--json", "events", "--uuid", vm)
+    assert code == 0, err
+    assert [json.loads(line)["event"] for line in out.splitlines()][-1] == "Spawned"
+    async with connected(readers[1]) as reader:    # (its consumer went with it)
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await reader.nc.jetstream().consumer_info(EVENTS_STREAM, f"{_user(readers[1])}~1")

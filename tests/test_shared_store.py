@@ -1,5 +1,6 @@
 """The scale-out deployment: several host services, each with its own hypervisor and views,
-sharing one PostgreSQL store (one log, one relay position, one notification position)."""
+sharing one PostgreSQL store (one log; each host relays and notifies its own events with its
+own position, the lease holder those of no host's aggregates)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.outcomes import Succeeded
 from compute.messaging.server import NatsServer
+from compute.messaging.subjects import EVENTS_STREAM
 from tests.conftest import boot_payload
 from tests.scenarios import another_host, assert_log_on_stream
 
@@ -77,3 +79,24 @@ async def test_when_the_relaying_host_stops_another_takes_the_relay_over(
     assert isinstance(await client.send(other.host, vm, "run_instance", boot_payload()),
                       Succeeded)
     await assert_log_on_stream(other.store, client.js, {h.host for h in pair})
+
+
+async def _shared_on_stream(client: ComputeClient) -> int:
+    info = await client.js.stream_info(EVENTS_STREAM, subjects_filter="compute.evt._shared.>")
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_when_the_host_relaying_shared_events_stops_another_takes_them_over(
+        pair: tuple[HostService, HostService], client: ComputeClient) -> None:
+    """Each host relays its own events; the events of no host's aggregates (networks,
+    security groups) are the lease holder's, and pass to a standby when it stops."""
+    holds = await asyncio.to_thread(pair[0].shared_relay.lease.held)
+    relaying, other = pair if holds else pair[::-1]
+    await relaying.stop()
+    before = await _shared_on_stream(client)
+    defined = await client.send(other.host, "_host", "define_network",
+                                {"network_id": str(uuid.uuid4()), "cidr": "10.9.0.0/24"})
+    assert defined.events == ["NetworkDefined"], defined
+    async with asyncio.timeout(30):             # a standby tries the lease every second
+        while await _shared_on_stream(client) == before:
+            await asyncio.sleep(0.1)

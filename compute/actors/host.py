@@ -46,6 +46,7 @@ from compute.messaging import dead_letters, intake
 from compute.messaging.acks import redelivered
 from compute.messaging.consumer import PullConsumer
 from compute.messaging.credentials import connect
+from compute.messaging.guard import guard_publishes
 from compute.messaging.notifier import Notifier
 from compute.messaging.outbox import OutboxProcess
 from compute.messaging.queries import QueryService
@@ -55,8 +56,10 @@ from compute.messaging.subjects import (
     COMMANDS_STREAM,
     HOST_TARGET,
     REPLY_TO,
+    SHARED_HOST,
     command,
     host_commands,
+    is_inbox,
 )
 from compute.messaging.users import host_user
 from compute.metrics import Metrics
@@ -106,6 +109,7 @@ class HostService(HostTasks):
         self.nc = await connect(s.nats_url, host_user(self.host), s.nats_credentials,
                                 name=f"compute-host-{self.host}", max_reconnect_attempts=-1,
                                 reconnect_time_wait=0.5)
+        guard_publishes(self.nc, refused=lambda _: self._refused_reply())
         self.js = self.nc.jetstream()
         await ensure_streams(self.js, cluster_replicas(self.nc), update=False)  # create only
         try:
@@ -125,8 +129,10 @@ class HostService(HostTasks):
         self.driver_actor = DriverActor(
             self.driver, threads=driver_threads(s, self.driver), timeout=s.driver_timeout,
             observe=self.metrics.driver_call)
-        self.relay = Relay(self.store, self.js)
-        self.notifier = Notifier(self.store, self.js)
+        # this host's events, and (taking turns on a lease) those of no host's aggregates
+        self.relay = Relay(self.store, self.js, host=self.host)
+        self.shared_relay = Relay(self.store, self.js, host=SHARED_HOST)
+        self.notifier = Notifier(self.store, self.js, host=self.host)
         self.queries = QueryService(self.nc, self.views, self.projector)
         host = await asyncio.to_thread(self.store.get_host, self.host)
         await self._report_resources(host)
@@ -186,10 +192,12 @@ class HostService(HostTasks):
         if s.outbox != "process":
             notifying = [asyncio.create_task(self.notifier.run(), name="notifier")] \
                 if s.notifications else []
-            return [asyncio.create_task(self.relay.run(), name="relay"), *notifying,
+            return [asyncio.create_task(self.relay.run(), name="relay"),
+                    asyncio.create_task(self.shared_relay.run(), name="shared-relay"),
+                    *notifying,
                     asyncio.create_task(self.queries.follow(), name="projector")]
-        self.relay = self.notifier = OutboxProcess(
-            s.store, s.nats_url, user=host_user(self.host), credentials=s.nats_credentials,
+        self.relay = self.shared_relay = self.notifier = OutboxProcess(
+            s.store, s.nats_url, host=self.host, credentials=s.nats_credentials,
             views=s.views, notify=s.notifications, on_views=self.queries.advance).start()
         return [asyncio.create_task(self.relay.run(), name="outbox-worker")]
 
@@ -216,6 +224,7 @@ class HostService(HostTasks):
         if self.router is not None:
             self.store_health.close()     # commits held for the store give their commands back
             await self.router.drain()
+        await self._relay_the_rest()
         await self.queries.stop()
         if self.nc is not None:
             # flush the last replies and acks, then close: a drain would wait for the pull
@@ -233,6 +242,24 @@ class HostService(HostTasks):
             await asyncio.to_thread(self.store.close)
         else:    # SQLite's close checkpoints (a write): on a read-only file it faults (SIGBUS)
             log.warning("store refuses writes: left unclosed (the process ends with it)")
+
+    async def _relay_the_rest(self, timeout: float = 5.0) -> None:
+        """A host that stops cleanly publishes the events it committed, and their
+        notifications: only this host may publish them (issue 18 item 7), so what it left
+        would wait for its return. (The outbox worker finishes its page when told to stop;
+        the ``_shared`` events are the next lease holder's.)"""
+        if isinstance(self.relay, OutboxProcess):
+            return
+        followers = [self.relay, self.notifier] if self.settings.notifications \
+            else [self.relay]
+        try:
+            async with asyncio.timeout(timeout):
+                for follower in followers:
+                    while await follower.run_once():
+                        pass
+                    await follower.positions.flush()
+        except Exception as exc:                # (a timeout, a lost connection)
+            log.warning("stopping: %s left unpublished events: %r", self.host, exc)
 
     async def __aenter__(self) -> HostService:
         return await self.start()
@@ -456,9 +483,27 @@ class HostService(HostTasks):
 
     # -- outbound -------------------------------------------------------------------------
     async def _reply(self, env: Envelope | None, reply_to: str | None, outcome: Outcome) -> None:
-        if reply_to and self.nc is not None:
-            with contextlib.suppress(Exception):
-                await self.nc.publish(reply_to, _encoder.encode(outcome))
+        """The outcome to its sender's inbox, and only to an inbox: ``Compute-Reply-To`` is
+        the sender's word, and a sender naming ``compute.evt.<host>.<uuid>.Terminated`` or
+        ``compute.notify...`` must not make this host publish there (issue 18 item 6). The
+        command itself is still carried out: it came through the stream under its sender's
+        own publish permission, and only its return address is bad, so refusing it would
+        answer no one either; the bad address is logged and counted
+        (``compute_replies_refused``)."""
+        if not reply_to or self.nc is None:
+            return
+        if not is_inbox(reply_to):
+            log.warning("%s: not sending the outcome to %r, which is not an inbox subject",
+                        outcome.operation, reply_to)
+            self._refused_reply()
+            return
+        with contextlib.suppress(Exception):
+            await self.nc.publish(reply_to, _encoder.encode(outcome))
+
+    def _refused_reply(self) -> None:
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.replies_refused.inc()
 
     def _committed(self, last_id: int) -> None:
         """Writer thread: new events are durable; wake the relay and the projector."""
@@ -469,5 +514,6 @@ class HostService(HostTasks):
 
     def _wake(self) -> None:
         self.relay.wake()
+        self.shared_relay.wake()
         self.notifier.wake()
         self.queries.wake()

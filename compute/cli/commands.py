@@ -164,18 +164,15 @@ async def cmd_host(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     subject = f"compute.evt.*.{args.uuid}.*" if args.uuid else "compute.evt.>"
     async with client_for(settings) as client:
-        js = client.js
-        info = await js.stream_info(EVENTS_STREAM)
+        info = await client.js.stream_info(EVENTS_STREAM)
         last = info.state.last_seq
-        sub = await js.subscribe(subject, ordered_consumer=True)
         columns = ("seq", "timestamp", "uuid", "version", "event", "vm_state", "task_state")
         if not args.json:
             print(render([], columns))
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=None if args.follow else 0.5)
-            except (TimeoutError, nats.errors.TimeoutError):
-                break
+        # a consumer of the user's own (``<user>~n``, removed at the end): the only kind a
+        # reader's permissions allow (README "Permissions")
+        messages = client.event_messages(subject, idle=None if args.follow else 0.5)
+        async for msg in messages:
             row = {**msgspec.json.decode(msg.data), "seq": msg.metadata.sequence.stream}
             if args.json:
                 print(msgspec.json.encode(row).decode())
@@ -183,6 +180,7 @@ async def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
                 print(render([row], columns).splitlines()[1])
             if not args.follow and msg.metadata.sequence.stream >= last:
                 break
+        await messages.aclose()
     return 0
 
 

@@ -28,7 +28,15 @@ class LogFollower(abc.ABC):
 
     def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int,
                  idle_poll: float, lease: Lease | None = None,
-                 on_progress: Callable[[int], None] | None = None) -> None:
+                 on_progress: Callable[[int], None] | None = None,
+                 host: str | None = None) -> None:
+        # One follower per host token (issue 18 item 7): each host publishes only what the
+        # server lets it publish, so each tracks its own position, ``<name>:<host>``. Its
+        # first start in a store that a fleet-wide follower (``<name>``, before per-host
+        # publishing) already followed begins where that one stopped.
+        self.legacy_name = type(self).tracking_name if host is not None else ""
+        self.tracking_name = f"{type(self).tracking_name}:{host}" if host is not None \
+            else type(self).tracking_name
         self.store = store
         self.js = js
         self.page = page
@@ -72,7 +80,13 @@ class LogFollower(abc.ABC):
             self.on_progress(last)
 
     async def _recorded(self) -> int:
-        return await asyncio.to_thread(self.tracker.max_tracking_id, self.tracking_name) or 0
+        def read() -> int:
+            mine = self.tracker.max_tracking_id(self.tracking_name)
+            if mine is None and self.legacy_name:
+                mine = self.tracker.max_tracking_id(self.legacy_name)
+            return mine or 0
+
+        return await asyncio.to_thread(read)
 
     async def _run(self) -> None:
         leading = False

@@ -3,9 +3,12 @@
 Each instance event becomes the notifications Nova's compute emits at that point
 (``instance.<action>.start|end|error``, ``instance.exists``, ``compute.exception``; publisher
 ``nova-compute:<host>``; the payload class Nova's code uses, built by nova_payloads.py),
-published to ``compute.notify.<event_type>`` in the ``COMPUTE_NOTIFICATIONS`` stream with
-``Nats-Msg-Id = <uuid>:<version>:<n>``. Being a function of the log, a replay produces the same
-notifications, and JetStream keeps one copy of each.
+published to ``compute.notify.<host>.<event_type>`` in the ``COMPUTE_NOTIFICATIONS`` stream
+with ``Nats-Msg-Id = <uuid>:<version>:<n>:<digest>`` (``subjects.message_id``). Being a
+function of the log, a replay produces the same notifications, and JetStream keeps one copy of
+each. Each host publishes the notifications of the events it wrote (issue 18 item 7: the
+server lets it publish ``compute.notify.<host>.>`` only), with its own tracked position; the
+others' events are read from the store when needed.
 
 Which notifications an operation sends are columns of its row in the operation table
 (compute/domain/operations.py: notify, notify_payload, notify_after_steps, notify_inner,
@@ -44,6 +47,7 @@ from compute.messaging.nova_payloads import (
     exception_payload,
     exists_payload,
 )
+from compute.messaging.subjects import keyed, notification
 from compute.store.app import ComputeStore
 from compute.store.lease import Lease
 from compute.store.log import read_rows
@@ -261,11 +265,12 @@ class Notifier(LogFollower):
     tracking_name = TRACKING_NAME
     log = log
 
-    def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int = 500,
-                 cache: int = 10000, lease: Lease | None = None,
+    def __init__(self, store: ComputeStore, js: JetStreamContext, *, host: str,
+                 page: int = 500, cache: int = 10000, lease: Lease | None = None,
                  on_progress: Callable[[int], None] | None = None) -> None:
         super().__init__(store, js, page=page, idle_poll=0.5, lease=lease,
-                         on_progress=on_progress)
+                         on_progress=on_progress, host=host)
+        self.host = host
         self._states: dict[UUID, Instance] = {}
         self._cache = cache
         self._faults: dict[UUID, Primitive] = {}   # FaultRecorded until its TaskReverted
@@ -282,10 +287,12 @@ class Notifier(LogFollower):
             event = decode_state(topic, state)
             if not isinstance(event, e.Event):        # a host's event beside them
                 continue
+            if event.host != self.host:     # its writer notifies (its state: read when stale)
+                continue
             notes += await self._apply(event)
         sent = await self.publisher.publish_page(
-            (f"compute.notify.{note.event_type}", _encoder.encode(note), note.message_id)
-            for note in notes)
+            keyed(notification(self.host, note.event_type), _encoder.encode(note),
+                  note.message_id) for note in notes)
         self.advanced(page[-1][0], sent)
         return len(page)
 

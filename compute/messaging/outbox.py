@@ -4,8 +4,8 @@ Profiled in the host process, these three tail the same log as the actors write 
 competed with them for one GIL (notes §2.7: a relay in the actors' process cut persistence
 from ~15k to ~5.8k events/s). Here they run in a child with its own store connection and its
 own NATS connection. Nothing about exactly-once changes: the relay still publishes with
-``Nats-Msg-Id = <uuid>:<version>`` and records its tracking row after the acks, the notifier
-likewise, and the projector still writes its position in the view's transaction, so a child
+``Nats-Msg-Id = <uuid>:<version>:<digest>`` and records its tracking row after the acks, the
+notifier likewise, and the projector still writes its position in the view's transaction, so a child
 that dies (or overlaps a successor) re-sends at most a page that JetStream deduplicates.
 
 The parent wakes the child after each commit with a byte on its stdin (written from the
@@ -53,12 +53,12 @@ class InlineOutbox:
 class OutboxProcess:
     """The parent's handle on the worker: wake it, read its positions, restart it if it dies."""
 
-    def __init__(self, store_url: str, nats_url: str, *, user: str,
+    def __init__(self, store_url: str, nats_url: str, *, host: str,
                  credentials: str | None = None, views: str | None = None,
                  notify: bool = True,
                  on_views: Callable[[int], Any] | None = None) -> None:
         self.args = [sys.executable, "-m", "compute.messaging.outbox", "--store", store_url,
-                     "--nats-url", nats_url, "--user", user]
+                     "--nats-url", nats_url, "--host", host]
         if credentials:
             self.args += ["--credentials", credentials]
         if views:
@@ -141,25 +141,28 @@ class OutboxProcess:
 
 
 async def start_outbox(store: Any, store_url: str, nats_url: str, js: Any, *, mode: str,
-                       user: str, notify: bool = True, project: bool = True,
+                       host: str, notify: bool = True, project: bool = True,
                        views: str | None = None) -> InlineOutbox | OutboxProcess:
-    """The relay (and notifier, projector) inline or in a worker process."""
+    """The relay of ``host``'s events (and notifier, projector) inline or in a worker
+    process."""
     if mode == "process":
-        handle = OutboxProcess(store_url, nats_url, user=user,
+        handle = OutboxProcess(store_url, nats_url, host=host,
                                views=views if project else None, notify=notify).start()
         asyncio.get_running_loop().create_task(handle.run(), name="outbox-worker")
         return handle
     from compute.messaging.relay import Relay
-    return InlineOutbox(Relay(store, js))
+    return InlineOutbox(Relay(store, js, host=host))
 
 
 # -- the worker process ---------------------------------------------------------------------
 async def worker(store_url: str, nats_url: str, views_path: str | None, notify: bool,
-                 user: str, credentials: str | None) -> None:
+                 host: str, credentials: str | None) -> None:
     from compute.messaging.credentials import connect
     from compute.messaging.notifier import Notifier
     from compute.messaging.relay import Relay
     from compute.projections.projector import Projector
+    from compute.messaging.subjects import SHARED_HOST
+    from compute.messaging.users import host_user
     from compute.projections.views import ViewStore
     from compute.store.app import open_store
 
@@ -175,13 +178,16 @@ async def worker(store_url: str, nats_url: str, views_path: str | None, notify: 
             out.flush()
 
     store = await asyncio.to_thread(open_store, store_url)
-    nc = await connect(nats_url, user, credentials, name="compute-outbox",   # the host's user
-                       max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    nc = await connect(nats_url, host_user(host), credentials,     # the host's user
+                       name="compute-outbox", max_reconnect_attempts=-1,
+                       reconnect_time_wait=0.5)
     js = nc.jetstream()
-    relay = Relay(store, js, idle_poll=0.5, on_progress=lambda p: report("relay", p))
-    parts: list[Any] = [relay]
+    relay = Relay(store, js, host=host, idle_poll=0.5,
+                  on_progress=lambda p: report("relay", p))
+    parts: list[Any] = [relay, Relay(store, js, host=SHARED_HOST, idle_poll=0.5)]
     if notify:
-        parts.append(Notifier(store, js, on_progress=lambda p: report("notifier", p)))
+        parts.append(Notifier(store, js, host=host,
+                              on_progress=lambda p: report("notifier", p)))
     views = None
     if views_path:
         views = await asyncio.to_thread(ViewStore, views_path)
@@ -256,7 +262,7 @@ def main() -> None:
     p.add_argument("--nats-url", required=True)
     p.add_argument("--views")
     p.add_argument("--no-notify", action="store_true")
-    p.add_argument("--user", required=True, help="the host's NATS user")
+    p.add_argument("--host", required=True, help="the compute host (its NATS user: host-<host>)")
     p.add_argument("--credentials", help="where its password is, if not in the URL")
     a = p.parse_args()
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when we stop
@@ -264,7 +270,7 @@ def main() -> None:
     tune_gc()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s outbox %(levelname)s %(message)s")
-    asyncio.run(worker(a.store, a.nats_url, a.views, not a.no_notify, a.user, a.credentials))
+    asyncio.run(worker(a.store, a.nats_url, a.views, not a.no_notify, a.host, a.credentials))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,20 @@
 
 The store's notification log is the outbox: the relay reads pages after its tracked position,
 publishes each event's stored JSON unchanged to ``compute.evt.<host>.<uuid>.<Event>`` with
-``Nats-Msg-Id = <uuid>:<version>``, waits for the acks, then records its position (in the
-background: ``positions.py``). A crash
-between publish and position re-sends what was published since the last recorded position, which JetStream's duplicate window
-drops; publishing follows the store, never the reverse. Host services sharing a store share
-the position, and a lease (``compute.store.lease``) lets one of them relay at a time.
+``Nats-Msg-Id = <uuid>:<version>:<digest>`` (``subjects.message_id``), waits for the acks,
+then records its position (in the background: ``positions.py``). A crash between publish and
+position re-sends what was published since the last recorded position, which JetStream's
+duplicate window drops; publishing follows the store, never the reverse.
+
+A relay follows one host token (issue 18 item 7): the server lets host ``h1`` publish only
+``compute.evt.h1.>`` (and ``compute.evt._shared.>``), so each host relays the events it wrote
+(an event's ``host`` is its writer: an instance's owner, who alone writes it) with its own
+tracked position, ``jetstream-relay:<host>``, and the events of aggregates no host owns
+(networks, security groups: ``_shared``) are relayed by whichever host holds the lease on
+``jetstream-relay:_shared``. Processes of one host sharing a store (a restart overlapping its
+predecessor) still take turns on the lease of their host's relay. The price: an event of a
+host that is down waits for it to come back, where a fleet-wide relay would have published
+it; only that host may.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import msgspec
 from nats.js import JetStreamContext
 
 from compute.messaging.follower import LogFollower
-from compute.messaging.subjects import SHARED_HOST
+from compute.messaging.subjects import SHARED_HOST, message_id
 from compute.messaging.subjects import event as event_subject
 from compute.store.app import ComputeStore
 from compute.store.lease import Lease
@@ -42,18 +51,23 @@ class Relay(LogFollower):
     tracking_name = TRACKING_NAME
     log = log
 
-    def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int = 1000,
-                 idle_poll: float = 0.2, lease: Lease | None = None,
+    def __init__(self, store: ComputeStore, js: JetStreamContext, *, host: str,
+                 page: int = 1000, idle_poll: float = 0.2, lease: Lease | None = None,
                  on_progress: Callable[[int], None] | None = None) -> None:
+        """``host``: the host token whose events this relay publishes (this host's name,
+        or ``SHARED_HOST``)."""
         super().__init__(store, js, page=page, idle_poll=idle_poll, lease=lease,
-                         on_progress=on_progress)
+                         on_progress=on_progress, host=host)
+        self.host = host
 
     async def run_once(self) -> int:
         page = await asyncio.to_thread(read_rows, self.store, self.position, self.page)
         if not page:
             return 0
-        await self.publisher.publish_page(
-            (event_subject(_head.decode(state).host, uuid, event_name(topic)),
-             state, f"{uuid}:{version}") for _, uuid, version, topic, state in page)
-        self.advanced(page[-1][0], len(page))
+        host = self.host
+        sent = await self.publisher.publish_page(
+            (event_subject(host, uuid, event_name(topic)), state,
+             message_id(f"{uuid}:{version}", state))
+            for _, uuid, version, topic, state in page if _head.decode(state).host == host)
+        self.advanced(page[-1][0], sent)
         return len(page)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 COMMANDS_STREAM = "COMPUTE_COMMANDS"
 EVENTS_STREAM = "COMPUTE_EVENTS"
 NOTIFICATIONS_STREAM = "COMPUTE_NOTIFICATIONS"
@@ -35,9 +38,54 @@ def event(host: str, uuid: str, name: str) -> str:
     return f"compute.evt.{host}.{uuid}.{name}"
 
 
+def notification(host: str, event_type: str) -> str:
+    """``compute.notify.<host>.<event_type>`` (event_type keeps its dots as trailing tokens):
+    the publishing host is in the subject so that the server's permissions can hold each
+    host to its own notifications (issue 18 item 7; it was ``compute.notify.<event_type>``)."""
+    return f"compute.notify.{host}.{event_type}"
+
+
+def message_id(key: str, body: bytes | memoryview) -> str:
+    """``Nats-Msg-Id`` of an event or a notification: its key (``<uuid>:<version>``, or
+    ``<uuid>:<version>:<n>`` for a notification) and 16 hex digits of the body's BLAKE2b.
+
+    JetStream de-duplicates on the id alone, stream-wide, whoever publishes: with a bare
+    ``<uuid>:<version>`` a host allowed only its own subjects could still publish first
+    with ``<h1's uuid>:7`` and make the stream drop h1's real event 7. The digest makes the
+    id a function of the exact bytes (with their microsecond timestamp, command id and hash
+    chain), so only a copy of the real event has it; the same event re-sent after a crash
+    has the same id and is still dropped as a duplicate. A reader of the event store could
+    compute it, but a reader of the store can also write it: NATS is no boundary there. The
+    relay also checks every duplicate it is told of (``pipeline.PagePublisher``)."""
+    return f"{key}:{hashlib.blake2b(body, digest_size=8).hexdigest()}"
+
+
+def keyed(subject: str, body: bytes, key: str) -> tuple[str, bytes, str]:
+    """(subject, body, Nats-Msg-Id) as ``PagePublisher.publish_page`` takes them."""
+    return subject, body, message_id(key, body)
+
+
 def query(view: str, key: str | None = None) -> str:
     return f"compute.query.{view}" + (f".{key}" if key else "")
 
 
 def call(host: str, operation: str) -> str:
     return f"compute.call.{host}.{operation}"
+
+
+INBOX_PREFIX = "_INBOX."
+_INBOX = re.compile(r"^_INBOX(\.[^.*>\s]+)+$")
+
+
+def is_inbox(subject: str | None) -> bool:
+    """True for a literal inbox subject (``_INBOX.<token>...``: no wildcard, no empty token,
+    no white space). Outcomes and replies go only there: a sender who names
+    ``compute.evt.h1.<uuid>.Terminated`` as its reply address must not make a host publish
+    into ``COMPUTE_EVENTS`` (issue 18 item 6)."""
+    return bool(subject) and _INBOX.match(subject) is not None
+
+
+NEVER_A_REPLY = ("compute.evt.", "compute.notify.", "compute.cmd.", "compute.query.")
+"""Subjects a host's connection never answers to (``guard.py``): events and notifications go
+out only through the relay's and the notifier's publisher (``pipeline.PagePublisher``), and
+a host publishes no command or query at all."""

@@ -25,6 +25,38 @@ CREDENTIALS = "credentials"
 BASE_USERS = ("admin", "operator", "auditor")   # one of each role but host, made on first start
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # a single subject token
 BCRYPT_COST = 11
+CONSUMERS_PER_USER = 8
+CONSUMER_SEPARATOR = "~"      # never in a user name (NAME), so no user's names are another's
+
+
+def consumer_names(user: str) -> list[str]:
+    """The JetStream consumers ``user`` may create, pull, ack and delete on the read streams:
+    ``<user>`` and ``<user>~1`` .. ``<user>~7`` (issue 18 item 8). A permission matches whole
+    subject tokens, and the consumer's name is one token of the API subjects
+    (``$JS.API.CONSUMER.CREATE.<stream>.<name>[.<filter>]``, ``...MSG.NEXT.<stream>.<name>``,
+    ``$JS.ACK.<stream>.<name>.>``): a name prefix cannot be a permission, so each user gets a
+    fixed set of names, written out in its permissions (``{consumer}`` in a role)."""
+    return [user] + [f"{user}{CONSUMER_SEPARATOR}{n}" for n in range(1, CONSUMERS_PER_USER)]
+
+
+def _expand(subjects: list[str], user: str) -> list[str]:
+    """A role's list with each ``{consumer}`` subject written once per consumer name."""
+    out: list[str] = []
+    for subject in subjects:
+        out += [subject.replace("{consumer}", name) for name in consumer_names(user)] \
+            if "{consumer}" in subject else [subject]
+    return out
+
+
+def permissions_for(role: dict[str, Any], user: str, host: str) -> dict[str, Any]:
+    """A role's template filled in for one user."""
+    filled = json.loads(json.dumps(role).replace("{user}", user).replace("{host}", host))
+    for direction in ("publish", "subscribe"):
+        for kind in ("allow", "deny"):
+            listed = filled.get(direction, {}).get(kind)
+            if listed is not None:
+                filled[direction][kind] = _expand(listed, user)
+    return filled
 
 
 def split_roles(text: str) -> tuple[dict[str, dict[str, Any]], str]:
@@ -107,8 +139,8 @@ class Users:
         users = self.load() if users is None else users
         entries = []
         for user, entry in sorted(users.items()):
-            permissions = json.dumps(self.roles[entry["role"]])
-            permissions = permissions.replace("{user}", user).replace("{host}", entry["host"])
+            permissions = json.dumps(permissions_for(self.roles[entry["role"]], user,
+                                                     entry["host"]))
             entries.append(f'  {{"user": {json.dumps(user)}, "password": '
                            f'{json.dumps(entry["hash"])}, "permissions": {permissions}}}')
         text = ("# Written by compute (compute/messaging/users.py) from the roles in nats.conf\n"
