@@ -62,6 +62,7 @@ from compute.metrics import Metrics
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore, open_store
+from compute.store.seal import key_path, load_or_create_key, use_key
 from compute.store.writer import GroupCommitWriter
 from compute.virt.events import LifecycleEvents
 from compute.virt.libvirt_driver import LibvirtDriver
@@ -105,6 +106,9 @@ class HostService(HostTasks):
         self.js = self.nc.jetstream()
         await ensure_streams(self.js, cluster_replicas(self.nc), update=False)  # create only
         self.store = await asyncio.to_thread(open_store, s.store)
+        self.seal_key_path = key_path(s.nats_credentials, s.seal_key)
+        use_key(self.store, await asyncio.to_thread(load_or_create_key, self.seal_key_path,
+                                                    self.store))
         self.views = await asyncio.to_thread(ViewStore, s.views)
         self.projector = Projector(self.store, self.views)
         self.writer = GroupCommitWriter(self.store, on_commit=self._committed)
@@ -176,7 +180,7 @@ class HostService(HostTasks):
                     asyncio.create_task(self.queries.follow(), name="projector")]
         self.relay = self.notifier = OutboxProcess(
             s.store, s.nats_url, user=host_user(self.host), credentials=s.nats_credentials,
-            views=s.views, notify=s.notifications, on_views=self.queries.advance).start()
+            seal_key=str(self.seal_key_path), views=s.views, notify=s.notifications, on_views=self.queries.advance).start()
         return [asyncio.create_task(self.relay.run(), name="outbox-worker")]
 
     async def stop(self) -> None:
