@@ -27,6 +27,7 @@ from compute.cli import main
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.domain.host import Host, host_id
+from compute.domain.instance import Instance
 from compute.events import lifecycle as e
 from compute.events.base import link
 from compute.messaging.anchor import read_relayed, verify_store
@@ -283,3 +284,42 @@ def test_an_unsealed_event_after_the_key_is_refused_and_found(tmp_path: Path) ->
     page, refusal = ChainGuard(store, key).genuine(read_rows(store, 0, 100))
     assert page == [] and refusal is not None
     assert (refusal.kind, refusal.id, refusal.version) == ("host", "h1", 1)
+
+
+def test_the_relays_byte_check_agrees_with_the_domains_link_for_every_aggregate(
+        tmp_path: Path) -> None:
+    """The relay checks a link on the stored bytes (``body_of``), the domain computes it on
+    the Struct (``link``): an instance's, a host's, a network's and a security group's events,
+    written sealed, all pass the relay's check, and one edited byte does not."""
+    from compute.domain.network import Network
+    from compute.domain.operations import OPERATIONS
+    from compute.domain.secgroup import SecurityGroup
+    from compute.events import commands as c
+
+    store = _store(tmp_path)
+    key = SealKey(key="33" * 32, since=0)
+    use_key(store, key)
+    op = OPERATIONS["run_instance"]
+    inst = Instance.create(uuid.uuid4(), "h1", "c1", c.RunInstance(
+        command_id=uuid.uuid4(), flavor=c.Flavor(name="f", vcpus=1, memory_mb=512, root_gb=1),
+        image_ref="img", metadata={"a": "b"}), op)
+    inst.complete(op, "c1", e.PowerState.RUNNING)
+    host = Host.register("h1")
+    host.add_aggregate("az1", {"k": "v"}, "c2")
+    net = Network.empty("net1")
+    net.define("10.0.0.0/24", "c3")
+    net.allocate(str(inst.id), "p1", "c4")
+    group = SecurityGroup.empty("default")
+    group.add_rule("r1", "c5", direction="ingress", protocol="tcp", from_port=22, to_port=22,
+                   cidr="0.0.0.0/0")
+    events = [x for agg in (inst, host, net, group) for x in agg.collect_events()]
+    store.recorder.insert_events([store.mapper.to_stored_event(x) for x in events])
+    rows = read_rows(store, 0, 1000)
+    assert len(rows) == len(events) and all(b'"seal":"' in row[4] for row in rows)
+    page, refusal = ChainGuard(store, key).genuine(rows)
+    assert refusal is None and len(page) == len(rows)
+    assert verify_chains(store, key).intact
+    nid, ident, version, topic, state = rows[-1]
+    edited = (nid, ident, version, topic, state.replace(b'"to_port":22', b'"to_port":23'))
+    page, refusal = ChainGuard(store, key).genuine([*rows[:-1], edited])
+    assert refusal is not None and (refusal.kind, refusal.id) == ("security group", "default")

@@ -32,7 +32,6 @@ from uuid import UUID
 import msgspec
 
 from compute.domain.host import host_id
-from compute.events.base import link
 
 if TYPE_CHECKING:
     from compute.store.app import ComputeStore
@@ -136,7 +135,26 @@ class _Link(msgspec.Struct):
     chain: str = ""
 
 
+class _Sealed(msgspec.Struct):
+    """What the relay reads of an event to check it (the rest is only hashed)."""
+
+    uuid: str = ""
+    version: int = 0
+    chain: str = ""
+    seal: str = ""
+
+
 _link = msgspec.json.Decoder(_Link)
+_sealed = msgspec.json.Decoder(_Sealed)
+
+
+def body_of(state: bytes, chain: str, seal: str) -> bytes:
+    """The bytes an event's link hashes: its stored JSON with ``"chain":""`` and no seal
+    (``compute.events.base.link`` encodes exactly that; msgspec writes ``seal`` right after
+    ``chain``). Done on the bytes, the check costs a few microseconds instead of a decode
+    and an encode of the whole event."""
+    stored = f'"chain":"{chain}"' + (f',"seal":"{seal}"' if seal else "")
+    return state.replace(stored.encode(), b'"chain":""', 1)
 
 
 class ChainGuard:
@@ -154,50 +172,58 @@ class ChainGuard:
         self.store = store
         self.key = key
         self.secret = bytes.fromhex(key.key) if key is not None else b""
+        self.since = key.since if key is not None else None
         self._heads: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
     def genuine(self, rows: Sequence[Any]) -> tuple[list[Any], Refusal | None]:
         """The rows up to the first one that does not verify, and the refusal of that one.
         ``rows`` are ``compute.store.log.Row``s."""
         for i, row in enumerate(rows):
-            refusal = self.check(row)
-            if refusal is not None:
-                return list(rows[:i]), refusal
+            reason = self.check(row)
+            if reason is not None:
+                return list(rows[:i]), self.refusal(row, reason)
         return list(rows), None
 
-    def check(self, row: Any) -> Refusal | None:
-        nid, uuid, version, topic, state = row
-        from compute.store.mapper import decode_state
-
+    def check(self, row: Any) -> str | None:
+        """None if the event is genuine, else why not."""
+        nid, uuid, version, _, state = row
         try:
-            event = decode_state(topic, state)
+            event = _sealed.decode(state)
         except Exception as exc:
-            return Refusal(nid, "aggregate", uuid, version, f"unreadable ({exc})")
-        kind, ident = aggregate_of(uuid, lambda f: getattr(event, f, None))
-
-        def refused(reason: str) -> Refusal:
-            return Refusal(nid, kind, ident, version, reason)
-
-        if str(event.originator_id) != uuid or event.originator_version != version:
-            return refused("its body names another event (moved?)")
+            return f"unreadable ({exc})"
+        if (event.uuid != uuid and not _same_uuid(event.uuid, uuid)) \
+                or event.version != version:
+            return "its body names another event (moved?)"
         previous = self._previous(uuid, version)
         if previous is None:
-            return refused(f"its previous event v{version - 1} is missing")
-        legacy = self.key is None or nid <= self.key.since
+            return f"its previous event v{version - 1} is missing"
+        legacy = self.since is None or nid <= self.since
         if not event.chain:
             if not legacy or previous:
-                return refused("it has no chain link")
-        elif link(previous, event) != event.chain:
-            return refused("it does not match its hash chain (edited, or an earlier event was)")
-        elif self.key is not None:
-            if event.seal is msgspec.UNSET or not event.seal:
+                return "it has no chain link"
+        elif hashlib.sha256(previous.encode() + body_of(state, event.chain, event.seal)
+                            ).hexdigest() != event.chain:
+            return "it does not match its hash chain (edited, or an earlier event was)"
+        elif self.since is not None:
+            if not event.seal:
                 if not legacy:
-                    return refused("it is not sealed (forged?)")
-            elif not hmac.compare_digest(event.seal, seal_of(self.secret, event.chain)):
-                return refused("its seal does not verify (forged, or edited with its chain "
-                               "recomputed)")
+                    return "it is not sealed (forged?)"
+            elif not hmac.compare_digest(
+                    event.seal, hmac.digest(self.secret, event.chain.encode(), "sha256").hex()):
+                return "its seal does not verify (forged, or edited with its chain recomputed)"
         self._remember(uuid, version, event.chain)
         return None
+
+    @staticmethod
+    def refusal(row: Any, reason: str) -> Refusal:
+        """The refusal of a row, naming its aggregate (kind and id) as the audit does."""
+        nid, uuid, version, _, state = row
+        try:
+            fields = msgspec.json.decode(state)
+            kind, ident = aggregate_of(uuid, fields.get)
+        except Exception:
+            kind, ident = "aggregate", uuid
+        return Refusal(nid, kind, ident, version, reason)
 
     def _previous(self, uuid: str, version: int) -> str | None:
         if version == 1:
@@ -216,3 +242,10 @@ class ChainGuard:
         self._heads.move_to_end(uuid)
         if len(self._heads) > self.REMEMBER:
             self._heads.popitem(last=False)
+
+
+def _same_uuid(a: str, b: str) -> bool:
+    try:
+        return UUID(a) == UUID(b)
+    except ValueError:
+        return False
