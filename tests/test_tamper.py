@@ -36,7 +36,7 @@ from compute.projections.audit import ChainReport, Finding, verify_chains
 from compute.store.app import ComputeStore, open_store
 from compute.store.log import read_rows
 from compute.store.mapper import decode_state
-from compute.store.seal import ChainGuard, SealKey, read_key, use_key
+from compute.store.seal import ChainGuard, SealKey, SealKeyMismatch, read_key, use_key
 from tests.conftest import boot_payload
 
 
@@ -224,6 +224,16 @@ async def test_the_cli_names_kind_id_and_version_and_exits_non_zero(
         ("instance", world.vm, forged)}
     assert await asyncio.to_thread(main, [*argv, "audit", "--verify"]) == 1
     assert f"instance {world.vm} v{forged}: PowerStateChanged" in capsys.readouterr().out
+
+
+async def test_a_host_given_another_seal_key_for_a_sealed_store_does_not_start(
+        world: World, tmp_path: Path) -> None:
+    """A host with a key of its own on a shared store would refuse every other host's event
+    as its relay: it says so at once instead."""
+    other = msgspec.structs.replace(world.settings, seal_key=str(tmp_path / "other.key"))
+    assert world.service is not None
+    with pytest.raises(SealKeyMismatch, match="sealed with another key"):
+        await HostService(other, driver=world.service.driver).start()
 
 
 # -- the store alone (no NATS): re-ordering, and logs written before chains and seals ----------

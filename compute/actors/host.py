@@ -62,7 +62,13 @@ from compute.metrics import Metrics
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore, open_store
-from compute.store.seal import key_path, load_or_create_key, use_key
+from compute.store.seal import (
+    SealKeyMismatch,
+    check_fits,
+    key_path,
+    load_or_create_key,
+    use_key,
+)
 from compute.store.writer import GroupCommitWriter
 from compute.virt.events import LifecycleEvents
 from compute.virt.libvirt_driver import LibvirtDriver
@@ -107,8 +113,14 @@ class HostService(HostTasks):
         await ensure_streams(self.js, cluster_replicas(self.nc), update=False)  # create only
         self.store = await asyncio.to_thread(open_store, s.store)
         self.seal_key_path = key_path(s.nats_credentials, s.seal_key)
-        use_key(self.store, await asyncio.to_thread(load_or_create_key, self.seal_key_path,
-                                                    self.store))
+        key = await asyncio.to_thread(load_or_create_key, self.seal_key_path, self.store)
+        try:
+            await asyncio.to_thread(check_fits, self.store, key, self.seal_key_path)
+        except SealKeyMismatch:
+            await asyncio.to_thread(self.store.close)
+            await self.nc.close()
+            raise
+        use_key(self.store, key)
         self.views = await asyncio.to_thread(ViewStore, s.views)
         self.projector = Projector(self.store, self.views)
         self.writer = GroupCommitWriter(self.store, on_commit=self._committed)

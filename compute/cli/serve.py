@@ -91,6 +91,7 @@ async def _started(servers: Any, first: Any, host: str, what: str) -> AsyncItera
 @contextlib.asynccontextmanager
 async def host_service(settings: Settings) -> AsyncIterator[Any]:
     from compute.actors.host import HostService
+    from compute.store.seal import SealKeyMismatch
 
     async with embedded_nats(settings):
         service = HostService(settings)
@@ -99,6 +100,8 @@ async def host_service(settings: Settings) -> AsyncIterator[Any]:
         except nats.errors.Error as exc:
             raise CliError(refused(settings, exc, host_user(settings.host),
                                    f"host {settings.host}")) from None
+        except SealKeyMismatch as exc:
+            raise CliError(str(exc)) from None
         try:
             yield service
         finally:

@@ -87,6 +87,27 @@ def load_or_create_key(path: str | Path, store: ComputeStore) -> SealKey:
     return made
 
 
+class SealKeyMismatch(Exception):
+    """The store's recent sealed events were sealed with another key than this host's."""
+
+
+def check_fits(store: ComputeStore, key: SealKey, path: str | Path, recent: int = 50) -> None:
+    """Refuse to start with a key the store was not sealed with: a host given a new key on a
+    shared store (its own ``var/credentials``) would otherwise refuse, as its relay, every
+    other host's event. Among the last ``recent`` sealed events one must verify; if some do
+    and one does not, that is a tamper for the relay and the audit to name, not a wrong key."""
+    from compute.store.log import read_rows
+
+    last = store.recorder.max_notification_id() or 0
+    rows = read_rows(store, max(last - recent, 0), recent)
+    seals = [_sealed.decode(state) for _, _, _, _, state in rows]
+    sealed = [x for x in seals if x.seal and x.chain]
+    if sealed and not any(hmac.compare_digest(x.seal, key.seal(x.chain)) for x in sealed):
+        raise SealKeyMismatch(
+            f"the store's events were sealed with another key than {path}: hosts sharing a "
+            f"store share its seal key (copy {KEY_FILE} from a host of this deployment)")
+
+
 def use_key(store: ComputeStore, key: SealKey) -> None:
     """Seal every chained event this store writes from now on (the mapper does it)."""
     store.mapper.seal_key = bytes.fromhex(key.key)     # type: ignore[attr-defined]
