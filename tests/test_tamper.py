@@ -211,6 +211,25 @@ async def test_a_forged_event_with_a_valid_link_is_not_relayed_by_a_restarted_ho
                for f in at(report, "instance", world.vm, forged))
 
 
+async def test_an_event_slipped_in_behind_the_relay_is_found_not_on_the_stream(
+        world: World, client: ComputeClient) -> None:
+    """A forged instance put in a place of the log the relay has passed (the row of a deleted
+    event) was never published: the stream shows it."""
+    rowid, _, topic, state = world.rows(world.vm)[-1]
+    first = decode_state(*world.rows(world.vm)[0][2:])
+    ghost = uuid.uuid4()
+    forged = msgspec.structs.replace(first, originator_id=ghost, chain="",
+                                     seal=msgspec.UNSET).sealed("")
+    world.sql("DELETE FROM stored_events WHERE rowid = ?", rowid)
+    world.sql("INSERT INTO stored_events (rowid, originator_id, originator_version, topic, "
+              "state) VALUES (?, ?, 1, ?, ?)", rowid, ghost.hex, world.rows(world.vm)[0][2],
+              msgspec.json.encode(forged))
+    report = await audit(world, client)
+    problems = [f.problem for f in at(report, "instance", str(ghost), 1)]
+    assert any("not on COMPUTE_EVENTS though the relay passed it" in p for p in problems)
+    assert any("not sealed" in p for p in problems)
+
+
 async def test_the_cli_names_kind_id_and_version_and_exits_non_zero(
         world: World, nats_server: NatsServer, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
