@@ -192,7 +192,8 @@ class HostService(HostTasks):
                     asyncio.create_task(self.queries.follow(), name="projector")]
         self.relay = self.notifier = OutboxProcess(
             s.store, s.nats_url, user=host_user(self.host), credentials=s.nats_credentials,
-            seal_key=str(self.seal_key_path), views=s.views, notify=s.notifications, on_views=self.queries.advance).start()
+            seal_key=str(self.seal_key_path), views=s.views, notify=s.notifications,
+            on_views=self.queries.advance).start()
         return [asyncio.create_task(self.relay.run(), name="outbox-worker")]
 
     async def stop(self) -> None:

@@ -8,8 +8,10 @@ all, but not what the relay already published, which only the hosts' users may w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
+import nats
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -39,7 +41,10 @@ async def read_relayed(js: JetStreamContext, *, timeout: float = 5.0
     try:
         seq = 0
         while seq < last:
-            msgs: list[Any] = await sub.fetch(BATCH, timeout=timeout)
+            try:
+                msgs: list[Any] = await sub.fetch(BATCH, timeout=timeout)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break                      # the last message was deleted: nothing more
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
                 if seq > last:
@@ -48,8 +53,11 @@ async def read_relayed(js: JetStreamContext, *, timeout: float = 5.0
                 if found is not None:
                     uuid, version, copy = found
                     out[(uuid, version)] = copy
+            if msgs and not msgs[-1].metadata.num_pending:
+                break
     finally:
-        await sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
     return out
 
 
@@ -60,5 +68,13 @@ async def verify_store(store: ComputeStore, js: JetStreamContext | None,
     stream, so every event up to it was on the stream when the stream was read."""
     tracker = store.factory.tracking_recorder()
     position = await asyncio.to_thread(tracker.max_tracking_id, TRACKING_NAME) or 0
-    stream = await read_relayed(js) if js is not None else None
-    return await asyncio.to_thread(verify_chains, store, key, stream, position)
+    stream, unread = None, ""
+    if js is not None:
+        try:
+            stream = await read_relayed(js)
+        except (nats.errors.Error, TimeoutError) as exc:   # refused, or no such stream
+            unread = f"COMPUTE_EVENTS could not be read ({type(exc).__name__}: {exc})"
+    report = await asyncio.to_thread(verify_chains, store, key, stream, position)
+    if unread:
+        report.notes.insert(0, unread)
+    return report

@@ -104,6 +104,7 @@ class Relayed(msgspec.Struct, frozen=True):
 
 
 class ChainReport(msgspec.Struct):
+    instances: int
     aggregates: int
     events: int
     intact: bool
@@ -177,8 +178,8 @@ def verify_chains(store: ComputeStore, key: SealKey | None = None,
         notes.append("COMPUTE_EVENTS not read: deleted and edited events are found only by "
                      "the chain")
     findings.sort(key=lambda f: (f.kind, f.id, f.version))
-    return ChainReport(aggregates=len(uuids), events=events, intact=not findings,
-                       problems=[str(f) for f in findings], findings=findings,
+    return ChainReport(instances=check.instances, aggregates=len(uuids), events=events,
+                       intact=not findings, problems=[str(f) for f in findings], findings=findings,
                        seals_checked=key is not None, stream_checked=stream is not None,
                        notes=notes)
 
@@ -191,7 +192,7 @@ class _Check:
         self.key, self.stream, self.relay_position = key, stream, relay_position
         self.findings: list[Finding] = []
         self.hosts: set[str] = set()
-        self.events = self.unchained = self.unsealed = 0
+        self.events = self.unchained = self.unsealed = self.instances = 0
         self.name: tuple[str, str] = ("aggregate", "")
         self.uuid = ""
 
@@ -217,7 +218,9 @@ class _Check:
                 previous, expected = "", version + 1
                 continue
             if not named:
-                self.name, named = aggregate_of(self.uuid, lambda f: getattr(event, f, None)), True
+                self.name = aggregate_of(self.uuid, lambda f: getattr(event, f, None))
+                named = True
+                self.instances += self.name[0] == "instance"
                 if self.name[0] in ("instance", "host") and getattr(event, "host", None):
                     self.hosts.add(event.host)
             if version != expected:
