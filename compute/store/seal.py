@@ -50,7 +50,8 @@ class SealKey(msgspec.Struct, frozen=True):
 
 
 def seal_of(key: bytes, chain: str) -> str:
-    return hmac.new(key, chain.encode(), hashlib.sha256).hexdigest()
+    """HMAC-SHA256 of a chain value (``hmac.digest``: the one-shot C path, ~1 us)."""
+    return hmac.digest(key, chain.encode(), "sha256").hex()
 
 
 def key_path(credentials: str | Path, explicit: str = "") -> Path:
@@ -229,8 +230,7 @@ class ChainGuard:
             if not event.seal:
                 if not legacy:
                     return "it is not sealed (forged?)"
-            elif not hmac.compare_digest(
-                    event.seal, hmac.digest(self.secret, event.chain.encode(), "sha256").hex()):
+            elif not hmac.compare_digest(event.seal, seal_of(self.secret, event.chain)):
                 return "its seal does not verify (forged, or edited with its chain recomputed)"
         self._remember(uuid, version, event.chain)
         return None
