@@ -211,6 +211,30 @@ async def test_a_forged_event_with_a_valid_link_is_not_relayed_by_a_restarted_ho
                for f in at(report, "instance", world.vm, forged))
 
 
+async def test_the_outbox_worker_process_refuses_a_forged_event_too(
+        world: World, client: ComputeClient, capfd: pytest.CaptureFixture[str]) -> None:
+    """The relay in its own process (``outbox="process"``, what ``compute up`` runs) is given
+    the seal key: without it the forged event's valid sha256 link would pass."""
+    forged = forge_power_off(world)
+    assert world.service is not None
+    restarted = HostService(msgspec.structs.replace(world.settings, outbox="process"),
+                            driver=world.service.driver)
+    await restarted.start()
+    seen = ""
+    try:
+        def refused() -> bool:
+            nonlocal seen
+            seen += capfd.readouterr().err
+            return f"refusing instance {world.vm} v{forged}" in seen
+
+        await until(refused, limit=30.0)
+        assert "seal does not verify" in seen
+        on_stream = await read_relayed(client.js)
+        assert (world.vm, forged - 1) in on_stream and (world.vm, forged) not in on_stream
+    finally:
+        await restarted.stop()
+
+
 async def test_an_event_slipped_in_behind_the_relay_is_found_not_on_the_stream(
         world: World, client: ComputeClient) -> None:
     """A forged instance put in a place of the log the relay has passed (the row of a deleted
