@@ -237,12 +237,12 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
         key = read_key(key_path(settings.nats_credentials, settings.seal_key))
         try:     # the anchor outside the store; without NATS, the chains and seals alone
-            client = await ComputeClient.connect(settings.nats_url, user="operator",
-                                                 credentials=settings.nats_credentials,
-                                                 connect_timeout=2, max_reconnect_attempts=0)
+            client = await asyncio.wait_for(ComputeClient.connect(
+                settings.nats_url, user="operator", credentials=settings.nats_credentials,
+                connect_timeout=2, max_reconnect_attempts=0), 5)
         except Exception as exc:
-            print(f"compute: COMPUTE_EVENTS not reachable ({exc}): checking the store alone",
-                  file=sys.stderr)
+            print(f"compute: COMPUTE_EVENTS not reachable ({exc or type(exc).__name__}): "
+                  f"checking the store alone", file=sys.stderr)
             chains = await verify_store(store, None, key)
         else:
             async with client:
