@@ -241,7 +241,7 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
                 settings.nats_url, user="operator", credentials=settings.nats_credentials,
                 connect_timeout=2, max_reconnect_attempts=0), 5)
         except Exception as exc:
-            print(f"compute: COMPUTE_EVENTS not reachable ({exc or type(exc).__name__}): "
+            print(f"compute: COMPUTE_EVENTS not reachable ({str(exc) or type(exc).__name__}): "
                   f"checking the store alone", file=sys.stderr)
             chains = await verify_store(store, None, key)
         else:
