@@ -28,6 +28,9 @@ class Settings(msgspec.Struct, kw_only=True):
     """``nats://user:password@host:port``; without a user, the program's role user and its
     password from ``nats_credentials`` (see ``compute.messaging.credentials``)."""
     nats_credentials: str = "var/credentials"
+    seal_key: str = ""
+    """The deployment's event seal key (``compute.store.seal``); empty: ``seal.key`` in
+    ``nats_credentials``. Hosts sharing a store must share it."""
     store: str = "var/compute.sqlite"
     views: str = "var/views.sqlite"
     libvirt_uri: str = "test:///default"

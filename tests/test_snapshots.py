@@ -134,5 +134,5 @@ def test_the_audit_reports_a_snapshot_that_differs_from_its_events(
     store.save_snapshot(store.mapper.to_stored_event(forged))
     report = verify_chains(store)
     assert not report.intact
-    assert report.problems == [f"{inst.id} snapshot v8: differs from its events in host "
-                               "(edited?)"]
+    assert report.problems == [f"instance {inst.id} v8: its snapshot differs from its events "
+                               "in host (edited?)"]

@@ -141,7 +141,7 @@ def test_every_event_is_chained_and_an_edited_row_is_found(tmp_path: Path) -> No
                    "WHERE originator_version = 8")
     report = verify_chains(store)
     assert not report.intact
-    assert report.problems[0].startswith(f"{inst.id} v8: Paused does not match")
+    assert report.problems[0].startswith(f"instance {inst.id} v8: Paused does not match")
 
 
 def test_a_removed_event_is_found(tmp_path: Path) -> None:
@@ -154,7 +154,7 @@ def test_a_removed_event_is_found(tmp_path: Path) -> None:
         db.execute("DELETE FROM stored_events WHERE originator_version = 3 "
                    "AND topic LIKE 'compute.events.lifecycle:%'")
     report = verify_chains(store)
-    assert any(p.startswith(f"{inst.id} v3: missing") for p in report.problems)
+    assert any(p.startswith(f"instance {inst.id} v3: missing") for p in report.problems)
 
 
 def test_time_travel_shows_the_instance_as_it_was(tmp_path: Path) -> None:

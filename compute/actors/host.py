@@ -68,6 +68,13 @@ from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore, open_store
 from compute.store.answers import AnswerBook
 from compute.store.health import StoreHealth
+from compute.store.seal import (
+    SealKeyMismatch,
+    check_fits,
+    key_path,
+    load_or_create_key,
+    use_key,
+)
 from compute.store.writer import GroupCommitWriter
 from compute.virt.events import LifecycleEvents
 from compute.virt.libvirt_driver import LibvirtDriver
@@ -119,6 +126,15 @@ class HostService(HostTasks):
                 await self.nc.close()
             raise StoreUnavailable(f"store {s.store!r} refuses writes: cannot open it "
                                    f"({type(exc).__name__}: {exc}); not starting") from exc
+        self.seal_key_path = key_path(s.nats_credentials, s.seal_key)
+        key = await asyncio.to_thread(load_or_create_key, self.seal_key_path, self.store)
+        try:
+            await asyncio.to_thread(check_fits, self.store, key, self.seal_key_path)
+        except SealKeyMismatch:
+            await asyncio.to_thread(self.store.close)
+            await self.nc.close()
+            raise
+        use_key(self.store, key)
         self.views = await asyncio.to_thread(ViewStore, s.views)
         self.projector = Projector(self.store, self.views)
         self.writer = GroupCommitWriter(self.store, on_commit=self._committed)
@@ -198,7 +214,8 @@ class HostService(HostTasks):
                     asyncio.create_task(self.queries.follow(), name="projector")]
         self.relay = self.shared_relay = self.notifier = OutboxProcess(
             s.store, s.nats_url, host=self.host, credentials=s.nats_credentials,
-            views=s.views, notify=s.notifications, on_views=self.queries.advance).start()
+            seal_key=str(self.seal_key_path), views=s.views, notify=s.notifications,
+            on_views=self.queries.advance).start()
         return [asyncio.create_task(self.relay.run(), name="outbox-worker")]
 
     async def stop(self) -> None:

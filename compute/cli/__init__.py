@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="replay the log; check the views against a rebuild")
     audit.add_argument("uuid", nargs="?")
     audit.add_argument("--verify", action="store_true",
-                       help="check every instance's hash chain (edited/removed/re-ordered events)")
+                       help="check every aggregate's hash chain and seal, and the store "
+                            "against COMPUTE_EVENTS (tamper evidence)")
     audit.add_argument("--at", metavar="TIMESTAMP",
                        help="with UUID: the instance as it was then (ISO 8601)")
     return p

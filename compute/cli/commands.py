@@ -230,10 +230,28 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings.store)
     uuid = uuidlib.UUID(args.uuid) if args.uuid else None
     if args.verify:
-        from compute.projections.audit import verify_chains
+        from compute.messaging.anchor import verify_store
+        from compute.store.seal import key_path, read_key
 
-        chains = await asyncio.to_thread(verify_chains, store)
-        emit(chains, as_json=args.json)
+        key = read_key(key_path(settings.nats_credentials, settings.seal_key))
+        try:     # the anchor outside the store; without NATS, the chains and seals alone
+            client = await asyncio.wait_for(ComputeClient.connect(
+                settings.nats_url, user="operator", credentials=settings.nats_credentials,
+                connect_timeout=2, max_reconnect_attempts=0), 5)
+        except Exception as exc:
+            print(f"compute: COMPUTE_EVENTS not reachable ({str(exc) or type(exc).__name__}): "
+                  f"checking the store alone", file=sys.stderr)
+            chains = await verify_store(store, None, key)
+        else:
+            async with client:
+                chains = await verify_store(store, client.js, key)
+        if args.json:
+            emit(chains, as_json=True)
+        else:            # one finding a line: kind, id (uuid or host), version, what
+            for line in [*chains.problems, *(f"note: {n}" for n in chains.notes)]:
+                print(line)
+            print(f"{chains.aggregates} aggregates, {chains.events} events: " + (
+                "intact" if chains.intact else f"{len(chains.findings)} findings"))
         return 0 if chains.intact else 1
     if args.at:
         from datetime import datetime

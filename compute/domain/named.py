@@ -20,7 +20,8 @@ class NamedAggregate(BaseAggregate[UUID]):
 
     def _emit(self, cls: type[StreamEvent], **fields: Any) -> None:
         event = cls(originator_id=self.id, originator_version=self.version + 1,
-                    timestamp=datetime.now(timezone.utc), **self._stream_fields(), **fields)
+                    timestamp=datetime.now(timezone.utc), **self._stream_fields(),
+                    **fields).sealed(self.chain)
         event.mutate(self)
         self._pending_events.append(event)
 
@@ -28,4 +29,5 @@ class NamedAggregate(BaseAggregate[UUID]):
     def _blank(cls, aggregate_id: UUID) -> Any:
         agg = cls.__new__(cls)
         agg.__base_init__(aggregate_id, 0, datetime.now(timezone.utc))
+        agg.chain = ""          # the link of its last event (StreamEvent.mutate keeps it)
         return agg

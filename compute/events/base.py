@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -16,6 +17,15 @@ class StreamEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", 
     originator_id: UUID = msgspec.field(name="uuid")
     originator_version: int = msgspec.field(name="version")
     timestamp: datetime
+    chain: str = ""
+    """The hash-chain link to the previous event of the stream, as an instance's events have
+    (``link``); empty in events written before named aggregates were chained."""
+    seal: str | msgspec.UnsetType = msgspec.UNSET
+    """The store's keyed seal of ``chain`` (``compute.store.seal``), set when stored."""
+
+    def sealed(self, previous: str) -> Any:
+        """This event with its chain link to the stream's previous event."""
+        return msgspec.structs.replace(self, chain=link(previous, self))
 
     def start(self) -> Any:
         """The empty aggregate a stream's first event applies to (each stream says which)."""
@@ -31,7 +41,20 @@ class StreamEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", 
         self.apply(aggregate)
         aggregate.version = self.originator_version
         aggregate.modified_on = self.timestamp
+        aggregate.chain = self.chain
         return aggregate
 
     def apply(self, aggregate: Any) -> None:
         """How this event changes its aggregate."""
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def link(previous: str, event: Any) -> str:
+    """The chain value of ``event`` after ``previous``: sha256 of the previous chain and the
+    event's JSON without its own chain and seal (an unset seal is not encoded, so the events
+    written before seals existed keep their links)."""
+    if event.chain or event.seal is not msgspec.UNSET:
+        event = msgspec.structs.replace(event, chain="", seal=msgspec.UNSET)
+    return hashlib.sha256(previous.encode() + _encoder.encode(event)).hexdigest()

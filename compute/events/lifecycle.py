@@ -9,7 +9,6 @@ replay needs nothing but the log.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
@@ -17,6 +16,7 @@ from uuid import UUID
 import msgspec
 
 from compute.domain.states import PowerState, TaskState, VmState
+from compute.events.base import link  # noqa: F401  (re-exported: the instance's chain)
 from compute.events.commands import Flavor
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=Tr
     chain: str = ""
     """sha256 of the previous event's chain and this event (with an empty chain): an edited,
     removed or re-ordered event breaks every link after it (``compute audit --verify``)."""
+    seal: str | msgspec.UnsetType = msgspec.UNSET
+    """HMAC of ``chain`` with the deployment's seal key, set by the store's mapper when the
+    event is written (``compute.store.seal``): a store writer without the key cannot make an
+    edited or forged event look genuine, even with its chain recomputed."""
 
     def sealed(self, previous: str) -> Event:
         """This event with its chain link to the instance's previous event."""
@@ -54,15 +58,6 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=Tr
 
     def apply(self, aggregate: Instance) -> None:
         """How this event changes the instance; the base changes nothing."""
-
-
-_encoder = msgspec.json.Encoder()
-
-
-def link(previous: str, event: Event) -> str:
-    """The chain value of ``event`` after ``previous`` (its own chain field left out)."""
-    body = _encoder.encode(event if not event.chain else msgspec.structs.replace(event, chain=""))
-    return hashlib.sha256(previous.encode() + body).hexdigest()
 
 
 class Created(Event, frozen=True, kw_only=True):

@@ -55,12 +55,14 @@ class OutboxProcess:
 
     def __init__(self, store_url: str, nats_url: str, *, host: str,
                  credentials: str | None = None, views: str | None = None,
-                 notify: bool = True,
+                 notify: bool = True, seal_key: str | None = None,
                  on_views: Callable[[int], Any] | None = None) -> None:
         self.args = [sys.executable, "-m", "compute.messaging.outbox", "--store", store_url,
                      "--nats-url", nats_url, "--host", host]
         if credentials:
             self.args += ["--credentials", credentials]
+        if seal_key:
+            self.args += ["--seal-key", seal_key]
         if views:
             self.args += ["--views", views]
         if not notify:
@@ -156,7 +158,7 @@ async def start_outbox(store: Any, store_url: str, nats_url: str, js: Any, *, mo
 
 # -- the worker process ---------------------------------------------------------------------
 async def worker(store_url: str, nats_url: str, views_path: str | None, notify: bool,
-                 host: str, credentials: str | None) -> None:
+                 host: str, credentials: str | None, seal_key: str | None = None) -> None:
     from compute.messaging.credentials import connect
     from compute.messaging.notifier import Notifier
     from compute.messaging.relay import Relay
@@ -178,6 +180,12 @@ async def worker(store_url: str, nats_url: str, views_path: str | None, notify: 
             out.flush()
 
     store = await asyncio.to_thread(open_store, store_url)
+    if seal_key:                 # the relay verifies the seals (the host made the key)
+        from compute.store.seal import read_key, use_key
+
+        key = read_key(seal_key)
+        if key is not None:
+            use_key(store, key)
     nc = await connect(nats_url, host_user(host), credentials,     # the host's user
                        name="compute-outbox", max_reconnect_attempts=-1,
                        reconnect_time_wait=0.5)
@@ -264,13 +272,15 @@ def main() -> None:
     p.add_argument("--no-notify", action="store_true")
     p.add_argument("--host", required=True, help="the compute host (its NATS user: host-<host>)")
     p.add_argument("--credentials", help="where its password is, if not in the URL")
+    p.add_argument("--seal-key", help="the deployment's seal key (compute.store.seal)")
     a = p.parse_args()
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when we stop
     from compute.runtime import tune_gc
     tune_gc()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s outbox %(levelname)s %(message)s")
-    asyncio.run(worker(a.store, a.nats_url, a.views, not a.no_notify, a.host, a.credentials))
+    asyncio.run(worker(a.store, a.nats_url, a.views, not a.no_notify, a.host, a.credentials,
+                       a.seal_key))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
@@ -34,6 +35,7 @@ from compute.store.app import ComputeStore
 from compute.store.lease import Lease
 from compute.store.log import read_rows
 from compute.store.mapper import event_name
+from compute.store.seal import ChainGuard, Refusal, store_key
 
 log = logging.getLogger("compute.relay")
 
@@ -59,9 +61,11 @@ class Relay(LogFollower):
         super().__init__(store, js, page=page, idle_poll=idle_poll, lease=lease,
                          on_progress=on_progress, host=host)
         self.host = host
+        self.guard = ChainGuard(store, store_key(store))
+        self.refused: Refusal | None = None
 
     async def run_once(self) -> int:
-        page = await asyncio.to_thread(read_rows, self.store, self.position, self.page)
+        page = await asyncio.to_thread(self._genuine_page)
         if not page:
             return 0
         host = self.host
@@ -71,3 +75,15 @@ class Relay(LogFollower):
             for _, uuid, version, topic, state in page if _head.decode(state).host == host)
         self.advanced(page[-1][0], sent)
         return len(page)
+
+    def _genuine_page(self) -> list[Any]:
+        """The next page, up to the first event whose chain link or seal does not verify
+        (``ChainGuard``): that one is refused, logged once, and the relay stops before it
+        (what follows may build on it) until the store is repaired; ``compute audit
+        --verify`` names it."""
+        page, refusal = self.guard.genuine(read_rows(self.store, self.position, self.page))
+        if refusal is not None and refusal != self.refused:
+            self.log.error("relay: refusing %s; nothing after it is published until the store "
+                           "is repaired (compute audit --verify)", refusal)
+        self.refused = refusal
+        return page

@@ -7,6 +7,8 @@ position the live views report, then compares the two row by row.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import tempfile
 import time
 from collections.abc import Callable
@@ -17,13 +19,12 @@ from uuid import UUID
 
 import msgspec
 
-from compute.events.lifecycle import link
+from compute.events.base import link
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore
 from compute.store.mapper import decode_state, event_name
-
-INSTANCE_TOPICS = ("compute.events.lifecycle:", "compute.events.devices:")
+from compute.store.seal import SealKey, aggregate_of
 
 
 class AuditReport(msgspec.Struct):
@@ -78,57 +79,198 @@ def compare(live: dict[str, list[tuple[Any, ...]]],
     return out[:most]
 
 
+class Finding(msgspec.Struct, frozen=True):
+    """One tamper found: which aggregate (kind and id: an instance's uuid, a host's name, a
+    network's or security group's id), which version, and what is wrong with it."""
+
+    kind: str
+    id: str
+    version: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} v{self.version}: {self.problem}"
+
+
+class Relayed(msgspec.Struct, frozen=True):
+    """An event as ``COMPUTE_EVENTS`` holds it (the anchor outside the store): the digest of
+    its bytes and the aggregate it names."""
+
+    digest: str
+    kind: str
+    id: str
+    event: str
+    host: str = ""
+
+
 class ChainReport(msgspec.Struct):
     instances: int
+    aggregates: int
     events: int
     intact: bool
     problems: list[str]
+    findings: list[Finding] = []
+    seals_checked: bool = False
+    stream_checked: bool = False
+    notes: list[str] = []
 
 
-def verify_chains(store: ComputeStore) -> ChainReport:
-    """Replay every instance's events and check each link of its hash chain and its version
-    sequence: an edited, removed or re-ordered event is reported with instance and version;
-    so is a snapshot that differs from the fold of the events up to its version."""
-    problems: list[str] = []
-    uuids: dict[UUID, None] = {}
+def relayed(data: bytes) -> tuple[str, int, Relayed] | None:
+    """(uuid, version, what the stream holds) of a message of ``COMPUTE_EVENTS``, or None if
+    it is not an event."""
+    try:
+        body = msgspec.json.decode(data)
+        uuid, version = str(UUID(body["uuid"])), int(body["version"])
+    except Exception:
+        return None
+    kind, name = aggregate_of(uuid, body.get)
+    return uuid, version, Relayed(digest=hashlib.sha256(data).hexdigest(), kind=kind, id=name,
+                                  event=str(body.get("event", "")),
+                                  host=str(body.get("host") or ""))
+
+
+def verify_chains(store: ComputeStore, key: SealKey | None = None,
+                  stream: dict[tuple[str, int], Relayed] | None = None,
+                  relay_position: int = 0) -> ChainReport:
+    """Check every aggregate's events: instances, hosts, networks, security groups.
+
+    - the version sequence and each link of the hash chain: an edited, removed or re-ordered
+      event (and a snapshot that differs from the fold of its events);
+    - with the seal ``key``: each event's seal (``compute.store.seal``), so an event edited
+      with its chain recomputed, or a forged one appended with a valid link, is found; every
+      event after the key's ``since`` must be sealed;
+    - with ``stream`` (``COMPUTE_EVENTS``, outside the store; read before, and the relay's
+      ``relay_position`` read before that): every event on the stream must be in the store
+      byte for byte (an edit, the last event or a whole instance deleted) and every event
+      the relay passed must be on the stream (one inserted behind the relay).
+
+    Old logs: events written before aggregates were chained (an empty chain: hosts, networks
+    and security groups) are checked from the first chained event on, and before a seal key
+    existed (up to its ``since``) by their chain only; the report's notes say so."""
+    notes: list[str] = []
+    nids: dict[tuple[UUID, int], int] = {}
     position = 0
     while page := store.recorder.select_notifications(position, 1000, inclusive_of_start=False):
         for n in page:
-            if n.topic.startswith(INSTANCE_TOPICS):
-                uuids.setdefault(n.originator_id)
+            nids[(n.originator_id, n.originator_version)] = n.id
         position = page[-1].id
-    events = 0
+    uuids = dict.fromkeys(uuid for uuid, _ in nids)
+    check = _Check(key, stream, relay_position)
     for uuid in uuids:
-        previous, expected = "", 1
+        check.aggregate(store, uuid, nids)
+    findings, hosts, events = check.findings, check.hosts, check.events
+    if stream is not None:
+        for (uuid_text, version), copy in stream.items():
+            known = (UUID(uuid_text), version) in nids
+            if not known and (UUID(uuid_text) in uuids or copy.host in hosts):
+                findings.append(Finding(copy.kind, copy.id, version, (
+                    f"{copy.event} is on COMPUTE_EVENTS but not in the store (deleted)")))
+    if check.unchained:
+        notes.append(f"{check.unchained} events from before aggregates were chained: "
+                     f"checked from each aggregate's first chained event on")
+    if key is None:
+        notes.append("no seal key: seals not checked (an event edited with its chain "
+                     "recomputed is found only against COMPUTE_EVENTS)")
+    elif check.unsealed or key.since:
+        notes.append(f"events up to notification {key.since} predate the seal key: checked "
+                     f"by their chain only")
+    if stream is None:
+        notes.append("COMPUTE_EVENTS not read: deleted and edited events are found only by "
+                     "the chain")
+    findings.sort(key=lambda f: (f.kind, f.id, f.version))
+    return ChainReport(instances=check.instances, aggregates=len(uuids), events=events,
+                       intact=not findings, problems=[str(f) for f in findings], findings=findings,
+                       seals_checked=key is not None, stream_checked=stream is not None,
+                       notes=notes)
+
+
+class _Check:
+    """The checks of ``verify_chains``, one aggregate at a time."""
+
+    def __init__(self, key: SealKey | None, stream: dict[tuple[str, int], Relayed] | None,
+                 relay_position: int) -> None:
+        self.key, self.stream, self.relay_position = key, stream, relay_position
+        self.findings: list[Finding] = []
+        self.hosts: set[str] = set()
+        self.events = self.unchained = self.unsealed = self.instances = 0
+        self.name: tuple[str, str] = ("aggregate", "")
+        self.uuid = ""
+
+    def found(self, version: int, problem: str) -> None:
+        kind, ident = self.name
+        self.findings.append(Finding(kind=kind, id=ident, version=version, problem=problem))
+
+    def aggregate(self, store: ComputeStore, uuid: UUID, nids: dict[tuple[UUID, int], int]
+                  ) -> None:
+        self.uuid, self.name = str(uuid), ("aggregate", str(uuid))
+        named = False
+        previous, expected, chained = "", 1, False
         snapshots = _snapshots(store, uuid)
         folded: Any = None
         for stored in store.recorder.select_events(uuid):
-            events += 1
-            if stored.originator_version != expected:
-                problems.append(f"{uuid} v{expected}: missing (next stored is "
-                                f"v{stored.originator_version})")
-                expected = stored.originator_version
+            self.events += 1
+            version = stored.originator_version
+            nid = nids.get((uuid, version), 0)
             try:
                 event = decode_state(stored.topic, stored.state)
             except Exception as exc:
-                problems.append(f"{uuid} v{stored.originator_version}: unreadable ({exc})")
-                previous, expected = "", expected + 1
+                self.found(version, f"unreadable ({exc})")
+                previous, expected = "", version + 1
                 continue
-            if event.originator_version != stored.originator_version:
-                problems.append(f"{uuid} v{stored.originator_version}: its body says "
-                                f"v{event.originator_version} (moved?)")
-            if link(previous, event) != event.chain:
-                problems.append(f"{uuid} v{stored.originator_version}: {event_name(stored.topic)}"
-                                f" does not match its hash chain (edited, or an earlier event "
-                                f"was)")
-            previous, expected = event.chain, expected + 1
+            if not named:
+                self.name = aggregate_of(self.uuid, lambda f: getattr(event, f, None))
+                named = True
+                self.instances += self.name[0] == "instance"
+                if self.name[0] in ("instance", "host") and getattr(event, "host", None):
+                    self.hosts.add(event.host)
+            if version != expected:
+                self.found(expected, f"missing (next stored is v{version})")
+                expected = version
+            if event.originator_version != version:
+                self.found(version, f"its body says v{event.originator_version} (moved?)")
+            what = event_name(stored.topic)
+            self.against_stream(version, nid, what, stored.state)
+            if not event.chain:
+                if chained:
+                    self.found(version, f"{what} has no chain link after chained events "
+                                        f"(inserted?)")
+                elif self.key is not None and nid > self.key.since:
+                    self.found(version, f"{what} has no chain link (forged?)")
+                self.unchained += 1
+                previous, expected = "", expected + 1
+            else:
+                chained = True
+                if link(previous, event) != event.chain:
+                    self.found(version, f"{what} does not match its hash chain (edited, or an "
+                                        f"earlier event was)")
+                self.sealed(version, nid, what, event)
+                previous, expected = event.chain, expected + 1
             if snapshots:
                 folded = _fold(folded, event)
-                if stored.originator_version in snapshots:
-                    problems += _snapshot_problems(uuid, snapshots.pop(
-                        stored.originator_version), folded)
-    return ChainReport(instances=len(uuids), events=events, intact=not problems,
-                       problems=problems)
+                if version in snapshots:
+                    for problem in _snapshot_problems(snapshots.pop(version), folded):
+                        self.found(version, problem)
+
+    def sealed(self, version: int, nid: int, what: str, event: Any) -> None:
+        if self.key is None:
+            return
+        if event.seal is msgspec.UNSET or not event.seal:
+            if nid > self.key.since:
+                self.found(version, f"{what} is not sealed (forged?)")
+            self.unsealed += 1
+        elif not hmac.compare_digest(event.seal, self.key.seal(event.chain)):
+            self.found(version, f"{what}: its seal does not verify (forged, or edited with "
+                                f"its chain recomputed)")
+
+    def against_stream(self, version: int, nid: int, what: str, state: bytes) -> None:
+        if self.stream is None:
+            return
+        copy = self.stream.get((self.uuid, version))
+        if copy is not None and copy.digest != hashlib.sha256(state).hexdigest():
+            self.found(version, f"{what} differs from its copy on COMPUTE_EVENTS (edited)")
+        elif copy is None and nid and nid <= self.relay_position:
+            self.found(version, f"{what} is not on COMPUTE_EVENTS though the relay passed it "
+                                f"(inserted behind the relay)")
 
 
 def _snapshots(store: ComputeStore, uuid: UUID) -> dict[int, Any]:
@@ -150,14 +292,14 @@ def _fold(inst: Any, event: Any) -> Any:
         return None
 
 
-def _snapshot_problems(uuid: UUID, snapshot: Any, folded: Any) -> list[str]:
+def _snapshot_problems(snapshot: Any, folded: Any) -> list[str]:
     """A snapshot is derived data: it must equal the fold of the events up to its version."""
     if folded is None:
-        return [f"{uuid} snapshot v{snapshot.originator_version}: its events do not fold"]
+        return ["its snapshot: its events do not fold"]
     mine, theirs = _attributes(snapshot.mutate(None)), _attributes(folded)
     differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-    return [f"{uuid} snapshot v{snapshot.originator_version}: differs from its events in "
-            f"{', '.join(differ)} (edited?)"] if differ else []
+    return [f"its snapshot differs from its events in {', '.join(differ)} (edited?)"] \
+        if differ else []
 
 
 def _attributes(inst: Any) -> dict[str, Any]:

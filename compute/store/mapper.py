@@ -17,6 +17,8 @@ import msgspec
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
 from eventsourcing.utils import get_topic, resolve_topic
 
+from compute.store.seal import sealed_for_store
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -62,9 +64,15 @@ def _topic(cls: type) -> str:
 
 
 class MsgspecMapper(Mapper[Any]):
-    """Stores msgspec Struct events as JSON; the library's compressor/cipher still apply."""
+    """Stores msgspec Struct events as JSON; the library's compressor/cipher still apply.
+    With a seal key (``compute.store.seal.use_key``) each chained event is sealed as it is
+    written: the key stays with the process, never in the store."""
+
+    seal_key: bytes | None = None
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        if self.seal_key is not None:
+            domain_event = sealed_for_store(self.seal_key, domain_event)
         state = _encoder.encode(domain_event)
         if self.compressor:
             state = self.compressor.compress(state)

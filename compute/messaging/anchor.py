@@ -1,0 +1,80 @@
+"""The anchor outside the store: ``COMPUTE_EVENTS`` holds every relayed event's original bytes.
+
+``compute audit --verify`` reads the stream and compares the store with it
+(``compute.projections.audit.verify_chains``): a store writer can rewrite the store, chain and
+all, but not what the relay already published, which only the hosts' users may write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import nats
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from compute.messaging.relay import TRACKING_NAME
+from compute.messaging.subjects import EVENTS_STREAM
+from compute.projections.audit import ChainReport, Relayed, relayed, verify_chains
+from compute.store.app import ComputeStore
+from compute.store.seal import SealKey
+
+BATCH = 1000
+
+
+async def read_relayed(js: JetStreamContext, *, timeout: float = 5.0
+                       ) -> dict[tuple[str, int], Relayed]:
+    """Every event on ``COMPUTE_EVENTS`` up to its last message now, by (uuid, version).
+
+    Read with an ephemeral pull consumer that needs no acks (what an auditor may create);
+    a message that is not an event is passed over."""
+    info = await js.stream_info(EVENTS_STREAM)
+    last = info.state.last_seq
+    out: dict[tuple[str, int], Relayed] = {}
+    if info.state.messages == 0:
+        return out
+    subject = info.config.subjects[0] if info.config.subjects else ">"
+    sub = await js.pull_subscribe(subject, stream=EVENTS_STREAM, config=ConsumerConfig(
+        deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE))
+    try:
+        seq = 0
+        while seq < last:
+            try:
+                msgs: list[Any] = await sub.fetch(BATCH, timeout=timeout)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break                      # the last message was deleted: nothing more
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                if seq > last:
+                    break
+                found = relayed(msg.data)
+                if found is not None:
+                    uuid, version, copy = found
+                    out[(uuid, version)] = copy
+            if msgs and not msgs[-1].metadata.num_pending:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return out
+
+
+async def verify_store(store: ComputeStore, js: JetStreamContext | None,
+                       key: SealKey | None) -> ChainReport:
+    """``compute audit --verify``: the store's chains and seals, and the store against
+    ``COMPUTE_EVENTS`` when ``js`` is given. The relay's recorded position is read before the
+    stream, so every event up to it was on the stream when the stream was read."""
+    tracker = store.factory.tracking_recorder()
+    position = await asyncio.to_thread(tracker.max_tracking_id, TRACKING_NAME) or 0
+    stream, unread = None, ""
+    if js is not None:
+        try:
+            stream = await read_relayed(js)
+        except (nats.errors.Error, TimeoutError) as exc:   # refused, or no such stream
+            unread = f"COMPUTE_EVENTS could not be read ({type(exc).__name__}: {exc})"
+    report = await asyncio.to_thread(verify_chains, store, key, stream, position)
+    if unread:
+        report.notes.insert(0, unread)
+    return report
