@@ -61,13 +61,44 @@ async def read_relayed(js: JetStreamContext, *, timeout: float = 5.0
     return out
 
 
+def relay_positions(store: ComputeStore) -> dict[str, int]:
+    """Each host's relay position (``jetstream-relay:<host>``, ``_shared`` for networks and
+    security groups; ``""``: the fleet-wide relay of a store written before per-host relays)."""
+    tracker = store.factory.tracking_recorder()
+    names = [TRACKING_NAME, *_relay_names(store)]
+    out = {}
+    for name in names:
+        host = name.partition(":")[2]
+        out[host] = tracker.max_tracking_id(name) or 0
+    return out
+
+
+def _relay_names(store: ComputeStore) -> list[str]:
+    """The per-host relay tracking names the store holds (one query on the recorder's own
+    tracking table, SQLite or PostgreSQL)."""
+    recorder = store.factory.tracking_recorder()
+    pattern = f"{TRACKING_NAME}:%"
+    if hasattr(recorder, "tracking_table_name"):          # PostgreSQL
+        from psycopg.sql import SQL, Identifier
+
+        statement: Any = SQL("SELECT DISTINCT application_name FROM {0}.{1} "
+                             "WHERE application_name LIKE %s").format(
+            Identifier(recorder.datastore.schema), Identifier(recorder.tracking_table_name))
+    else:                                                  # SQLite: the table "tracking"
+        statement = "SELECT DISTINCT application_name FROM tracking " \
+                    "WHERE application_name LIKE ?"
+    with recorder.datastore.transaction(commit=False) as curs:
+        curs.execute(statement, (pattern,))
+        return [row["application_name"] if isinstance(row, dict) else row[0]
+                for row in curs.fetchall()]
+
+
 async def verify_store(store: ComputeStore, js: JetStreamContext | None,
                        key: SealKey | None) -> ChainReport:
     """``compute audit --verify``: the store's chains and seals, and the store against
     ``COMPUTE_EVENTS`` when ``js`` is given. The relay's recorded position is read before the
     stream, so every event up to it was on the stream when the stream was read."""
-    tracker = store.factory.tracking_recorder()
-    position = await asyncio.to_thread(tracker.max_tracking_id, TRACKING_NAME) or 0
+    position = await asyncio.to_thread(relay_positions, store)
     stream, unread = None, ""
     if js is not None:
         try:

@@ -20,6 +20,7 @@ from uuid import UUID
 import msgspec
 
 from compute.events.base import link
+from compute.messaging.subjects import SHARED_HOST
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore
@@ -131,7 +132,7 @@ def relayed(data: bytes) -> tuple[str, int, Relayed] | None:
 
 def verify_chains(store: ComputeStore, key: SealKey | None = None,
                   stream: dict[tuple[str, int], Relayed] | None = None,
-                  relay_position: int = 0) -> ChainReport:
+                  relay_position: int | dict[str, int] = 0) -> ChainReport:
     """Check every aggregate's events: instances, hosts, networks, security groups.
 
     - the version sequence and each link of the hash chain: an edited, removed or re-ordered
@@ -188,8 +189,12 @@ class _Check:
     """The checks of ``verify_chains``, one aggregate at a time."""
 
     def __init__(self, key: SealKey | None, stream: dict[tuple[str, int], Relayed] | None,
-                 relay_position: int) -> None:
-        self.key, self.stream, self.relay_position = key, stream, relay_position
+                 relay_position: int | dict[str, int]) -> None:
+        self.key, self.stream = key, stream
+        # each host relays the events it wrote (its own tracked position; ``""``: a position
+        # for every host, as one relay of the whole log recorded before)
+        self.relay_positions = relay_position if isinstance(relay_position, dict) \
+            else {"": relay_position}
         self.findings: list[Finding] = []
         self.hosts: set[str] = set()
         self.events = self.unchained = self.unsealed = self.instances = 0
@@ -229,7 +234,8 @@ class _Check:
             if event.originator_version != version:
                 self.found(version, f"its body says v{event.originator_version} (moved?)")
             what = event_name(stored.topic)
-            self.against_stream(version, nid, what, stored.state)
+            self.against_stream(version, nid, what, stored.state,
+                                getattr(event, "host", None) or SHARED_HOST)
             if not event.chain:
                 if chained:
                     self.found(version, f"{what} has no chain link after chained events "
@@ -262,13 +268,18 @@ class _Check:
             self.found(version, f"{what}: its seal does not verify (forged, or edited with "
                                 f"its chain recomputed)")
 
-    def against_stream(self, version: int, nid: int, what: str, state: bytes) -> None:
+    def relay_position(self, host: str) -> int:
+        """How far the relay of ``host``'s events has published."""
+        return max(self.relay_positions.get(host, 0), self.relay_positions.get("", 0))
+
+    def against_stream(self, version: int, nid: int, what: str, state: bytes,
+                       host: str) -> None:
         if self.stream is None:
             return
         copy = self.stream.get((self.uuid, version))
         if copy is not None and copy.digest != hashlib.sha256(state).hexdigest():
             self.found(version, f"{what} differs from its copy on COMPUTE_EVENTS (edited)")
-        elif copy is None and nid and nid <= self.relay_position:
+        elif copy is None and nid and nid <= self.relay_position(host):
             self.found(version, f"{what} is not on COMPUTE_EVENTS though the relay passed it "
                                 f"(inserted behind the relay)")
 
