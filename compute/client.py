@@ -49,9 +49,13 @@ class NoCommandStream(Exception):
 
 
 class QueryFailed(Exception):
+    """A query answered ``Rejected``: ``error`` is its code (``InstanceNotFound``,
+    ``ComputeHostNotFound``, ``PositionNotReached``, ...)."""
+
     def __init__(self, error: str, message: str) -> None:
         super().__init__(f"{error}: {message}")
         self.error = error
+        self.message = message
 
 
 class PermissionDenied(Exception):
@@ -65,6 +69,9 @@ class ComputeClient:
         self.denied = denied if denied is not None else []
         """The server's permission violations seen on this connection (nats-py reports
         them to the error callback; a refused request would otherwise just time out)."""
+        self.position = 0
+        """The highest ``position`` of an outcome this client received: its queries pass
+        it as ``min_position``, so a read after a command sees the command's effect."""
 
     @classmethod
     async def connect(cls, url: str, *, user: str = "operator",
@@ -107,9 +114,9 @@ class ComputeClient:
             # the same command (same id: idempotent there) to the owner; the stream's
             # Nats-Msg-Id must differ, or JetStream would drop it as the first's duplicate
             body = msgspec.json.encode({**(payload or {}), "command_id": command_id})
-            return await self.send_raw(command(outcome.to_host, str(uuid), operation), body,
-                                       msg_id=f"{command_id}@{outcome.to_host}",
-                                       timeout=timeout)
+            outcome = await self.send_raw(command(outcome.to_host, str(uuid), operation), body,
+                                          msg_id=f"{command_id}@{outcome.to_host}",
+                                          timeout=timeout)
         return outcome
 
     async def send_raw(self, subject: str, data: bytes, *, msg_id: str | None = None,
@@ -127,7 +134,9 @@ class ComputeClient:
                 raise DuplicateCommand(f"command {msg_id} was already published")
             msg = await sub.next_msg(timeout=max(deadline - asyncio.get_running_loop().time(),
                                                  0.001))
-            return _decoder.decode(msg.data)
+            outcome = _decoder.decode(msg.data)
+            self.position = max(self.position, getattr(outcome, "position", 0))
+            return outcome
         finally:
             await sub.unsubscribe()
 
@@ -214,7 +223,15 @@ class ComputeClient:
 
     async def query(self, view: str, key: str | None = None, *, timeout: float = 10.0,
                     **params: Any) -> Any:
-        """Ask the projections; returns plain data (dicts/lists), raises QueryFailed."""
+        """Ask the projections; returns plain data (dicts/lists), raises QueryFailed.
+
+        Without ``min_position`` the query reads at least this client's own writes (the
+        highest outcome ``position`` it received): a list right after a ``Succeeded``
+        shows it. The server is asked to give up a second before this client does, so a
+        view that lags answers ``PositionNotReached`` rather than nothing."""
+        params.setdefault("min_position", self.position or None)
+        if params["min_position"] and "timeout" not in params:
+            params["timeout"] = max(timeout - 1.0, 0.5)
         body = msgspec.json.encode({k: v for k, v in params.items() if v is not None})
         try:
             reply = await self.nc.request(query(view, key), body, timeout=timeout)
@@ -222,6 +239,6 @@ class ComputeClient:
             self._refused(query(view, key))
             raise
         data = msgspec.json.decode(reply.data)
-        if isinstance(data, dict) and set(data) == {"error", "message"}:
+        if isinstance(data, dict) and data.get("outcome") == "Rejected":
             raise QueryFailed(data["error"], data["message"])
         return data

@@ -114,7 +114,7 @@ class HostService(HostTasks):
             observe=self.metrics.driver_call)
         self.relay = Relay(self.store, self.js)
         self.notifier = Notifier(self.store, self.js)
-        self.queries = QueryService(self.nc, self.views, self.projector)
+        self.queries = QueryService(self.nc, self.views, self.projector, host=self.host)
         host = await asyncio.to_thread(self.store.get_host, self.host)
         await self._report_resources(host)
         self.tracker = ResourceTracker(host)
