@@ -38,6 +38,8 @@ from compute.projections.views import HostView
 
 _decoder = msgspec.json.Decoder(AnyOutcome)
 MSG_ID_IN_PROCESS = 10158   # JetStream: "duplicate message id is in process"
+MAX_RETRY_IDS = 100
+"""Retries of one command within JetStream's duplicate window, ``<id>:2`` ... ``<id>:100``."""
 
 
 class DuplicateCommand(Exception):
@@ -109,19 +111,25 @@ class ComputeClient:
         command_id = command_id or str(uuidlib.uuid4())
         body = msgspec.json.encode({**(payload or {}), "command_id": command_id})
         outcome = await self.send_raw(command(host, str(uuid), operation), body,
-                                      msg_id=command_id, timeout=timeout)
+                                      msg_id=command_id, timeout=timeout, retry=True)
         if follow_moved and isinstance(outcome, Moved):
             # the same command (same id: idempotent there) to the owner; the stream's
             # Nats-Msg-Id must differ, or JetStream would drop it as the first's duplicate
             body = msgspec.json.encode({**(payload or {}), "command_id": command_id})
             outcome = await self.send_raw(command(outcome.to_host, str(uuid), operation), body,
                                           msg_id=f"{command_id}@{outcome.to_host}",
-                                          timeout=timeout)
+                                          timeout=timeout, retry=True)
         return outcome
 
     async def send_raw(self, subject: str, data: bytes, *, msg_id: str | None = None,
-                       timeout: float = 60.0) -> AnyOutcome:
-        """Publish bytes as they are (tests of hostile input use this) and await the outcome."""
+                       timeout: float = 60.0, retry: bool = False) -> AnyOutcome:
+        """Publish bytes as they are (tests of hostile input use this) and await the outcome.
+
+        A message id JetStream already holds (within its 2-minute duplicate window) is not
+        stored again, so no outcome would come: with ``retry`` the command is published
+        again as the contract's retry, ``Nats-Msg-Id = <msg_id>:<n>`` (n = 2, 3, ...), and
+        the host, which knows the command by its ``command_id``, answers it (from the log,
+        ``duplicate: true``, when it already ran). Without it, ``DuplicateCommand``."""
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox, max_msgs=1)
         try:
@@ -130,8 +138,13 @@ class ComputeClient:
                 headers[MSG_ID] = msg_id
             deadline = asyncio.get_running_loop().time() + timeout
             ack = await self._publish(subject, data, headers, deadline)
-            if ack.duplicate and not getattr(ack, "retried", False):
-                raise DuplicateCommand(f"command {msg_id} was already published")
+            attempt = 1
+            while ack.duplicate and not getattr(ack, "retried", False):
+                attempt += 1
+                if not retry or msg_id is None or attempt > MAX_RETRY_IDS:
+                    raise DuplicateCommand(f"command {msg_id} was already published")
+                headers[MSG_ID] = f"{msg_id}:{attempt}"
+                ack = await self._publish(subject, data, headers, deadline)
             msg = await sub.next_msg(timeout=max(deadline - asyncio.get_running_loop().time(),
                                                  0.001))
             outcome = _decoder.decode(msg.data)

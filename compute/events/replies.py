@@ -1,0 +1,140 @@
+"""The replies of the synchronous host calls on ``compute.call.<host>.<call>``.
+
+Each call answers one of these Structs, or a typed ``Rejected`` (also marked with the NATS
+micro headers ``Nats-Service-Error`` / ``Nats-Service-Error-Code``, so ``$SRV.STATS`` counts
+it). The AsyncAPI document takes them from the host operation table's ``reply``.
+
+Wire rules a client in any language relies on:
+
+- **Big integers.** JSON numbers are doubles in JavaScript: an integer above 2^53 - 1 loses
+  precision. A counter that can grow past it (nanoseconds of CPU time, bytes read or sent) is
+  sent as a decimal string (``Counter``: JSON Schema ``type: string``, ``pattern: ^[0-9]+$``);
+  every other integer on the wire stays below 2^53.
+- **Times** are ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+Counter = Annotated[str, msgspec.Meta(
+    pattern=r"^[0-9]+$",
+    description="An unsigned 64-bit counter as a decimal string (it can exceed 2^53, which "
+                "a JSON number in JavaScript cannot hold exactly).")]
+
+
+def counter(value: int) -> str:
+    """The wire form of a counter that can exceed 2^53 (see ``Counter``)."""
+    return str(int(value))
+
+
+class EmptyRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A call that takes no arguments: the body is empty or ``{}``."""
+
+
+class HostUptime(msgspec.Struct):
+    """Nova's get_host_uptime: the host's ``uptime`` line (nova/compute/manager.py)."""
+
+    host: str
+    uptime: str
+    seconds: float
+    load_average: tuple[float, float, float]
+
+
+class HostStatus(msgspec.Struct):
+    """The service's own state: flags, hypervisor connection, resident actors."""
+
+    host: str
+    enabled: bool
+    maintenance: bool
+    degraded: bool
+    actors: int
+    instances: int
+
+
+class ConsoleOutput(msgspec.Struct):
+    """The tail of the instance's serial console log (Nova's get_console_output)."""
+
+    uuid: str
+    output: str
+
+
+class Console(msgspec.Struct):
+    """Where a console proxy connects (Nova's get_vnc_console/get_spice_console connect_info);
+    ``token`` opens this instance's console of this type on this port only."""
+
+    uuid: str
+    console_type: str
+    host: str
+    port: int
+    token: str
+
+
+class ConsoleValidation(msgspec.Struct):
+    """Nova's validate_console_port: is this the instance's console port (and token)."""
+
+    uuid: str
+    valid: bool
+
+
+class DiskStats(msgspec.Struct):
+    """One disk's block statistics (libvirt blockStats)."""
+
+    read_requests: Counter
+    read_bytes: Counter
+    write_requests: Counter
+    write_bytes: Counter
+    errors: Counter
+
+
+class NicStats(msgspec.Struct):
+    """One interface's statistics (libvirt interfaceStats)."""
+
+    rx_bytes: Counter
+    rx_packets: Counter
+    rx_errors: Counter
+    rx_drop: Counter
+    tx_bytes: Counter
+    tx_packets: Counter
+    tx_errors: Counter
+    tx_drop: Counter
+
+
+class Diagnostics(msgspec.Struct):
+    """Nova's get_diagnostics (libvirt driver): CPU, memory, disk and NIC statistics.
+    Counters are decimal strings (they exceed 2^53); memory figures are KiB numbers."""
+
+    uuid: str
+    state: str
+    num_cpus: int
+    cpu_time_ns: Counter
+    memory_kb: int
+    max_memory_kb: int
+    memory_stats: dict[str, int]
+    disk: dict[str, DiskStats]
+    nic: dict[str, NicStats]
+
+
+class ConsolePool(msgspec.Struct):
+    """Nova's get_console_pool_info: where this host's consoles are served."""
+
+    host: str
+    console_type: str
+    address: str
+    topic: str
+
+
+class ConsoleTopic(msgspec.Struct):
+    """Nova's get_console_topic: the subject prefix serving this host's consoles."""
+
+    host: str
+    topic: str
+
+
+class BackdoorPort(msgspec.Struct):
+    """Nova's get_backdoor_port: the loopback introspection console, null when off."""
+
+    host: str
+    port: int | None
