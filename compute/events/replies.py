@@ -15,7 +15,7 @@ Wire rules a client in any language relies on:
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -138,3 +138,62 @@ class BackdoorPort(msgspec.Struct):
 
     host: str
     port: int | None
+
+
+# -- $SRV: NATS micro service discovery (the shapes nats micro v1 defines) ----------------
+class SrvPing(msgspec.Struct):
+    """``$SRV.PING[.compute[.<id>]]``: one answer per host service."""
+
+    type: Literal["io.nats.micro.v1.ping_response"]
+    name: str
+    id: str
+    version: str
+    metadata: dict[str, str] | None = None
+    """``{"host": <compute host>}``."""
+
+
+class SrvEndpoint(msgspec.Struct):
+    """An endpoint: one ``compute.call.<host>.<call>`` subject."""
+
+    name: str
+    subject: str
+    queue_group: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class SrvInfo(msgspec.Struct):
+    """``$SRV.INFO[.compute[.<id>]]``: the host service and its call subjects."""
+
+    type: Literal["io.nats.micro.v1.info_response"]
+    name: str
+    id: str
+    version: str
+    description: str | None = None
+    endpoints: list[SrvEndpoint] = []
+    metadata: dict[str, str] | None = None
+
+
+class SrvEndpointStats(msgspec.Struct):
+    """Requests and errors (``Rejected`` answers) of one call; times in nanoseconds."""
+
+    name: str
+    subject: str
+    num_requests: int
+    num_errors: int
+    last_error: str
+    processing_time: int
+    average_processing_time: int
+    queue_group: str | None = None
+    data: Any = None
+
+
+class SrvStats(msgspec.Struct):
+    """``$SRV.STATS[.compute[.<id>]]``: per-call request and error counts."""
+
+    type: Literal["io.nats.micro.v1.stats_response"]
+    name: str
+    id: str
+    version: str
+    started: str
+    endpoints: list[SrvEndpointStats] = []
+    metadata: dict[str, str] | None = None
