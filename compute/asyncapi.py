@@ -59,7 +59,8 @@ Rules every client follows (the schemas below say the rest):
   the views show that command's effect (or `Rejected` `PositionNotReached` after `timeout`
   seconds, at most 30).
 - **Requests** (queries `compute.query.*`, calls `compute.call.<host>.*`, `$SRV.*`) are NATS
-  request/reply: the reply comes on the request's reply subject. Every refusal is a
+  request/reply: the reply comes on the request's reply subject. An empty request body
+  means `{}`. Every refusal is a
   `Rejected` with an `error` code (never a bare string); a call's refusal also carries the
   NATS micro headers `Nats-Service-Error` (message) and `Nats-Service-Error-Code`
   (400 payload, 404 not found, 409 state, 500 other), as outcomes do.
@@ -269,34 +270,40 @@ def document() -> dict[str, Any]:
 
     # -- queries ---------------------------------------------------------------------------
     for name, query in sorted(QUERIES.items()):
-        address = f"compute.query.{name}" + (f".{{{query.key}}}" if query.key else "")
-        doc.channel(f"query.{name}", address,
-                    {name: doc.message(f"query.{name}", doc.schema("QueryRequest", QueryRequest),
-                                       query.summary)},
-                    query.summary + ". Request/reply against the host's projections (queue "
-                    "group compute-query); an empty body is the defaults."
-                    + ("" if query.key_required or not query.key else
-                       f" The key is optional: compute.query.{name} lists all."))
         reply_name = f"reply.query.{name}"
         if reply_name not in inbox:
             inbox[reply_name] = doc.message(
                 reply_name, doc.schema(f"Query{name.capitalize()}Reply", query.reply),
                 f"The answer of compute.query.{name}", "ReplyHeaders")
-        doc.send(f"query.{name}", f"query.{name}", query.summary,
-                 _request_reply(doc, [reply_name, rejected]))
+        keyed = [True] if query.key_required else [False, True] if query.key else [False]
+        for with_key in keyed:
+            channel = f"query.{name}" + (".one" if with_key and len(keyed) > 1 else "")
+            address = f"compute.query.{name}" + (f".{{{query.key}}}" if with_key else "")
+            doc.channel(channel, address,
+                        {name: doc.message(f"{channel}", doc.schema("QueryRequest", QueryRequest),
+                                           query.summary)},
+                        query.summary + (f" (of one {query.key})" if len(keyed) > 1 and with_key
+                                         else "") +
+                        ". Request/reply against the host's projections (queue group "
+                        "compute-query); an empty body is the defaults.")
+            doc.send(channel, channel, query.summary,
+                     _request_reply(doc, [reply_name, rejected]))
 
     # -- $SRV discovery --------------------------------------------------------------------
     for verb, tp in (("PING", replies.SrvPing), ("INFO", replies.SrvInfo),
                      ("STATS", replies.SrvStats)):
-        doc.channel(f"srv.{verb.lower()}", f"$SRV.{verb}.compute.{{service_id}}",
-                    {verb.lower(): doc.message(f"srv.{verb.lower()}", {"type": "string",
-                                                                       "maxLength": 0},
-                                               f"$SRV.{verb} request (empty body)")},
-                    f"NATS micro discovery; also $SRV.{verb} and $SRV.{verb}.compute (every "
-                    "host answers: collect replies for a while).")
-        doc.send(f"srv.{verb.lower()}", f"srv.{verb.lower()}", _summary(tp),
-                 _request_reply(doc, [reply_message(f"reply.{tp.__name__}", tp, _summary(tp),
-                                                    headers="")]))
+        answer = reply_message(f"reply.{tp.__name__}", tp, _summary(tp), headers="")
+        for suffix, address, who in (
+                (".all", f"$SRV.{verb}", "every NATS micro service (collect the replies)"),
+                ("", f"$SRV.{verb}.compute", "every compute host (collect the replies)"),
+                (".one", f"$SRV.{verb}.compute.{{service_id}}", "one host service")):
+            channel = f"srv.{verb.lower()}{suffix}"
+            doc.channel(channel, address,
+                        {verb.lower(): doc.message(channel, {"type": "object",
+                                                             "maxProperties": 0},
+                                                   f"$SRV.{verb} request (empty body)")},
+                        f"NATS micro discovery: {who}.")
+            doc.send(channel, channel, _summary(tp), _request_reply(doc, [answer]))
 
     # -- events and notifications ------------------------------------------------------------
     for cls in _event_types():
@@ -308,16 +315,18 @@ def document() -> dict[str, Any]:
                     _summary(cls) + " (stream COMPUTE_EVENTS)")
         doc.send(f"receive.{cls.__name__}", f"event.{cls.__name__}", _summary(cls),
                  action="receive")
-    doc.channel("notification", "compute.notify.{event_type}",
+    doc.channel("notification", "compute.notify.instance.{action}.{phase}",
                 {"Notification": doc.message("notification",
                                              doc.schema("Notification", Notification),
                                              "A Nova versioned notification",
                                              "NotificationHeaders")},
                 "Nova's versioned notifications (publisher nova-compute:<host>, "
-                "InstanceActionPayload), stream COMPUTE_NOTIFICATIONS.")
-    doc.channels["notification"]["parameters"]["event_type"] = {
-        "enum": notification_types(),
-        "description": "instance.<action>.<phase>, as Nova's versioned notifications"}
+                "InstanceActionPayload), stream COMPUTE_NOTIFICATIONS; the subject ends in "
+                "the notification's event_type, instance.<action>.<phase>.")
+    doc.channels["notification"]["parameters"] = {
+        "action": {"enum": sorted({t.split(".")[1] for t in notification_types()}),
+                   "description": "Nova's notification action (event_type's middle part)"},
+        "phase": {"enum": ["end", "error", "start"]}}
     doc.send("receive.notification", "notification", "Nova versioned notifications",
              action="receive")
 
