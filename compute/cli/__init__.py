@@ -1,19 +1,29 @@
 """The ``compute`` command: run a host, drive instances, follow events, audit the log.
 
 Instance verbs come from the operation table, so every operation has its verb without a
-hand-written subcommand. Tables for people, ``--json`` for machines; non-zero exit on failure.
+hand-written subcommand. Tables for people, ``--json`` for machines (before or after the
+verb; failures too, as a JSON error object); one line and a distinct exit code on failure
+(``compute.cli.errors.Exit``), never a traceback for a person's mistake.
+
+A verb module plugs in with ``add_parser(sub, common)`` to add its verbs (each setting
+``handler``) in ``VERB_MODULES``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
+import traceback
+from typing import Any, NoReturn
 
 import msgspec
 
 from compute import logs
+from compute.cli.errors import CliError, Exit, report
+from compute.cli.fields import field_help
 from compute.client import PermissionDenied
 from compute.config import Settings
 from compute.domain.host_operations import HOST_OPERATIONS
@@ -25,8 +35,39 @@ from compute.messaging.users import load_roles
 ROLES = load_roles(NATS_CONF)
 
 
+VERB_MODULES: list[str] = []
+"""Modules (``compute.cli.<name>``) that add verbs: ``add_parser(sub, common)``."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as the CLI's (one line, or JSON with ``--json``)."""
+
+    def error(self, message: str) -> NoReturn:
+        as_json = "--json" in sys.argv[1:] or "--json" in (_argv or [])
+        if not as_json:
+            self.print_usage(sys.stderr)
+        verb = self.prog.removeprefix("compute").strip()
+        raise SystemExit(report(f"{verb}: {message}" if verb else message, Exit.USAGE,
+                                "Usage", as_json))
+
+
+_argv: list[str] | None = None
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every verb takes after its name as well as before it (``list --json``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output (errors too: a JSON object)")
+    common.add_argument("--nats-url", default=argparse.SUPPRESS,
+                        help="NATS server(s), comma-separated (default: COMPUTE_NATS_URL)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging, and a traceback for internal errors")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="compute", description=__doc__.splitlines()[0])
+    p = Parser(prog="compute", description=__doc__.splitlines()[0])
     p.add_argument("--nats-url", help="NATS server (default: COMPUTE_NATS_URL or the embedded one)")
     p.add_argument("--host", help="compute host name (default: COMPUTE_HOST or this machine's)")
     p.add_argument("--store", help="event store: a SQLite path or postgres:// URL")
@@ -36,7 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-json", action="store_true",
                    default=os.environ.get("COMPUTE_LOG_JSON", "") not in ("", "0"),
                    help="log lines as JSON (COMPUTE_LOG_JSON=1)")
-    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    common = common_options()
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB",
+                           parser_class=Parser)
+    _add_parser = sub.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("parents", [common])
+        kwargs.setdefault("description", kwargs.get("help"))
+        return _add_parser(name, **kwargs)
+
+    sub.add_parser = add_parser    # type: ignore[method-assign]
 
     up = sub.add_parser("up", help="start NATS if none answers, then the host service")
     up.add_argument("--libvirt-uri", help="hypervisor (default test:///default)")
@@ -48,16 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=3)
 
     boot = sub.add_parser("boot", help=OPERATIONS["run_instance"].summary)
-    boot.add_argument("name")
-    boot.add_argument("--flavor", default="m1.tiny", choices=sorted(FLAVORS))
-    boot.add_argument("--image", default="cirros-0.6.2")
+    boot.add_argument("name", help="the instance's display name")
+    boot.add_argument("--flavor", default="m1.tiny", choices=sorted(FLAVORS),
+                      help="its size (default m1.tiny)")
+    boot.add_argument("--image", default="cirros-0.6.2", help="image_ref (default cirros-0.6.2)")
     boot.add_argument("--uuid", help="instance uuid (default: a new one)")
+    wait_option(boot)
     for op in (*OPERATIONS.values(), BACKUP):
         if op.name == "run_instance":
             continue
-        verb = sub.add_parser(op.cli, help=op.summary)
-        verb.add_argument("uuid")
+        verb = sub.add_parser(op.cli, help=op.summary,
+                              description=f"{op.summary} (operation {op.name}; payload "
+                                          f"{op.payload.__name__})")
+        verb.add_argument("uuid", help="the instance")
         payload_options(verb, op.payload)
+        wait_option(verb)
         if op.name == "reboot_instance":
             verb.add_argument("--hard", action="store_true", help="power-cycle the guest")
         if op.name == "stop_instance":
@@ -70,12 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
             ("console-log", "get_console_output", "the serial console log"),
             ("diagnostics", "get_diagnostics", "CPU, memory, disk, NIC statistics")):
         verb = sub.add_parser(verb_name, help=help_text)
-        verb.add_argument("uuid")
+        verb.add_argument("uuid", help="the instance")
         verb.set_defaults(call=call)
 
     sub.add_parser("list", help="the instance table").add_argument("--all", action="store_true",
                                                                    help="include deleted")
-    sub.add_parser("show", help="one instance with its actions and faults").add_argument("uuid")
+    sub.add_parser("show", help="one instance with its actions and faults").add_argument(
+        "uuid", help="the instance")
     sub.add_parser("hosts", help="host resources")
     host_op = sub.add_parser("host", help="a host operation: set_host_enabled enabled=false "
                                           "reason=..., host_maintenance_mode mode=true, "
@@ -84,7 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     host_op.add_argument("fields", nargs="*", metavar="KEY=VALUE",
                          help="payload fields; values are JSON where they parse as JSON")
     events = sub.add_parser("events", help="lifecycle events from COMPUTE_EVENTS")
-    events.add_argument("--follow", "-f", action="store_true")
+    events.add_argument("--follow", "-f", action="store_true",
+                        help="keep printing new events (from now, unless --from-start/--since)")
+    events.add_argument("--from-start", action="store_true",
+                        help="begin at the stream's first event")
+    events.add_argument("--since", metavar="TIME",
+                        help="begin at this time: ISO 8601 (2026-11-24T10:00:00Z) or an age "
+                             "(90s, 15m, 2h, 1d)")
     events.add_argument("--uuid", help="only this instance")
     user = sub.add_parser("user", help="NATS users of the embedded server (files in var/)")
     user_verbs = user.add_subparsers(dest="action", required=True)
@@ -102,20 +165,30 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check every instance's hash chain (edited/removed/re-ordered events)")
     audit.add_argument("--at", metavar="TIMESTAMP",
                        help="with UUID: the instance as it was then (ISO 8601)")
+    for name in VERB_MODULES:
+        importlib.import_module(f"compute.cli.{name}").add_parser(sub, common)
     return p
 
 
 def payload_options(parser: argparse.ArgumentParser, payload: type) -> None:
-    """One ``--option`` per payload field, from the msgspec Struct (values parse as JSON
-    when they can: ``--metadata '{"a": "b"}'``, ``--rotation 3``)."""
+    """One ``--option`` per payload field, from the msgspec Struct, its help from the type
+    (``compute.cli.fields``); values parse as JSON when they can: ``--metadata '{"a": "b"}'``,
+    ``--rotation 3``."""
+    helps = field_help(payload)
     for field in msgspec.structs.fields(payload):
         if field.name == "command_id":
             continue
-        default = field.default if field.default is not msgspec.NODEFAULT else (
-            field.default_factory() if field.default_factory is not msgspec.NODEFAULT else None)
+        text = helps[field.name]
+        if field.name == "flavor":
+            text = f"a flavor name ({', '.join(sorted(FLAVORS))}) or {text}"
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=f"p_{field.name}",
-                            required=field.required, metavar=field.name.upper(),
-                            help="required" if field.required else f"default: {default!r}")
+                            required=field.required, metavar=field.name.upper(), help=text)
+
+
+def wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", type=float, metavar="SECONDS",
+                        help="how long to wait for the outcome (default: the host's "
+                             "hypervisor deadline plus 30 s, COMPUTE_DRIVER_TIMEOUT + 30)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -125,20 +198,32 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _argv
+    _argv = argv
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose, as_json=args.log_json)
     from compute.cli import commands, serve
-    from compute.cli.errors import CliError
 
-    handler = getattr(serve, f"cmd_{args.verb}", None) or getattr(
-        commands, f"cmd_{args.verb}", None) or (
+    handler = getattr(args, "handler", None) or getattr(serve, f"cmd_{args.verb}", None) or \
+        getattr(commands, f"cmd_{args.verb}", None) or (
         commands.cmd_call if getattr(args, "call", None) else commands.cmd_operation)
     try:
         return asyncio.run(handler(args, settings_from(args)))
     except KeyboardInterrupt:
-        return 130
-    except (CliError, PermissionDenied) as exc:
-        print(f"compute: {exc}", file=sys.stderr)
-        return 1
+        return Exit.INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (``compute show x | head``): nothing more to say to anyone
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return Exit.BROKEN_PIPE
+    except CliError as exc:
+        return report(str(exc), exc.code, exc.error, args.json)
+    except PermissionDenied as exc:
+        return report(str(exc), Exit.DENIED, "PermissionDenied", args.json)
+    except Exception as exc:          # the program's fault: one line, -v for the traceback
+        if args.verbose:
+            traceback.print_exc()
+        return report(f"internal error: {type(exc).__name__}: {exc} (run with -v for the "
+                      "traceback)", Exit.FAILED, "InternalError", args.json)
 
 
