@@ -32,6 +32,7 @@ from compute.events import (
     secgroup,
 )
 from compute.events.commands import Command
+from compute.events.docs import attribute_docs
 from compute.events.steps import STEPS, StepReply, StepRequest
 
 RULES = """\
@@ -375,8 +376,19 @@ def _schemas(types: dict[str, Any]) -> dict[str, Any]:
                                   **body.get("properties", {})}
             body["required"] = ["uuid", *body.get("required", [])]
             schemas[name] = body
+    classes = {cls.__name__: cls for cls in _subclasses(msgspec.Struct)}
+    for name, schema in schemas.items():        # each field's attribute docstring
+        cls = classes.get(name)
+        docs = attribute_docs(cls) if cls is not None else {}
+        for field, prop in schema.get("properties", {}).items():
+            if field in docs and "description" not in prop:
+                prop["description"] = docs[field]
     schemas.update(copy.deepcopy(HEADERS))
     return dict(sorted(schemas.items()))
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _subclasses(sub))]
 
 
 def render() -> str:

@@ -4,31 +4,11 @@ default. Written once in the type, shown here and in ``asyncapi.yaml`` alike."""
 
 from __future__ import annotations
 
-import ast
-import inspect
-import textwrap
-from functools import cache
 from typing import Any
 
 import msgspec
 
-
-@cache
-def attribute_docs(cls: type) -> dict[str, str]:
-    """``field: T`` followed by a string literal: that string, per field, through the MRO."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in zip(body, body[1:], strict=False):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                    and isinstance(after.value.value, str)):
-                docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
+from compute.events.docs import attribute_docs
 
 
 def accepts(schema: dict[str, Any], components: dict[str, Any]) -> str:
