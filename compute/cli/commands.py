@@ -140,15 +140,18 @@ async def send(client: ComputeClient, settings: Settings, args: argparse.Namespa
 async def known_host(client: ComputeClient, host: str) -> str:
     """``host`` if a compute host of that name ever reported (the host view); else a
     NOT_FOUND naming the known ones, rather than a command no one will take."""
-    try:
-        await client.query("host", host, timeout=5, min_position=0)
-    except QueryFailed as exc:
-        if exc.error != "ComputeHostNotFound":
-            raise
-        known = sorted(h["host"] for h in await client.query("hosts", timeout=5))
-        raise CliError(f"no compute host named {host!r} (known: {', '.join(known) or 'none'})",
-                       Exit.NOT_FOUND, "ComputeHostNotFound") from None
-    return host
+    for attempt in (1, 2):        # a host that just started may not be in the views yet
+        try:
+            await client.query("host", host, timeout=5, min_position=0)
+            return host
+        except QueryFailed as exc:
+            if exc.error != "ComputeHostNotFound":
+                raise
+        if attempt == 1:
+            await asyncio.sleep(1.0)
+    known = sorted(h["host"] for h in await client.query("hosts", timeout=5))
+    raise CliError(f"no compute host named {host!r} (known: {', '.join(known) or 'none'})",
+                   Exit.NOT_FOUND, "ComputeHostNotFound")
 
 
 async def target_host(client: ComputeClient, settings: Settings, args: argparse.Namespace,
