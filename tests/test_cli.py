@@ -174,9 +174,11 @@ def test_per_verb_help_describes_each_payload_field(tmp_path: Path) -> None:
     run = run_cli(tmp_path, "snapshot", "--help", env=cli_env())
     assert run.returncode == 0
     text = " ".join(run.stdout.split())
-    assert "--image-type IMAGE_TYPE one of backup, snapshot; default \"snapshot\"" in text
-    assert "--rotation ROTATION integer 0..1000 or null" in text
-    assert "--name NAME text (at most 255 characters); required" in text
+    assert ("--image-type IMAGE_TYPE snapshot, or backup (rotated); one of backup, snapshot; "
+            "default \"snapshot\"") in text
+    assert "--rotation ROTATION How many backups of this type to keep" in text
+    assert "integer 0..1000 or null; default null" in text
+    assert "--name NAME The image's name; text (at most 255 characters); required" in text
 
 
 async def test_audit_of_an_unknown_instance_exits_not_found(service, operator_settings) -> None:
