@@ -44,7 +44,8 @@ class HostUptime(msgspec.Struct):
 
 
 class HostStatus(msgspec.Struct):
-    """The service's own state: flags, hypervisor connection, resident actors."""
+    """The service's own state: flags, hypervisor connection, resident actors (no Nova
+    counterpart; Nova reads a service's state from its database row)."""
 
     host: str
     enabled: bool
@@ -55,15 +56,17 @@ class HostStatus(msgspec.Struct):
 
 
 class ConsoleOutput(msgspec.Struct):
-    """The tail of the instance's serial console log (Nova's get_console_output)."""
+    """The tail of the instance's serial console log (get_console_output,
+    nova/compute/manager.py)."""
 
     uuid: str
     output: str
 
 
 class Console(msgspec.Struct):
-    """Where a console proxy connects (Nova's get_vnc_console/get_spice_console connect_info);
-    ``token`` opens this instance's console of this type on this port only."""
+    """Where a console proxy connects (get_vnc_console / get_spice_console's connect_info,
+    nova/compute/manager.py); ``token`` opens this instance's console of this type on this
+    port only."""
 
     uuid: str
     console_type: str
@@ -73,7 +76,8 @@ class Console(msgspec.Struct):
 
 
 class ConsoleValidation(msgspec.Struct):
-    """Nova's validate_console_port: is this the instance's console port (and token)."""
+    """Is this the instance's console port (and token): validate_console_port,
+    nova/compute/manager.py."""
 
     uuid: str
     valid: bool
@@ -103,8 +107,9 @@ class NicStats(msgspec.Struct):
 
 
 class Diagnostics(msgspec.Struct):
-    """Nova's get_diagnostics (libvirt driver): CPU, memory, disk and NIC statistics.
-    Counters are decimal strings (they exceed 2^53); memory figures are KiB numbers."""
+    """CPU, memory, disk and NIC statistics: get_diagnostics (nova/compute/manager.py, the
+    libvirt driver's nova/virt/libvirt/driver.py). Counters are decimal strings (they exceed
+    2^53); memory figures are KiB numbers."""
 
     uuid: str
     state: str
@@ -118,7 +123,7 @@ class Diagnostics(msgspec.Struct):
 
 
 class ConsolePool(msgspec.Struct):
-    """Nova's get_console_pool_info: where this host's consoles are served."""
+    """Where this host's consoles are served: get_console_pool_info, nova/compute/manager.py."""
 
     host: str
     console_type: str
@@ -127,14 +132,16 @@ class ConsolePool(msgspec.Struct):
 
 
 class ConsoleTopic(msgspec.Struct):
-    """Nova's get_console_topic: the subject prefix serving this host's consoles."""
+    """The subject prefix serving this host's consoles: get_console_topic,
+    nova/compute/manager.py."""
 
     host: str
     topic: str
 
 
 class BackdoorPort(msgspec.Struct):
-    """Nova's get_backdoor_port: the loopback introspection console, null when off."""
+    """The loopback introspection console, null when off: get_backdoor_port,
+    nova/compute/manager.py."""
 
     host: str
     port: int | None
