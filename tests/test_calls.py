@@ -82,3 +82,10 @@ async def test_a_rejected_command_outcome_carries_the_error_headers(
         timeout=5)
     assert msgspec.json.decode(reply.data, type=Rejected).error == "InstanceNotFound"
     assert reply.headers["Nats-Service-Error-Code"] == "404"
+    pong = msgspec.json.decode((await client.nc.request("$SRV.PING.compute", b"",
+                                                        timeout=5)).data)
+    stats = msgspec.json.decode((await client.nc.request(
+        f"$SRV.STATS.compute.{pong['id']}", b"", timeout=5)).data)
+    pause = next(e for e in stats["endpoints"] if e["name"] == "pause_instance")
+    assert (pause["num_requests"], pause["num_errors"]) == (1, 1)
+    assert not service._calls                   # answered: nothing kept

@@ -107,6 +107,7 @@ class HostService(HostTasks):
         self.micro: Any = None
         self._steps: set[asyncio.Task[None]] = set()
         self._endpoints: dict[str, Any] = {}     # micro endpoints by call name (their stats)
+        self._calls: dict[str, str] = {}         # inbox -> call, for an actor's answer
 
     # -- start / stop ---------------------------------------------------------------------
     async def start(self) -> HostService:
@@ -362,13 +363,16 @@ class HostService(HostTasks):
         headers = None
         if isinstance(answer, Rejected):
             headers = service_error_headers(answer)
-            stats = self._endpoints.get(name)
-            if stats is not None:
-                stats._num_errors += 1
-                stats._last_error = f"{answer.error}: {answer.message}"
+            self._count_error(name, answer)
         if msg.reply:
             with contextlib.suppress(Exception):
                 await self.nc.publish(msg.reply, _encoder.encode(answer), headers=headers)
+
+    def _count_error(self, name: str, rejected: Rejected) -> None:
+        stats = self._endpoints.get(name)
+        if stats is not None:
+            stats._num_errors += 1
+            stats._last_error = f"{rejected.error}: {rejected.message}"
 
     async def _instance_call(self, name: str, msg: Any) -> None:
         try:
@@ -384,6 +388,7 @@ class HostService(HostTasks):
                 command_id=None, uuid=None, operation=name, host=self.host,
                 error=error.error, message=str(error)))
             return
+        self._calls[msg.reply] = name          # its actor answers: _reply counts a refusal
         self.router.deliver(env)
 
     async def placement(self, flavor: Flavor, exclude: set[str]) -> str | None:
@@ -395,6 +400,9 @@ class HostService(HostTasks):
 
     # -- outbound -------------------------------------------------------------------------
     async def _reply(self, env: Envelope | None, reply_to: str | None, outcome: Outcome) -> None:
+        call = self._calls.pop(reply_to, None) if reply_to else None
+        if call is not None and isinstance(outcome, Rejected):
+            self._count_error(call, outcome)
         if reply_to and self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.publish(reply_to, _encoder.encode(outcome),
