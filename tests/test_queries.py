@@ -101,3 +101,33 @@ async def test_a_read_right_after_a_command_sees_it_without_asking(
         stopped = await client.send(service.host, vm, "stop_instance")
         rows = await client.query("instances")
         assert {r["uuid"]: r["vm_state"] for r in rows}[vm] == "stopped", stopped
+
+
+async def test_latest_waits_for_every_write_committed_before_the_request(
+        service: HostService, nats_server, client: ComputeClient) -> None:
+    """A client that knows no position (a CLI process) still reads what was answered
+    before it asked: the views are held back, the query waits for them."""
+    release = asyncio.Event()
+    catch_up = service.projector.catch_up
+    held: list[bool] = []
+
+    def held_back(*args: object, **kwargs: object) -> object:
+        if not release.is_set():
+            held.append(True)
+            return 0
+        return catch_up(*args, **kwargs)
+
+    service.projector.catch_up = held_back               # type: ignore[method-assign]
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload("latest"))
+    stranger = await ComputeClient.connect(nats_server.url_for("operator"))
+    try:
+        reading = asyncio.create_task(stranger.query("instance", vm, latest=True))
+        done, _ = await asyncio.wait({reading}, timeout=0.5)
+        assert held and not done               # the views have not applied the boot yet
+        release.set()
+        service.queries.wake()
+        detail = await reading
+        assert detail["instance"]["vm_state"] == "active"
+    finally:
+        await stranger.close()

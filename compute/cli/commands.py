@@ -240,9 +240,22 @@ async def _host_of(client: ComputeClient, uuid: str, default: str) -> str:
 
 
 # -- reading -------------------------------------------------------------------------------
+async def read(client: ComputeClient, view: str, key: str | None = None, **params: Any) -> Any:
+    """A query that sees every command answered before it (``latest``: one CLI process does
+    not know the last outcome's position); views that lag past the wait are shown as they
+    are, with a line on stderr saying so."""
+    try:
+        return await client.query(view, key, latest=True, timeout=10, **params)
+    except QueryFailed as exc:
+        if exc.error != "PositionNotReached":
+            raise
+        print(f"compute: {exc.message}; showing the views as they are", file=sys.stderr)
+        return await client.query(view, key, **params)
+
+
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
-        rows = await client.query("instances", include_deleted=args.all or None)
+        rows = await read(client, "instances", include_deleted=args.all or None)
     emit(instance_rows(rows) if not args.json else rows, as_json=args.json,
          columns=INSTANCE_COLUMNS)
     return 0
@@ -250,7 +263,7 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
-        detail = await client.query("instance", _uuid(args.uuid))
+        detail = await read(client, "instance", _uuid(args.uuid))
     if args.json:
         emit(detail, as_json=True)
         return 0
@@ -268,7 +281,7 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_hosts(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
-        rows = await client.query("hosts")
+        rows = await read(client, "hosts")
     emit(rows, as_json=args.json, columns=("host", "hypervisor_type", "vcpus", "vcpus_used",
                                            "memory_mb", "memory_mb_used", "free_ram_mb",
                                            "local_gb", "free_disk_gb", "running_vms"))

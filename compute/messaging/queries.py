@@ -60,8 +60,12 @@ class QueryRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """instances: only those in this vm_state."""
     include_deleted: bool = False
     """instances, images: include deleted ones."""
+    latest: bool = False
+    """Answer only once the views have applied every event committed when the request
+    arrived: every write whose outcome came before this request, without knowing its
+    position (what the CLI asks, one process per command)."""
     timeout: float = 5.0
-    """Seconds to wait for ``min_position`` (the server caps it at 30)."""
+    """Seconds to wait for ``min_position`` / ``latest`` (the server caps it at 30)."""
 
 
 class InstanceDetail(msgspec.Struct, kw_only=True):
@@ -114,7 +118,7 @@ def _host(views: ViewStore, key: str | None, req: QueryRequest) -> HostView:
     view = views.get_host(key or "")
     if view is None:
         raise QueryRefused(ErrorCode.COMPUTE_HOST_NOT_FOUND,
-                          f"Compute host {key} could not be found.")
+                           f"Compute host {key} could not be found.")
     return view
 
 
@@ -233,20 +237,26 @@ class QueryService:
         query = QUERIES.get(view)
         if query is None:
             raise QueryRefused(ErrorCode.UNKNOWN_OPERATION,
-                              f"unknown view {view!r}; known: {', '.join(sorted(QUERIES))}")
+                               f"unknown view {view!r}; known: {', '.join(sorted(QUERIES))}")
         if query.key_required and not key:
             raise QueryRefused(ErrorCode.INVALID_PAYLOAD,
-                              f"compute.query.{view}.<{query.key}> needs its {query.key}")
+                               f"compute.query.{view}.<{query.key}> needs its {query.key}")
         try:
             req = msgspec.json.decode(data, type=QueryRequest) if data.strip() \
                 else QueryRequest()
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise QueryRefused(ErrorCode.INVALID_PAYLOAD, f"invalid query body: {exc}") from None
         wait = min(max(req.timeout, 0.0), MAX_WAIT)
-        if req.min_position and not await self.wait_for(req.min_position, wait):
+        target = req.min_position
+        if req.latest:
+            head = await asyncio.to_thread(self.projector.store.recorder.max_notification_id)
+            target = max(target, head or 0)
+            if target > self.position:
+                self.wake()
+        if target and not await self.wait_for(target, wait):
             raise QueryRefused(ErrorCode.POSITION_NOT_REACHED,
-                              f"the views of host {self.host} are at position {self.position}, "
-                              f"not {req.min_position}, after {wait:g} s")
+                               f"the views of host {self.host} are at position "
+                               f"{self.position}, not {target}, after {wait:g} s")
         return await asyncio.to_thread(query.handler, self.views, key, req)
 
     def _rejected(self, view: str, error: ErrorCode, message: str) -> bytes:
