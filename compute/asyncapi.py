@@ -58,7 +58,8 @@ Rules every client follows (the schemas below say the rest):
 - **Reading your own writes.** Views are projections, a little behind the log. A query body
   `{"min_position": p}` with p = the `position` of a command's outcome answers only once
   the views show that command's effect (or `Rejected` `PositionNotReached` after `timeout`
-  seconds, at most 30).
+  seconds, at most 30). Without a position, `{"latest": true}` waits for everything
+  committed when the query arrived.
 - **Requests** (queries `compute.query.*`, calls `compute.call.<host>.*`, `$SRV.*`) are NATS
   request/reply: the reply comes on the request's reply subject. An empty request body
   means `{}`. Every refusal is a
