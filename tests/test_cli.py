@@ -293,3 +293,24 @@ async def test_events_follow_starts_at_now(service, operator_settings, client) -
     finally:
         proc.kill()
         await proc.wait()
+
+
+def test_every_verb_takes_json_after_it() -> None:
+    import argparse
+
+    from compute.cli import build_parser
+
+    def verbs(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, verb in action.choices.items():
+                    found += [(name, verb), *verbs(verb)]
+        return found
+
+    every = verbs(build_parser())
+    assert len(every) > 40
+    for name, verb in every:
+        assert any("--json" in a.option_strings for a in verb._actions), name
+    args = build_parser().parse_args(["user", "list", "--json"])
+    assert args.json is True

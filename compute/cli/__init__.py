@@ -150,13 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "(90s, 15m, 2h, 1d)")
     events.add_argument("--uuid", help="only this instance")
     user = sub.add_parser("user", help="NATS users of the embedded server (files in var/)")
-    user_verbs = user.add_subparsers(dest="action", required=True)
-    add = user_verbs.add_parser("add", help="add a user (or give it a new password); the "
-                                            "running embedded server reloads")
+    user_verbs = user.add_subparsers(dest="action", required=True, parser_class=Parser)
+    add = user_verbs.add_parser("add", parents=[common],
+                                help="add a user (or give it a new password); the "
+                                     "running embedded server reloads")
     add.add_argument("role", choices=sorted(ROLES))
     add.add_argument("name", help="the user's name; for a host, the compute host's name "
                                   "(its user is host-<name>)")
-    user_verbs.add_parser("list", help="users and their roles")
+    user_verbs.add_parser("list", parents=[common], help="users and their roles")
     sub.add_parser("setup", help="as admin: create the streams, or update their configuration")
     sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of every subject")
     audit = sub.add_parser("audit", help="replay the log; check the views against a rebuild")
