@@ -68,7 +68,8 @@ Rules every client follows (the schemas below say the rest):
   (400 payload, 404 not found, 409 state, 500 other), as outcomes do.
 - **Numbers.** Every JSON integer on the wire is below 2^53 (exact in JavaScript), except
   where its schema says `type: string, pattern: ^[0-9]+$`: counters that can exceed it
-  (nanoseconds of CPU time, bytes) are decimal strings.
+  (nanoseconds of CPU time, bytes) are decimal strings. `$SRV.STATS` is NATS micro's own
+  format: its nanosecond `processing_time` totals are numbers, as every micro service sends.
 - **Times** are ISO 8601 / RFC 3339 in UTC.
 - **Strict payloads.** Commands refuse unknown fields (`Rejected` `InvalidPayload`); replies
   and events may gain fields in a later version: ignore the ones you do not know.
