@@ -32,7 +32,14 @@ export function settings(env = process.env) {
   return { servers: urls.map((u) => `${u.hostname}:${u.port || 4222}`), user, pass };
 }
 
+// One line and exit code 3 when NATS cannot be used (as the compute CLI does), no stack.
 export async function connectCompute(env = process.env) {
-  const { servers, user, pass } = settings(env);
-  return connect({ servers, user, pass, inboxPrefix: `_INBOX.${user}`, name: "compute-node-example" });
+  try {
+    const { servers, user, pass } = settings(env);
+    return await connect({ servers, user, pass, inboxPrefix: `_INBOX.${user}`,
+                           name: "compute-node-example", timeout: 5000 });
+  } catch (err) {
+    console.error(`compute example: cannot use NATS: ${err.message}`);
+    process.exit(3);
+  }
 }
