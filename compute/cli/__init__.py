@@ -5,8 +5,8 @@ hand-written subcommand. Tables for people, ``--json`` for machines (before or a
 verb; failures too, as a JSON error object); one line and a distinct exit code on failure
 (``compute.cli.errors.Exit``), never a traceback for a person's mistake.
 
-A verb module plugs in with ``add_parser(sub, common)`` to add its verbs (each setting
-``handler``) in ``VERB_MODULES``.
+A verb module plugs in through ``VERB_MODULES``: its ``add_parser(sub)`` adds its verbs
+(each with ``set_defaults(handler=...)``; they get the common options by themselves).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ ROLES = load_roles(NATS_CONF)
 
 
 VERB_MODULES: list[str] = []
-"""Modules (``compute.cli.<name>``) that add verbs: ``add_parser(sub, common)``."""
+"""Modules (``compute.cli.<name>``) that add verbs: ``add_parser(sub)``."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,6 +66,19 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
+COMMON = common_options()
+
+
+class Verbs(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Every verb gets the common options (``compute list --json``) and its help as its
+    description, unless it says otherwise."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("parents", [COMMON])
+        kwargs.setdefault("description", kwargs.get("help"))
+        return super().add_parser(name, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="compute", description=__doc__.splitlines()[0])
     p.add_argument("--nats-url", help="NATS server (default: COMPUTE_NATS_URL or the embedded one)")
@@ -77,17 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-json", action="store_true",
                    default=os.environ.get("COMPUTE_LOG_JSON", "") not in ("", "0"),
                    help="log lines as JSON (COMPUTE_LOG_JSON=1)")
-    common = common_options()
-    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB",
-                           parser_class=Parser)
-    _add_parser = sub.add_parser
-
-    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        kwargs.setdefault("parents", [common])
-        kwargs.setdefault("description", kwargs.get("help"))
-        return _add_parser(name, **kwargs)
-
-    sub.add_parser = add_parser    # type: ignore[method-assign]
+    p.register("action", "parsers", Verbs)
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
 
     up = sub.add_parser("up", help="start NATS if none answers, then the host service")
     up.add_argument("--libvirt-uri", help="hypervisor (default test:///default)")
@@ -150,14 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "(90s, 15m, 2h, 1d)")
     events.add_argument("--uuid", help="only this instance")
     user = sub.add_parser("user", help="NATS users of the embedded server (files in var/)")
+    user.register("action", "parsers", Verbs)
     user_verbs = user.add_subparsers(dest="action", required=True, parser_class=Parser)
-    add = user_verbs.add_parser("add", parents=[common],
-                                help="add a user (or give it a new password); the "
-                                     "running embedded server reloads")
+    add = user_verbs.add_parser("add", help="add a user (or give it a new password); the "
+                                            "running embedded server reloads")
     add.add_argument("role", choices=sorted(ROLES))
     add.add_argument("name", help="the user's name; for a host, the compute host's name "
                                   "(its user is host-<name>)")
-    user_verbs.add_parser("list", parents=[common], help="users and their roles")
+    user_verbs.add_parser("list", help="users and their roles")
     sub.add_parser("setup", help="as admin: create the streams, or update their configuration")
     sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of every subject")
     audit = sub.add_parser("audit", help="replay the log; check the views against a rebuild")
@@ -167,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--at", metavar="TIMESTAMP",
                        help="with UUID: the instance as it was then (ISO 8601)")
     for name in VERB_MODULES:
-        importlib.import_module(f"compute.cli.{name}").add_parser(sub, common)
+        importlib.import_module(f"compute.cli.{name}").add_parser(sub)
     return p
 
 
