@@ -243,7 +243,7 @@ class ComputeClient:
         shows it. The server is asked to give up a second before this client does, so a
         view that lags answers ``PositionNotReached`` rather than nothing."""
         params.setdefault("min_position", self.position or None)
-        if params["min_position"] and "timeout" not in params:
+        if params["min_position"] or params.get("latest"):     # the server's wait
             params["timeout"] = max(timeout - 1.0, 0.5)
         body = msgspec.json.encode({k: v for k, v in params.items() if v is not None})
         try:

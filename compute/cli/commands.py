@@ -235,7 +235,8 @@ def _value(raw: str) -> Any:
 async def _host_of(client: ComputeClient, uuid: str, default: str) -> str:
     """Where the instance lives, per the views (commands then follow ``Moved`` if stale)."""
     with contextlib.suppress(QueryFailed, nats.errors.Error, TimeoutError):
-        return (await client.query("instance", uuid, timeout=2))["instance"]["host"]
+        return (await client.query("instance", uuid, latest=True, timeout=3))["instance"][
+            "host"]
     return default
 
 
