@@ -259,17 +259,18 @@ async def test_the_cli_waits_past_the_hosts_own_deadline(settings, nats_server) 
     (a fault recorded), not as the CLI giving up at the same moment."""
     from compute.actors.host import HostService
 
-    settings.faults, settings.driver_timeout = "pause:6", 2.0
+    settings.faults, settings.driver_timeout = "pause:8", 4.0
     operator = msgspec.structs.replace(settings, nats_url=nats_server.url_for("operator"))
     async with HostService(settings):
         code, out, err = await cli(operator, "--json", "boot", "slow")
         vm = json.loads(out)["uuid"]
         code, out, err = await cli(operator, "--json", "pause", vm,
-                                   env={"COMPUTE_DRIVER_TIMEOUT": "2"})
+                                   env={"COMPUTE_DRIVER_TIMEOUT": "4"})
     assert code == 1, err
     outcome = json.loads(out)
     assert outcome["outcome"] == "Failed" and outcome["task_state"] is None, outcome
     assert "Traceback" not in err
+    assert "giving up after 34 s" in err and "task_state pausing" in err   # its progress
 
 
 async def test_events_follow_starts_at_now(service, operator_settings, client) -> None:

@@ -99,12 +99,15 @@ async def send(client: ComputeClient, settings: Settings, args: argparse.Namespa
     loop = asyncio.get_running_loop()
     started = loop.time()
     shown = False
+    task_state: list[str | None] = []          # as the command's events report it
 
     async def on_event(msg: Any) -> None:
         with contextlib.suppress(Exception):
             event = msgspec.json.decode(msg.data)
-            if shown and "task_state" in event and event.get("command_id") == command_id:
-                progress(f"{event['event']}: task_state {event['task_state']}", started)
+            if "task_state" in event and event.get("command_id") == command_id:
+                task_state.append(event["task_state"])
+                if shown:
+                    progress(f"{event['event']}: task_state {event['task_state']}", started)
 
     sub = None
     if uuid != "_host":
@@ -121,8 +124,9 @@ async def send(client: ComputeClient, settings: Settings, args: argparse.Namespa
             ticks += 1
             if ticks == 2:
                 shown = True
+                now = f", task_state {task_state[-1]}" if task_state else ""
                 progress(f"waiting for host {host} to run {operation} of {uuid} "
-                         f"(command {command_id}; giving up after {wait:g} s)", started)
+                         f"(command {command_id}{now}; giving up after {wait:g} s)", started)
             elif ticks % 10 == 0:
                 progress(f"still waiting for host {host}", started)
     except (nats.errors.TimeoutError, TimeoutError):
