@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import uuid as uuidlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -48,6 +49,9 @@ def _user_of(nc: NATS) -> str:
     prefix = prefix.decode() if isinstance(prefix, (bytes, bytearray)) else str(prefix)
     return prefix.split(".", 1)[1] if "." in prefix else "operator"
 
+MAX_RETRY_IDS = 100
+"""Retries of one command within JetStream's duplicate window, ``<id>:2`` ... ``<id>:100``."""
+
 
 class DuplicateCommand(Exception):
     """JetStream already holds a command with this id (within its duplicate window)."""
@@ -58,9 +62,13 @@ class NoCommandStream(Exception):
 
 
 class QueryFailed(Exception):
+    """A query answered ``Rejected``: ``error`` is its code (``InstanceNotFound``,
+    ``ComputeHostNotFound``, ``PositionNotReached``, ...)."""
+
     def __init__(self, error: str, message: str) -> None:
         super().__init__(f"{error}: {message}")
         self.error = error
+        self.message = message
 
 
 class PermissionDenied(Exception):
@@ -77,6 +85,9 @@ class ComputeClient:
         self.denied = denied if denied is not None else []
         """The server's permission violations seen on this connection (nats-py reports
         them to the error callback; a refused request would otherwise just time out)."""
+        self.position = 0
+        """The highest ``position`` of an outcome this client received: its queries pass
+        it as ``min_position``, so a read after a command sees the command's effect."""
 
     @classmethod
     async def connect(cls, url: str, *, user: str = "operator",
@@ -114,19 +125,25 @@ class ComputeClient:
         command_id = command_id or str(uuidlib.uuid4())
         body = msgspec.json.encode({**(payload or {}), "command_id": command_id})
         outcome = await self.send_raw(command(host, str(uuid), operation), body,
-                                      msg_id=command_id, timeout=timeout)
+                                      msg_id=command_id, timeout=timeout, retry=True)
         if follow_moved and isinstance(outcome, Moved):
             # the same command (same id: idempotent there) to the owner; the stream's
             # Nats-Msg-Id must differ, or JetStream would drop it as the first's duplicate
             body = msgspec.json.encode({**(payload or {}), "command_id": command_id})
-            return await self.send_raw(command(outcome.to_host, str(uuid), operation), body,
-                                       msg_id=f"{command_id}@{outcome.to_host}",
-                                       timeout=timeout)
+            outcome = await self.send_raw(command(outcome.to_host, str(uuid), operation), body,
+                                          msg_id=f"{command_id}@{outcome.to_host}",
+                                          timeout=timeout, retry=True)
         return outcome
 
     async def send_raw(self, subject: str, data: bytes, *, msg_id: str | None = None,
-                       timeout: float = 60.0) -> AnyOutcome:
-        """Publish bytes as they are (tests of hostile input use this) and await the outcome."""
+                       timeout: float = 60.0, retry: bool = False) -> AnyOutcome:
+        """Publish bytes as they are (tests of hostile input use this) and await the outcome.
+
+        A message id JetStream already holds (within its 2-minute duplicate window) is not
+        stored again, so no outcome would come: with ``retry`` the command is published
+        again as the contract's retry, ``Nats-Msg-Id = <msg_id>:<n>`` (n = 2, 3, ...), and
+        the host, which knows the command by its ``command_id``, answers it (from the log,
+        ``duplicate: true``, when it already ran). Without it, ``DuplicateCommand``."""
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox, max_msgs=1)
         try:
@@ -135,11 +152,18 @@ class ComputeClient:
                 headers[MSG_ID] = msg_id
             deadline = asyncio.get_running_loop().time() + timeout
             ack = await self._publish(subject, data, headers, deadline)
-            if ack.duplicate and not getattr(ack, "retried", False):
-                raise DuplicateCommand(f"command {msg_id} was already published")
+            attempt = 1
+            while ack.duplicate and not getattr(ack, "retried", False):
+                attempt += 1
+                if not retry or msg_id is None or attempt > MAX_RETRY_IDS:
+                    raise DuplicateCommand(f"command {msg_id} was already published")
+                headers[MSG_ID] = f"{msg_id}:{attempt}"
+                ack = await self._publish(subject, data, headers, deadline)
             msg = await sub.next_msg(timeout=max(deadline - asyncio.get_running_loop().time(),
                                                  0.001))
-            return _decoder.decode(msg.data)
+            outcome = _decoder.decode(msg.data)
+            self.position = max(self.position, getattr(outcome, "position", 0))
+            return outcome
         finally:
             await sub.unsubscribe()
 
@@ -206,22 +230,25 @@ class ComputeClient:
             yield msgspec.json.decode(msg.data)
 
     async def event_messages(self, subject: str, *, durable: str | None = None,
-                             deliver_new: bool = False, idle: float | None = None,
+                             deliver_new: bool = False, since: datetime | None = None,
+                             idle: float | None = None,
                              stream: str = EVENTS_STREAM) -> AsyncIterator[Any]:
         """The stream's messages on ``subject`` through a pull consumer named by this user
         (``durable``, else the first free one of its ``<user>~n``, removed at the end), each
         acked once handed over; stops after ``idle`` seconds without one (None: never).
+        They start at the first message, at new ones only (``deliver_new``), or at ``since``.
 
         The consumer is created by name, so the create request's subject carries the name
         the server's permissions check (issue 18 item 8)."""
         name = durable or await self._free_consumer(stream)
-        deliver = DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL
+        deliver = DeliverPolicy.BY_START_TIME if since is not None else \
+            DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL
         try:
             await self.js.consumer_info(stream, name)
         except nats.js.errors.NotFoundError:
             await self.js.add_consumer(stream, ConsumerConfig(
                 name=name, durable_name=durable, filter_subject=subject,
-                deliver_policy=deliver, ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=deliver, opt_start_time=since, ack_policy=AckPolicy.EXPLICIT,
                 inactive_threshold=None if durable else EPHEMERAL_IDLE))
         except nats.errors.TimeoutError:
             self._refused(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
@@ -268,7 +295,15 @@ class ComputeClient:
 
     async def query(self, view: str, key: str | None = None, *, timeout: float = 10.0,
                     **params: Any) -> Any:
-        """Ask the projections; returns plain data (dicts/lists), raises QueryFailed."""
+        """Ask the projections; returns plain data (dicts/lists), raises QueryFailed.
+
+        Without ``min_position`` the query reads at least this client's own writes (the
+        highest outcome ``position`` it received): a list right after a ``Succeeded``
+        shows it. The server is asked to give up a second before this client does, so a
+        view that lags answers ``PositionNotReached`` rather than nothing."""
+        params.setdefault("min_position", self.position or None)
+        if params["min_position"] or params.get("latest"):     # the server's wait
+            params["timeout"] = max(timeout - 1.0, 0.5)
         body = msgspec.json.encode({k: v for k, v in params.items() if v is not None})
         try:
             reply = await self.nc.request(query(view, key), body, timeout=timeout)
@@ -276,6 +311,6 @@ class ComputeClient:
             self._refused(query(view, key))
             raise
         data = msgspec.json.decode(reply.data)
-        if isinstance(data, dict) and set(data) == {"error", "message"}:
+        if isinstance(data, dict) and data.get("outcome") == "Rejected":
             raise QueryFailed(data["error"], data["message"])
         return data

@@ -35,7 +35,9 @@ def test_every_command_event_and_host_operation_is_documented() -> None:
     assert doc["asyncapi"] == "3.0.0"
     assert {f"send.{name}" for name in OPERATIONS} <= set(doc["operations"])
     assert {f"receive.{cls.__name__}" for cls in _event_types()} <= set(doc["operations"])
-    assert {f"host.{name}" for name, op in HOST_OPERATIONS.items() if op.payload} <= set(
+    assert {f"call.{name}" for name in HOST_OPERATIONS} <= set(doc["channels"])
+    assert {f"host.{name}" for name, op in HOST_OPERATIONS.items()
+            if op.payload and "command_id" in op.payload.__struct_fields__} <= set(
         doc["channels"])
     assert "Spawned" in doc["components"]["schemas"]
     assert doc["channels"]["command.run_instance"]["address"] == \

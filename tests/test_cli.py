@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
+
 from compute.messaging.server import free_port
 
 
@@ -44,13 +46,14 @@ def test_the_demo_can_run_again_in_the_same_place(tmp_path: Path) -> None:
         assert len(demo.stdout.strip().splitlines()) == 4      # its own three instances
 
 
-async def cli(settings, *args: str) -> tuple[int, str, str]:
+async def cli(settings, *args: str, env: dict[str, str] | None = None
+              ) -> tuple[int, str, str]:
     """Run the CLI against the in-process host without blocking its event loop."""
     import asyncio
 
     env = {**os.environ, "COMPUTE_NATS_URL": settings.nats_url, "COMPUTE_HOST": settings.host,
            "COMPUTE_STORE": settings.store, "COMPUTE_VIEWS": settings.views,
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **(env or {})}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "compute.cli", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -110,3 +113,205 @@ def test_json_logs_carry_the_instance_and_the_command(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in demo.stderr.splitlines() if line.startswith("{")]
     assert lines and all({"time", "level", "message", "uuid", "command_id"} <= set(line)
                          for line in lines)
+
+
+# -- a person's mistakes and an unreachable service: one line, an exit code, no traceback ---
+REPO = Path(__file__).resolve().parents[1]
+VM = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+
+
+def cli_env(settings=None, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **extra}
+    if settings is not None:
+        env.update({"COMPUTE_NATS_URL": settings.nats_url, "COMPUTE_HOST": settings.host,
+                    "COMPUTE_STORE": settings.store, "COMPUTE_VIEWS": settings.views})
+    return env
+
+
+def one_clean_line(err: str) -> None:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if not line.startswith("compute: [")]
+    assert len(lines) == 1 and lines[0].startswith("compute: "), err
+
+
+def test_every_verb_fails_within_seconds_when_nats_is_down(tmp_path: Path) -> None:
+    import time
+
+    env = cli_env(COMPUTE_NATS_URL=f"nats://127.0.0.1:{free_port()}")
+    for verb in (["list"], ["show", VM], ["hosts"], ["reboot", VM, "--hard"],
+                 ["boot", "web"], ["events", "--follow"], ["host", "get_host_uptime"],
+                 ["console", VM]):
+        started = time.monotonic()
+        run = run_cli(tmp_path, *verb, env=env)
+        assert time.monotonic() - started < 15, verb
+        assert run.returncode == 3, (verb, run.stderr)
+        one_clean_line(run.stderr)
+        assert "cannot reach NATS at nats://127.0.0.1:" in run.stderr
+        assert "compute up" in run.stderr                      # what to do
+
+
+def test_json_after_the_verb_and_failures_as_a_json_object(tmp_path: Path) -> None:
+    env = cli_env(COMPUTE_NATS_URL=f"nats://127.0.0.1:{free_port()}")
+    for args in (["list", "--json"], ["--json", "list"], ["show", VM, "--json"]):
+        run = run_cli(tmp_path, *args, env=env)
+        error = json.loads(run.stdout)
+        assert (run.returncode, error["error"], error["exit_code"]) == (
+            3, "NatsUnreachable", 3), args
+    usage = run_cli(tmp_path, "reboot", "--json", env=env)          # no uuid
+    assert usage.returncode == 2 and json.loads(usage.stdout)["error"] == "Usage"
+
+
+def test_audit_refuses_a_bad_time_or_uuid_in_one_line(tmp_path: Path) -> None:
+    env = cli_env()
+    for args in (["audit", VM, "--at", "yesterday"], ["audit", "not-a-uuid"],
+                 ["audit", "--at", "2026-01-01T00:00:00Z"]):
+        run = run_cli(tmp_path, *args, env=env)
+        assert run.returncode == 2, (args, run.stderr)
+        one_clean_line(run.stderr)
+
+
+def test_per_verb_help_describes_each_payload_field(tmp_path: Path) -> None:
+    run = run_cli(tmp_path, "snapshot", "--help", env=cli_env())
+    assert run.returncode == 0
+    text = " ".join(run.stdout.split())
+    assert ("--image-type IMAGE_TYPE snapshot, or backup (rotated); one of backup, snapshot; "
+            "default \"snapshot\"") in text
+    assert "--rotation ROTATION How many backups of this type to keep" in text
+    assert "integer 0..1000 or null; default null" in text
+    assert "--name NAME The image's name; text (at most 255 characters); required" in text
+
+
+async def test_audit_of_an_unknown_instance_exits_not_found(service, operator_settings) -> None:
+    code, out, err = await cli(operator_settings, "audit", VM)
+    assert code == 4 and "no events of instance" in err, err
+    one_clean_line(err)
+    code, out, err = await cli(operator_settings, "audit", VM, "--at", "2026-01-01T00:00:00")
+    assert code == 4, err
+    one_clean_line(err)
+
+
+async def test_an_unknown_host_is_named_with_the_known_ones(service, operator_settings) -> None:
+    for args in (["--host", "nowhere", "reboot", VM], ["--host", "nowhere", "console", VM],
+                 ["--host", "nowhere", "host", "get_host_uptime"]):
+        code, out, err = await cli(operator_settings, *args)
+        assert code == 4, (args, err)
+        one_clean_line(err)
+        assert "no compute host named 'nowhere'" in err and service.host in err
+
+
+async def test_show_and_list_into_a_closed_pipe_exit_quietly(service, operator_settings,
+                                                             client) -> None:
+    """``compute show <uuid> | head``: the reader went away; no traceback, exit 141."""
+    import asyncio
+
+    from tests.conftest import boot_payload
+
+    vm = str(__import__("uuid").uuid4())
+    done = await client.send(service.host, vm, "run_instance", boot_payload("piped"))
+    await client.query("instance", vm, min_position=done.position)
+    for args in (["show", vm], ["list"], ["--json", "events", "--uuid", vm]):
+        read, write = os.pipe()
+        os.close(read)                            # nobody will read: every write fails
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "compute.cli", *args, env=cli_env(operator_settings),
+            stdout=write, stderr=asyncio.subprocess.PIPE)
+        os.close(write)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 141, (args, err.decode())
+        assert err.decode() == "", err.decode()
+
+
+async def test_an_unknown_instance_is_not_found_for_show(service, operator_settings) -> None:
+    code, out, err = await cli(operator_settings, "show", VM)
+    assert code == 4 and "could not be found" in err
+    one_clean_line(err)
+    code, out, err = await cli(operator_settings, "show", "nope")
+    assert code == 2
+    one_clean_line(err)
+
+
+async def test_a_command_to_a_host_that_does_not_answer_shows_progress_then_gives_up(
+        start_host, client, nats_server, tmp_path) -> None:
+    """The host is known (it ran before) but down: the command stays queued; the CLI says
+    what it waits for, then that it gave up and that the command may still run."""
+    from tests.conftest import boot_payload
+
+    answering, gone = await start_host(), await start_host()
+    vm = str(__import__("uuid").uuid4())
+    await client.send(gone.host, vm, "run_instance", boot_payload("stranded"))
+    await gone.stop()
+    gone.stop = _noop                             # the fixture's teardown stops it again
+    settings = msgspec.structs.replace(answering.settings, host=gone.host,
+                                       nats_url=nats_server.url_for("operator"))
+    code, out, err = await cli(settings, "--host", gone.host, "pause", vm, "--wait", "4")
+    assert code == 5, err
+    assert "Traceback" not in err
+    assert f"waiting for host {gone.host} to run pause_instance of {vm}" in err
+    assert "gave up after 4 s" in err and "may still run" in err
+
+
+async def _noop() -> None:
+    return None
+
+
+async def test_the_cli_waits_past_the_hosts_own_deadline(settings, nats_server) -> None:
+    """A hypervisor call slower than the host's deadline ends as the host's Failed outcome
+    (a fault recorded), not as the CLI giving up at the same moment."""
+    from compute.actors.host import HostService
+
+    settings.faults, settings.driver_timeout = "pause:8", 4.0
+    operator = msgspec.structs.replace(settings, nats_url=nats_server.url_for("operator"))
+    async with HostService(settings):
+        code, out, err = await cli(operator, "--json", "boot", "slow")
+        vm = json.loads(out)["uuid"]
+        code, out, err = await cli(operator, "--json", "pause", vm,
+                                   env={"COMPUTE_DRIVER_TIMEOUT": "4"})
+    assert code == 1, err
+    outcome = json.loads(out)
+    assert outcome["outcome"] == "Failed" and outcome["task_state"] is None, outcome
+    assert "Traceback" not in err
+    assert "giving up after 34 s" in err and "task_state pausing" in err   # its progress
+
+
+async def test_events_follow_starts_at_now(service, operator_settings, client) -> None:
+    import asyncio
+    import uuid
+
+    from tests.conftest import boot_payload
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload("old"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "compute.cli", "events", "--follow", "--json", "--uuid", vm,
+        env=cli_env(operator_settings), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        started = await asyncio.wait_for(proc.stderr.readline(), 30)
+        assert b"from now" in started, started
+        await client.send(service.host, vm, "pause_instance")
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+        assert first["event"] == "ActionStarted" and first["operation"] == "pause_instance"
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+def test_every_verb_takes_json_after_it() -> None:
+    import argparse
+
+    from compute.cli import build_parser
+
+    def verbs(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, verb in action.choices.items():
+                    found += [(name, verb), *verbs(verb)]
+        return found
+
+    every = verbs(build_parser())
+    assert len(every) > 40
+    for name, verb in every:
+        assert any("--json" in a.option_strings for a in verb._actions), name
+    args = build_parser().parse_args(["user", "list", "--json"])
+    assert args.json is True

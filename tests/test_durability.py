@@ -24,7 +24,22 @@ async def test_a_command_republished_with_its_id_is_dropped_by_jetstream(
     first = await client.send(service.host, vm, "run_instance", boot_payload(), command_id=cid)
     assert isinstance(first, Succeeded)
     with pytest.raises(DuplicateCommand):
-        await client.send(service.host, vm, "run_instance", boot_payload(), command_id=cid)
+        await client.send_raw(command(service.host, vm, "run_instance"),
+                              msgspec.json.encode({**boot_payload(), "command_id": cid}),
+                              msg_id=cid)
+
+
+async def test_a_command_retried_with_its_id_is_answered_once_applied(
+        service: HostService, client: ComputeClient) -> None:
+    """The contract's retry: the same command id, Nats-Msg-Id <command_id>:<n>; the
+    client does it when JetStream reports the first id as a duplicate."""
+    vm, cid = str(uuid.uuid4()), str(uuid.uuid4())
+    first = await client.send(service.host, vm, "run_instance", boot_payload(), command_id=cid)
+    again = await client.send(service.host, vm, "run_instance", boot_payload(), command_id=cid)
+    third = await client.send(service.host, vm, "run_instance", boot_payload(), command_id=cid)
+    assert isinstance(first, Succeeded) and not first.duplicate
+    assert isinstance(again, Succeeded) and again.duplicate and again.events == []
+    assert isinstance(third, Succeeded) and third.duplicate and third.version == first.version
 
 
 async def test_a_command_delivered_twice_has_its_effect_once(

@@ -1,9 +1,11 @@
-"""The Node.js examples (any language speaks the contract): run when node and npm exist."""
+"""The Node.js examples (any language speaks the contract), run as their README says, from
+their directory, with the current @nats-io packages: run when node and npm exist."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -13,40 +15,86 @@ import pytest
 
 from compute.actors.host import HostService
 from compute.config import Settings
+from compute.messaging.server import NatsServer
 from tests.conftest import boot_payload
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "node"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "node"
 
 pytestmark = pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")),
                                 reason="node and npm are not installed")
 
 
+def npm_install(directory: Path) -> None:
+    """The locked packages (package-lock.json), installed once."""
+    if not (directory / "node_modules" / "@nats-io" / "jetstream").exists() or not (
+            directory / "node_modules" / "@asyncapi" / "parser").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=directory,
+                       check=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
-    if not (EXAMPLES / "node_modules" / "nats").exists():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=EXAMPLES,
-                       check=True, timeout=300)
+    npm_install(EXAMPLES)
     return EXAMPLES
 
 
-async def node(*args: str) -> list[dict]:
+async def node(*args: str, env: dict[str, str], code: int = 0) -> list[dict]:
     proc = await asyncio.create_subprocess_exec(
-        "node", *args, cwd=EXAMPLES, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        "node", *args, cwd=EXAMPLES, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
+    assert proc.returncode == code, err.decode()
     return [json.loads(line) for line in out.decode().splitlines()]
 
 
-async def test_node_publishes_commands_and_follows_events(
+async def test_node_publishes_commands_queries_and_follows_events(
         node_modules: Path, service: HostService, operator_settings: Settings) -> None:
-    settings = operator_settings
+    env = {"COMPUTE_NATS_URL": operator_settings.nats_url}
     vm = str(uuid.uuid4())
-    [booted] = await node("publish-command.mjs", settings.nats_url, settings.host, vm,
-                          "run_instance", json.dumps(boot_payload("from-node")))
+    [booted] = await node("publish-command.mjs", service.host, vm, "run_instance",
+                          json.dumps(boot_payload("from-node")), env=env)
     assert booted["outcome"] == "Succeeded" and booted["vm_state"] == "active"
-    [stopped] = await node("publish-command.mjs", settings.nats_url, settings.host, vm,
-                           "stop_instance")
+    [stopped] = await node("publish-command.mjs", service.host, vm, "stop_instance", env=env)
     assert stopped["vm_state"] == "stopped"
-    events = await node("subscribe-events.mjs", settings.nats_url, vm, "PoweredOff")
+    [view] = await node("query.mjs", "instance", vm, str(stopped["position"]), env=env)
+    assert view["instance"]["vm_state"] == "stopped"
+    events = await node("subscribe-events.mjs", vm, "PoweredOff", env=env)
     assert events[0]["event"] == "Created" and events[-1]["event"] == "PoweredOff"
+    [missing] = await node("query.mjs", "instance", str(uuid.uuid4()), env=env, code=1)
+    assert (missing["outcome"], missing["error"]) == ("Rejected", "InstanceNotFound")
+
+
+async def test_node_retries_a_command_as_the_contract_says_and_is_answered(
+        node_modules: Path, service: HostService, operator_settings: Settings) -> None:
+    """The same command id twice: JetStream drops the second Nats-Msg-Id, the example
+    publishes <command_id>:2, the host answers from the log."""
+    env = {"COMPUTE_NATS_URL": operator_settings.nats_url,
+           "COMPUTE_COMMAND_ID": str(uuid.uuid4())}
+    vm = str(uuid.uuid4())
+    [first] = await node("publish-command.mjs", service.host, vm, "run_instance",
+                         json.dumps(boot_payload("retried")), env=env)
+    [again] = await node("publish-command.mjs", service.host, vm, "run_instance",
+                         json.dumps(boot_payload("retried")), env=env)
+    assert first["duplicate"] is False and again["duplicate"] is True
+    assert again["version"] == first["version"]
+
+
+async def test_node_takes_the_url_list_and_the_credentials_from_the_environment(
+        node_modules: Path, service: HostService, nats_server: NatsServer) -> None:
+    """No user in the URL: operator, its password from COMPUTE_NATS_CREDENTIALS; the list's
+    first URL answers nothing, the client fails over to the second."""
+    from compute.messaging.server import free_port
+
+    env = {"COMPUTE_NATS_URL": f"nats://127.0.0.1:{free_port()},{nats_server.url}",
+           "COMPUTE_NATS_CREDENTIALS": str(nats_server.credentials)}
+    [hosts] = await node("query.mjs", "hosts", env=env)
+    assert service.host in {h["host"] for h in hosts}
+
+
+def test_the_contract_passes_the_asyncapi_parser(node_modules: Path) -> None:
+    run = subprocess.run(["node", "check-asyncapi.mjs"], cwd=EXAMPLES, capture_output=True,
+                         text=True, timeout=120)
+    diagnostics = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [d for d in diagnostics if d["severity"] == "error"] == [], run.stderr
+    assert run.returncode == 0, run.stderr

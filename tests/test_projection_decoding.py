@@ -35,8 +35,12 @@ def completed(**changes: object) -> bytes:
     datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=timezone(timedelta(hours=2))),
     datetime(2026, 1, 2, 3, 4, 5, 7),
 ])
-def test_a_time_is_the_string_isoformat_gives(at: datetime) -> None:
-    assert iso(_encoder.encode(at).decode().strip('"')) == at.isoformat()
+def test_a_time_is_utc_with_z_and_six_fraction_digits(at: datetime) -> None:
+    """The contract's one time format (the events' Z), sortable as text."""
+    text = iso(_encoder.encode(at).decode().strip('"'))
+    utc = at.astimezone(timezone.utc) if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    assert text == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert datetime.fromisoformat(text) == utc
 
 
 def test_an_id_is_the_string_the_uuid_gives() -> None:
@@ -53,8 +57,12 @@ def test_the_view_holds_the_typed_events_values_as_strings() -> None:
     assert view.result == e.Spawned.result
     assert (view.originator_id, view.vm_state, view.power_state, iso(view.timestamp),
             iso(view.launched_at)) == (str(typed.originator_id), typed.vm_state.value,
-                                       int(typed.power_state), typed.timestamp.isoformat(),
-                                       typed.launched_at.isoformat())
+                                       int(typed.power_state), _z(typed.timestamp),
+                                       _z(typed.launched_at))
+
+
+def _z(at: datetime) -> str:
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def test_a_value_the_enum_refuses_is_refused_by_the_view_too() -> None:

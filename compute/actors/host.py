@@ -85,6 +85,18 @@ log = logging.getLogger("compute.host")
 _encoder = msgspec.json.Encoder()
 
 
+def service_error_headers(rejected: Rejected) -> dict[str, str]:
+    """The NATS micro error headers of a rejection: its message (one line) and an
+    HTTP-like code, the domain error's (400 payload, 404 not found, 409 state, 500...)."""
+    codes = {cls.error: cls.code for cls in _subclasses(ComputeError)}
+    return {"Nats-Service-Error": " ".join(rejected.message.split())[:1024],
+            "Nats-Service-Error-Code": str(codes.get(rejected.error, 500))}
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _subclasses(sub))]
+
+
 class HostService(HostTasks):
     def __init__(self, settings: Settings, *, driver: Any | None = None) -> None:
         self.settings = settings
@@ -108,6 +120,8 @@ class HostService(HostTasks):
         self.micro: Any = None
         self._steps: set[asyncio.Task[None]] = set()
         self.consumer: PullConsumer | None = None
+        self._endpoints: dict[str, Any] = {}     # micro endpoints by call name (their stats)
+        self._calls: dict[str, str] = {}         # inbox -> call, for an actor's answer
 
     # -- start / stop ---------------------------------------------------------------------
     async def start(self) -> HostService:
@@ -149,7 +163,7 @@ class HostService(HostTasks):
         self.relay = Relay(self.store, self.js, host=self.host)
         self.shared_relay = Relay(self.store, self.js, host=SHARED_HOST)
         self.notifier = Notifier(self.store, self.js, host=self.host)
-        self.queries = QueryService(self.nc, self.views, self.projector)
+        self.queries = QueryService(self.nc, self.views, self.projector, host=self.host)
         host = await asyncio.to_thread(self.store.get_host, self.host)
         await self._report_resources(host)
         self.tracker = ResourceTracker(host)
@@ -430,7 +444,8 @@ class HostService(HostTasks):
 
     async def _serve_calls(self) -> Any:
         """Every call of this host as an endpoint of a NATS micro service named ``compute``:
-        ``$SRV.PING|INFO|STATS[.compute[.<id>]]`` find it, list its subjects, count requests."""
+        ``$SRV.PING|INFO|STATS[.compute[.<id>]]`` find it, list its subjects, count requests
+        and (``_answer_call``) the rejected ones as errors."""
         service = await micro.add_service(
             self.nc, name="compute", version=__version__,
             description="Nova's ComputeManager on NATS: one instance per compute host",
@@ -443,6 +458,7 @@ class HostService(HostTasks):
         for name in names:
             await service.add_endpoint(name=name, subject=f"compute.call.{self.host}.{name}",
                                        handler=endpoint, queue_group=f"compute-{self.host}")
+            self._endpoints[name] = service._endpoints[-1]
         return service
 
     async def _on_call(self, msg: Any) -> None:
@@ -458,16 +474,28 @@ class HostService(HostTasks):
         if lookup(name) is not None and msg.reply:
             await self._instance_call(name, msg)
             return
-        result = await self.host_ops.run(name, msg.data)
-        if msg.reply:
-            with contextlib.suppress(Exception):
-                await msg.respond(_encoder.encode(result))
+        await self._answer_call(name, msg, await self.host_ops.run(name, msg.data))
 
     async def _step(self, name: str, msg: Any) -> None:
-        answer = await self.move_steps.handle(name, msg.data)
+        await self._answer_call(name, msg, await self.move_steps.handle(name, msg.data))
+
+    async def _answer_call(self, name: str, msg: Any, answer: Any) -> None:
+        """A call's one reply. A ``Rejected`` also carries the micro service error headers
+        (``Nats-Service-Error``, ``Nats-Service-Error-Code``) and counts as an error of its
+        endpoint in ``$SRV.STATS``, as a NATS micro client expects."""
+        headers = None
+        if isinstance(answer, Rejected):
+            headers = service_error_headers(answer)
+            self._count_error(name, answer)
         if msg.reply:
             with contextlib.suppress(Exception):
-                await msg.respond(_encoder.encode(answer))
+                await self.nc.publish(msg.reply, _encoder.encode(answer), headers=headers)
+
+    def _count_error(self, name: str, rejected: Rejected) -> None:
+        stats = self._endpoints.get(name)
+        if stats is not None:
+            stats._num_errors += 1
+            stats._last_error = f"{rejected.error}: {rejected.message}"
 
     async def _instance_call(self, name: str, msg: Any) -> None:
         try:
@@ -485,10 +513,11 @@ class HostService(HostTasks):
                 return
         except (ComputeError, msgspec.DecodeError) as exc:
             error = exc if isinstance(exc, ComputeError) else InvalidPayload(str(exc))
-            await msg.respond(_encoder.encode(Rejected(
+            await self._answer_call(name, msg, Rejected(
                 command_id=None, uuid=None, operation=name, host=self.host,
-                error=error.error, message=str(error))))
+                error=error.error, message=str(error)))
             return
+        self._calls[msg.reply] = name          # its actor answers: _reply counts a refusal
         self.router.deliver(env)
 
     async def placement(self, flavor: Flavor, exclude: set[str]) -> str | None:
@@ -506,7 +535,11 @@ class HostService(HostTasks):
         command itself is still carried out: it came through the stream under its sender's
         own publish permission, and only its return address is bad, so refusing it would
         answer no one either; the bad address is logged and counted
-        (``compute_replies_refused``)."""
+        (``compute_replies_refused``). A rejected call's answer carries the micro error
+        headers, so ``$SRV.STATS`` counts it."""
+        call = self._calls.pop(reply_to, None) if reply_to else None
+        if call is not None and isinstance(outcome, Rejected):
+            self._count_error(call, outcome)
         if not reply_to or self.nc is None:
             return
         if not is_inbox(reply_to):
@@ -515,7 +548,9 @@ class HostService(HostTasks):
             self._refused_reply()
             return
         with contextlib.suppress(Exception):
-            await self.nc.publish(reply_to, _encoder.encode(outcome))
+            await self.nc.publish(reply_to, _encoder.encode(outcome),
+                                  headers=service_error_headers(outcome)
+                                  if isinstance(outcome, Rejected) else None)
 
     def _refused_reply(self) -> None:
         metrics = getattr(self, "metrics", None)

@@ -22,80 +22,29 @@ from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.secgroup import PROVIDER_GROUP
 from compute.events import commands as c
 from compute.events.outcomes import ErrorCode, HostUpdated, Rejected
+from compute.events.replies import (
+    BackdoorPort,
+    Console,
+    ConsoleOutput,
+    ConsolePool,
+    ConsoleTopic,
+    ConsoleValidation,
+    Diagnostics,
+    DiskStats,
+    EmptyRequest,
+    HostStatus,
+    HostUptime,
+    NicStats,
+    counter,
+)
 
 if TYPE_CHECKING:
     from compute.actors.host import HostService
 
 
-class HostUptime(msgspec.Struct):
-    host: str
-    uptime: str
-    seconds: float
-    load_average: tuple[float, float, float]
-
-
-class HostStatus(msgspec.Struct):
-    host: str
-    enabled: bool
-    maintenance: bool
-    degraded: bool
-    actors: int
-    instances: int
-    store_refuses: str = ""
-    """Why the store refuses writes (the host holds its commands meanwhile); empty when
-    it takes them."""
-
-
-class ConsoleOutput(msgspec.Struct):
-    uuid: str
-    output: str
-
-
-class Console(msgspec.Struct):
-    uuid: str
-    console_type: str
-    host: str
-    port: int
-    token: str
-
-
-class ConsoleValidation(msgspec.Struct):
-    uuid: str
-    valid: bool
-
-
-class Diagnostics(msgspec.Struct):
-    uuid: str
-    state: str
-    num_cpus: int
-    cpu_time_ns: int
-    memory_kb: int
-    max_memory_kb: int
-    memory_stats: dict[str, int]
-    disk: dict[str, dict[str, int]]
-    nic: dict[str, dict[str, int]]
-
-
-class ConsolePool(msgspec.Struct):
-    host: str
-    console_type: str
-    address: str
-    topic: str
-
-
-class ConsoleTopic(msgspec.Struct):
-    host: str
-    topic: str
-
-
 def _display(console_type: str) -> str:
     """novnc/xvpvnc/vnc are VNC displays; spice-html5/spice are SPICE."""
     return "spice" if console_type.startswith("spice") else "vnc"
-
-
-class BackdoorPort(msgspec.Struct):
-    host: str
-    port: int | None
 
 
 class HostOperations:
@@ -113,6 +62,11 @@ class HostOperations:
                 raise UnknownOperation(f"unknown host operation {name!r}; known: "
                                        f"{', '.join(sorted(HOST_OPERATIONS))}")
             payload = None
+            if op.payload is None and data.strip() not in (b"", b"{}"):
+                try:                         # takes nothing: anything else is a mistake
+                    msgspec.json.decode(data, type=EmptyRequest)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    raise InvalidPayload(f"{name} takes no arguments: {exc}") from None
             if op.payload is not None:
                 try:
                     payload = msgspec.json.decode(data or b"{}", type=op.payload)
@@ -273,7 +227,14 @@ class HostOperations:
     async def get_diagnostics(self, p: c.InstanceCall) -> Diagnostics:
         ref = await self._ref(p.uuid)
         data = await self.service.driver_actor.call("get_diagnostics", ref)
-        return Diagnostics(uuid=str(p.uuid), **data)
+        return Diagnostics(
+            uuid=str(p.uuid), state=data["state"], num_cpus=data["num_cpus"],
+            cpu_time_ns=counter(data["cpu_time_ns"]), memory_kb=data["memory_kb"],
+            max_memory_kb=data["max_memory_kb"], memory_stats=data["memory_stats"],
+            disk={name: DiskStats(**{k: counter(v) for k, v in stats.items()})
+                  for name, stats in data["disk"].items()},
+            nic={name: NicStats(**{k: counter(v) for k, v in stats.items()})
+                 for name, stats in data["nic"].items()})
 
     async def get_console_pool_info(self, p: c.ConsolePoolCall) -> ConsolePool:
         return ConsolePool(host=self.service.host, console_type=p.console_type,

@@ -1,20 +1,29 @@
 """The ``compute`` command: run a host, drive instances, follow events, audit the log.
 
 Instance verbs come from the operation table, so every operation has its verb without a
-hand-written subcommand. Tables for people, ``--json`` for machines; non-zero exit on failure.
+hand-written subcommand. Tables for people, ``--json`` for machines (before or after the
+verb; failures too, as a JSON error object); one line and a distinct exit code on failure
+(``compute.cli.errors.Exit``), never a traceback for a person's mistake.
+
+A verb module plugs in through ``VERB_MODULES``: its ``add_parser(sub)`` adds its verbs
+(each with ``set_defaults(handler=...)``; they get the common options by themselves).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
+import traceback
+from typing import Any, NoReturn
 
 import msgspec
 
 from compute import logs
-from compute.cli import dead
+from compute.cli.errors import CliError, Exit, report
+from compute.cli.fields import field_help
 from compute.client import PermissionDenied
 from compute.config import Settings
 from compute.domain.host_operations import HOST_OPERATIONS
@@ -26,8 +35,52 @@ from compute.messaging.users import load_roles
 ROLES = load_roles(NATS_CONF)
 
 
+VERB_MODULES: list[str] = ["dead"]
+"""Modules (``compute.cli.<name>``) that add verbs: ``add_parser(sub)``."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as the CLI's (one line, or JSON with ``--json``)."""
+
+    def error(self, message: str) -> NoReturn:
+        as_json = "--json" in sys.argv[1:] or "--json" in (_argv or [])
+        if not as_json:
+            self.print_usage(sys.stderr)
+        verb = self.prog.removeprefix("compute").strip()
+        raise SystemExit(report(f"{verb}: {message}" if verb else message, Exit.USAGE,
+                                "Usage", as_json))
+
+
+_argv: list[str] | None = None
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every verb takes after its name as well as before it (``list --json``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output (errors too: a JSON object)")
+    common.add_argument("--nats-url", default=argparse.SUPPRESS,
+                        help="NATS server(s), comma-separated (default: COMPUTE_NATS_URL)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging, and a traceback for internal errors")
+    return common
+
+
+COMMON = common_options()
+
+
+class Verbs(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Every verb gets the common options (``compute list --json``) and its help as its
+    description, unless it says otherwise."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("parents", [COMMON])
+        kwargs.setdefault("description", kwargs.get("help"))
+        return super().add_parser(name, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="compute", description=__doc__.splitlines()[0])
+    p = Parser(prog="compute", description=__doc__.splitlines()[0])
     p.add_argument("--nats-url", help="NATS server (default: COMPUTE_NATS_URL or the embedded one)")
     p.add_argument("--host", help="compute host name (default: COMPUTE_HOST or this machine's)")
     p.add_argument("--store", help="event store: a SQLite path or postgres:// URL")
@@ -37,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-json", action="store_true",
                    default=os.environ.get("COMPUTE_LOG_JSON", "") not in ("", "0"),
                    help="log lines as JSON (COMPUTE_LOG_JSON=1)")
-    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p.register("action", "parsers", Verbs)
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
 
     up = sub.add_parser("up", help="start NATS if none answers, then the host service")
     up.add_argument("--libvirt-uri", help="hypervisor (default test:///default)")
@@ -49,16 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=3)
 
     boot = sub.add_parser("boot", help=OPERATIONS["run_instance"].summary)
-    boot.add_argument("name")
-    boot.add_argument("--flavor", default="m1.tiny", choices=sorted(FLAVORS))
-    boot.add_argument("--image", default="cirros-0.6.2")
+    boot.add_argument("name", help="the instance's display name")
+    boot.add_argument("--flavor", default="m1.tiny", choices=sorted(FLAVORS),
+                      help="its size (default m1.tiny)")
+    boot.add_argument("--image", default="cirros-0.6.2", help="image_ref (default cirros-0.6.2)")
     boot.add_argument("--uuid", help="instance uuid (default: a new one)")
+    wait_option(boot)
     for op in (*OPERATIONS.values(), BACKUP):
         if op.name == "run_instance":
             continue
-        verb = sub.add_parser(op.cli, help=op.summary)
-        verb.add_argument("uuid")
+        verb = sub.add_parser(op.cli, help=op.summary,
+                              description=f"{op.summary} (operation {op.name}; payload "
+                                          f"{op.payload.__name__})")
+        verb.add_argument("uuid", help="the instance")
         payload_options(verb, op.payload)
+        wait_option(verb)
         if op.name == "reboot_instance":
             verb.add_argument("--hard", action="store_true", help="power-cycle the guest")
         if op.name == "stop_instance":
@@ -71,12 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
             ("console-log", "get_console_output", "the serial console log"),
             ("diagnostics", "get_diagnostics", "CPU, memory, disk, NIC statistics")):
         verb = sub.add_parser(verb_name, help=help_text)
-        verb.add_argument("uuid")
+        verb.add_argument("uuid", help="the instance")
         verb.set_defaults(call=call)
 
     sub.add_parser("list", help="the instance table").add_argument("--all", action="store_true",
                                                                    help="include deleted")
-    sub.add_parser("show", help="one instance with its actions and faults").add_argument("uuid")
+    sub.add_parser("show", help="one instance with its actions and faults").add_argument(
+        "uuid", help="the instance")
     sub.add_parser("hosts", help="host resources")
     host_op = sub.add_parser("host", help="a host operation: set_host_enabled enabled=false "
                                           "reason=..., host_maintenance_mode mode=true, "
@@ -85,10 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     host_op.add_argument("fields", nargs="*", metavar="KEY=VALUE",
                          help="payload fields; values are JSON where they parse as JSON")
     events = sub.add_parser("events", help="lifecycle events from COMPUTE_EVENTS")
-    events.add_argument("--follow", "-f", action="store_true")
+    events.add_argument("--follow", "-f", action="store_true",
+                        help="keep printing new events (from now, unless --from-start/--since)")
+    events.add_argument("--from-start", action="store_true",
+                        help="begin at the stream's first event")
+    events.add_argument("--since", metavar="TIME",
+                        help="begin at this time: ISO 8601 (2026-11-24T10:00:00Z) or an age "
+                             "(90s, 15m, 2h, 1d)")
     events.add_argument("--uuid", help="only this instance")
     user = sub.add_parser("user", help="NATS users of the embedded server (files in var/)")
-    user_verbs = user.add_subparsers(dest="action", required=True)
+    user.register("action", "parsers", Verbs)
+    user_verbs = user.add_subparsers(dest="action", required=True, parser_class=Parser)
     add = user_verbs.add_parser("add", help="add a user (or give it a new password); the "
                                             "running embedded server reloads")
     add.add_argument("role", choices=sorted(ROLES))
@@ -97,7 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
     user_verbs.add_parser("list", help="users and their roles")
     sub.add_parser("setup", help="as admin: create the streams, or update their configuration")
     sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of every subject")
-    dead.add_parser(sub)
     audit = sub.add_parser("audit", help="replay the log; check the views against a rebuild")
     audit.add_argument("uuid", nargs="?")
     audit.add_argument("--verify", action="store_true",
@@ -105,20 +171,30 @@ def build_parser() -> argparse.ArgumentParser:
                             "against COMPUTE_EVENTS (tamper evidence)")
     audit.add_argument("--at", metavar="TIMESTAMP",
                        help="with UUID: the instance as it was then (ISO 8601)")
+    for name in VERB_MODULES:
+        importlib.import_module(f"compute.cli.{name}").add_parser(sub)
     return p
 
 
 def payload_options(parser: argparse.ArgumentParser, payload: type) -> None:
-    """One ``--option`` per payload field, from the msgspec Struct (values parse as JSON
-    when they can: ``--metadata '{"a": "b"}'``, ``--rotation 3``)."""
+    """One ``--option`` per payload field, from the msgspec Struct, its help from the type
+    (``compute.cli.fields``); values parse as JSON when they can: ``--metadata '{"a": "b"}'``,
+    ``--rotation 3``."""
+    helps = field_help(payload)
     for field in msgspec.structs.fields(payload):
         if field.name == "command_id":
             continue
-        default = field.default if field.default is not msgspec.NODEFAULT else (
-            field.default_factory() if field.default_factory is not msgspec.NODEFAULT else None)
+        text = helps[field.name]
+        if field.name == "flavor":
+            text = f"a flavor name ({', '.join(sorted(FLAVORS))}) or {text}"
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=f"p_{field.name}",
-                            required=field.required, metavar=field.name.upper(),
-                            help="required" if field.required else f"default: {default!r}")
+                            required=field.required, metavar=field.name.upper(), help=text)
+
+
+def wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", type=float, metavar="SECONDS",
+                        help="how long to wait for the outcome (default: the host's "
+                             "hypervisor deadline plus 30 s, COMPUTE_DRIVER_TIMEOUT + 30)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -128,21 +204,32 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _argv
+    _argv = argv
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose, as_json=args.log_json)
     from compute.cli import commands, serve
-    from compute.cli.errors import CliError
 
-    handler = getattr(serve, f"cmd_{args.verb}", None) or getattr(dead, f"cmd_{args.verb}",
-                                                                   None) or getattr(
-        commands, f"cmd_{args.verb}", None) or (
+    handler = getattr(args, "handler", None) or getattr(serve, f"cmd_{args.verb}", None) or \
+        getattr(commands, f"cmd_{args.verb}", None) or (
         commands.cmd_call if getattr(args, "call", None) else commands.cmd_operation)
     try:
         return asyncio.run(handler(args, settings_from(args)))
     except KeyboardInterrupt:
-        return 130
-    except (CliError, PermissionDenied) as exc:
-        print(f"compute: {exc}", file=sys.stderr)
-        return 1
+        return Exit.INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (``compute show x | head``): nothing more to say to anyone
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return Exit.BROKEN_PIPE
+    except CliError as exc:
+        return report(str(exc), exc.code, exc.error, args.json)
+    except PermissionDenied as exc:
+        return report(str(exc), Exit.DENIED, "PermissionDenied", args.json)
+    except Exception as exc:          # the program's fault: one line, -v for the traceback
+        if args.verbose:
+            traceback.print_exc()
+        return report(f"internal error: {type(exc).__name__}: {exc} (run with -v for the "
+                      "traceback)", Exit.FAILED, "InternalError", args.json)
 
 

@@ -10,6 +10,7 @@ import os
 import sys
 import uuid as uuidlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -17,28 +18,155 @@ from urllib.parse import urlparse
 import msgspec
 import nats
 
-from compute.cli.errors import CliError, refused
+from compute.cli.errors import CliError, Exit, refused
 from compute.cli.output import INSTANCE_COLUMNS, instance_rows, print_outcome
 from compute.cli.serve import embedded_server
 from compute.cli.table import emit, render
-from compute.client import ComputeClient, QueryFailed
+from compute.client import ComputeClient, NoCommandStream, QueryFailed
 from compute.config import Settings
 from compute.events.outcomes import Rejected
 from compute.flavors import FLAVORS
+from compute.messaging.credentials import redact
 from compute.messaging.subjects import EVENTS_STREAM
 
-# -- driving instances ---------------------------------------------------------------------
+CONNECT_DEADLINE = 5.0
+"""Seconds the CLI tries to reach NATS (every URL of the list) before it says it cannot."""
+WAIT_MARGIN = 30.0
+"""A command's outcome is awaited this much longer than the host's own hypervisor deadline:
+the host's timeout then arrives as a ``Failed`` outcome, not as the CLI giving up first."""
+NOT_FOUND = {"InstanceNotFound", "ComputeHostNotFound"}
+
+
+# -- connecting, and what a failure of NATS means to the user -------------------------------
 @contextlib.asynccontextmanager
 async def client_for(settings: Settings, user: str = "operator"
                      ) -> AsyncIterator[ComputeClient]:
+    """A connected client, within ``CONNECT_DEADLINE``; NATS errors in the block become one
+    line and their exit code (unreachable, no host answers, timed out)."""
     try:
-        client = await ComputeClient.connect(settings.nats_url, user=user,
-                                             credentials=settings.nats_credentials,
-                                             connect_timeout=2, max_reconnect_attempts=0)
-    except Exception as exc:
-        raise CliError(refused(settings, exc, user, f"<role> {user}")) from None
-    async with client:
-        yield client
+        client = await asyncio.wait_for(ComputeClient.connect(
+            settings.nats_url, user=user, credentials=settings.nats_credentials,
+            connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.5),
+            CONNECT_DEADLINE)
+    except (Exception, TimeoutError) as exc:
+        raise refused(settings, exc if not isinstance(exc, TimeoutError) else
+                      TimeoutError(f"no answer within {CONNECT_DEADLINE:g} s"),
+                      user, f"<role> {user}") from None
+    try:
+        try:
+            yield client
+        except BaseException:          # failing: close at once (a drain waits for its subs)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.nc.close(), 2)
+            raise
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 5)
+    except nats.errors.NoRespondersError:
+        raise CliError(f"no compute host answers on NATS at {redact(settings.nats_url)}: "
+                       "start one (`compute up`) or name a running one (--host)",
+                       Exit.UNREACHABLE, "NoResponders") from None
+    except NoCommandStream as exc:
+        raise CliError(f"{exc}: start a host (`compute up`)", Exit.UNREACHABLE,
+                       "NoCommandStream") from None
+    except (nats.errors.TimeoutError, TimeoutError):
+        raise CliError(f"NATS at {redact(settings.nats_url)} did not answer in time",
+                       Exit.TIMEOUT, "Timeout") from None
+    except (nats.errors.ConnectionClosedError, nats.errors.NoServersError,
+            nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
+            nats.errors.UnexpectedEOF):
+        raise CliError(f"lost NATS at {redact(settings.nats_url)}", Exit.UNREACHABLE,
+                       "NatsUnreachable") from None
+    except QueryFailed as exc:
+        raise CliError(exc.message, Exit.NOT_FOUND if exc.error in NOT_FOUND else Exit.FAILED,
+                       exc.error) from None
+
+
+def progress(text: str, started: float) -> None:
+    """A progress line on stderr (stdout stays the answer's, table or JSON)."""
+    elapsed = asyncio.get_running_loop().time() - started
+    print(f"compute: [{elapsed:4.0f} s] {text}", file=sys.stderr, flush=True)
+
+
+async def send(client: ComputeClient, settings: Settings, args: argparse.Namespace,
+               host: str, uuid: str, operation: str, payload: dict[str, Any]) -> Any:
+    """Send a command and wait for its outcome, saying what it waits for: after 2 s a line
+    naming the host and the deadline, each task_state the instance passes through (its
+    events), the elapsed time every 10 s. Waits past the host's own hypervisor deadline; when
+    it gives up it says the command stays queued and may still run."""
+    wait = getattr(args, "wait", None) or settings.driver_timeout + WAIT_MARGIN
+    command_id = str(uuidlib.uuid4())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    shown = False
+    task_state: list[str | None] = []          # as the command's events report it
+
+    async def on_event(msg: Any) -> None:
+        with contextlib.suppress(Exception):
+            event = msgspec.json.decode(msg.data)
+            if "task_state" in event and event.get("command_id") == command_id:
+                task_state.append(event["task_state"])
+                if shown:
+                    progress(f"{event['event']}: task_state {event['task_state']}", started)
+
+    sub = None
+    if uuid != "_host":
+        with contextlib.suppress(Exception):
+            sub = await client.nc.subscribe(f"compute.evt.*.{uuid}.*", cb=on_event)
+    task = asyncio.create_task(client.send(host, uuid, operation, payload,
+                                           command_id=command_id, timeout=wait))
+    try:
+        ticks = 0
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=1.0)
+            if done:
+                return task.result()
+            ticks += 1
+            if ticks == 2:
+                shown = True
+                now = f", task_state {task_state[-1]}" if task_state else ""
+                progress(f"waiting for host {host} to run {operation} of {uuid} "
+                         f"(command {command_id}{now}; giving up after {wait:g} s)", started)
+            elif ticks % 10 == 0:
+                progress(f"still waiting for host {host}", started)
+    except (nats.errors.TimeoutError, TimeoutError):
+        raise CliError(
+            f"gave up after {wait:g} s: host {host} did not answer {operation} of {uuid}; "
+            f"the command ({command_id}) stays queued and may still run (see `compute show "
+            f"{uuid}`; --wait for longer)", Exit.TIMEOUT, "Timeout") from None
+    finally:
+        task.cancel()
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+async def known_host(client: ComputeClient, host: str) -> str:
+    """``host`` if a compute host of that name ever reported (the host view); else a
+    NOT_FOUND naming the known ones, rather than a command no one will take."""
+    for attempt in (1, 2):        # a host that just started may not be in the views yet
+        try:
+            await client.query("host", host, timeout=5, min_position=0)
+            return host
+        except QueryFailed as exc:
+            if exc.error != "ComputeHostNotFound":
+                raise
+        if attempt == 1:
+            await asyncio.sleep(1.0)
+    known = sorted(h["host"] for h in await client.query("hosts", timeout=5))
+    raise CliError(f"no compute host named {host!r} (known: {', '.join(known) or 'none'})",
+                   Exit.NOT_FOUND, "ComputeHostNotFound")
+
+
+async def target_host(client: ComputeClient, settings: Settings, args: argparse.Namespace,
+                      uuid: str) -> str:
+    """Where a command for ``uuid`` goes: ``--host``, else where the views say it lives,
+    else this machine's host; checked against the known hosts."""
+    if args.host:
+        return await known_host(client, settings.host)
+    return await known_host(client, await _host_of(client, uuid, settings.host))
+
+
+# -- driving instances ---------------------------------------------------------------------
 
 
 async def cmd_boot(args: argparse.Namespace, settings: Settings) -> int:
@@ -49,7 +177,8 @@ async def cmd_boot(args: argparse.Namespace, settings: Settings) -> int:
         host = settings.host
         if args.host is None and "COMPUTE_HOST" not in os.environ:   # none named: placed
             host = await client.place(FLAVORS[args.flavor]) or settings.host
-        outcome = await client.send(host, uuid, "run_instance", payload)
+        await known_host(client, host)
+        outcome = await send(client, settings, args, host, uuid, "run_instance", payload)
     return print_outcome(outcome, args.json)
 
 
@@ -67,24 +196,36 @@ async def cmd_operation(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(f"unknown flavor {payload['flavor']}; known: "
                            f"{', '.join(sorted(FLAVORS))}")
         payload["flavor"] = msgspec.to_builtins(FLAVORS[payload["flavor"]])
+    uuid = _uuid(args.uuid)
     async with client_for(settings) as client:
-        host = settings.host if args.host else await _host_of(client, args.uuid, settings.host)
-        outcome = await client.send(host, args.uuid, args.operation, payload)
+        host = await target_host(client, settings, args, uuid)
+        outcome = await send(client, settings, args, host, uuid, args.operation, payload)
     return print_outcome(outcome, args.json)
 
 
 async def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
     """A synchronous instance call (console, console log, diagnostics)."""
+    uuid = _uuid(args.uuid)
     async with client_for(settings) as client:
-        host = settings.host if args.host else await _host_of(client, args.uuid, settings.host)
+        host = await target_host(client, settings, args, uuid)
         reply = await client.nc.request(f"compute.call.{host}.{args.call}",
-                                        msgspec.json.encode({"uuid": args.uuid}), timeout=30)
+                                        msgspec.json.encode({"uuid": uuid}), timeout=30)
     data = msgspec.json.decode(reply.data)
+    if isinstance(data, dict) and data.get("outcome") == "Rejected":
+        raise CliError(f"{data['error']}: {data['message']}", Exit.NOT_FOUND
+                       if data["error"] in NOT_FOUND else Exit.FAILED, data["error"])
     if args.json or not isinstance(data, dict) or "output" not in data:
         emit(data, as_json=args.json)
     else:
         print(data["output"])
-    return 1 if isinstance(data, dict) and "error" in data else 0
+    return 0
+
+
+def _uuid(value: str) -> str:
+    try:
+        return str(uuidlib.UUID(value))
+    except ValueError:
+        raise CliError(f"{value!r} is not an instance UUID", Exit.USAGE, "Usage") from None
 
 
 def _value(raw: str) -> Any:
@@ -97,14 +238,28 @@ def _value(raw: str) -> Any:
 async def _host_of(client: ComputeClient, uuid: str, default: str) -> str:
     """Where the instance lives, per the views (commands then follow ``Moved`` if stale)."""
     with contextlib.suppress(QueryFailed, nats.errors.Error, TimeoutError):
-        return (await client.query("instance", uuid, timeout=2))["instance"]["host"]
+        return (await client.query("instance", uuid, latest=True, timeout=3))["instance"][
+            "host"]
     return default
 
 
 # -- reading -------------------------------------------------------------------------------
+async def read(client: ComputeClient, view: str, key: str | None = None, **params: Any) -> Any:
+    """A query that sees every command answered before it (``latest``: one CLI process does
+    not know the last outcome's position); views that lag past the wait are shown as they
+    are, with a line on stderr saying so."""
+    try:
+        return await client.query(view, key, latest=True, timeout=10, **params)
+    except QueryFailed as exc:
+        if exc.error != "PositionNotReached":
+            raise
+        print(f"compute: {exc.message}; showing the views as they are", file=sys.stderr)
+        return await client.query(view, key, **params)
+
+
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
-        rows = await client.query("instances", include_deleted=args.all or None)
+        rows = await read(client, "instances", include_deleted=args.all or None)
     emit(instance_rows(rows) if not args.json else rows, as_json=args.json,
          columns=INSTANCE_COLUMNS)
     return 0
@@ -112,10 +267,7 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
-        try:
-            detail = await client.query("instance", args.uuid)
-        except QueryFailed as exc:
-            raise CliError(str(exc)) from None
+        detail = await read(client, "instance", _uuid(args.uuid))
     if args.json:
         emit(detail, as_json=True)
         return 0
@@ -133,7 +285,7 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_hosts(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
-        rows = await client.query("hosts")
+        rows = await read(client, "hosts")
     emit(rows, as_json=args.json, columns=("host", "hypervisor_type", "vcpus", "vcpus_used",
                                            "memory_mb", "memory_mb_used", "free_ram_mb",
                                            "local_gb", "free_disk_gb", "running_vms"))
@@ -151,37 +303,66 @@ async def cmd_host(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(f"{item!r} is not KEY=VALUE")
         fields[key] = _value(raw)
     async with client_for(settings) as client:
+        host = await known_host(client, settings.host)
         if HOST_OPERATIONS[args.operation].payload is None:
-            reply = await client.nc.request(f"compute.call.{settings.host}.{args.operation}",
+            reply = await client.nc.request(f"compute.call.{host}.{args.operation}",
                                             msgspec.json.encode(fields), timeout=10)
-            emit(msgspec.json.decode(reply.data), as_json=args.json)
-            return 0
-        outcome = await client.send(settings.host, "_host", args.operation, fields)
+            data = msgspec.json.decode(reply.data)
+            emit(data, as_json=args.json)
+            return 1 if isinstance(data, dict) and data.get("outcome") == "Rejected" else 0
+        outcome = await send(client, settings, args, host, "_host", args.operation, fields)
     emit(outcome, as_json=args.json)
     return 0 if not isinstance(outcome, Rejected) else 1
 
 
 async def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
-    subject = f"compute.evt.*.{args.uuid}.*" if args.uuid else "compute.evt.>"
+    """Events as a table (or JSON lines). Without ``--follow``: the history (``--since``
+    a time), then exit. With it: from now on, unless ``--from-start`` or ``--since``."""
+    subject = f"compute.evt.*.{_uuid(args.uuid)}.*" if args.uuid else "compute.evt.>"
+    since = parse_time(args.since, "--since") if args.since else None
+    from_now = args.follow and not args.from_start and since is None
     async with client_for(settings) as client:
         info = await client.js.stream_info(EVENTS_STREAM)
         last = info.state.last_seq
-        columns = ("seq", "timestamp", "uuid", "version", "event", "vm_state", "task_state")
-        if not args.json:
-            print(render([], columns))
         # a consumer of the user's own (``<user>~n``, removed at the end): the only kind a
         # reader's permissions allow (README "Permissions")
-        messages = client.event_messages(subject, idle=None if args.follow else 0.5)
+        messages = client.event_messages(subject, idle=None if args.follow else 0.5,
+                                         deliver_new=from_now, since=since)
+        if args.follow:
+            start = (f"{since.isoformat()}" if since is not None else "now" if from_now
+                     else "the first event")
+            print(f"compute: following {subject} from {start} (Ctrl-C to stop)",
+                  file=sys.stderr, flush=True)
+        columns = ("seq", "timestamp", "uuid", "version", "event", "vm_state", "task_state")
+        if not args.json:
+            print(render([], columns), flush=True)
         async for msg in messages:
             row = {**msgspec.json.decode(msg.data), "seq": msg.metadata.sequence.stream}
             if args.json:
-                print(msgspec.json.encode(row).decode())
+                print(msgspec.json.encode(row).decode(), flush=args.follow)
             else:
-                print(render([row], columns).splitlines()[1])
+                print(render([row], columns).splitlines()[1], flush=args.follow)
             if not args.follow and msg.metadata.sequence.stream >= last:
                 break
         await messages.aclose()
     return 0
+
+
+_AGES = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, option: str) -> datetime:
+    """An ISO 8601 time (naive means UTC) or an age (``90s``, ``15m``, ``2h``, ``1d``)."""
+    text = text.strip()
+    if text[-1:] in _AGES and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(text[:-1]) * _AGES[text[-1]])
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{option}: {text!r} is not a time: give ISO 8601 "
+                       "(2026-11-24T10:00:00Z) or an age (90s, 15m, 2h, 1d)",
+                       Exit.USAGE, "Usage") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 async def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
@@ -227,8 +408,14 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from compute.projections.views import ViewStore
     from compute.store.app import open_store
 
+    if args.at and not args.uuid:
+        raise CliError("--at needs an instance UUID", Exit.USAGE, "Usage")
+    at = parse_time(args.at, "--at") if args.at else None
+    uuid = uuidlib.UUID(_uuid(args.uuid)) if args.uuid else None
+    if "://" not in settings.store and not Path(settings.store).exists():
+        raise CliError(f"no event store at {settings.store}: run where a host ran, or give "
+                       "--store / COMPUTE_STORE", Exit.NOT_FOUND, "StoreNotFound")
     store = open_store(settings.store)
-    uuid = uuidlib.UUID(args.uuid) if args.uuid else None
     if args.verify:
         from compute.messaging.anchor import verify_store
         from compute.store.seal import key_path, read_key
@@ -253,21 +440,22 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{chains.aggregates} aggregates, {chains.events} events: " + (
                 "intact" if chains.intact else f"{len(chains.findings)} findings"))
         return 0 if chains.intact else 1
-    if args.at:
-        from datetime import datetime
-
+    if at is not None and uuid is not None:
         from compute.projections.audit import as_of
 
-        if uuid is None:
-            raise CliError("--at needs an instance UUID")
-        state = await asyncio.to_thread(as_of, store, uuid, datetime.fromisoformat(args.at))
+        state = await asyncio.to_thread(as_of, store, uuid, at)
         if state is None:
-            raise CliError(f"instance {uuid} did not exist at {args.at}")
+            raise CliError(f"instance {uuid} did not exist at {args.at}", Exit.NOT_FOUND,
+                           "InstanceNotFound")
         emit(state, as_json=args.json)
         return 0
     events = await asyncio.to_thread(history, store, uuid)
+    if uuid is not None and not events:
+        raise CliError(f"no events of instance {uuid} in the store {settings.store}",
+                       Exit.NOT_FOUND, "InstanceNotFound")
     if not Path(settings.views).exists() and "://" not in settings.views:
-        raise CliError(f"no views at {settings.views}: has a host run here?")
+        raise CliError(f"no views at {settings.views}: has a host run here?", Exit.NOT_FOUND,
+                       "ViewsNotFound")
     live = ViewStore(settings.views)
     print(f"replaying {len(events)} events and rebuilding the views...", file=sys.stderr)
     def progress(done: int, total: int) -> None:

@@ -26,6 +26,7 @@ COLUMNS = ("seq", "reason", "host", "subject", "command_id", "deliveries", "sent
 def add_parser(sub: Any) -> None:
     """Register ``dead list`` and ``dead retry`` (the CLI's one hook for them)."""
     dead = sub.add_parser("dead", help="commands moved to COMPUTE_DEAD, with the reason")
+    dead.set_defaults(handler=cmd_dead)
     verbs = dead.add_subparsers(dest="action", required=True)
     verbs.add_parser("list", help="every dead letter")
     retry = verbs.add_parser("retry", help="send a dead letter's command again, then remove it")

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import msgspec
 import nats
 
-from compute.cli.errors import CliError, refused
+from compute.cli.errors import CliError, Exit, refused
 from compute.cli.output import INSTANCE_COLUMNS, instance_rows, outcome_row
 from compute.cli.table import emit
 from compute.client import ComputeClient
@@ -49,7 +49,8 @@ async def embedded_nats(settings: Settings) -> AsyncIterator[None]:
         return
     parsed = urlparse(settings.nats_url)
     if parsed.hostname not in ("127.0.0.1", "localhost"):
-        raise CliError(f"no NATS server answers at {redact(settings.nats_url)}")
+        raise CliError(f"no NATS server answers at {redact(settings.nats_url)}",
+                       Exit.UNREACHABLE, "NatsUnreachable")
     server = embedded_server(parsed.port or 4222)
     async with _started(server, server, settings.host,
                         f"nats-server on {server.url} (JetStream store var/nats"):
@@ -99,8 +100,8 @@ async def host_service(settings: Settings) -> AsyncIterator[Any]:
         try:
             await service.start()
         except nats.errors.Error as exc:
-            raise CliError(refused(settings, exc, host_user(settings.host),
-                                   f"host {settings.host}")) from None
+            raise refused(settings, exc, host_user(settings.host),
+                          f"host {settings.host}") from None
         except (StoreUnavailable, SealKeyMismatch) as exc:   # one line, exit 1: a store that
             # refuses writes, or a seal key that does not fit the store's sealed events
             raise CliError(str(exc)) from None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import msgspec
 
 from compute.events import commands as c
+from compute.events import replies as r
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +16,8 @@ class HostOperation:
     name: str
     payload: type[c.Command] | type[msgspec.Struct] | None   # a Command is durable; else a call
     summary: str
+    reply: type[msgspec.Struct] | None = None
+    """A call's answer (besides a typed Rejected); None: the ``HostUpdated`` outcome."""
 
 
 HOST_OPERATIONS: dict[str, HostOperation] = {op.name: op for op in (
@@ -40,22 +43,26 @@ HOST_OPERATIONS: dict[str, HostOperation] = {op.name: op for op in (
                   "Re-render the filters of the group's instances (its members changed)."),
     HostOperation("refresh_provider_fw_rules", c.InstanceCommand,
                   "Re-render every instance's filter (the provider firewall changed)."),
-    HostOperation("get_host_uptime", None, "The host's uptime and load, as `uptime` says it."),
+    HostOperation("get_host_uptime", None, "The host's uptime and load, as `uptime` says it.", r.HostUptime),
     HostOperation("get_host_status", None,
-                  "Enabled, maintenance, degraded (hypervisor unreachable), resident actors."),
+                  "Enabled, maintenance, degraded (hypervisor unreachable), resident actors.",
+                  r.HostStatus),
     HostOperation("get_console_output", c.ConsoleOutputCall,
-                  "The tail of the instance's serial console log."),
+                  "The tail of the instance's serial console log.", r.ConsoleOutput),
     HostOperation("get_vnc_console", c.ConsoleCall,
-                  "Host, port and token of the instance's VNC console."),
+                  "Host, port and token of the instance's VNC console.", r.Console),
     HostOperation("get_spice_console", c.ConsoleCall,
-                  "Host, port and token of the instance's SPICE console."),
+                  "Host, port and token of the instance's SPICE console.", r.Console),
     HostOperation("validate_console_port", c.ValidateConsolePort,
-                  "Whether a port (and token) is the instance's console of that type."),
+                  "Whether a port (and token) is the instance's console of that type.",
+                  r.ConsoleValidation),
     HostOperation("get_diagnostics", c.InstanceCall,
-                  "CPU, memory, disk and NIC statistics from the hypervisor."),
+                  "CPU, memory, disk and NIC statistics from the hypervisor.", r.Diagnostics),
     HostOperation("get_console_pool_info", c.ConsolePoolCall,
-                  "Where this host's consoles are served."),
-    HostOperation("get_console_topic", None, "The subject that serves this host's consoles."),
+                  "Where this host's consoles are served.", r.ConsolePool),
+    HostOperation("get_console_topic", None, "The subject that serves this host's consoles.",
+                  r.ConsoleTopic),
     HostOperation("get_backdoor_port", None,
-                  "Loopback port of the live introspection console, or null when it is off."),
+                  "Loopback port of the live introspection console, or null when it is off.",
+                  r.BackdoorPort),
 )}

@@ -22,40 +22,54 @@ class Flavor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The resources an instance is sized to (Nova's flavor / instance_type)."""
 
     name: Name
+    """The flavor's name (Nova's instance_type name)."""
     vcpus: Positive
+    """Virtual CPUs."""
     memory_mb: Positive
+    """RAM in MiB."""
     root_gb: NonNegative = 0
+    """Root disk in GiB."""
     ephemeral_gb: NonNegative = 0
+    """Ephemeral disk in GiB."""
     swap: NonNegative = 0
+    """Swap in MiB."""
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Every command carries a client-chosen UUID: the key of idempotency and correlation."""
 
     command_id: UUID
+    """A UUID the client chooses: the command's identity (a retry sends the same one)."""
 
 
 class RunInstance(Command, frozen=True, kw_only=True):
     """Build and run a new instance (seed: ``run_instance``)."""
 
     flavor: Flavor
+    """The instance's size."""
     image_ref: Ref
+    """The image to boot from (an id or name in the image cache)."""
     name: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    """The display name."""
     metadata: dict[Annotated[str, msgspec.Meta(max_length=255)],
                    Annotated[str, msgspec.Meta(max_length=255)]] = {}
+    """Key/value metadata published to the guest."""
     security_groups: list[Name] = msgspec.field(default_factory=lambda: ["default"])
+    """The security groups whose rules filter its ports."""
 
 
 class RebootInstance(Command, frozen=True, kw_only=True):
     """Reboot; SOFT asks the guest, HARD power-cycles it."""
 
     reboot_type: Literal["SOFT", "HARD"] = "SOFT"
+    """SOFT asks the guest to reboot; HARD power-cycles it."""
 
 
 class StopInstance(Command, frozen=True, kw_only=True):
     """Power off; ``clean_shutdown`` asks the guest first."""
 
     clean_shutdown: bool = True
+    """Ask the guest to shut down first (false: power off at once)."""
 
 
 class InstanceCommand(Command, frozen=True, kw_only=True):
@@ -74,23 +88,32 @@ class RebuildInstance(Command, frozen=True, kw_only=True):
     """Destroy the guest and spawn it again from ``image_ref`` (Nova: rebuild_instance)."""
 
     image_ref: Ref
+    """The image to rebuild from."""
     admin_password: Password | None = None
+    """The new administrator password, if any."""
     injected_files: list[InjectedFile] = []
+    """Files written into the guest: [{path, contents}]."""
     preserve_ephemeral: bool = False
+    """Keep the ephemeral disk."""
 
 
 class RescueInstance(Command, frozen=True, kw_only=True):
     rescue_password: Password | None = None
+    """The rescue system's administrator password."""
     rescue_image_ref: Ref | None = None
+    """The rescue image (default: the instance's image)."""
 
 
 class SetAdminPassword(Command, frozen=True, kw_only=True):
     new_pass: Password
+    """The new administrator password (the guest must run)."""
 
 
 class InjectFile(Command, frozen=True, kw_only=True):
     path: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^/")]
+    """The absolute path in the guest."""
     contents: Annotated[str, msgspec.Meta(max_length=65536)]
+    """The file's contents."""
 
 
 class ChangeInstanceMetadata(Command, frozen=True, kw_only=True):
@@ -98,15 +121,20 @@ class ChangeInstanceMetadata(Command, frozen=True, kw_only=True):
 
     metadata: dict[Annotated[str, msgspec.Meta(max_length=255)],
                    Annotated[str, msgspec.Meta(max_length=255)]]
+    """The whole new metadata."""
 
 
 class SnapshotInstance(Command, frozen=True, kw_only=True):
     """A snapshot, or a backup of ``backup_type`` kept ``rotation`` deep (§2.11)."""
 
     name: Name
+    """The image's name."""
     image_type: Literal["snapshot", "backup"] = "snapshot"
+    """snapshot, or backup (rotated)."""
     backup_type: Literal["daily", "weekly"] | None = None
+    """A backup's schedule name (needed for a backup)."""
     rotation: Annotated[int, msgspec.Meta(ge=0, le=1000)] | None = None
+    """How many backups of this type to keep (needed for a backup)."""
 
     def __post_init__(self) -> None:
         if self.image_type == "backup" and (self.backup_type is None or self.rotation is None):
@@ -119,6 +147,7 @@ Device = Annotated[str, msgspec.Meta(pattern=r"^/dev/vd[b-z]$")]
 
 class ReserveBlockDeviceName(Command, frozen=True, kw_only=True):
     volume_id: VolumeId | None = None
+    """The volume the device name is reserved for."""
 
 
 class AttachVolume(Command, frozen=True, kw_only=True):
@@ -126,13 +155,18 @@ class AttachVolume(Command, frozen=True, kw_only=True):
     the host creates a sparse file under its volumes directory)."""
 
     volume_id: VolumeId
+    """The volume's id."""
     connection_info: dict[str, str] = {}
+    """How to reach it: {"path": <file>}; empty: a sparse file on the host."""
     device: Device | None = None
+    """The guest device (default: the next free /dev/vdX)."""
     size_gb: Annotated[int, msgspec.Meta(ge=1, le=16384)] = 1
+    """Size of a volume the host creates, in GiB."""
 
 
 class VolumeCommand(Command, frozen=True, kw_only=True):
     volume_id: VolumeId
+    """The volume's id."""
 
 
 NetId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -140,44 +174,56 @@ NetId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Z
 
 class AttachInterface(Command, frozen=True, kw_only=True):
     network_id: NetId
+    """The network (define_network) the port is on."""
     port_id: NetId
+    """The port's id."""
     requested_ip: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    """A fixed address to take (default: the next free one)."""
 
 
 class DetachInterface(Command, frozen=True, kw_only=True):
     port_id: NetId
+    """The port's id."""
 
 
 class AddFixedIp(Command, frozen=True, kw_only=True):
     network_id: NetId
+    """The network to take one more address from."""
 
 
 class RemoveFixedIp(Command, frozen=True, kw_only=True):
     address: Annotated[str, msgspec.Meta(max_length=64)]
+    """The address to release."""
 
 
 # -- host commands (compute.cmd.<host>._host.<operation>) --------------------------------
 class SetHostEnabled(Command, frozen=True, kw_only=True):
     enabled: bool
+    """false: the host takes no new builds."""
     reason: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    """Why (shown as disabled_reason)."""
 
 
 class HostMaintenanceMode(Command, frozen=True, kw_only=True):
     mode: bool
+    """true: no new work, and running instances live-migrate away."""
 
 
 class HostPowerAction(Command, frozen=True, kw_only=True):
     action: Literal["reboot", "shutdown", "startup"]
+    """What to do to the host (maintenance and empty, except startup)."""
 
 
 class AddAggregateHost(Command, frozen=True, kw_only=True):
     aggregate: Name
+    """The host aggregate's name."""
     metadata: dict[Annotated[str, msgspec.Meta(max_length=255)],
                    Annotated[str, msgspec.Meta(max_length=255)]] = {}
 
 
 class RemoveAggregateHost(Command, frozen=True, kw_only=True):
     aggregate: Name
+    """The host aggregate's name."""
 
 
 class AddSecurityGroupRule(Command, frozen=True, kw_only=True):
@@ -241,18 +287,24 @@ class ResizeInstance(Command, frozen=True, kw_only=True):
     placement picks one (this host too when same-host resize is allowed)."""
 
     flavor: Flavor
+    """The new size."""
     host: HostName | None = None
+    """The destination host (default: placed)."""
 
 
 class MigrateInstance(Command, frozen=True, kw_only=True):
     """Cold migration: the same flavor on another host (Nova's migrate)."""
 
     host: HostName | None = None
+    """The destination host (default: placed)."""
 
 
 class LiveMigration(Command, frozen=True, kw_only=True):
     """Move a running guest to ``host`` without stopping it (Nova's live_migrate)."""
 
     host: HostName | None = None
+    """The destination host (default: placed)."""
     block_migration: bool = False
+    """Copy the disks (no shared storage)."""
     disk_over_commit: bool = False
+    """Allow the destination's disk to be over-committed."""

@@ -35,6 +35,9 @@ class ErrorCode(enum.StrEnum):
     UNABLE_TO_MIGRATE_TO_SELF = "UnableToMigrateToSelf"
     NO_VALID_HOST = "NoValidHost"
     MIGRATION_ERROR = "MigrationError"
+    COMPUTE_HOST_NOT_FOUND = "ComputeHostNotFound"
+    POSITION_NOT_REACHED = "PositionNotReached"
+    """A query's ``min_position`` was not reached by the views within its wait."""
     INTERNAL_ERROR = "InternalError"
     STORE_UNAVAILABLE = "StoreUnavailable"
     """The host's store refuses writes (full, read-only, down): a synchronous call is

@@ -1,8 +1,15 @@
 """Queries on ``compute.query.<view>[.<key>]``, answered from the projections.
 
 Replicas share the load through a queue group. A request may carry ``min_position`` (the
-``position`` an outcome reported) to read its own writes: the answer waits until the
-projection has applied at least that far.
+``position`` a command's outcome reported) to read its own writes: the answer waits until
+the projection has applied at least that far. Every query is declared once in ``QUERIES``
+(its handler, whether it takes a key, its reply type), which the AsyncAPI document reads.
+
+Each request is served in its own task: a query waiting for a position holds no lock and
+does not stop the subscription's read loop, so one slow reader never blocks the others
+(nats-py calls a subscription's callback one message at a time). The server caps both how
+long a request may wait (``MAX_WAIT``) and how many may be in flight (``MAX_IN_FLIGHT``); a
+request over the cap is answered ``ComputeServiceUnavailable`` at once, never queued.
 """
 
 from __future__ import annotations
@@ -11,79 +18,144 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import msgspec
 from nats.aio.client import Client as NATS
 
+from compute.events.outcomes import ErrorCode, Rejected
 from compute.projections.projector import Projector
-from compute.projections.views import ViewStore
+from compute.projections.views import (
+    ActionView,
+    FaultView,
+    HostView,
+    ImageView,
+    InstanceView,
+    MigrationView,
+    ViewStore,
+)
 
 log = logging.getLogger("compute.query")
 
 QUEUE_GROUP = "compute-query"
+MAX_WAIT = 30.0
+"""The longest a request may wait for ``min_position`` (a longer ``timeout`` is cut to it)."""
+MAX_IN_FLIGHT = 256
+"""Requests served at once by one host; more are answered ComputeServiceUnavailable."""
 _encoder = msgspec.json.Encoder()
 
 
-class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
+class QueryRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The body of every query (an empty body is the defaults). Fields a view does not use
+    are ignored by it."""
+
     min_position: int = 0
+    """Answer only once the views have applied this notification id: the ``position`` of a
+    command's ``Succeeded``/``Failed``/``HostUpdated`` outcome (read your own writes)."""
     host: str | None = None
+    """instances, migrations: only those of this compute host."""
     vm_state: str | None = None
+    """instances: only those in this vm_state."""
     include_deleted: bool = False
+    """instances, images: include deleted ones."""
+    latest: bool = False
+    """Answer only once the views have applied every event committed when the request
+    arrived: every write whose outcome came before this request, without knowing its
+    position (what the CLI asks, one process per command)."""
     timeout: float = 5.0
+    """Seconds to wait for ``min_position`` / ``latest`` (the server caps it at 30)."""
 
 
-class QueryError(msgspec.Struct):
-    error: str
-    message: str
+class InstanceDetail(msgspec.Struct, kw_only=True):
+    """One instance with Nova's instance actions, faults and migrations rows."""
+
+    instance: InstanceView
+    actions: list[ActionView]
+    faults: list[FaultView]
+    migrations: list[MigrationView] = []
 
 
-class InstanceDetail(msgspec.Struct):
-    instance: Any
-    actions: list[Any]
-    faults: list[Any]
-    migrations: list[Any] = []
+class QueryRefused(Exception):
+    """Why a query is answered ``Rejected`` (its error code and message)."""
+
+    def __init__(self, error: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.error = error
 
 
-def _instance(views: ViewStore, key: str | None, req: QueryRequest) -> Any:
-    if key is None:
-        raise LookupError("compute.query.instance.<uuid> needs a uuid")
-    uuid = str(UUID(key))
+@dataclass(frozen=True)
+class Query:
+    """One view on ``compute.query.<name>[.<key>]``: what it answers and how."""
+
+    name: str
+    summary: str
+    reply: Any
+    handler: Callable[[ViewStore, str | None, QueryRequest], Any]
+    key: str | None = None
+    """What the subject's last token names, when the view takes one."""
+    key_required: bool = False
+
+
+def _uuid(key: str) -> str:
+    try:
+        return str(UUID(key))
+    except ValueError:
+        raise QueryRefused(ErrorCode.INVALID_PAYLOAD, f"{key!r} is not a UUID") from None
+
+
+def _instance(views: ViewStore, key: str | None, req: QueryRequest) -> InstanceDetail:
+    uuid = _uuid(key or "")
     view = views.get_instance(uuid)
     if view is None:
-        raise LookupError(f"Instance {uuid} could not be found.")
+        raise QueryRefused(ErrorCode.INSTANCE_NOT_FOUND, f"Instance {uuid} could not be found.")
     return InstanceDetail(instance=view, actions=views.list_actions(uuid),
                           faults=views.list_faults(uuid), migrations=views.list_migrations(uuid))
 
 
-def _host(views: ViewStore, key: str | None, req: QueryRequest) -> Any:
+def _host(views: ViewStore, key: str | None, req: QueryRequest) -> HostView:
     view = views.get_host(key or "")
     if view is None:
-        raise LookupError(f"Host {key} could not be found.")
+        raise QueryRefused(ErrorCode.COMPUTE_HOST_NOT_FOUND,
+                           f"Compute host {key} could not be found.")
     return view
 
 
-HANDLERS: dict[str, Callable[[ViewStore, str | None, QueryRequest], Any]] = {
-    "instances": lambda v, k, r: v.list_instances(host=r.host, vm_state=r.vm_state,
-                                                  include_deleted=r.include_deleted),
-    "instance": _instance,
-    "hosts": lambda v, k, r: v.list_hosts(),
-    "images": lambda v, k, r: v.list_images(str(UUID(k)) if k else None, r.include_deleted),
-    "host": _host,
-    "migrations": lambda v, k, r: v.list_migrations(str(UUID(k)) if k else None, r.host),
-}
+QUERIES: dict[str, Query] = {q.name: q for q in (
+    Query("instances", "Nova's instances (servers list): filters host, vm_state, "
+          "include_deleted", list[InstanceView],
+          lambda v, k, r: v.list_instances(host=r.host, vm_state=r.vm_state,
+                                           include_deleted=r.include_deleted)),
+    Query("instance", "One instance with its actions, faults and migrations",
+          InstanceDetail, _instance, key="instance_uuid", key_required=True),
+    Query("hosts", "Every compute host's resources (os-hypervisors)", list[HostView],
+          lambda v, k, r: v.list_hosts()),
+    Query("host", "One compute host's resources", HostView, _host, key="host",
+          key_required=True),
+    Query("images", "Snapshot and backup images (of one instance with the key); filter "
+          "include_deleted", list[ImageView],
+          lambda v, k, r: v.list_images(_uuid(k) if k else None, r.include_deleted),
+          key="instance_uuid"),
+    Query("migrations", "Nova's migrations rows (of one instance with the key); filter "
+          "host", list[MigrationView],
+          lambda v, k, r: v.list_migrations(_uuid(k) if k else None, r.host),
+          key="instance_uuid"),
+)}
 
 
 class QueryService:
-    def __init__(self, nc: NATS, views: ViewStore, projector: Projector) -> None:
+    def __init__(self, nc: NATS, views: ViewStore, projector: Projector, *,
+                 host: str = "") -> None:
         self.nc = nc
         self.views = views
         self.projector = projector
+        self.host = host
         self.position = 0
         self._wake = asyncio.Event()
-        self._advanced = asyncio.Condition()
+        self._advanced = asyncio.Event()
         self._sub: Any = None
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe("compute.query.>", queue=QUEUE_GROUP,
@@ -93,6 +165,8 @@ class QueryService:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+        for task in list(self._in_flight):
+            task.cancel()
 
     def wake(self) -> None:
         self._wake.set()
@@ -108,51 +182,88 @@ class QueryService:
                 raise
             except Exception:
                 log.exception("projection update failed; retrying")
-            await self.advance(self.position)
+            self.advance(self.position)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), idle_poll)
 
-    def advance(self, position: int) -> Any:
-        """The views reached ``position`` (also called by an outbox worker's report)."""
+    def advance(self, position: int) -> None:
+        """The views reached ``position`` (also called by an outbox worker's report): wake
+        every waiting request, each of which checks its own position."""
         self.position = max(self.position, position)
-        return asyncio.ensure_future(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._advanced:
-            self._advanced.notify_all()
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
 
     async def wait_for(self, position: int, timeout: float) -> bool:
-        async with self._advanced:
-            try:
-                await asyncio.wait_for(
-                    self._advanced.wait_for(lambda: self.position >= position), timeout)
-            except TimeoutError:
+        """True once the views reached ``position``; False after ``timeout``. Holds nothing
+        while it waits (an event per advance, no lock)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.position < position:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), remaining)
         return True
 
     async def _on_request(self, msg: Any) -> None:
+        """The subscription's callback: hand the request to its own task and return."""
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            view = msg.subject.split(".", 3)[2] if msg.subject.count(".") >= 2 else ""
+            await self._respond(msg, self._rejected(
+                view, ErrorCode.SERVICE_UNAVAILABLE,
+                f"{MAX_IN_FLIGHT} queries in flight on host {self.host}: retry shortly"))
+            return
+        task = asyncio.create_task(self._serve(msg), name=f"query {msg.subject}")
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _serve(self, msg: Any) -> None:
         tokens = msg.subject.split(".", 3)
         view = tokens[2] if len(tokens) > 2 else ""
         key = tokens[3] if len(tokens) > 3 else None
         try:
-            req = msgspec.json.decode(msg.data, type=QueryRequest) if msg.data.strip() \
-                else QueryRequest()
-            handler = HANDLERS.get(view)
-            if handler is None:
-                raise KeyError(f"unknown view {view!r}; known: {', '.join(sorted(HANDLERS))}")
-            if req.min_position and not await self.wait_for(req.min_position, req.timeout):
-                raise TimeoutError(f"views have not reached position {req.min_position}")
-            result = await asyncio.to_thread(handler, self.views, key, req)
-            body = _encoder.encode(result)
-        except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
-            body = _encoder.encode(QueryError(error="InvalidQuery", message=str(exc)))
-        except LookupError as exc:
-            body = _encoder.encode(QueryError(error="NotFound", message=str(exc).strip("'\"")))
-        except TimeoutError as exc:
-            body = _encoder.encode(QueryError(error="Timeout", message=str(exc)))
+            data = _encoder.encode(await self._answer(view, key, msg.data))
+        except QueryRefused as exc:
+            data = self._rejected(view, exc.error, str(exc))
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             log.exception("query %s failed", msg.subject)
-            body = _encoder.encode(QueryError(error="InternalError", message=str(exc)))
+            data = self._rejected(view, ErrorCode.INTERNAL_ERROR, str(exc))
+        await self._respond(msg, data)
+
+    async def _answer(self, view: str, key: str | None, data: bytes) -> Any:
+        query = QUERIES.get(view)
+        if query is None:
+            raise QueryRefused(ErrorCode.UNKNOWN_OPERATION,
+                               f"unknown view {view!r}; known: {', '.join(sorted(QUERIES))}")
+        if query.key_required and not key:
+            raise QueryRefused(ErrorCode.INVALID_PAYLOAD,
+                               f"compute.query.{view}.<{query.key}> needs its {query.key}")
+        try:
+            req = msgspec.json.decode(data, type=QueryRequest) if data.strip() \
+                else QueryRequest()
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise QueryRefused(ErrorCode.INVALID_PAYLOAD, f"invalid query body: {exc}") from None
+        wait = min(max(req.timeout, 0.0), MAX_WAIT)
+        target = req.min_position
+        if req.latest:
+            head = await asyncio.to_thread(self.projector.store.recorder.max_notification_id)
+            target = max(target, head or 0)
+            if target > self.position:
+                self.wake()
+        if target and not await self.wait_for(target, wait):
+            raise QueryRefused(ErrorCode.POSITION_NOT_REACHED,
+                               f"the views of host {self.host} are at position "
+                               f"{self.position}, not {target}, after {wait:g} s")
+        return await asyncio.to_thread(query.handler, self.views, key, req)
+
+    def _rejected(self, view: str, error: ErrorCode, message: str) -> bytes:
+        return _encoder.encode(Rejected(command_id=None, uuid=None, operation=f"query.{view}",
+                                        host=self.host, error=error, message=message))
+
+    async def _respond(self, msg: Any, data: bytes) -> None:
         if msg.reply:
             with contextlib.suppress(Exception):
-                await msg.respond(body)
+                await msg.respond(data)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import types
 import typing
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 from uuid import UUID
@@ -81,13 +81,21 @@ def decode_view(topic: str, state: bytes) -> Any:
 
 
 def iso(value: str | None) -> str | None:
-    """A decoded datetime string as ``datetime.isoformat()`` gives it: msgspec writes UTC
-    as ``Z`` (with six fraction digits or none), anything else is parsed and re-formatted."""
+    """A decoded datetime string in the contract's one time format: RFC 3339 in UTC, ``Z``,
+    six fraction digits (the views' times sort as text and read as the events' ``Z`` times
+    do; a naive time is UTC). msgspec writes UTC as ``Z`` with six fraction digits or none:
+    those are kept or padded, anything else is parsed and re-formatted."""
     if value is None:
         return None
-    if value[-1] == "Z" and len(value) in (20, 27) and value[10] == "T":
-        return value[:-1] + "+00:00"
-    return _datetime.decode(msgspec.json.encode(value)).isoformat()
+    if value[-1] == "Z" and value[10] == "T":
+        if len(value) == 27:
+            return value
+        if len(value) == 20:
+            return value[:-1] + ".000000Z"
+    at = _datetime.decode(msgspec.json.encode(value))
+    if at.tzinfo is not None:
+        at = at.astimezone(UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical_uuid(value: str) -> str:

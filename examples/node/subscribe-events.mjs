@@ -1,16 +1,20 @@
-// Print an instance's lifecycle events (JSON lines) until a given event, from the start.
-// usage: node subscribe-events.mjs <nats-url> <instance-uuid> <until-event>
-import { JSONCodec } from "nats";
-import { connectUrl } from "./connect.mjs";
+// Print an instance's lifecycle events (JSON lines) from the start, until a given event.
+// usage: node subscribe-events.mjs <instance-uuid> <until-event>
+import { jetstream } from "@nats-io/jetstream";
+import { connectCompute } from "./connect.mjs";
 
-const [url, uuid, until] = process.argv.slice(2);
-const nc = await connectUrl(url);
-const jc = JSONCodec();
-const consumer = await nc.jetstream().consumers.get("COMPUTE_EVENTS",
-  { filterSubjects: [`compute.evt.*.${uuid}.*`] });     // an ordered consumer
+const [uuid, until] = process.argv.slice(2);
+if (!until) {
+  console.error("usage: node subscribe-events.mjs <instance-uuid> <until-event>");
+  process.exit(2);
+}
+const nc = await connectCompute();
+// an ordered consumer: ephemeral, in order, nothing to acknowledge
+const consumer = await jetstream(nc).consumers.get("COMPUTE_EVENTS",
+  { filter_subjects: [`compute.evt.*.${uuid}.*`] });
 const messages = await consumer.consume();
 for await (const m of messages) {
-  const event = jc.decode(m.data);
+  const event = m.json();
   console.log(JSON.stringify(event));
   if (event.event === until) break;
 }
