@@ -271,8 +271,9 @@ class ComputeClient:
                     msg = pending.pop(0)
                     try:
                         yield msg
-                    finally:             # handed over (a caller that stops has seen it)
-                        await msg.ack()
+                    finally:             # handed over (a caller that stops has seen it;
+                        with contextlib.suppress(Exception):     # a closed connection
+                            await msg.ack()          # redelivers it to the next reader)
         finally:
             for msg in pending:          # fetched, not handed over: redeliver them at once
                 with contextlib.suppress(Exception):

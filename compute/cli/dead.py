@@ -27,7 +27,8 @@ def add_parser(sub: Any) -> None:
     """Register ``dead list`` and ``dead retry`` (the CLI's one hook for them)."""
     dead = sub.add_parser("dead", help="commands moved to COMPUTE_DEAD, with the reason")
     dead.set_defaults(handler=cmd_dead)
-    verbs = dead.add_subparsers(dest="action", required=True)
+    dead.register("action", "parsers", type(sub))      # its verbs get the common options
+    verbs = dead.add_subparsers(dest="action", required=True, parser_class=type(dead))
     verbs.add_parser("list", help="every dead letter")
     retry = verbs.add_parser("retry", help="send a dead letter's command again, then remove it")
     retry.add_argument("seq", type=int, help="the dead letter's SEQ (from `compute dead list`)")
