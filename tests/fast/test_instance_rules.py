@@ -378,3 +378,110 @@ def test_a_build_starts_building_with_nothing_launched() -> None:
     assert (inst.name, inst.vm_state, inst.power_state, inst.launched_at) == (
         "web", V.BUILDING, P.NOSTATE, None)
     assert inst.task_state is T.SPAWNING and inst.busy and not inst.deleted
+
+
+# -- what a refusal says (nova/exception.py InstanceInvalidState's message) ---------------------
+def test_a_refusal_names_the_state_attribute_its_value_and_the_method() -> None:
+    inst = booted(V.PAUSED)
+    with pytest.raises(InstanceInvalidState) as vm:
+        inst.check(OPERATIONS["stop_instance"])
+    assert str(vm.value) == f"Cannot 'stop_instance' instance {inst.id} while it is in " \
+                            "vm_state paused"
+    busy = booted(V.ACTIVE, T.REBOOTING)
+    with pytest.raises(InstanceInvalidState) as task:
+        busy.check(OPERATIONS["pause_instance"])
+    assert str(task.value) == f"Cannot 'pause_instance' instance {busy.id} while it is in " \
+                              "task_state rebooting"
+
+
+def test_a_refusal_of_an_instance_that_never_launched_says_so() -> None:
+    op = OPERATIONS["run_instance"]
+    inst = Instance.create(uuid.uuid4(), "h1", "c0", c.RunInstance(
+        command_id=uuid.uuid4(), flavor=c.Flavor(name="f", vcpus=1, memory_mb=64),
+        image_ref="img"), op)
+    inst.fail(op, "c0", HypervisorError("no"), P.NOSTATE)
+    with pytest.raises(InstanceInvalidState) as never:
+        inst.check(OPERATIONS["stop_instance"])
+    assert str(never.value) == f"Cannot 'stop_instance' instance {inst.id} while it is in " \
+                               "launched_at null (it never launched)"
+
+
+def test_a_deleted_instance_is_not_found_by_its_id() -> None:
+    inst = booted(V.DELETED)
+    with pytest.raises(Exception) as gone:
+        inst.check(OPERATIONS["terminate_instance"])
+    assert str(gone.value) == f"Instance {inst.id} could not be found."
+
+
+def test_a_fault_names_the_innermost_module_not_the_errors_module() -> None:
+    from compute.domain.errors import NetworkNotFound
+    from compute.domain.network import Network
+    with pytest.raises(NetworkNotFound) as raised:
+        Network.empty("n").allocate("i", "p", "c")
+    assert _raised_in(raised.value) == "compute.domain.network"
+
+
+def test_an_action_records_the_commands_fields_but_not_its_id() -> None:
+    inst = booted(V.ACTIVE)
+    command = payload("reboot_instance", reboot_type="SOFT")
+    inst.accept(OPERATIONS["reboot_instance"], "c1", command)
+    started = inst.collect_events()[0]
+    assert isinstance(started, e.ActionStarted)
+    assert (started.operation, started.action, started.action_event, started.command_id) == (
+        "reboot_instance", "reboot", "compute_reboot_instance", "c1")
+    assert started.params["reboot_type"] == "SOFT" and "command_id" not in started.params
+    assert inst.action_params == started.params
+
+
+def test_a_completion_names_its_operation_and_action() -> None:
+    inst = booted(V.ACTIVE)
+    op = OPERATIONS["pause_instance"]
+    inst.accept(op, "c1", payload("pause_instance"))
+    inst.collect_events()
+    inst.complete(op, "c1", P.PAUSED, dict(inst.action_params),
+                  timed_out=[{"request": "x", "waited_s": 1.0, "fallback": "y"}])
+    timed_out, paused = inst.collect_events()
+    assert isinstance(timed_out, e.GuestRequestTimedOut) and timed_out.command_id == "c1"
+    assert isinstance(paused, e.Paused)
+    assert (paused.operation, paused.action, paused.action_event, paused.command_id,
+            paused.vm_state, paused.power_state) == (
+        "pause_instance", "pause", "compute_pause_instance", "c1", V.PAUSED, P.PAUSED)
+
+
+def test_a_rebuilt_stopped_instance_is_stopped_without_a_clean_shutdown() -> None:
+    """nova/compute/manager.py _do_rebuild_instance: stop_instance(clean_shutdown=False)."""
+    inst = booted(V.STOPPED)
+    op = OPERATIONS["rebuild_instance"]
+    inst.accept(op, "c1", payload("rebuild_instance"))
+    inst.collect_events()
+    inst.complete(op, "c1", P.SHUTDOWN, dict(inst.action_params))
+    rebuilt, started, stopped = inst.collect_events()
+    assert (rebuilt.power_state, rebuilt.vm_state) == (P.RUNNING, V.ACTIVE)
+    assert (started.operation, started.action, started.action_event, started.params,
+            started.task_state, started.command_id) == (
+        "stop_instance", "rebuild", "compute_stop_instance", {"clean_shutdown": False},
+        T.POWERING_OFF, "c1")
+    assert (stopped.operation, stopped.action, stopped.action_event, stopped.vm_state,
+            stopped.power_state, stopped.command_id) == (
+        "stop_instance", "rebuild", "compute_stop_instance", V.STOPPED, P.SHUTDOWN, "c1")
+
+
+def test_a_crash_is_recorded_with_the_hypervisors_reason() -> None:
+    inst = booted()
+    inst.observe_power("c1", P.CRASHED, crashed="panicked")
+    [crash] = inst.collect_events()
+    assert isinstance(crash, e.GuestCrashed)
+    assert (crash.power_state, crash.reason, crash.command_id) == (P.CRASHED, "panicked", "c1")
+
+
+def test_a_fault_keeps_the_details_of_a_500_and_at_most_255_characters() -> None:
+    inst = booted(V.ACTIVE)
+    op = OPERATIONS["stop_instance"]
+    inst.accept(op, "c1", payload("stop_instance"))
+    inst.collect_events()
+    inst.fail(op, "c1", HypervisorError("x" * 300, details="the trace"), P.RUNNING)
+    fault, reverted = inst.collect_events()
+    assert (len(fault.message), fault.details, fault.operation, fault.command_id) == (
+        255, "the trace", "stop_instance", "c1")
+    assert (reverted.operation, reverted.action, reverted.action_event, reverted.command_id) == (
+        "stop_instance", "stop", "compute_stop_instance", "c1")
