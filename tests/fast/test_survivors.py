@@ -222,3 +222,15 @@ def test_only_a_fixed_ip_removal_takes_an_address_away() -> None:
         "10.0.0.2"]
 
 
+
+
+def test_a_hard_reboot_failing_with_the_guest_running_is_recorded_as_hard() -> None:
+    """The completion of a reboot that failed with the guest up keeps the request's
+    parameters (nova/compute/manager.py reboot_instance: the same reboot_type)."""
+    from compute.domain.operations import HARD_REBOOT
+    inst = booted(V.ACTIVE)
+    inst.accept(HARD_REBOOT, "c1", payload("reboot_instance", reboot_type="HARD"))
+    inst.collect_events()
+    assert inst.fail(HARD_REBOOT, "c1", HypervisorError("x"), P.RUNNING) is True
+    rebooted = inst.collect_events()[-1]
+    assert isinstance(rebooted, e.Rebooted) and rebooted.reboot_type == "HARD"
