@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -223,7 +223,7 @@ class InProcessHost:
 @asynccontextmanager
 async def in_process_host(host: str = "fast-h1", driver: FakeDriver | None = None,
                           store: ComputeStore | None = None,
-                          **resources: Any) -> Iterator[InProcessHost]:
+                          **resources: Any) -> AsyncIterator[InProcessHost]:
     """An InProcessHost on a fresh in-memory store unless one is given (a restart keeps
     the store and the driver, as the hypervisor outlives the service)."""
     own = store is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from compute.domain.errors import HypervisorError
 from compute.events.commands import Flavor
@@ -14,7 +15,7 @@ from compute.domain.operations import OPERATIONS
 from compute.domain.states import PowerState as P
 from compute.domain.states import VmState as V
 from compute.events.lifecycle import Recovered
-from compute.store.app import open_store
+from compute.store.app import ComputeStore, open_store
 from tests.fakes import FakeDriver, in_process_host
 
 FLAVOR = {"flavor": Flavor(name="m1", vcpus=1, memory_mb=512, root_gb=1), "image_ref": "img"}
@@ -119,7 +120,7 @@ async def test_a_restarted_host_redoes_an_interrupted_stop_and_keeps_the_action_
         store.close()
 
 
-def interrupted(store, vm: uuid.UUID, op_name: str, **body) -> None:
+def interrupted(store: ComputeStore, vm: uuid.UUID, op_name: str, **body: Any) -> None:
     """The host died with ``op_name`` accepted (its accept and steps committed)."""
     inst = store.get_instance(vm)
     op = OPERATIONS[op_name]
