@@ -173,6 +173,7 @@ class InProcessHost:
         store.recorder.insert_events([store.mapper.to_stored_event(e)
                                       for e in tracker.collect_events()])
         self.outcomes: dict[str, asyncio.Future[Outcome]] = {}
+        self.replies: list[tuple[str, Outcome]] = []     # every answer, in order
         self.ctx = ActorContext(host=host, store=store, writer=self.writer,
                                 driver=self.driver_actor, tracker=ResourceTracker(tracker),
                                 networks=NetworkBook(store), groups=SecurityGroupBook(store),
@@ -182,6 +183,7 @@ class InProcessHost:
     async def _reply(self, env: Envelope | None, reply_to: str | None,
                      outcome: Outcome) -> None:
         if env is not None:
+            self.replies.append((env.command_id, outcome))
             future = self.outcomes.setdefault(
                 env.command_id, asyncio.get_running_loop().create_future())
             if not future.done():

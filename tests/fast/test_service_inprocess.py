@@ -81,6 +81,7 @@ async def test_a_redelivered_command_is_answered_once_more_without_running_again
         assert isinstance(first, Succeeded) and isinstance(again, Succeeded)
         assert again.duplicate and again.events == [] and again.version == first.version
         assert h.driver.calls.count(("power_off", str(vm))) == 1
+        assert [c for c, _ in h.replies].count(cid) == 2      # one answer per delivery
 
 
 async def test_commands_for_one_instance_run_in_their_order_of_arrival() -> None:
@@ -91,6 +92,8 @@ async def test_commands_for_one_instance_run_in_their_order_of_arrival() -> None
                                             "pause_instance")]
         states = [(await h.answer(cid)).vm_state for cid in ids]
         assert states == ["stopped", "active", "paused"]
+        assert await h.router.settle()
+        assert [c for c, _ in h.replies][-3:] == ids            # each answered once, in order
 
 
 async def test_a_restarted_host_redoes_an_interrupted_stop_and_keeps_the_action_open() -> None:
