@@ -5,6 +5,7 @@ files, and libvirt's test hypervisor described per test (its own capacity and st
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
+from compute.events.outcomes import Succeeded
 from compute.messaging.cluster import NatsCluster
 from compute.messaging.server import NatsServer, free_port
 from tests.stores import postgres_schema, postgres_unavailable
@@ -141,3 +143,12 @@ TINY = {"name": "m1.tiny", "vcpus": 1, "memory_mb": 512, "root_gb": 1}
 
 def boot_payload(name: str = "vm", **flavor: Any) -> dict[str, Any]:
     return {"name": name, "image_ref": "cirros-0.6.2", "flavor": {**TINY, **flavor}}
+
+
+async def boot(client: ComputeClient, host: str, name: str = "vm") -> str:
+    """A new instance built on ``host`` (its build asserted a success); its uuid. The one
+    copy of what several test files each defined as ``boot`` / ``booted``."""
+    vm = str(uuid.uuid4())
+    outcome = await client.send(host, vm, "run_instance", boot_payload(name))
+    assert isinstance(outcome, Succeeded), outcome
+    return vm

@@ -10,7 +10,7 @@ import libvirt
 from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.events.outcomes import Failed, Rejected, Succeeded
-from tests.conftest import boot_payload
+from tests.conftest import boot
 
 NETWORK_NS = "https://compute.local/xmlns/network/1.0"
 
@@ -22,16 +22,10 @@ async def network(client: ComputeClient, host: str, name: str, cidr: str) -> str
     return net
 
 
-async def booted(client: ComputeClient, service: HostService) -> str:
-    vm = str(uuid.uuid4())
-    await client.send(service.host, vm, "run_instance", boot_payload())
-    return vm
-
-
 async def test_interfaces_and_fixed_ips_come_from_the_address_book(
         service: HostService, client: ComputeClient) -> None:
     net = await network(client, service.host, "lan", "10.1.0.0/29")
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     attached = await client.send(service.host, vm, "attach_interface",
                                  {"network_id": net, "port_id": "port-a"})
     assert isinstance(attached, Succeeded) and attached.result["addresses"] == ["10.1.0.2"]
@@ -46,7 +40,7 @@ async def test_interfaces_and_fixed_ips_come_from_the_address_book(
     assert isinstance(removed, Succeeded)
     view = (await client.query("instance", vm, min_position=removed.position))["instance"]
     assert view["interfaces"]["port-a"]["addresses"] == ["10.1.0.3"]
-    other = await booted(client, service)                  # a freed address is reused
+    other = await boot(client, service.host)                  # a freed address is reused
     again = await client.send(service.host, other, "attach_interface",
                               {"network_id": net, "port_id": "port-b"})
     assert again.result["addresses"] == ["10.1.0.2"]
@@ -58,7 +52,7 @@ async def test_interfaces_and_fixed_ips_come_from_the_address_book(
 async def test_two_instances_never_get_one_address(service: HostService,
                                                    client: ComputeClient) -> None:
     net = await network(client, service.host, "wide", "10.2.0.0/24")
-    vms = [await booted(client, service) for _ in range(5)]
+    vms = [await boot(client, service.host) for _ in range(5)]
     outs = await asyncio.gather(*(client.send(service.host, vm, "attach_interface",
                                               {"network_id": net, "port_id": f"p{i}"})
                                   for i, vm in enumerate(vms)))
@@ -69,7 +63,7 @@ async def test_two_instances_never_get_one_address(service: HostService,
 async def test_a_full_slash_30_is_a_typed_error(service: HostService,
                                                 client: ComputeClient) -> None:
     net = await network(client, service.host, "tiny", "10.3.0.0/30")  # gateway + one address
-    a, b = await booted(client, service), await booted(client, service)
+    a, b = await boot(client, service.host), await boot(client, service.host)
     ok = await client.send(service.host, a, "attach_interface", {"network_id": net,
                                                                  "port_id": "pa"})
     assert ok.result["addresses"] == ["10.3.0.2"]
@@ -82,7 +76,7 @@ async def test_a_full_slash_30_is_a_typed_error(service: HostService,
 async def test_duplicate_and_unknown_ports_are_typed_errors(service: HostService,
                                                             client: ComputeClient) -> None:
     net = await network(client, service.host, "dup", "10.4.0.0/28")
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     await client.send(service.host, vm, "attach_interface", {"network_id": net, "port_id": "p"})
     twice = await client.send(service.host, vm, "attach_interface",
                               {"network_id": net, "port_id": "p"})
@@ -94,10 +88,10 @@ async def test_duplicate_and_unknown_ports_are_typed_errors(service: HostService
 async def test_deleting_an_instance_frees_its_addresses(service: HostService,
                                                         client: ComputeClient) -> None:
     net = await network(client, service.host, "free", "10.5.0.0/30")
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     await client.send(service.host, vm, "attach_interface", {"network_id": net, "port_id": "x"})
     await client.send(service.host, vm, "terminate_instance")
-    other = await booted(client, service)
+    other = await boot(client, service.host)
     out = await client.send(service.host, other, "attach_interface",
                             {"network_id": net, "port_id": "y"})
     assert out.result["addresses"] == ["10.5.0.2"]
@@ -106,7 +100,7 @@ async def test_deleting_an_instance_frees_its_addresses(service: HostService,
 async def test_inject_network_info_and_reset_network(service: HostService,
                                                      client: ComputeClient) -> None:
     net = await network(client, service.host, "inj", "10.6.0.0/28")
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     await client.send(service.host, vm, "attach_interface", {"network_id": net, "port_id": "i"})
     assert (await client.send(service.host, vm, "inject_network_info")).events[-1] == \
         "NetworkInfoInjected"
@@ -120,7 +114,7 @@ async def test_inject_network_info_and_reset_network(service: HostService,
 async def test_a_requested_ip_is_honoured_or_refused(service: HostService,
                                                      client: ComputeClient) -> None:
     net = await network(client, service.host, "req", "10.7.0.0/28")
-    a, b = await booted(client, service), await booted(client, service)
+    a, b = await boot(client, service.host), await boot(client, service.host)
     out = await client.send(service.host, a, "attach_interface",
                             {"network_id": net, "port_id": "ra", "requested_ip": "10.7.0.9"})
     assert out.result["addresses"] == ["10.7.0.9"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -190,15 +191,25 @@ async def test_a_delete_preempts_a_long_operation_which_ends_quietly(
     assert "FaultRecorded" not in [e["event"] for e in published]
 
 
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a state of the actors (their mailboxes and instances have no event to
+    await); each check yields to the loop, so the actor moves on in between."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
 async def test_commands_queued_behind_an_operation_keep_their_order(
         service: HostService, client: ComputeClient) -> None:
     vm = str(uuid.uuid4())
     await client.send(service.host, vm, "run_instance", boot_payload())
     service.driver.inject_fault("power_off", None, delay=0.3)
+    actor = service.router.actors[uuid.UUID(vm)]
     stop = asyncio.create_task(client.send(service.host, vm, "stop_instance"))
-    await asyncio.sleep(0.05)
+    await until(lambda: actor.instance.task_state is not None)      # the stop is in flight
     start = asyncio.create_task(client.send(service.host, vm, "start_instance"))
-    await asyncio.sleep(0.05)
+    await until(lambda: actor.mailbox.qsize() >= 1 or start.done())  # the start waits
     pause = asyncio.create_task(client.send(service.host, vm, "pause_instance"))
     results = [await stop, await start, await pause]
     assert [r.vm_state for r in results] == ["stopped", "active", "paused"]

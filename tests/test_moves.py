@@ -13,7 +13,7 @@ from compute.client import ComputeClient
 from compute.domain.errors import HypervisorError
 from compute.domain.migration import move_consumer
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
-from tests.conftest import boot_payload
+from tests.conftest import boot
 from tests.moves_fixtures import StartHost, domain_state, instance
 
 pytestmark = pytest.mark.both_stores   # several hosts on one SQLite file or PostgreSQL schema
@@ -23,17 +23,10 @@ TINY_CLAIM = (1, 512, 1.0)
 SMALL_CLAIM = (2, 2048, 20.0)
 
 
-async def boot(client: ComputeClient, host: str) -> str:
-    vm = str(uuid.uuid4())
-    outcome = await client.send(host, vm, "run_instance", boot_payload("mover"))
-    assert isinstance(outcome, Succeeded), outcome
-    return vm
-
-
 async def test_resize_then_confirm_moves_the_instance_and_frees_the_source(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
 
     resized = await client.send(src.host, vm, "resize_instance",
                                 {"flavor": SMALL, "host": dst.host})
@@ -61,7 +54,7 @@ async def test_resize_then_confirm_moves_the_instance_and_frees_the_source(
 async def test_resize_passes_through_novas_task_states_in_order(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
     resized = await client.send(src.host, vm, "resize_instance",
                                 {"flavor": SMALL, "host": dst.host})
     assert isinstance(resized, Succeeded), resized
@@ -78,7 +71,7 @@ async def test_resize_passes_through_novas_task_states_in_order(
 async def test_resize_then_revert_goes_back_to_the_source_with_the_old_flavor(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
     await client.send(src.host, vm, "resize_instance", {"flavor": SMALL, "host": dst.host})
 
     reverted = await client.send(dst.host, vm, "revert_resize")
@@ -96,7 +89,7 @@ async def test_resize_then_revert_goes_back_to_the_source_with_the_old_flavor(
 async def test_cold_migration_keeps_the_flavor_and_a_stopped_guest_stays_stopped(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
     await client.send(src.host, vm, "stop_instance")
 
     migrated = await client.send(src.host, vm, "migrate_instance", {"host": dst.host})
@@ -115,7 +108,7 @@ async def test_cold_migration_keeps_the_flavor_and_a_stopped_guest_stays_stopped
 async def test_live_migration_moves_a_running_guest_and_frees_the_source(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
 
     moved = await client.send(src.host, vm, "live_migration", {"host": dst.host})
     assert isinstance(moved, Succeeded), moved
@@ -133,7 +126,7 @@ async def test_live_migration_moves_a_running_guest_and_frees_the_source(
 async def test_a_command_to_the_old_host_is_answered_moved_and_the_client_follows(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
     await client.send(src.host, vm, "live_migration", {"host": dst.host})
 
     moved = await client.send(src.host, vm, "pause_instance", follow_moved=False)
@@ -146,7 +139,7 @@ async def test_a_command_to_the_old_host_is_answered_moved_and_the_client_follow
 async def test_live_migration_rolls_back_when_pre_live_migration_fails_at_the_destination(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
     dst.driver.inject_fault("pre_live_migration", HypervisorError("no room for the disk"))
     failed = await client.send(src.host, vm, "live_migration", {"host": dst.host})
     assert isinstance(failed, Failed), failed
@@ -163,7 +156,7 @@ async def test_live_migration_rolls_back_when_pre_live_migration_fails_at_the_de
 async def test_an_aborted_live_migration_is_cancelled_and_rolled_back(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
     src.driver.inject_fault("live_migration", None, delay=1.0)   # a migration that takes time
     migrating = asyncio.create_task(
         client.send(src.host, vm, "live_migration", {"host": dst.host}))
@@ -185,7 +178,7 @@ async def test_an_aborted_live_migration_is_cancelled_and_rolled_back(
 async def test_a_move_to_a_host_without_room_is_rolled_back_with_the_instance_untouched(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host(memory_mb=1024)
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
     failed = await client.send(src.host, vm, "resize_instance",
                                {"flavor": SMALL, "host": dst.host})
     assert isinstance(failed, Failed), failed
@@ -199,7 +192,7 @@ async def test_a_move_to_a_host_without_room_is_rolled_back_with_the_instance_un
 async def test_abort_without_a_live_migration_is_refused(
         start_host: StartHost, client: ComputeClient) -> None:
     src = await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
     refused = await client.send(src.host, vm, "live_migration_abort")
     assert isinstance(refused, Rejected) and refused.error == "InstanceInvalidState"
 
@@ -207,8 +200,8 @@ async def test_abort_without_a_live_migration_is_refused(
 async def test_maintenance_mode_live_migrates_the_running_instances_away(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
-    running = [await boot(client, src.host) for _ in range(2)]
-    stopped = await boot(client, src.host)
+    running = [await boot(client, src.host, "mover") for _ in range(2)]
+    stopped = await boot(client, src.host, "mover")
     await client.send(src.host, stopped, "stop_instance")
     arrivals = await client.js.subscribe(f"compute.evt.{src.host}.*.LiveMigrated",
                                          ordered_consumer=True)
@@ -236,7 +229,7 @@ async def test_a_stale_writer_cannot_write_an_instance_another_host_now_owns(
     from compute.events.commands import InstanceCommand
 
     src, dst = await start_host(), await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
     before = instance(src, vm).version
     await client.send(src.host, vm, "live_migration", {"host": dst.host})
     stale = src.store.repository.get(uuid.UUID(vm), version=before)
@@ -249,7 +242,7 @@ async def test_a_stale_writer_cannot_write_an_instance_another_host_now_owns(
 async def test_the_resource_audit_removes_a_guest_left_behind_by_a_finished_move(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
     xml = src.driver.connect().lookupByUUIDString(vm).XMLDesc(0)
     await client.send(src.host, vm, "live_migration", {"host": dst.host})
     src.driver.connect().defineXML(xml)          # a copy the source failed to clean up
@@ -263,7 +256,7 @@ async def test_the_resource_audit_removes_a_guest_left_behind_by_a_finished_move
 async def test_a_block_migration_with_volumes_is_refused_by_the_source(
         start_host: StartHost, client: ComputeClient) -> None:
     src, dst = await start_host(), await start_host()
-    vm = await boot(client, src.host)
+    vm = await boot(client, src.host, "mover")
     attached = await client.send(src.host, vm, "attach_volume", {"volume_id": "data1"})
     assert isinstance(attached, Succeeded), attached
     failed = await client.send(src.host, vm, "live_migration",

@@ -12,16 +12,9 @@ from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.outcomes import Failed, Rejected, Succeeded
-from tests.conftest import boot_payload
+from tests.conftest import boot, boot_payload
 
 pytestmark = pytest.mark.both_stores
-
-
-async def booted(client: ComputeClient, service: HostService) -> str:
-    vm = str(uuid.uuid4())
-    out = await client.send(service.host, vm, "run_instance", boot_payload())
-    assert isinstance(out, Succeeded)
-    return vm
 
 
 async def call(client: ComputeClient, host: str, op: str, **payload: object) -> dict:
@@ -42,7 +35,7 @@ async def history(client: ComputeClient, vm: str, until_version: int) -> list[di
 
 
 async def test_soft_delete_then_restore(service: HostService, client: ComputeClient) -> None:
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     gone = await client.send(service.host, vm, "soft_delete_instance")
     assert (gone.vm_state, gone.power_state) == ("soft-delete", 4)
     back = await client.send(service.host, vm, "restore_instance")
@@ -54,7 +47,7 @@ async def test_soft_deleted_instances_are_reclaimed_after_the_interval(
     settings.reclaim_instance_interval = 0.1
     settings.reclaim_poll_interval = 0.1
     async with HostService(settings) as service:
-        vm = await booted(client, service)
+        vm = await boot(client, service.host)
         await client.send(service.host, vm, "soft_delete_instance")
         events = await history(client, vm, until_version=10)
         assert events[-1]["event"] == "Terminated"
@@ -62,7 +55,7 @@ async def test_soft_deleted_instances_are_reclaimed_after_the_interval(
 
 
 async def test_rescue_and_unrescue(service: HostService, client: ComputeClient) -> None:
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     out = await client.send(service.host, vm, "rescue_instance",
                             {"rescue_image_ref": "rescue-img", "rescue_password": "s3cret"})
     assert (out.vm_state, out.power_state) == ("rescued", 1)
@@ -85,7 +78,7 @@ REBUILT = ["ActionStarted", "TaskStateChanged", "TaskStateChanged", "Rebuilt"]
 async def test_rebuild_takes_the_new_image_and_keeps_a_stopped_instance_stopped(
         service: HostService, client: ComputeClient, before: str | None, after: str,
         events: list[str]) -> None:
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     if before:
         await client.send(service.host, vm, before)
     out = await client.send(service.host, vm, "rebuild_instance",
@@ -102,7 +95,7 @@ async def test_rebuild_from_error_ends_active(service: HostService,
                                               client: ComputeClient) -> None:
     from compute.domain.errors import HypervisorError
 
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     service.driver.inject_fault("suspend", HypervisorError("disk full"))
     failed = await client.send(service.host, vm, "suspend_instance")
     assert failed.vm_state == "error"
@@ -112,14 +105,14 @@ async def test_rebuild_from_error_ends_active(service: HostService,
 
 async def test_set_admin_password_needs_a_running_guest(service: HostService,
                                                         client: ComputeClient) -> None:
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     ok = await client.send(service.host, vm, "set_admin_password", {"new_pass": "pw1"})
     assert isinstance(ok, Succeeded) and ok.events[-1] == "PasswordChanged"
     service.driver.connect().lookupByUUIDString(vm).suspend()    # paused behind our back
     refused = await client.send(service.host, vm, "set_admin_password", {"new_pass": "pw2"})
     assert isinstance(refused, Failed) and refused.error == "InstancePasswordSetFailed"
     assert (refused.vm_state, refused.task_state) == ("active", None)
-    stopped = await booted(client, service)
+    stopped = await boot(client, service.host)
     await client.send(service.host, stopped, "stop_instance")
     rejected = await client.send(service.host, stopped, "set_admin_password",
                                  {"new_pass": "pw3"})
@@ -128,7 +121,7 @@ async def test_set_admin_password_needs_a_running_guest(service: HostService,
 
 async def test_inject_file_and_metadata_reach_the_domain(service: HostService,
                                                          client: ComputeClient) -> None:
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     out = await client.send(service.host, vm, "inject_file",
                             {"path": "/etc/hostname", "contents": "web1"})
     assert out.events == ["ActionStarted", "FileInjected"]
@@ -145,7 +138,7 @@ async def test_inject_file_and_metadata_reach_the_domain(service: HostService,
 
 async def test_snapshot_passes_through_novas_task_states_and_is_listed(
         service: HostService, client: ComputeClient) -> None:
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     out = await client.send(service.host, vm, "snapshot_instance", {"name": "before-upgrade"})
     events = await history(client, vm, until_version=out.version)
     tasks = [e["task_state"] for e in events if e["version"] > 6 and "task_state" in e]
@@ -168,7 +161,7 @@ async def backup(client: ComputeClient, service: HostService, vm: str, kind: str
 
 async def test_backup_rotation_follows_nova(service: HostService,
                                             client: ComputeClient) -> None:
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     for _ in range(4):
         await backup(client, service, vm, "daily", 3)
     await backup(client, service, vm, "weekly", 1)
@@ -186,7 +179,7 @@ async def test_backup_rotation_follows_nova(service: HostService,
 
 async def test_a_backup_needs_its_type_and_rotation(service: HostService,
                                                     client: ComputeClient) -> None:
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     out = await client.send(service.host, vm, "snapshot_instance",
                             {"name": "b", "image_type": "backup"})
     assert isinstance(out, Rejected) and out.error == "InvalidPayload"
@@ -194,7 +187,7 @@ async def test_a_backup_needs_its_type_and_rotation(service: HostService,
 
 async def test_console_tokens_open_only_their_own_console(service: HostService,
                                                           client: ComputeClient) -> None:
-    a, b = await booted(client, service), await booted(client, service)
+    a, b = await boot(client, service.host), await boot(client, service.host)
     ca = await call(client, service.host, "get_vnc_console", uuid=a)
     cb = await call(client, service.host, "get_vnc_console", uuid=b)
     assert ca["port"] != cb["port"] and ca["host"] == "127.0.0.1"
@@ -212,7 +205,7 @@ async def test_console_tokens_open_only_their_own_console(service: HostService,
 
 async def test_diagnostics_and_console_facts(service: HostService,
                                              client: ComputeClient) -> None:
-    vm = await booted(client, service)
+    vm = await boot(client, service.host)
     diag = await call(client, service.host, "get_diagnostics", uuid=vm)
     assert diag["state"] == "running" and diag["num_cpus"] == 1
     assert "vda" in diag["disk"] and len(diag["nic"]) == 1

@@ -1,0 +1,78 @@
+"""A log written by the previous release (commit d98cf93, tests/data/make_log_d98cf93.py:
+its aggregates, mapper and recorder) replayed by this code: every instance folds to the state
+the old code had, every hash chain verifies, the host's claims fold to the same usage, and the
+views rebuilt from the log are the rows the old projector wrote. An event shape that changes
+without a default for its new fields, or a renamed event class, fails here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from compute.projections.audit import verify_chains
+from compute.projections.projector import Projector
+from compute.projections.views import ViewStore
+from compute.store.app import ComputeStore, open_store
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+EXPECTED: dict[str, Any] = json.loads((DATA / "log-d98cf93.json").read_text())
+
+
+@pytest.fixture
+def old_log(tmp_path: Path) -> Iterator[ComputeStore]:
+    """A copy of the stored log (opening a store may add tables; the fixture stays as it was)."""
+    path = tmp_path / "log.sqlite"
+    shutil.copyfile(DATA / "log-d98cf93.sqlite", path)
+    store = open_store(str(path))
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize("uid", sorted(EXPECTED["instances"]))
+def test_an_instance_of_the_old_log_folds_to_the_state_the_old_code_had(
+        old_log: ComputeStore, uid: str) -> None:
+    want = EXPECTED["instances"][uid]
+    inst = old_log.get_instance(uuid.UUID(uid))
+    assert inst is not None
+    got = {"name": inst.name, "vm_state": str(inst.vm_state),
+           "task_state": None if inst.task_state is None else str(inst.task_state),
+           "power_state": int(inst.power_state), "version": inst.version, "chain": inst.chain,
+           "image_ref": inst.image_ref, "metadata": inst.metadata,
+           "fault_count": inst.fault_count, "launched": inst.launched_at is not None}
+    assert got == want
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known defect: FaultRecorded gained `exception` and `module` (defaults \"\") after d98cf93; "
+    "the audit re-encodes each decoded event to check its link, so the defaults join the hash "
+    "and every fault of an older log reads as edited. Fix: link over the stored bytes with the "
+    "chain blanked (compute/projections/audit.py verify_chains), not over a re-encoding."))
+def test_the_old_logs_hash_chains_verify(old_log: ComputeStore) -> None:
+    report = verify_chains(old_log)
+    assert (report.intact, report.problems) == (True, [])
+    assert report.instances == len(EXPECTED["instances"])
+
+
+def test_the_old_logs_host_claims_fold_to_the_same_usage(old_log: ComputeStore) -> None:
+    host = old_log.get_host("old-h1")
+    assert {k: list(v) for k, v in host.claims.items()} == EXPECTED["host"]["claims"]
+    assert host.version == EXPECTED["host"]["version"]
+
+
+def test_the_views_rebuilt_from_the_old_log_are_the_old_projectors(
+        old_log: ComputeStore, tmp_path: Path) -> None:
+    views = ViewStore(str(tmp_path / "views.sqlite"), scratch=True)
+    try:
+        replayed = Projector(old_log, views).catch_up()
+        rebuilt = json.loads(json.dumps(msgspec.to_builtins(views.dump())))
+    finally:
+        views.close()
+    assert replayed == EXPECTED["events"]
+    assert rebuilt == EXPECTED["views"]
