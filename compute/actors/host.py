@@ -43,6 +43,7 @@ from compute.events.outcomes import Outcome, Rejected
 from compute.events.steps import STEPS
 from compute.messaging import intake
 from compute.messaging.acks import redelivered
+from compute.messaging.connection import garbled, watch
 from compute.messaging.consumer import PullConsumer
 from compute.messaging.credentials import connect
 from compute.messaging.notifier import Notifier
@@ -70,6 +71,7 @@ log = logging.getLogger("compute.host")
 
 
 _encoder = msgspec.json.Encoder()
+_any: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
 class HostService(HostTasks):
@@ -94,6 +96,9 @@ class HostService(HostTasks):
         self._backdoor: asyncio.Server | None = None
         self.micro: Any = None
         self._steps: set[asyncio.Task[None]] = set()
+        self.failed = asyncio.Event()
+        """Set when the host's NATS connection is closed for good: the host serves nothing
+        any more, and ``compute up`` exits non-zero so its supervisor restarts it."""
 
     # -- start / stop ---------------------------------------------------------------------
     async def start(self) -> HostService:
@@ -109,6 +114,7 @@ class HostService(HostTasks):
         self.projector = Projector(self.store, self.views)
         self.writer = GroupCommitWriter(self.store, on_commit=self._committed)
         self.metrics = Metrics()
+        self.metrics.watch_bus(self.nc.faults)
         self.driver_actor = DriverActor(
             self.driver, threads=driver_threads(s, self.driver), timeout=s.driver_timeout,
             observe=self.metrics.driver_call)
@@ -158,6 +164,7 @@ class HostService(HostTasks):
                 s.reclaim_poll_interval if s.reclaim_instance_interval > 0 else -1,
                 self.reclaim_queued_deletes), name="reclaim"),
             asyncio.create_task(self._periodic(1.0, self.sample_metrics), name="metrics"),
+            asyncio.create_task(watch(self.nc, self._bus_closed), name="bus-watch"),
             *self._outbox_tasks(),
             asyncio.create_task(self._consume(), name="consumer"),
         ]
@@ -215,6 +222,11 @@ class HostService(HostTasks):
         self.driver_actor.close()
         await asyncio.to_thread(self.views.close)
         await asyncio.to_thread(self.store.close)
+
+    async def _bus_closed(self) -> None:
+        if not self._stopping:
+            log.error("host %s: its NATS connection is closed; it serves nothing", self.host)
+            self.failed.set()
 
     async def __aenter__(self) -> HostService:
         return await self.start()
@@ -276,34 +288,47 @@ class HostService(HostTasks):
             await consumer.stop()
 
     async def dispatch(self, msg: Any) -> None:
-        """Route one command; a malformed one is answered and terminated (never redelivered)."""
+        """Route one command; anything wrong with it, whatever its bytes (a subject or
+        headers that are not UTF-8, any exception while reading it), is answered with a
+        typed ``Rejected`` and the message terminated (never redelivered)."""
         if self._stopping:      # handed back at once, for whoever consumes next
             with contextlib.suppress(Exception):
                 await msg.nak()
             return
-        tokens = msg.subject.split(".")
-        if len(tokens) == 5 and tokens[3] == HOST_TARGET:
-            outcome = await self.host_ops.run(tokens[4], msg.data)
-            await self._reply(None, (msg.headers or {}).get(REPLY_TO), outcome)
-            with contextlib.suppress(Exception):
-                await (msg.term() if isinstance(outcome, Rejected) else msg.ack())
-            return
         try:
+            if part := garbled(msg):
+                raise InvalidPayload(f"the command's {part} is not valid UTF-8")
+            tokens = msg.subject.split(".")
+            if len(tokens) == 5 and tokens[3] == HOST_TARGET:
+                outcome = await self.host_ops.run(tokens[4], msg.data)
+                await self._reply(None, (msg.headers or {}).get(REPLY_TO), outcome)
+                with contextlib.suppress(Exception):
+                    await (msg.term() if isinstance(outcome, Rejected) else msg.ack())
+                return
             env = intake.parse(msg.subject, msg.data, msg.headers)
-        except ComputeError as exc:
-            info = intake.salvage(msg.subject, msg.data, msg.headers)
-            log.warning("rejected %s on %s: %s", exc.error.value, msg.subject, exc)
-            self.ctx.counters.rejected += 1
-            self.metrics.commands.labels(info["operation"] or "-", "Rejected").inc()
-            await self._reply(None, info["reply_to"], Rejected(
-                command_id=info["command_id"], uuid=info["uuid"], operation=info["operation"],
-                host=self.host, error=exc.error, message=str(exc),
-                duplicate=redelivered(msg)))
-            with contextlib.suppress(Exception):
-                await msg.term()
+        except Exception as exc:
+            await self._refuse(msg, exc)
             return
         env.msg = msg
         self.router.deliver(env)
+
+    async def _refuse(self, msg: Any, exc: Exception) -> None:
+        """Answer a command that cannot be run with a typed ``Rejected`` (``InternalError``
+        for an exception that is not a ComputeError: a bug, logged with its traceback), and
+        terminate it."""
+        if not isinstance(exc, ComputeError):
+            log.error("command on %r failed before reaching an actor", msg.subject,
+                      exc_info=exc)
+            exc = ComputeError(f"{type(exc).__name__}: {exc}")
+        info = intake.salvage(msg.subject, msg.data, msg.headers)
+        log.warning("rejected %s on %r: %s", exc.error.value, msg.subject[:300], exc)
+        self.ctx.counters.rejected += 1
+        self.metrics.refused(info["operation"])
+        await self._reply(None, info["reply_to"], Rejected(
+            command_id=info["command_id"], uuid=info["uuid"], operation=info["operation"],
+            host=self.host, error=exc.error, message=str(exc), duplicate=redelivered(msg)))
+        with contextlib.suppress(Exception):
+            await msg.term()
 
     async def _serve_calls(self) -> Any:
         """Every call of this host as an endpoint of a NATS micro service named ``compute``:
@@ -315,7 +340,21 @@ class HostService(HostTasks):
         names = sorted({*HOST_OPERATIONS, *OPERATIONS, *ALIASES, *STEPS})
 
         async def endpoint(request: Any) -> None:
-            await self._on_call(request._msg)
+            msg = request._msg
+            try:
+                if part := garbled(msg):
+                    raise InvalidPayload(f"the call's {part} is not valid UTF-8")
+                await self._on_call(msg)
+            except Exception as exc:     # typed, not micro's untyped "500" error header
+                error = exc if isinstance(exc, ComputeError) else ComputeError(
+                    f"{type(exc).__name__}: {exc}")
+                if not isinstance(exc, ComputeError):
+                    log.error("call on %r failed", msg.subject, exc_info=exc)
+                if msg.reply:
+                    with contextlib.suppress(Exception):
+                        await msg.respond(_encoder.encode(Rejected(
+                            command_id=None, uuid=None, operation=msg.subject.rsplit(".")[-1],
+                            host=self.host, error=error.error, message=str(error))))
 
         for name in names:
             await service.add_endpoint(name=name, subject=f"compute.call.{self.host}.{name}",
@@ -348,17 +387,19 @@ class HostService(HostTasks):
 
     async def _instance_call(self, name: str, msg: Any) -> None:
         try:
-            body = msgspec.json.decode(msg.data)
-            target = body.pop("uuid") if isinstance(body, dict) else None
+            body = intake.decode(_any, msg.data, f"{name} call")
+            target = body.pop("uuid", None) if isinstance(body, dict) else None
             if not isinstance(target, str):
                 raise InvalidPayload("an instance call needs {\"uuid\": ...} in its body")
             env = intake.parse(command(self.host, target, name), msgspec.json.encode(body),
                                {REPLY_TO: msg.reply})
-        except (ComputeError, msgspec.DecodeError) as exc:
-            error = exc if isinstance(exc, ComputeError) else InvalidPayload(str(exc))
-            await msg.respond(_encoder.encode(Rejected(
-                command_id=None, uuid=None, operation=name, host=self.host,
-                error=error.error, message=str(error))))
+        except Exception as exc:
+            error = exc if isinstance(exc, ComputeError) else ComputeError(
+                f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):
+                await msg.respond(_encoder.encode(Rejected(
+                    command_id=None, uuid=None, operation=name, host=self.host,
+                    error=error.error, message=str(error))))
             return
         self.router.deliver(env)
 

@@ -22,6 +22,7 @@ from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.secgroup import PROVIDER_GROUP
 from compute.events import commands as c
 from compute.events.outcomes import ErrorCode, HostUpdated, Rejected
+from compute.messaging.intake import decode, decoder
 
 if TYPE_CHECKING:
     from compute.actors.host import HostService
@@ -41,6 +42,9 @@ class HostStatus(msgspec.Struct):
     degraded: bool
     actors: int
     instances: int
+    bus_faults: dict[str, int] = {}
+    """Faults of the host's NATS connection since it started (``compute.messaging.
+    connection``: messages not UTF-8, dropped, read loop restarts); empty when none."""
 
 
 class ConsoleOutput(msgspec.Struct):
@@ -111,10 +115,7 @@ class HostOperations:
                                        f"{', '.join(sorted(HOST_OPERATIONS))}")
             payload = None
             if op.payload is not None:
-                try:
-                    payload = msgspec.json.decode(data or b"{}", type=op.payload)
-                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    raise InvalidPayload(f"invalid {name} payload: {exc}") from None
+                payload = decode(decoder(op.payload), data or b"{}", f"{name} payload")
                 command_id = str(getattr(payload, "command_id", "")) or None
             async with self._lock:
                 return await getattr(self, name)(payload)
@@ -235,7 +236,7 @@ class HostOperations:
         h, s = self._host, self.service
         return HostStatus(host=s.host, enabled=h.enabled, maintenance=h.maintenance,
                           degraded=s.lifecycle.degraded, actors=len(s.router.actors),
-                          instances=len(h.claims))
+                          instances=len(h.claims), bus_faults=dict(s.nc.faults))
 
     async def get_backdoor_port(self, _: None) -> BackdoorPort:
         return BackdoorPort(host=self.service.host, port=self.service.backdoor_port)
