@@ -108,7 +108,8 @@ class HostService(HostTasks):
                                 name=f"compute-host-{self.host}", max_reconnect_attempts=-1,
                                 reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
-        await ensure_streams(self.js, cluster_replicas(self.nc), update=False)  # create only
+        await ensure_streams(self.js, cluster_replicas(self.nc), update=False,  # create only
+                             settings=s)
         self.store = await asyncio.to_thread(open_store, s.store)
         self.views = await asyncio.to_thread(ViewStore, s.views)
         self.projector = Projector(self.store, self.views)
