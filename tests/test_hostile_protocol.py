@@ -103,9 +103,18 @@ async def answers(client: ComputeClient) -> AsyncIterator[Answers]:
     await a.sub.unsubscribe()
 
 
-async def consumer_is_clean(client: ComputeClient, host: str) -> None:
-    info = await client.js.consumer_info(COMMANDS_STREAM, f"host-{host}")
-    assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
+async def consumer_is_clean(client: ComputeClient, host: str, within: float = 10.0) -> None:
+    """Nothing pending, unacknowledged or redelivered on the host's consumer (an actor may
+    still be acknowledging its last command: the server's count is read until ``within``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        info = await client.js.consumer_info(COMMANDS_STREAM, f"host-{host}")
+        counts = (info.num_pending, info.num_ack_pending, info.num_redelivered)
+        if counts == (0, 0, 0) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert counts == (0, 0, 0), "pending, unacknowledged, redelivered"
 
 
 async def still_serving(client: ComputeClient, service: HostService) -> None:
@@ -184,6 +193,42 @@ async def test_wrong_shaped_subjects_are_rejected(
     [out] = await answers.take()
     assert isinstance(out, Rejected)
     assert out.error in ("InvalidPayload", "UnknownOperation")
+    await consumer_is_clean(client, service.host)
+
+
+@pytest.mark.parametrize("reply_to", [b"_INBOX.>", b"_INBOX.*.*", b"$JS.API.STREAM.DELETE.x",
+                                      b"compute.cmd.nowhere.x.y", b"\xff\xfe"])
+async def test_forged_reply_subjects_stop_nothing(
+        service: HostService, client: ComputeClient, raw: RawClient, reply_to: bytes) -> None:
+    """The answer goes where the sender said (whether it may is the permissions' business,
+    and they refuse the host those subjects); the host is not stopped and the command is
+    terminated."""
+    raw.publish(cmd(service.host), b'{"command_id": "%s"}' % str(uuid.uuid4()).encode(),
+                b"NATS/1.0\r\n%s: %s\r\n\r\n" % (REPLY_TO.encode(), reply_to))
+    await raw.ping()
+    await still_serving(client, service)
+    await consumer_is_clean(client, service.host)
+
+
+async def test_a_query_on_a_subject_that_is_not_utf8_is_answered(
+        service: HostService, client: ComputeClient, raw: RawClient) -> None:
+    inbox = client.nc.new_inbox()
+    sub = await client.nc.subscribe(inbox, max_msgs=1)
+    await client.nc.flush()
+    raw.publish(b"compute.query.inst\xffances %s" % inbox.encode(), b"")
+    answer = msgspec.json.decode((await sub.next_msg(timeout=10)).data)
+    assert answer["error"] == "NotFound"
+    assert service.nc.faults[connection.SUBJECT_NOT_UTF8] == 1
+    await still_serving(client, service)
+
+
+async def test_a_payload_over_the_servers_limit_closes_only_its_publisher(
+        service: HostService, client: ComputeClient, nats_server: NatsServer) -> None:
+    async with RawClient(nats_server.url_for("operator")) as hostile:
+        hostile.publish(cmd(service.host), b"{" + b" " * (2 << 20) + b"}")
+        with pytest.raises((AssertionError, ConnectionError)):
+            await hostile.ping()                     # -ERR 'Maximum Payload Violation'
+    await still_serving(client, service)
     await consumer_is_clean(client, service.host)
 
 
