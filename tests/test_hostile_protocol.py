@@ -294,6 +294,13 @@ async def test_a_read_loop_that_ended_is_restarted(service: HostService,
     await still_serving(client, service)
 
 
+async def test_a_connection_closed_for_good_fails_the_host(service: HostService) -> None:
+    """Nothing can be served any more: ``failed`` is set (``compute up`` then exits 1, for
+    its supervisor to start it again)."""
+    await service.nc.close()
+    await asyncio.wait_for(service.failed.wait(), timeout=10)
+
+
 async def test_a_parser_failure_reconnects_instead_of_stopping_the_read_loop(
         service: HostService, client: ComputeClient) -> None:
     nc = service.nc
