@@ -364,3 +364,48 @@ SERVICE: HostService
 RAW: RawClient
 ANSWERS: Answers
 LOOP: asyncio.AbstractEventLoop
+
+
+# -- the parser, byte by byte --------------------------------------------------------------
+
+class _Recorder:
+    """What a parser hands its client (this one records; the tests above use the real
+    client against the real server)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Any, ...]] = []
+
+    async def _process_msg(self, *args: Any) -> None:
+        self.seen.append(("msg", *args))
+
+    async def _process_ping(self) -> None:
+        self.seen.append(("ping",))
+
+    async def _process_pong(self) -> None:
+        self.seen.append(("pong",))
+
+    async def _process_err(self, err: str) -> None:
+        self.seen.append(("err", err))
+
+
+STREAM = (b"MSG compute.cmd.h.u.\x0cx\x0b 7 5\r\nhello\r\n"
+          b"PING\r\n"
+          b"HMSG a.b 8 $JS.ACK.S.c.1.2.3.4.0 12 15\r\nNATS/1.0\r\n\r\nabc\r\n"
+          b"+OK\r\nPONG\r\n"
+          b"MSG x\t9\t0\r\n\r\n"
+          b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n")
+EXPECTED = [("msg", 7, b"compute.cmd.h.u.\x0cx\x0b", b"", b"hello", None), ("ping",),
+            ("msg", 8, b"a.b", b"$JS.ACK.S.c.1.2.3.4.0", b"abc", b"NATS/1.0\r\n\r\n"),
+            ("pong",), ("msg", 9, b"x", b"", b"", None),
+            ("err", "'permissions violation for publish to \"x\"'")]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, len(STREAM)])
+async def test_the_parser_splits_message_lines_as_the_server_writes_them(chunk: int) -> None:
+    """Vertical tab and form feed belong to the subject; a stream cut anywhere reads the
+    same."""
+    recorder = _Recorder()
+    parser = connection._GuardedParser(recorder)
+    for at in range(0, len(STREAM), chunk):
+        await parser.parse(STREAM[at:at + chunk])
+    assert recorder.seen == EXPECTED

@@ -307,11 +307,10 @@ class HostService(HostTasks):
                     await (msg.term() if isinstance(outcome, Rejected) else msg.ack())
                 return
             env = intake.parse(msg.subject, msg.data, msg.headers)
+            env.msg = msg
+            self.router.deliver(env)
         except Exception as exc:
             await self._refuse(msg, exc)
-            return
-        env.msg = msg
-        self.router.deliver(env)
 
     async def _refuse(self, msg: Any, exc: Exception) -> None:
         """Answer a command that cannot be run with a typed ``Rejected`` (``InternalError``

@@ -31,15 +31,15 @@ def decoder(payload_type: type[Command]) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(payload_type)
 
 
-def decode(decoder: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
-    """``decoder.decode(data)``, every failure an ``InvalidPayload`` naming ``what``.
+def decode(using: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
+    """``using.decode(data)``, every failure an ``InvalidPayload`` naming ``what``.
 
     msgspec raises more than its ``DecodeError`` and ``ValidationError``: a JSON string that
     is not UTF-8 raises ``UnicodeDecodeError``, and arrays or objects nested deeper than the
     interpreter recurses raise ``RecursionError``. Caught nowhere, either left a command
     unanswered and unacknowledged, redelivered until JetStream gave it up."""
     try:
-        return decoder.decode(data)
+        return using.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise InvalidPayload(f"invalid {what}: {exc}") from None
     except UnicodeDecodeError:
