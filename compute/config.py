@@ -59,6 +59,16 @@ class Settings(msgspec.Struct, kw_only=True):
     """Publish Nova's versioned notifications (``COMPUTE_NOTIFICATIONS``). A deployment
     nobody listens to for them turns them off, as Nova's ``noop`` notification driver
     does: they are about a sixth of a command's CPU (README, Performance)."""
+    events_max_age: float = 7 * 86400.0
+    """Seconds ``COMPUTE_EVENTS`` keeps an event (0: forever). The event store is the
+    record (any event can be replayed from it); the stream is the feed of subscribers, and
+    without limits anyone who makes events grew it forever. Applied when a stream is
+    created, and by ``compute setup`` to existing ones."""
+    events_max_bytes: int = 1 << 30       # COMPUTE_EVENTS' size at most (-1: no limit)
+    events_max_msgs: int = -1             # COMPUTE_EVENTS' events at most (-1: no limit)
+    notifications_max_age: float = 7 * 86400.0   # the same for COMPUTE_NOTIFICATIONS
+    notifications_max_bytes: int = 1 << 30
+    notifications_max_msgs: int = -1
     local_gb: int = 1024                  # disk capacity reported for the test hypervisor
     volumes_dir: str = "var/volumes"      # where file-backed volumes are created
     images_dir: str = "var/images"        # image cache of a real hypervisor (<image_ref>/vmlinuz...)

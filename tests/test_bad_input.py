@@ -30,6 +30,10 @@ async def send_bytes(client: ComputeClient, subject: str, data: bytes) -> Reject
      b'"vcpus": 1, "memory_mb": 1}}' % str(uuid.uuid4()).encode(), "unknown field `surprise`"),
     (b'{"command_id": "not-a-uuid", "image_ref": "x", "flavor": {"name": "f", "vcpus": 1, '
      b'"memory_mb": 1}}', "Invalid UUID"),
+    (b'{"command_id": "%s", "image_ref": "x", "name": "\xff", "flavor": {"name": "f", '
+     b'"vcpus": 1, "memory_mb": 1}}' % str(uuid.uuid4()).encode(), "not valid UTF-8"),
+    (b'{"command_id": "%s", "x": ' % str(uuid.uuid4()).encode() + b"[" * 100000
+     + b"]" * 100000 + b"}", "invalid run_instance payload"),
 ])
 async def test_invalid_payload_is_rejected_with_the_reason(
         service: HostService, client: ComputeClient, data: bytes, fragment: str) -> None:
@@ -37,6 +41,35 @@ async def test_invalid_payload_is_rejected_with_the_reason(
                                data)
     assert outcome.error == "InvalidPayload"
     assert fragment in outcome.message
+
+
+@pytest.mark.parametrize("metadata, fragment", [
+    ({"role": "db\x00"}, "matching regex"),
+    ({"role\x00": "db"}, "at `key`"),
+    ({"k<": "v"}, "at `key`"),
+    ({"role": "\x1b[31m"}, "matching regex"),
+])
+async def test_control_characters_in_metadata_are_rejected_at_the_edge(
+        service: HostService, client: ComputeClient, metadata: dict[str, str],
+        fragment: str) -> None:
+    """Nova's metadata keys (nova/api/validation/parameter_types.py ``metadata``); no value
+    with a character XML cannot carry: a NUL used to pass and end as a 500 fault."""
+    vm = uuid.uuid4()
+    outcome = await client.send(service.host, vm, "run_instance",
+                                {**boot_payload(), "metadata": metadata})
+    assert isinstance(outcome, Rejected) and outcome.error == "InvalidPayload", outcome
+    assert fragment in outcome.message
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    outcome = await client.send(service.host, vm, "change_instance_metadata",
+                                {"metadata": metadata})
+    assert isinstance(outcome, Rejected) and outcome.error == "InvalidPayload", outcome
+
+
+async def test_a_nul_in_the_name_is_rejected(service: HostService,
+                                             client: ComputeClient) -> None:
+    outcome = await client.send(service.host, uuid.uuid4(), "run_instance",
+                                boot_payload(name="vm\x00"))
+    assert isinstance(outcome, Rejected) and outcome.error == "InvalidPayload", outcome
 
 
 async def test_unknown_operation_is_rejected(service: HostService,

@@ -381,3 +381,27 @@ def test_the_relays_byte_check_agrees_with_the_domains_link_for_every_aggregate(
     page, refusal = ChainGuard(store, key).genuine([*rows[:-1], edited])
     assert refusal is not None and (refusal.kind, refusal.id) == ("security group", "default")
     store.close()
+
+
+async def test_events_the_streams_limits_dropped_are_not_taken_for_tampering(
+        world: World, client: ComputeClient) -> None:
+    """COMPUTE_EVENTS has age and size limits (COMPUTE_EVENTS_MAX_AGE, _MAX_BYTES): an event
+    published before the oldest message it keeps may be gone by right; one after it may not."""
+    from datetime import timedelta
+
+    from compute.messaging.anchor import OnStream, relay_positions
+
+    store = open_store(str(world.path))
+    try:
+        on_stream = await read_relayed(client.js)
+        events = list(store.events.get(uuid.UUID(world.vm)))
+        kept = OnStream({k: v for k, v in on_stream.items() if k[0] != world.vm})
+        positions = relay_positions(store)
+        gone = verify_chains(store, world.key, kept, positions)
+        assert any(f.id == world.vm and "not on COMPUTE_EVENTS" in f.problem
+                   for f in gone.findings)
+        kept.retained_since = events[-1].timestamp + timedelta(minutes=2)
+        report = verify_chains(store, world.key, kept, positions)
+        assert report.intact, report.problems
+    finally:
+        store.close()

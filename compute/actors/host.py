@@ -44,6 +44,7 @@ from compute.events.outcomes import ErrorCode, Outcome, Rejected
 from compute.events.steps import STEPS
 from compute.messaging import dead_letters, intake
 from compute.messaging.acks import redelivered
+from compute.messaging.connection import garbled, watch
 from compute.messaging.consumer import PullConsumer
 from compute.messaging.credentials import connect
 from compute.messaging.guard import guard_publishes
@@ -83,6 +84,7 @@ log = logging.getLogger("compute.host")
 
 
 _encoder = msgspec.json.Encoder()
+_any: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
 def service_error_headers(rejected: Rejected) -> dict[str, str]:
@@ -122,6 +124,9 @@ class HostService(HostTasks):
         self.consumer: PullConsumer | None = None
         self._endpoints: dict[str, Any] = {}     # micro endpoints by call name (their stats)
         self._calls: dict[str, str] = {}         # inbox -> call, for an actor's answer
+        self.failed = asyncio.Event()
+        """Set when the host's NATS connection is closed for good: the host serves nothing
+        any more, and ``compute up`` exits non-zero so its supervisor restarts it."""
 
     # -- start / stop ---------------------------------------------------------------------
     async def start(self) -> HostService:
@@ -132,7 +137,8 @@ class HostService(HostTasks):
                                 reconnect_time_wait=0.5)
         guard_publishes(self.nc, refused=lambda _: self._refused_reply())
         self.js = self.nc.jetstream()
-        await ensure_streams(self.js, cluster_replicas(self.nc), update=False)  # create only
+        await ensure_streams(self.js, cluster_replicas(self.nc), update=False,  # create only
+                             settings=s)
         try:
             self.store = await asyncio.to_thread(open_store, s.store)
         except Exception as exc:       # (a read-only directory: SQLite cannot open its log)
@@ -156,6 +162,7 @@ class HostService(HostTasks):
         self.store_health = StoreHealth(on_change=self._store_writable)
         self.answers = AnswerBook(self.store, self.host, answer_window(s))
         await self._check_store()
+        self.metrics.watch_bus(self.nc.faults)
         self.driver_actor = DriverActor(
             self.driver, threads=driver_threads(s, self.driver), timeout=s.driver_timeout,
             observe=self.metrics.driver_call)
@@ -208,6 +215,7 @@ class HostService(HostTasks):
                 s.reclaim_poll_interval if s.reclaim_instance_interval > 0 else -1,
                 self.reclaim_queued_deletes), name="reclaim"),
             asyncio.create_task(self._periodic(1.0, self.sample_metrics), name="metrics"),
+            asyncio.create_task(watch(self.nc, self._bus_closed), name="bus-watch"),
             *self._outbox_tasks(),
             asyncio.create_task(self._consume(), name="consumer"),
         ]
@@ -292,6 +300,11 @@ class HostService(HostTasks):
         except Exception as exc:                # (a timeout, a lost connection)
             log.warning("stopping: %s left unpublished events: %r", self.host, exc)
 
+    async def _bus_closed(self) -> None:
+        if not self._stopping:
+            log.error("host %s: its NATS connection is closed; it serves nothing", self.host)
+            self.failed.set()
+
     async def __aenter__(self) -> HostService:
         return await self.start()
 
@@ -355,36 +368,48 @@ class HostService(HostTasks):
             await consumer.stop()
 
     async def dispatch(self, msg: Any) -> None:
-        """Route one command; a malformed one is answered and terminated (never redelivered)."""
+        """Route one command; anything wrong with it, whatever its bytes (a subject or
+        headers that are not UTF-8, any exception while reading it), is answered with a
+        typed ``Rejected`` and the message terminated (never redelivered)."""
         if self._stopping:      # handed back at once, for whoever consumes next
             with contextlib.suppress(Exception):
                 await msg.nak()
             return
-        if await self._dead_letter(msg):
-            return
-        tokens = msg.subject.split(".")
-        if len(tokens) == 5 and tokens[3] == HOST_TARGET:
-            outcome = await self.host_ops.run(tokens[4], msg.data)
-            await self._reply(None, (msg.headers or {}).get(REPLY_TO), outcome)
-            with contextlib.suppress(Exception):
-                await (msg.term() if isinstance(outcome, Rejected) else msg.ack())
-            return
         try:
+            if part := garbled(msg):
+                raise InvalidPayload(f"the command's {part} is not valid UTF-8")
+            if await self._dead_letter(msg):
+                return
+            tokens = msg.subject.split(".")
+            if len(tokens) == 5 and tokens[3] == HOST_TARGET:
+                outcome = await self.host_ops.run(tokens[4], msg.data)
+                await self._reply(None, (msg.headers or {}).get(REPLY_TO), outcome)
+                with contextlib.suppress(Exception):
+                    await (msg.term() if isinstance(outcome, Rejected) else msg.ack())
+                return
             env = intake.parse(msg.subject, msg.data, msg.headers)
-        except ComputeError as exc:
-            info = intake.salvage(msg.subject, msg.data, msg.headers)
-            log.warning("rejected %s on %s: %s", exc.error.value, msg.subject, exc)
-            self.ctx.counters.rejected += 1
-            self.metrics.commands.labels(info["operation"] or "-", "Rejected").inc()
-            await self._reply(None, info["reply_to"], Rejected(
-                command_id=info["command_id"], uuid=info["uuid"], operation=info["operation"],
-                host=self.host, error=exc.error, message=str(exc),
-                duplicate=redelivered(msg)))
-            with contextlib.suppress(Exception):
-                await msg.term()
-            return
-        env.msg = msg
-        self.router.deliver(env)
+            env.msg = msg
+            self.router.deliver(env)
+        except Exception as exc:
+            await self._refuse(msg, exc)
+
+    async def _refuse(self, msg: Any, exc: Exception) -> None:
+        """Answer a command that cannot be run with a typed ``Rejected`` (``InternalError``
+        for an exception that is not a ComputeError: a bug, logged with its traceback), and
+        terminate it."""
+        if not isinstance(exc, ComputeError):
+            log.error("command on %r failed before reaching an actor", msg.subject,
+                      exc_info=exc)
+            exc = ComputeError(f"{type(exc).__name__}: {exc}")
+        info = intake.salvage(msg.subject, msg.data, msg.headers)
+        log.warning("rejected %s on %r: %s", exc.error.value, msg.subject[:300], exc)
+        self.ctx.counters.rejected += 1
+        self.metrics.refused(info["operation"])
+        await self._reply(None, info["reply_to"], Rejected(
+            command_id=info["command_id"], uuid=info["uuid"], operation=info["operation"],
+            host=self.host, error=exc.error, message=str(exc), duplicate=redelivered(msg)))
+        with contextlib.suppress(Exception):
+            await msg.term()
 
     async def _dead_letter(self, msg: Any) -> bool:
         """Move a command that must not run to ``COMPUTE_DEAD`` (its deliveries ran out, or
@@ -453,7 +478,21 @@ class HostService(HostTasks):
         names = sorted({*HOST_OPERATIONS, *OPERATIONS, *ALIASES, *STEPS})
 
         async def endpoint(request: Any) -> None:
-            await self._on_call(request._msg)
+            msg = request._msg
+            try:
+                if part := garbled(msg):
+                    raise InvalidPayload(f"the call's {part} is not valid UTF-8")
+                await self._on_call(msg)
+            except Exception as exc:     # typed, not micro's untyped "500" error header
+                error = exc if isinstance(exc, ComputeError) else ComputeError(
+                    f"{type(exc).__name__}: {exc}")
+                if not isinstance(exc, ComputeError):
+                    log.error("call on %r failed", msg.subject, exc_info=exc)
+                if msg.reply:
+                    with contextlib.suppress(Exception):
+                        await msg.respond(_encoder.encode(Rejected(
+                            command_id=None, uuid=None, operation=msg.subject.rsplit(".")[-1],
+                            host=self.host, error=error.error, message=str(error))))
 
         for name in names:
             await service.add_endpoint(name=name, subject=f"compute.call.{self.host}.{name}",
@@ -499,20 +538,23 @@ class HostService(HostTasks):
 
     async def _instance_call(self, name: str, msg: Any) -> None:
         try:
-            body = msgspec.json.decode(msg.data)
-            target = body.pop("uuid") if isinstance(body, dict) else None
+            body = intake.decode(_any, msg.data, f"{name} call")
+            target = body.pop("uuid", None) if isinstance(body, dict) else None
             if not isinstance(target, str):
                 raise InvalidPayload("an instance call needs {\"uuid\": ...} in its body")
             env = intake.parse(command(self.host, target, name), msgspec.json.encode(body),
                                {REPLY_TO: msg.reply})
             if not self.store_health.writable:     # a call is not held: refused, typed
-                await msg.respond(_encoder.encode(Rejected(
+                await self._answer_call(name, msg, Rejected(
                     command_id=env.command_id, uuid=target, operation=name, host=self.host,
                     error=ErrorCode.STORE_UNAVAILABLE,
-                    message=f"the store refuses writes: {self.store_health.reason}")))
+                    message=f"the store refuses writes: {self.store_health.reason}"))
                 return
-        except (ComputeError, msgspec.DecodeError) as exc:
-            error = exc if isinstance(exc, ComputeError) else InvalidPayload(str(exc))
+        except Exception as exc:      # whatever its bytes: one typed answer
+            if not isinstance(exc, ComputeError):
+                log.error("call %s failed before reaching an actor", name, exc_info=exc)
+            error = exc if isinstance(exc, ComputeError) else ComputeError(
+                f"{type(exc).__name__}: {exc}")
             await self._answer_call(name, msg, Rejected(
                 command_id=None, uuid=None, operation=name, host=self.host,
                 error=error.error, message=str(error)))

@@ -37,6 +37,7 @@ from compute.events.replies import (
     NicStats,
     counter,
 )
+from compute.messaging.intake import decode, decoder
 
 if TYPE_CHECKING:
     from compute.actors.host import HostService
@@ -68,10 +69,7 @@ class HostOperations:
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     raise InvalidPayload(f"{name} takes no arguments: {exc}") from None
             if op.payload is not None:
-                try:
-                    payload = msgspec.json.decode(data or b"{}", type=op.payload)
-                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    raise InvalidPayload(f"invalid {name} payload: {exc}") from None
+                payload = decode(decoder(op.payload), data or b"{}", f"{name} payload")
                 command_id = str(getattr(payload, "command_id", "")) or None
             async with self._lock:
                 return await getattr(self, name)(payload)
@@ -193,7 +191,7 @@ class HostOperations:
         return HostStatus(host=s.host, enabled=h.enabled, maintenance=h.maintenance,
                           degraded=s.lifecycle.degraded or not s.store_health.writable,
                           actors=len(s.router.actors), instances=len(h.claims),
-                          store_refuses=s.store_health.reason)
+                          store_refuses=s.store_health.reason, bus_faults=dict(s.nc.faults))
 
     async def get_backdoor_port(self, _: None) -> BackdoorPort:
         return BackdoorPort(host=self.service.host, port=self.service.backdoor_port)

@@ -106,9 +106,10 @@ class HostTasks:
         return self._command_each(movable, op)
 
     async def sample_metrics(self) -> None:
-        """The gauges: resident actors, committed events, relay lag, consumer backlog."""
+        """The gauges: resident actors, bus up, committed events, relay lag, consumer backlog."""
         m = self.metrics
         m.actors.set(len(self.router.actors))
+        m.bus_up.set(1 if self.nc.read_loop_alive else 0)
         m.events.set(self.writer.events)
         last = await asyncio.to_thread(self.store.recorder.max_notification_id) or 0
         m.relay_lag.set(max(last - self.relay.position, 0))

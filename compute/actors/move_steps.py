@@ -27,6 +27,7 @@ from compute.domain.errors import (
 from compute.domain.migration import move_consumer
 from compute.events.outcomes import Rejected
 from compute.events.steps import STEPS, StepReply, StepRequest
+from compute.messaging.intake import decode
 
 if TYPE_CHECKING:
     from compute.actors.host import HostService
@@ -46,10 +47,7 @@ class MoveSteps:
         try:
             if step not in STEPS:
                 raise UnknownOperation(f"unknown move step {step!r}")
-            try:
-                request = _request.decode(data)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                raise InvalidPayload(f"invalid {step} request: {exc}") from None
+            request = decode(_request, data, f"{step} request")
             uuid = request.uuid
             log.info("move step %s for %s (migration %s)", step, uuid, request.migration_id)
             result = await getattr(self, step)(request)

@@ -390,7 +390,8 @@ async def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     from compute.messaging.streams import cluster_replicas, ensure_streams
 
     async with client_for(settings, user="admin") as client:   # 3 replicas on a cluster
-        await ensure_streams(client.js, cluster_replicas(client.nc), update=True)
+        await ensure_streams(client.js, cluster_replicas(client.nc), update=True,
+                             settings=settings)
     print("streams COMPUTE_COMMANDS, COMPUTE_EVENTS, COMPUTE_NOTIFICATIONS are set up",
           file=sys.stderr)
     return 0

@@ -119,7 +119,7 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     async with contextlib.AsyncExitStack() as stack:
         if getattr(args, "cluster", False):
             await stack.enter_async_context(local_cluster(settings))
-        await stack.enter_async_context(host_service(settings))
+        service = await stack.enter_async_context(host_service(settings))
         settle_gc()
         print(f"compute host {settings.host} is up on {redact(settings.nats_url)}; "
               "Ctrl-C stops it", file=sys.stderr)
@@ -127,7 +127,16 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        # a host whose connection is closed for good serves nothing: it exits non-zero, so
+        # its supervisor (systemd, a container runtime) starts it again
+        done = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(service.failed.wait())]
+        await asyncio.wait(done, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in done:
+            waiting.cancel()
+        if service.failed.is_set():
+            print(f"compute host {settings.host}: its NATS connection is closed; exiting",
+                  file=sys.stderr)
+            return 1
     return 0
 
 

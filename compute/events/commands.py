@@ -17,6 +17,17 @@ Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 Positive = Annotated[int, msgspec.Meta(ge=1, le=1 << 30)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0, le=1 << 30)]
 
+MetadataKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255,
+                                          pattern=r"^[a-zA-Z0-9-_:. ]{1,255}$")]
+"""Nova's metadata key (``nova/api/validation/parameter_types.py``, ``metadata``)."""
+Text = Annotated[str, msgspec.Meta(max_length=255,
+                                   pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
+"""A free text of at most 255 characters without the control characters XML 1.0 cannot
+carry (NUL first): the domain's XML holds metadata and names, and a NUL that passed here
+ended as a 500 fault on the instance. Nova's API refuses them too (its ``name`` pattern
+admits printable characters only)."""
+Metadata = dict[MetadataKey, Text]
+
 
 class Flavor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The resources an instance is sized to (Nova's flavor / instance_type)."""
@@ -49,10 +60,9 @@ class RunInstance(Command, frozen=True, kw_only=True):
     """The instance's size."""
     image_ref: Ref
     """The image to boot from (an id or name in the image cache)."""
-    name: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    name: Text = ""
     """The display name."""
-    metadata: dict[Annotated[str, msgspec.Meta(max_length=255)],
-                   Annotated[str, msgspec.Meta(max_length=255)]] = {}
+    metadata: Metadata = {}
     """Key/value metadata published to the guest."""
     security_groups: list[Name] = msgspec.field(default_factory=lambda: ["default"])
     """The security groups whose rules filter its ports."""
@@ -119,8 +129,7 @@ class InjectFile(Command, frozen=True, kw_only=True):
 class ChangeInstanceMetadata(Command, frozen=True, kw_only=True):
     """The whole metadata to publish to the guest (Nova sends a diff; we send the result)."""
 
-    metadata: dict[Annotated[str, msgspec.Meta(max_length=255)],
-                   Annotated[str, msgspec.Meta(max_length=255)]]
+    metadata: Metadata
     """The whole new metadata."""
 
 
@@ -217,8 +226,7 @@ class HostPowerAction(Command, frozen=True, kw_only=True):
 class AddAggregateHost(Command, frozen=True, kw_only=True):
     aggregate: Name
     """The host aggregate's name."""
-    metadata: dict[Annotated[str, msgspec.Meta(max_length=255)],
-                   Annotated[str, msgspec.Meta(max_length=255)]] = {}
+    metadata: Metadata = {}
 
 
 class RemoveAggregateHost(Command, frozen=True, kw_only=True):

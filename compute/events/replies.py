@@ -56,6 +56,9 @@ class HostStatus(msgspec.Struct):
     store_refuses: str = ""
     """Why the store refuses writes (the host holds its commands meanwhile); empty when it
     takes them."""
+    bus_faults: dict[str, int] = {}
+    """Faults of the host's NATS connection since it started (``compute.messaging.
+    connection``: messages not UTF-8, dropped, read loop restarts); empty when none."""
 
 
 class ConsoleOutput(msgspec.Struct):

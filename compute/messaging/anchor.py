@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 from typing import Any
 
 import nats
@@ -24,15 +25,24 @@ from compute.store.seal import SealKey
 BATCH = 1000
 
 
-async def read_relayed(js: JetStreamContext, *, timeout: float = 5.0
-                       ) -> dict[tuple[str, int], Relayed]:
+class OnStream(dict[tuple[str, int], Relayed]):
+    """The events on ``COMPUTE_EVENTS`` by (uuid, version), and since when the stream keeps
+    them: with age or size limits (``COMPUTE_EVENTS_MAX_AGE``/``_MAX_BYTES``) it drops its
+    oldest messages, so an event published before ``retained_since`` may be gone by right.
+    None: the stream has dropped nothing."""
+
+    retained_since: datetime | None = None
+
+
+async def read_relayed(js: JetStreamContext, *, timeout: float = 5.0) -> OnStream:
     """Every event on ``COMPUTE_EVENTS`` up to its last message now, by (uuid, version).
 
     Read with an ephemeral pull consumer that needs no acks (what an auditor may create);
     a message that is not an event is passed over."""
     info = await js.stream_info(EVENTS_STREAM)
     last = info.state.last_seq
-    out: dict[tuple[str, int], Relayed] = {}
+    out = OnStream()
+    dropped = info.state.first_seq > 1
     if info.state.messages == 0:
         return out
     subject = info.config.subjects[0] if info.config.subjects else ">"
@@ -49,6 +59,8 @@ async def read_relayed(js: JetStreamContext, *, timeout: float = 5.0
                 seq = msg.metadata.sequence.stream
                 if seq > last:
                     break
+                if dropped and out.retained_since is None:   # the oldest message kept
+                    out.retained_since = msg.metadata.timestamp
                 found = relayed(msg.data)
                 if found is not None:
                     uuid, version, copy = found

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-import nats
-from nats.aio.client import Client as NATS
+from compute.messaging.connection import Connection, open_connection
 
 
 def with_user(url: str, user: str, password: str) -> str:
@@ -40,9 +39,10 @@ def connect_options(url: str, user: str, credentials: str | Path | None = None
 
 
 async def connect(url: str, user: str, credentials: str | Path | None = None,
-                  **options: Any) -> NATS:
-    """``nats.connect`` as a user. A refused user or password fails at once: nats-py would
-    retry it for as long as it retries a server that is not up yet."""
+                  **options: Any) -> Connection:
+    """``nats.connect`` as a user, on a ``Connection`` (whose read loop no message can
+    stop). A refused user or password fails at once: nats-py would retry it for as long as
+    it retries a server that is not up yet."""
     refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
     forward = options.pop("error_cb", None)
 
@@ -52,7 +52,7 @@ async def connect(url: str, user: str, credentials: str | Path | None = None,
         if forward is not None:
             await forward(exc)
 
-    task = asyncio.ensure_future(nats.connect(**connect_options(url, user, credentials),
+    task = asyncio.ensure_future(open_connection(**connect_options(url, user, credentials),
                                               error_cb=on_error, **options))
     await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():

@@ -7,7 +7,7 @@ subject's shape, the instance uuid, the operation name, the JSON and its types.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -19,13 +19,36 @@ from compute.events.commands import Command
 from compute.messaging.subjects import HOST_TARGET, MSG_ID, REPLY_TO
 
 
+T = TypeVar("T")
+
+
 class _CommandId(msgspec.Struct):
     command_id: str | None = None
 
 
 @lru_cache(maxsize=None)
-def _decoder(payload_type: type[Command]) -> msgspec.json.Decoder[Any]:
+def decoder(payload_type: type[Command]) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(payload_type)
+
+
+def decode(using: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
+    """``using.decode(data)``, every failure an ``InvalidPayload`` naming ``what``.
+
+    msgspec raises more than its ``DecodeError`` and ``ValidationError``: a JSON string that
+    is not UTF-8 raises ``UnicodeDecodeError``, and arrays or objects nested deeper than the
+    interpreter recurses raise ``RecursionError``. Caught nowhere, either left a command
+    unanswered and unacknowledged, redelivered until JetStream gave it up."""
+    try:
+        return using.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidPayload(f"invalid {what}: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidPayload(f"invalid {what}: a string is not valid UTF-8") from None
+    except RecursionError:
+        raise InvalidPayload(f"invalid {what}: nested too deeply") from None
+
+
+_command_id = msgspec.json.Decoder(_CommandId)
 
 
 def parse(subject: str, data: bytes, headers: dict[str, str] | None) -> Envelope:
@@ -44,10 +67,7 @@ def parse(subject: str, data: bytes, headers: dict[str, str] | None) -> Envelope
         uuid = UUID(target)
     except ValueError:
         raise InvalidPayload(f"{target!r} is not an instance UUID") from None
-    try:
-        payload = _decoder(op.payload).decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise InvalidPayload(f"invalid {op.name} payload: {exc}") from None
+    payload = decode(decoder(op.payload), data, f"{op.name} payload")
     return Envelope(uuid=uuid, op=op, payload=payload, command_id=str(payload.command_id),
                     reply_to=(headers or {}).get(REPLY_TO))
 
@@ -58,8 +78,8 @@ def salvage(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[s
     command_id = (headers or {}).get(MSG_ID)
     if command_id is None:
         try:
-            command_id = msgspec.json.decode(data, type=_CommandId).command_id
-        except (msgspec.ValidationError, msgspec.DecodeError):
+            command_id = decode(_command_id, data, "command").command_id
+        except InvalidPayload:
             command_id = None
     return {
         "command_id": command_id,
@@ -69,4 +89,4 @@ def salvage(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[s
     }
 
 
-__all__ = ["ComputeError", "parse", "salvage"]
+__all__ = ["ComputeError", "decode", "decoder", "parse", "salvage"]

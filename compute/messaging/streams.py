@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 
+from compute.config import Settings
 from compute.messaging.subjects import (
     COMMANDS_STREAM,
     DEAD_STREAM,
@@ -27,7 +28,11 @@ DUPLICATE_WINDOW = 120.0  # seconds: a command id or event id seen twice within 
 ACK_WAIT = 5.0            # seconds for a page of asynchronous publishes to be acknowledged
 
 
-def stream_configs(replicas: int = 1) -> list[StreamConfig]:
+def stream_configs(replicas: int = 1, settings: Settings | None = None) -> list[StreamConfig]:
+    """The contract's streams. The events and notifications streams are bounded (age, bytes,
+    messages: ``Settings.events_max_*``, ``notifications_max_*``), dropping their oldest
+    messages first; the commands stream is a work queue, emptied by the hosts."""
+    s = settings or Settings()
     return [
         StreamConfig(
             name=COMMANDS_STREAM, subjects=["compute.cmd.>"],
@@ -39,6 +44,8 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
             name=EVENTS_STREAM, subjects=["compute.evt.>"],
             retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW, num_replicas=replicas,
+            discard=DiscardPolicy.OLD, max_age=s.events_max_age,
+            max_bytes=s.events_max_bytes, max_msgs=s.events_max_msgs,
         ),
         StreamConfig(      # dead letters: kept until retried or removed (a year at most)
             name=DEAD_STREAM, subjects=["compute.dead.>"],
@@ -50,6 +57,8 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
             name=NOTIFICATIONS_STREAM, subjects=["compute.notify.>"],
             retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW, num_replicas=replicas,
+            discard=DiscardPolicy.OLD, max_age=s.notifications_max_age,
+            max_bytes=s.notifications_max_bytes, max_msgs=s.notifications_max_msgs,
         ),
     ]
 
@@ -84,14 +93,14 @@ PEER_OFFLINE = 10005   # JetStream: "no suitable peers for placement, peer offli
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1, *, update: bool = True,
-                         patience: float = 30.0) -> None:
+                         patience: float = 30.0, settings: Settings | None = None) -> None:
     """Create the streams; an existing stream with another configuration is updated (the
     admin's ``compute setup``) or, for a host (which may not change streams), left as is.
     A cluster electing leaders or not yet seeing a restarted node back answers nothing, 503
     or "peer offline" for some seconds: the calls are repeated for ``patience`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
-    for config in stream_configs(replicas):
+    for config in stream_configs(replicas, settings):
         while True:
             try:
                 await _ensure(js, config, update)

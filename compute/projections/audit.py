@@ -12,7 +12,7 @@ import hmac
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -129,6 +129,9 @@ def relayed(data: bytes) -> tuple[str, int, Relayed] | None:
                                   host=str(body.get("host") or ""))
 
 
+RETAINED_SLACK = timedelta(minutes=1)
+
+
 def verify_chains(store: ComputeStore, key: SealKey | None = None,
                   stream: dict[tuple[str, int], Relayed] | None = None,
                   relay_position: int | dict[str, int] = 0) -> ChainReport:
@@ -236,7 +239,7 @@ class _Check:
             state = stored.state if isinstance(stored.state, bytes) else \
                 str(stored.state).encode()       # (an edit by SQL may leave text behind)
             self.against_stream(version, nid, what, state,
-                                getattr(event, "host", None) or SHARED_HOST)
+                                getattr(event, "host", None) or SHARED_HOST, event.timestamp)
             if not event.chain:
                 if chained:
                     self.found(version, f"{what} has no chain link after chained events "
@@ -277,14 +280,22 @@ class _Check:
         """How far the relay of ``host``'s events has published."""
         return max(self.relay_positions.get(host, 0), self.relay_positions.get("", 0))
 
+    def kept_since(self, timestamp: datetime) -> bool:
+        """Whether the stream still keeps what was published at ``timestamp``: everything,
+        unless its limits dropped its oldest messages (a minute's slack for the clocks of
+        the host and the server)."""
+        since = getattr(self.stream, "retained_since", None)
+        return since is None or timestamp >= since + RETAINED_SLACK
+
     def against_stream(self, version: int, nid: int, what: str, state: bytes,
-                       host: str) -> None:
+                       host: str, timestamp: datetime) -> None:
         if self.stream is None:
             return
         copy = self.stream.get((self.uuid, version))
         if copy is not None and copy.digest != hashlib.sha256(state).hexdigest():
             self.found(version, f"{what} differs from its copy on COMPUTE_EVENTS (edited)")
-        elif copy is None and nid and nid <= self.relay_position(host):
+        elif copy is None and nid and nid <= self.relay_position(host) \
+                and self.kept_since(timestamp):
             self.found(version, f"{what} is not on COMPUTE_EVENTS though the relay passed it "
                                 f"(inserted behind the relay)")
 
