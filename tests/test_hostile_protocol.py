@@ -217,7 +217,7 @@ async def test_a_query_on_a_subject_that_is_not_utf8_is_answered(
     await client.nc.flush()
     raw.publish(b"compute.query.inst\xffances %s" % inbox.encode(), b"")
     answer = msgspec.json.decode((await sub.next_msg(timeout=10)).data)
-    assert answer["error"] == "NotFound"
+    assert (answer["outcome"], answer["error"]) == ("Rejected", "UnknownOperation")
     assert service.nc.faults[connection.SUBJECT_NOT_UTF8] == 1
     await still_serving(client, service)
 
