@@ -36,7 +36,7 @@ bench: setup
 
 chaos: setup
 	$(BIN)/python -m tests.chaos.harness --seconds 120 --instances 100 --kills 10 --nats-restarts 3 --fault-rate 0.05 \
-		--outages 2 --outage-seconds 10
+		--outages 2 --outage-seconds 10 --hostile-rate 0.05
 
 clean:
 	rm -rf var .pytest_cache mutants

@@ -1,6 +1,9 @@
 """Chaos: random valid commands over many instances while the host is SIGKILLed, nats-server
-restarts, the store refuses writes for a while (its files made immutable: ``chattr +i``) and
-the hypervisor fails some calls; then the invariants that must always hold.
+restarts, the store refuses writes for a while (its files made immutable: ``chattr +i``), the
+hypervisor fails some calls and hostile publishers send commands no host can run (a subject
+that is not UTF-8, over the raw protocol; a body that is not UTF-8, not JSON, nested too deep,
+with a NUL in its metadata; an unknown operation; a forged Compute-Reply-To naming an event
+subject); then the invariants that must always hold.
 
     .venv/bin/python -m tests.chaos.harness --seconds 60     (make chaos)
 """
@@ -19,8 +22,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import msgspec
 import nats
@@ -34,6 +39,90 @@ OPERATIONS = [("reboot_instance", {"reboot_type": "SOFT"}), ("reboot_instance",
               {"reboot_type": "HARD"}), ("stop_instance", {}), ("start_instance", {}),
               ("pause_instance", {}), ("unpause_instance", {}), ("suspend_instance", {}),
               ("resume_instance", {})]
+
+
+HOSTILE_BODIES: dict[str, Callable[[str], bytes]] = {
+    "body_not_utf8": lambda cid: b'{"command_id":"%s","reboot_type":"\xff\xfe"}' % cid.encode(),
+    "not_json": lambda cid: b"{not json",
+    "nested_too_deep": lambda cid: b"[" * 5000 + b"]" * 5000,
+    "nul_in_metadata": lambda cid: msgspec.json.encode(
+        {"command_id": cid, "metadata": {"k": "a\x00b"}}),
+}
+"""Hostile commands on a valid subject (the operation: each body's target below)."""
+
+HOSTILE_OPERATION = {"body_not_utf8": "reboot_instance", "not_json": "stop_instance",
+                     "nested_too_deep": "pause_instance",
+                     "nul_in_metadata": "change_instance_metadata"}
+
+
+class Hostile:
+    """Publishers no host can trust. Every hostile command whose storage JetStream confirmed
+    must get exactly one typed answer (or a dead letter); a forged ``Compute-Reply-To`` must
+    never make the host publish into ``COMPUTE_EVENTS``."""
+
+    def __init__(self, js: Any, url: str, inbox: str, rng: random.Random) -> None:
+        self.js, self.url, self.inbox, self.rng = js, urlparse(url), inbox, rng
+        self.sent: dict[str, str] = {}            # command id -> kind (stored, answer due)
+        self.forged: list[str] = []               # event subjects a reply was forged to
+
+    async def send(self, vm: str) -> None:
+        kind = self.rng.choice([*HOSTILE_BODIES, "unknown_operation", "forged_reply",
+                                "subject_not_utf8"])
+        cid = f"hostile-{uuid.uuid4()}"
+        try:
+            if kind == "subject_not_utf8":
+                if await self._raw(b"compute.cmd.chaos.%s.reb\xffoot_instance" % vm.encode(),
+                                   cid):
+                    self.sent[cid] = kind
+                return
+            reply = self.inbox
+            if kind == "forged_reply":
+                reply = f"compute.evt.chaos.{uuid.uuid4()}.Terminated"
+                op, body = "unknown_op", b"{}"
+            elif kind == "unknown_operation":
+                op, body = "format_disk", b"{}"
+            else:
+                op, body = HOSTILE_OPERATION[kind], HOSTILE_BODIES[kind](cid)
+            await self.js.publish(command("chaos", vm, op), body,
+                                  headers={MSG_ID: cid, REPLY_TO: reply}, timeout=2)
+            if kind == "forged_reply":
+                self.forged.append(reply)
+            else:
+                self.sent[cid] = kind
+        except Exception:       # not stored (NATS restarting): nothing is owed for it
+            return
+
+    async def _raw(self, subject: bytes, cid: str) -> bool:
+        """HPUB over the raw protocol (nats-py cannot write such a subject), with the
+        server's JetStream acknowledgement awaited on a raw subscription: True once stored."""
+        reader, writer = await asyncio.open_connection(self.url.hostname, self.url.port)
+        try:
+            await asyncio.wait_for(reader.readline(), 2)                     # INFO
+            writer.write(b"CONNECT " + json.dumps({
+                "user": unquote(self.url.username or ""), "verbose": False,
+                "pass": unquote(self.url.password or ""), "headers": True}).encode() + b"\r\n")
+            ack = f"_INBOX.operator.hostile{uuid.uuid4().hex}".encode()
+            headers = b"NATS/1.0\r\n%s: %s\r\n%s: %s\r\n\r\n" % (
+                MSG_ID.encode(), cid.encode(), REPLY_TO.encode(), self.inbox.encode())
+            writer.write(b"SUB %s 1\r\nHPUB %s %s %d %d\r\n%s\r\n" % (
+                ack, subject, ack, len(headers), len(headers), headers))
+            await writer.drain()
+            while True:
+                line = await asyncio.wait_for(reader.readline(), 3)
+                if not line:
+                    return False
+                if line.startswith(b"MSG"):
+                    size = int(line.split()[-1])
+                    body = await reader.readexactly(size + 2)
+                    return b'"seq"' in body
+                if line.startswith(b"PING"):
+                    writer.write(b"PONG\r\n")
+                elif line.startswith(b"-ERR"):
+                    return False
+        except Exception:
+            return False
+        finally:
+            writer.close()
 
 
 class StoreOutage:
@@ -71,9 +160,11 @@ class StoreOutage:
 
 async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
               fault_rate: float, seed: int, workdir: Path, outages: int = 0,
-              outage_seconds: float = 8.0, max_deliver: int = 3) -> dict[str, Any]:
+              outage_seconds: float = 8.0, max_deliver: int = 3,
+              hostile_rate: float = 0.0) -> dict[str, Any]:
     """``outages`` store outages of ``outage_seconds`` each: longer than
-    ``ack_wait * max_deliver`` (2 s * 3), after which JetStream used to drop a command."""
+    ``ack_wait * max_deliver`` (2 s * 3), after which JetStream used to drop a command.
+    ``hostile_rate``: the share of the commands sent that come from a hostile publisher."""
     rng = random.Random(seed)
     (workdir / "store").mkdir(exist_ok=True)
     outage = StoreOutage(workdir / "store" / "compute.sqlite")
@@ -112,6 +203,7 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
         answers[body.get("command_id")].append(body)
 
     await nc.subscribe(inbox, cb=on_answer)
+    hostile = Hostile(js, server.url_for("operator"), inbox, rng)
     sent: list[str] = []
     subjects: dict[str, tuple[str, bytes]] = {}
 
@@ -171,14 +263,18 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
             await asyncio.to_thread(server.stop)
             await asyncio.to_thread(server.start)
             counts["nats_restarts"] += 1
-        op, payload = rng.choice(OPERATIONS)
-        await publish(rng.choice(vms), op, payload)
-        counts["commands"] += 1
+        if hostile_rate and rng.random() < hostile_rate:
+            await hostile.send(rng.choice(vms))
+        else:
+            op, payload = rng.choice(OPERATIONS)
+            await publish(rng.choice(vms), op, payload)
+            counts["commands"] += 1
         await asyncio.sleep(rng.uniform(0, 0.02))
 
     async def wait_answers(seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while any(not answers[c] for c in sent) and time.monotonic() < deadline:
+        while any(not answers[c] for c in [*sent, *hostile.sent]) \
+                and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
 
     outage.end()
@@ -192,6 +288,12 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
         await publish(vm, op, payload, cid=cid, msg_id=f"{cid}@again")
     await wait_answers(45)
     unanswered = [c for c in sent if not answers[c]]
+    # a hostile command's answer lost to a NATS restart is not sent again (the client that
+    # sent it would have to): it counts as unanswered only without its typed refusal logged
+    hostile_unanswered = [c for c in hostile.sent if not answers[c]]
+    hostile_wrong = [c for c in hostile.sent
+                     if answers[c] and (len([a for a in answers[c] if not a.get("duplicate")])
+                                        != 1 or answers[c][0].get("outcome") != "Rejected")]
     dead = collections.Counter(
         a["message"].split(":", 1)[0] for c in sent for a in answers[c][:1]
         if a.get("error") == "CommandDeadLettered")
@@ -222,6 +324,12 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
             stream_ok = True
             break
         await asyncio.sleep(0.5)
+    # nothing may land where a reply was forged to (the stream's subjects, as an operator
+    # may read them)
+    events = await js.stream_info("COMPUTE_EVENTS", subjects_filter="compute.evt.chaos.*.*")
+    assert events.state.subjects, "COMPUTE_EVENTS' subjects could not be read"
+    forged_published = len(set(hostile.forged) & set(events.state.subjects))
+    consumer = await js.consumer_info("COMPUTE_COMMANDS", "host-chaos")
     host.send_signal(signal.SIGTERM)
     host.wait(timeout=60)
     applied_twice = []
@@ -238,6 +346,14 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
             "dead_lettered": sum(dead.values()), "dead_letter_reasons": dict(dead),
             **({"outages_unsupported": outage.unsupported} if outage.unsupported else {}),
             "sent_again": len(resent),
+            "hostile_messages": len(hostile.sent) + len(hostile.forged),
+            "hostile_by_kind": dict(collections.Counter(hostile.sent.values())),
+            "hostile_forged_replies": len(hostile.forged),
+            "hostile_unanswered": len(hostile_unanswered),
+            "hostile_answered_wrong": len(hostile_wrong),
+            "forged_replies_published": forged_published,
+            "consumer_unacked": consumer.num_ack_pending,
+            "consumer_pending": consumer.num_pending,
             "answered_twice": len(answered_twice), "applied_twice": len(applied_twice),
             "stuck": len(stuck), "views_equal_replay": report.equal,
             "stream_exactly_once_in_order": stream_ok}
@@ -253,6 +369,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--outages", type=int, default=0,
                    help="store outages (the store's files immutable; needs root)")
+    p.add_argument("--hostile-rate", type=float, default=0.0,
+                   help="share of the commands sent by hostile publishers (e.g. 0.1)")
     p.add_argument("--outage-seconds", type=float, default=8.0,
                    help="each outage's length (default 8: more than ack_wait 2 s x 3 "
                         "deliveries)")
@@ -260,11 +378,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="compute-chaos-") as tmp:
         result = asyncio.run(run(a.seconds, a.instances, a.kills, a.nats_restarts,
                                  a.fault_rate, a.seed, Path(tmp), outages=a.outages,
-                                 outage_seconds=a.outage_seconds))
+                                 outage_seconds=a.outage_seconds,
+                                 hostile_rate=a.hostile_rate))
     print(json.dumps(result, indent=2))
     ok = (result["lost"] == 0 and result["answered_twice"] == 0 and result["applied_twice"] == 0
           and result["stuck"] == 0 and result["views_equal_replay"]
-          and result["stream_exactly_once_in_order"])
+          and result["stream_exactly_once_in_order"] and result["hostile_answered_wrong"] == 0
+          and result["forged_replies_published"] == 0 and result["consumer_unacked"] == 0)
     raise SystemExit(0 if ok else 1)
 
 
