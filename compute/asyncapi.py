@@ -405,7 +405,23 @@ def _schemas(types: dict[str, Any]) -> dict[str, Any]:
             if field in docs and "description" not in prop:
                 prop["description"] = docs[field]
     schemas.update(copy.deepcopy(HEADERS))
-    return dict(sorted(schemas.items()))
+    return _tagged_unions(dict(sorted(schemas.items())))
+
+
+def _tagged_unions(node: Any) -> Any:
+    """msgspec writes a tagged union (the notification's payload classes, told apart by
+    ``nova_object.name``) as OpenAPI does: ``anyOf`` and a ``discriminator`` object. An
+    AsyncAPI Schema Object's ``discriminator`` is the property's name alone, and exactly one
+    class fits a payload (each pins its name), so: ``oneOf`` and the name."""
+    if isinstance(node, list):
+        return [_tagged_unions(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _tagged_unions(v) for k, v in node.items()}
+    if isinstance(out.get("discriminator"), dict) and "anyOf" in out:
+        out["oneOf"] = out.pop("anyOf")
+        out["discriminator"] = out["discriminator"]["propertyName"]
+    return out
 
 
 def _subclasses(cls: type) -> list[type]:

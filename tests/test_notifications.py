@@ -203,9 +203,8 @@ async def test_a_notifier_started_between_a_fault_and_its_reboot_end_still_repor
     fresh = Notifier(service.store, service.js, host=service.host)
     notes = await fresh._apply(event)
     assert [n.event_type for n in notes] == ["instance.reboot.error", "instance.reboot.end"]
-    fault = notes[0].payload["nova_object.data"]["fault"]["nova_object.data"]
-    assert (fault["exception"], fault["exception_message"]) == ("HypervisorError",
-                                                                "agent gone")
+    fault = notes[0].payload.data.fault.data
+    assert (fault.exception, fault.exception_message) == ("HypervisorError", "agent gone")
 
 
 async def test_end_notifications_carry_the_request_id(service: HostService,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -42,7 +42,8 @@ from compute.events import lifecycle as e
 from compute.events import moves as mv
 from compute.messaging.follower import LogFollower
 from compute.messaging.nova_payloads import (
-    Primitive,
+    ExceptionPayload,
+    NotificationPayload,
     action_payload,
     exception_payload,
     exists_payload,
@@ -60,12 +61,19 @@ _encoder = msgspec.json.Encoder()
 
 
 class Notification(msgspec.Struct):
-    priority: str
+    """Nova's versioned notification as oslo.messaging's notifier sends it (the message
+    body of nova/rpc.py's versioned notifier, without oslo's messaging envelope)."""
+
+    priority: Literal["INFO", "ERROR"]
     event_type: str
+    """instance.<action>.<phase>, instance.exists or compute.exception"""
     publisher_id: str
+    """nova-compute:<host>"""
     timestamp: str
     message_id: str
-    payload: dict[str, Any]
+    """<uuid>:<version>:<n> (Nova: a random UUID), so a replay is deduplicated"""
+    payload: NotificationPayload
+    """The payload class Nova's code sends for this event_type"""
 
 
 class Note(NamedTuple):
@@ -76,7 +84,7 @@ class Note(NamedTuple):
     payload: str
     state: Instance
     host: str | None = None
-    fault: Primitive | None = None
+    fault: ExceptionPayload | None = None
 
 
 EXCEPTION = "compute.exception"
@@ -134,7 +142,7 @@ def started_by(event: Any, before: Instance | None) -> Operation | None:
     return None
 
 
-def before_notes(event: Any, before: Instance | None, fault: Primitive | None
+def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | None
                  ) -> list[Note]:
     """Notifications that show the instance as it is before ``event`` applies: the state at
     a failure (not after its revert), the guest shut down but not yet deleted (shutdown.end),
@@ -249,7 +257,7 @@ def move_notifications(event: Any, after: Instance, prior: MigrationStatus | Non
     return []
 
 
-def fault_payload(event: e.FaultRecorded) -> Primitive:
+def fault_payload(event: e.FaultRecorded) -> ExceptionPayload:
     """Nova's ExceptionPayload of a recorded fault: the failure's class name and module (an
     older log has neither: ComputeError, compute), the driver call that failed."""
     return exception_payload(event.exception or "ComputeError", event.message,
@@ -273,7 +281,7 @@ class Notifier(LogFollower):
         self.host = host
         self._states: dict[UUID, Instance] = {}
         self._cache = cache
-        self._faults: dict[UUID, Primitive] = {}   # FaultRecorded until its TaskReverted
+        self._faults: dict[UUID, ExceptionPayload] = {}   # FaultRecorded until its TaskReverted
 
     async def run_once(self) -> int:
         page = await asyncio.to_thread(read_rows, self.store, self.position, self.page,
@@ -332,7 +340,8 @@ class Notifier(LogFollower):
         return notes + self._build(event, after_notes(event, started, after, prior),
                                    len(notes))
 
-    async def _fault_before(self, event: e.TaskReverted | e.Completed) -> Primitive | None:
+    async def _fault_before(self, event: e.TaskReverted | e.Completed
+                            ) -> ExceptionPayload | None:
         """The fault recorded just before a revert (or a completion), when this notifier did not see it (it
         started after it): the previous event, from the store."""
         v = event.originator_version
