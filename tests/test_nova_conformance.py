@@ -174,6 +174,9 @@ SUCCESS: dict[str, list[str]] = {
     "rescue_instance": action("rescue", S) + [EXISTS] + action("rescue", E),
     "unrescue_instance": action("unrescue", S, E),
     "rebuild_instance": [EXISTS] + action("rebuild", S, E),  # _do_rebuild_instance
+    # _do_rebuild_instance of a STOPPED instance: stop_instance, then rebuild.end
+    "rebuild_instance:stopped": [EXISTS] + action("rebuild", S) + action("power_off", S, E) +
+    action("rebuild", E),
     "snapshot_instance": action("snapshot", S, E),           # _snapshot_instance
     "snapshot_instance:backup": action("snapshot", S, E),
     "attach_volume": action("volume_attach", S, E),          # _attach_volume
@@ -375,6 +378,10 @@ async def test_every_instance_operation_notifies_as_nova_succeeding_and_failing(
     await run.do(h, vm, "rescue_instance")
     await run.do(h, vm, "unrescue_instance")
     await run.do(h, vm, "rebuild_instance", {"image_ref": "cirros-0.6.3"})
+    await run.do(h, vm, "stop_instance")
+    await run.do(h, vm, "rebuild_instance", {"image_ref": "cirros-0.6.2"},
+                 label="rebuild_instance:stopped")
+    await run.do(h, vm, "start_instance")
     await run.do(h, vm, "snapshot_instance", {"name": "snap"})
     await run.do(h, vm, "snapshot_instance", {"name": "bak", "image_type": "backup",
                                               "backup_type": "daily", "rotation": 1},

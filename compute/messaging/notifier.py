@@ -190,9 +190,11 @@ def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | 
 
 
 def after_notes(event: Any, started: Operation | None, after: Instance,
-                prior: MigrationStatus | None) -> list[Note]:
+                prior: MigrationStatus | None, stop_follows: bool = False) -> list[Note]:
     """Notifications that show the instance once ``event`` has applied, in Nova's order
-    (``started``: the row whose .start the event is, found before it applied)."""
+    (``started``: the row whose .start the event is, found before it applied;
+    ``stop_follows``: the event completes an operation its command then stops, whose .end
+    waits for that stop: ``closed_by_its_stop``)."""
     row = started
     if row is not None:
         out = [Note("instance.exists", "InstanceExistsPayload", after)] \
@@ -205,11 +207,44 @@ def after_notes(event: Any, started: Operation | None, after: Instance,
     if isinstance(event, e.Completed):
         row = next(iter(rows(event.operation)), None)
         if row is not None and row.notify:
-            return [Note(f"instance.{row.notify}.end", row.notify_payload, after)]
+            out = [] if stop_follows else [Note(f"instance.{row.notify}.end",
+                                                row.notify_payload, after)]
+            outer = closed_by_its_stop(event)
+            if outer is not None and outer.notify:
+                out.append(Note(f"instance.{outer.notify}.end", outer.notify_payload, after))
+            return out
     return [Note(t, "InstanceActionResizePrepPayload" if ".resize_prep." in t
                  else "InstanceExistsPayload" if t == "instance.exists"
                  else "InstanceActionPayload", state, host)
             for t, state, host in move_notifications(event, after, prior)]
+
+
+def stop_follows(event: Any, before: Instance | None) -> bool:
+    """Whether ``event`` completes an operation that its own command stops next (a rebuild
+    of a STOPPED instance: the domain's ``Instance.stops_after``, asked of the instance the
+    operation completes from, as the domain asks it)."""
+    return isinstance(event, e.Completed) and before is not None and any(
+        before.stops_after(row) for row in rows(event.operation))
+
+
+def closed_by_its_stop(event: e.Completed) -> Operation | None:
+    """The operation a completed stop closes, when the stop is that operation's own.
+
+    Nova's _do_rebuild_instance (nova/compute/manager.py) brings a STOPPED instance back to
+    STOPPED by calling ``stop_instance`` before it returns, and sends ``rebuild.end`` last:
+    rebuild.start, power_off.start, power_off.end, rebuild.end, the end payload showing the
+    instance STOPPED. The log keeps the order things happened in (``Rebuilt``: spawned,
+    ACTIVE and running; then the stop's ``ActionStarted`` and ``PoweredOff``), which the
+    projections, the action events and a replay rely on; the order of notifications is
+    Nova's presentation of it, so it is the notifier that defers the rebuild's ``.end`` to
+    the ``PoweredOff`` closing the same command (``stop_follows`` drops it at ``Rebuilt``).
+    That stop is told by its events alone, so a notifier restarted in between still sends
+    it: its ``action`` is the outer operation's (``rebuild``), not the stop's own, and the
+    outer row is the ``keeps_stopped`` one with that action."""
+    if any(row.action == event.action for row in rows(event.operation)):
+        return None
+    return next((row for row in OPERATIONS.values()
+                 if row.keeps_stopped and row.action == event.action), None)
 
 
 def move_notifications(event: Any, after: Instance, prior: MigrationStatus | None
@@ -332,13 +367,13 @@ class Notifier(LogFollower):
                     for r in rows(event.operation)):
                 fault = await self._fault_before(event)
         notes = self._build(event, before_notes(event, before, fault), 0)
-        started = started_by(event, before)
+        started, deferred = started_by(event, before), stop_follows(event, before)
         after = event.mutate(before)
         states[uuid] = after                # (a dict keeps insertion order: oldest first)
         if len(states) > self._cache:
             del states[next(iter(states))]
-        return notes + self._build(event, after_notes(event, started, after, prior),
-                                   len(notes))
+        return notes + self._build(event, after_notes(event, started, after, prior,
+                                                      deferred), len(notes))
 
     async def _fault_before(self, event: e.TaskReverted | e.Completed
                             ) -> ExceptionPayload | None:
