@@ -70,7 +70,12 @@ Rules every client follows (the schemas below say the rest):
   where its schema says `type: string, pattern: ^[0-9]+$`: counters that can exceed it
   (nanoseconds of CPU time, bytes) are decimal strings. `$SRV.STATS` is NATS micro's own
   format: its nanosecond `processing_time` totals are numbers, as every micro service sends.
-- **Times** are ISO 8601 / RFC 3339 in UTC.
+- **Times** are RFC 3339 in UTC with `Z` and six fraction digits
+  (`2026-12-03T20:52:16.123456Z`): events, replies, headers, the CLI's output (an event's
+  own timestamp drops an all-zero fraction, as msgspec writes it). One exception: a
+  notification's `timestamp` is oslo.messaging's, which Nova's consumers parse
+  (`2026-12-03 20:52:16.123456`, UTC, no zone); the times inside its payload are ISO 8601
+  in UTC with `Z`, as Nova's DateTimeField writes them.
 - **Strict payloads.** Commands refuse unknown fields (`Rejected` `InvalidPayload`); replies
   and events may gain fields in a later version: ignore the ones you do not know.
 """

@@ -172,6 +172,23 @@ async def test_payload_times_are_novas_utc_iso_8601(service: HostService,
     assert data["terminated_at"] is None and data["deleted_at"] is None
 
 
+async def test_the_notification_timestamp_is_oslos_the_events_time_in_utc(
+        service: HostService, client: ComputeClient) -> None:
+    """oslo.messaging writes a notification's ``timestamp`` as ``str(timeutils.utcnow())``
+    (YYYY-MM-DD HH:MM:SS.ffffff, UTC, no zone), which Nova's consumers parse: ours is the
+    time of the event it comes from, in that form."""
+    from datetime import datetime, timezone
+    from uuid import UUID
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    end = (await notifications(client, vm, until="instance.create.end"))[-1]
+    version = int(end["message_id"].split(":")[1])
+    [event] = service.store.events.get(UUID(vm), gt=version - 1, lte=version)
+    at = datetime.strptime(end["timestamp"], "%Y-%m-%d %H:%M:%S.%f")
+    assert at.replace(tzinfo=timezone.utc) == event.timestamp
+
+
 async def test_a_failure_nova_does_not_notify_as_error_sends_compute_exception(
         service: HostService, client: ComputeClient) -> None:
     """pause_instance has no .error in Nova: its @wrap_exception sends compute.exception,

@@ -33,6 +33,7 @@ try:
         import nova.notifications.objects as _nova_notifications
         from nova.notifications.objects import base as nova_notification_base
         from nova.objects import base as nova_base
+        from oslo_utils import timeutils
         from oslo_versionedobjects import fields as ovo
 except ImportError as exc:                       # pragma: no cover - CI installs the extra
     pytest.skip(f"Nova's notification classes cannot be imported ({exc}); install the "
@@ -143,6 +144,10 @@ def check_notification(note: dict[str, Any]) -> list[str]:
     if expected is None:
         return [f"{where}: Nova sends no {note['event_type']}"]
     problems = [] if note["priority"] in ("INFO", "ERROR") else [f"{where}: priority"]
+    try:          # oslo_messaging/notify/notifier.py: str(timeutils.utcnow()), read back
+        timeutils.parse_strtime(note["timestamp"], "%Y-%m-%d %H:%M:%S.%f")
+    except (TypeError, ValueError):
+        problems.append(f"{where}: timestamp {note['timestamp']!r} is not oslo's")
     if not note["publisher_id"].startswith("nova-compute:"):
         problems.append(f"{where}: publisher {note['publisher_id']}")
     return problems + check_object(note["payload"], expected, where)
@@ -349,6 +354,10 @@ def test_the_checker_refuses_what_nova_would_not_send() -> None:
     assert "Nova sends no instance.teleport.start" in check_notification(
         {"priority": "INFO", "event_type": "instance.teleport.start", "publisher_id": "x",
          "timestamp": "", "message_id": "", "payload": good})[0]
+    assert "is not oslo's" in check_notification(
+        {"priority": "INFO", "event_type": "instance.pause.start",
+         "publisher_id": "nova-compute:h", "timestamp": "2026-12-03T20:00:00.000000+00:00",
+         "message_id": "", "payload": good})[0]
 
 
 # -- the full runs ----------------------------------------------------------------------

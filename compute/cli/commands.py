@@ -24,6 +24,7 @@ from compute.cli.serve import embedded_server
 from compute.cli.table import emit, render
 from compute.client import ComputeClient, NoCommandStream, QueryFailed
 from compute.config import Settings
+from compute.events.base import rfc3339
 from compute.events.outcomes import Rejected
 from compute.flavors import FLAVORS
 from compute.messaging.credentials import redact
@@ -329,7 +330,7 @@ async def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
         messages = client.event_messages(subject, idle=None if args.follow else 0.5,
                                          deliver_new=from_now, since=since)
         if args.follow:
-            start = (f"{since.isoformat()}" if since is not None else "now" if from_now
+            start = (rfc3339(since) if since is not None else "now" if from_now
                      else "the first event")
             print(f"compute: following {subject} from {start} (Ctrl-C to stop)",
                   file=sys.stderr, flush=True)

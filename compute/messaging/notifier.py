@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -60,16 +61,33 @@ TRACKING_NAME = "nova-notifications"
 _encoder = msgspec.json.Encoder()
 
 
+OSLO_TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}$"
+
+
+def oslo_timestamp(at: datetime) -> str:
+    """A notification's ``timestamp`` as Nova's consumers read it. It is not a field of
+    Nova's NotificationBase (nova/notifications/objects/base.py) but oslo.messaging's
+    envelope: ``Notifier._notify`` (oslo_messaging/notify/notifier.py) writes
+    ``str(timeutils.utcnow())``, a naive UTC time with a space, and consumers written for
+    Nova parse that (ceilometer: ``timeutils.parse_isotime``). So notifications keep oslo's
+    format, the one place the contract's RFC 3339 rule does not apply (its rules say so);
+    the fraction is always six digits (``str`` drops a zero one, a parser needs not guess)."""
+    if at.tzinfo is not None:
+        at = at.astimezone(timezone.utc).replace(tzinfo=None)
+    return at.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 class Notification(msgspec.Struct):
-    """Nova's versioned notification as oslo.messaging's notifier sends it (the message
-    body of nova/rpc.py's versioned notifier, without oslo's messaging envelope)."""
+    """Nova's versioned notification, as oslo.messaging's notifier sends it (nova/rpc.py)."""
 
     priority: Literal["INFO", "ERROR"]
     event_type: str
     """instance.<action>.<phase>, instance.exists or compute.exception"""
     publisher_id: str
     """nova-compute:<host>"""
-    timestamp: str
+    timestamp: Annotated[str, msgspec.Meta(pattern=OSLO_TIMESTAMP_PATTERN)]
+    """When the event was written, in UTC, as oslo.messaging writes a notification's
+    timestamp (``str(timeutils.utcnow())``): YYYY-MM-DD HH:MM:SS.ffffff, no zone"""
     message_id: str
     """<uuid>:<version>:<n> (Nova: a random UUID), so a replay is deduplicated"""
     payload: NotificationPayload
@@ -388,7 +406,7 @@ class Notifier(LogFollower):
     def _build(self, event: Any, notes: list[Note], first: int) -> list[Notification]:
         """The notifications of ``notes``, their payloads built now (the state they show
         changes with the next event)."""
-        sid, timestamp = str(event.originator_id), event.timestamp.isoformat()
+        sid, timestamp = str(event.originator_id), oslo_timestamp(event.timestamp)
         request_id = f"req-{event.command_id}"
         out = []
         for n, note in enumerate(notes, first):
