@@ -208,11 +208,11 @@ def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | 
 
 
 def after_notes(event: Any, started: Operation | None, after: Instance,
-                prior: MigrationStatus | None, stop_follows: bool = False) -> list[Note]:
+                prior: MigrationStatus | None, end_deferred: bool = False) -> list[Note]:
     """Notifications that show the instance once ``event`` has applied, in Nova's order
     (``started``: the row whose .start the event is, found before it applied;
-    ``stop_follows``: the event completes an operation its command then stops, whose .end
-    waits for that stop: ``closed_by_its_stop``)."""
+    ``end_deferred``: the event completes an operation its command then stops, whose .end
+    waits for that stop: ``stop_follows``, ``closed_by_its_stop``)."""
     row = started
     if row is not None:
         out = [Note("instance.exists", "InstanceExistsPayload", after)] \
@@ -225,7 +225,7 @@ def after_notes(event: Any, started: Operation | None, after: Instance,
     if isinstance(event, e.Completed):
         row = next(iter(rows(event.operation)), None)
         if row is not None and row.notify:
-            out = [] if stop_follows else [Note(f"instance.{row.notify}.end",
+            out = [] if end_deferred else [Note(f"instance.{row.notify}.end",
                                                 row.notify_payload, after)]
             outer = closed_by_its_stop(event)
             if outer is not None and outer.notify:
