@@ -70,7 +70,12 @@ Rules every client follows (the schemas below say the rest):
   where its schema says `type: string, pattern: ^[0-9]+$`: counters that can exceed it
   (nanoseconds of CPU time, bytes) are decimal strings. `$SRV.STATS` is NATS micro's own
   format: its nanosecond `processing_time` totals are numbers, as every micro service sends.
-- **Times** are ISO 8601 / RFC 3339 in UTC.
+- **Times** are RFC 3339 in UTC with `Z` and six fraction digits
+  (`2026-12-03T20:52:16.123456Z`): events, replies, headers, the CLI's output (an event's
+  own timestamp drops an all-zero fraction, as msgspec writes it). One exception: a
+  notification's `timestamp` is oslo.messaging's, which Nova's consumers parse
+  (`2026-12-03 20:52:16.123456`, UTC, no zone); the times inside its payload are ISO 8601
+  in UTC with `Z`, as Nova's DateTimeField writes them.
 - **Strict payloads.** Commands refuse unknown fields (`Rejected` `InvalidPayload`); replies
   and events may gain fields in a later version: ignore the ones you do not know.
 """
@@ -405,7 +410,23 @@ def _schemas(types: dict[str, Any]) -> dict[str, Any]:
             if field in docs and "description" not in prop:
                 prop["description"] = docs[field]
     schemas.update(copy.deepcopy(HEADERS))
-    return dict(sorted(schemas.items()))
+    return _tagged_unions(dict(sorted(schemas.items())))
+
+
+def _tagged_unions(node: Any) -> Any:
+    """msgspec writes a tagged union (the notification's payload classes, told apart by
+    ``nova_object.name``) as OpenAPI does: ``anyOf`` and a ``discriminator`` object. An
+    AsyncAPI Schema Object's ``discriminator`` is the property's name alone, and exactly one
+    class fits a payload (each pins its name), so: ``oneOf`` and the name."""
+    if isinstance(node, list):
+        return [_tagged_unions(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _tagged_unions(v) for k, v in node.items()}
+    if isinstance(out.get("discriminator"), dict) and "anyOf" in out:
+        out["oneOf"] = out.pop("anyOf")
+        out["discriminator"] = out["discriminator"]["propertyName"]
+    return out
 
 
 def _subclasses(cls: type) -> list[type]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid as uuidlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -232,14 +232,18 @@ class ComputeClient:
     async def event_messages(self, subject: str, *, durable: str | None = None,
                              deliver_new: bool = False, since: datetime | None = None,
                              idle: float | None = None,
-                             stream: str = EVENTS_STREAM) -> AsyncIterator[Any]:
+                             stream: str = EVENTS_STREAM,
+                             on_ready: Callable[[], None] | None = None
+                             ) -> AsyncIterator[Any]:
         """The stream's messages on ``subject`` through a pull consumer named by this user
         (``durable``, else the first free one of its ``<user>~n``, removed at the end), each
         acked once handed over; stops after ``idle`` seconds without one (None: never).
         They start at the first message, at new ones only (``deliver_new``), or at ``since``.
 
         The consumer is created by name, so the create request's subject carries the name
-        the server's permissions check (issue 18 item 8)."""
+        the server's permissions check (issue 18 item 8). It exists only once the iteration
+        has begun: ``on_ready`` is called then, so whoever says "from now" says it when it is
+        true (an event published before would be missed)."""
         name = durable or await self._free_consumer(stream)
         deliver = DeliverPolicy.BY_START_TIME if since is not None else \
             DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL
@@ -254,6 +258,8 @@ class ComputeClient:
             self._refused(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
             raise
         sub = await self.js.pull_subscribe_bind(name, stream=stream)
+        if on_ready is not None:
+            on_ready()
         pending: list[Any] = []
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()

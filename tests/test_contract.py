@@ -7,6 +7,7 @@ does not describe fails here."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import uuid
@@ -258,3 +259,56 @@ async def test_every_message_of_a_full_run_is_the_documents(
     assert {"outcome.Succeeded", "outcome.HostUpdated", "outcome.Rejected", "reply.Rejected",
             "reply.Diagnostics", "reply.SrvStats", "reply.query.instance",
             "notification"} <= contract.seen
+
+
+def _notification(payload: Any) -> dict[str, Any]:
+    """A notification as the notifier sends it, around ``payload`` (decoded JSON)."""
+    from compute.messaging.notifier import Notification
+
+    return json.loads(msgspec.json.encode(Notification(
+        priority="INFO", event_type="instance.pause.start", publisher_id="nova-compute:h",
+        timestamp="2026-12-03 20:00:00.000000", message_id="u:1:0", payload=payload)))
+
+
+def test_a_notification_payload_is_checked_field_by_field(contract: Contract) -> None:
+    """The document types each Nova payload class: one that lost a field, nested or not,
+    gained one, or names another version, fits no notification the contract describes."""
+    from datetime import datetime, timezone
+
+    from compute.events import lifecycle as e
+    from compute.events.commands import Flavor
+    from compute.messaging.nova_payloads import action_payload, exception_payload
+
+    inst = e.Created(originator_id=uuid.uuid4(), originator_version=1,
+                     timestamp=datetime.now(timezone.utc), host="h", command_id="c",
+                     name="vm", flavor=Flavor(name="f", vcpus=1, memory_mb=64),
+                     image_ref="img").mutate(None)
+    fault = exception_payload("HypervisorError", "no", "pause_instance", "compute", "")
+    schema = contract.ref(contract.doc["components"]["messages"]["notification"])["payload"]
+    good = _notification(action_payload("InstanceActionPayload", inst, str(uuid.uuid4()),
+                                        "req-c", fault, "c"))
+    assert contract.fits(schema, good)
+
+    def fits_without(*path: str) -> bool:
+        bad = copy.deepcopy(good)
+        node = bad["payload"]
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+        return contract.fits(schema, bad)
+
+    data = "nova_object.data"
+    assert not fits_without("nova_object.version")
+    assert not fits_without(data, "locked")
+    assert not fits_without(data, "flavor", data, "vcpus")
+    assert not fits_without(data, "fault", data, "traceback")
+    for key, value in (("nova_object.version", "1.8"), ("nova_object.name", "Instance")):
+        assert not contract.fits(schema, {**good, "payload": {**good["payload"], key: value}})
+    extra = copy.deepcopy(good)
+    extra["payload"][data]["frozen"] = True
+    assert not contract.fits(schema, extra)
+    # and the document's notification message is what the contract test receives
+    [name] = [n for pattern, n in contract.channels if pattern.match(
+        "compute.notify.h.instance.pause.start")]
+    assert contract.doc["channels"][name]["messages"]["Notification"]["$ref"] == \
+        "#/components/messages/notification"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 
 import msgspec
 import pytest
@@ -15,6 +16,7 @@ from compute.cli import main
 from compute.cli.dead import list_dead, retry_dead
 from compute.client import ComputeClient
 from compute.config import Settings
+from compute.events.base import rfc3339
 from compute.events.outcomes import Rejected
 from compute.messaging.credentials import connect
 from compute.messaging.subjects import COMMANDS_STREAM
@@ -66,6 +68,8 @@ async def test_a_command_whose_deliveries_ran_out_is_dead_lettered_with_its_reas
         letters = [d for d in await list_dead(client.js) if d.host == short.host]
         assert [(d.reason, d.deliveries, d.command_id) for d in letters] == [
             ("deliveries", 3, out.command_id)]
+        sent_at = letters[0].sent_at            # the contract's one time format
+        assert rfc3339(datetime.fromisoformat(sent_at)) == sent_at
         assert host.metrics.dead_letters.labels("deliveries")._value.get() == 1
         # not run: the instance is as it was
         view = (await client.query("instance", vm))["instance"]

@@ -110,6 +110,51 @@ async def test_rebuild_sends_exists_first_and_rescue_between_start_and_end(
     assert (exists[1]["state"], exists[1]["task_state"]) == ("active", "rescuing")
 
 
+async def test_a_rebuild_of_a_stopped_instance_ends_after_its_stop_showing_it_stopped(
+        service: HostService, client: ComputeClient) -> None:
+    """Nova's _do_rebuild_instance calls stop_instance before it sends rebuild.end
+    (nova/compute/manager.py): the stop's notifications come between, and rebuild.end shows
+    the instance STOPPED, with the rebuild's payload class and request id."""
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    await client.send(service.host, vm, "stop_instance")
+    await client.send(service.host, vm, "rebuild_instance", {"image_ref": "cirros-0.6.3"})
+    notes = await notifications(client, vm, until="instance.rebuild.end")
+    assert after(notes, "instance.create.end") == [
+        "instance.power_off.start", "instance.power_off.end",
+        "instance.exists", "instance.rebuild.start", "instance.power_off.start",
+        "instance.power_off.end", "instance.rebuild.end"]
+    end = notes[-1]
+    assert end["payload"]["nova_object.name"] == "InstanceActionRebuildPayload"
+    assert (data(end)["state"], data(end)["power_state"], data(end)["task_state"],
+            data(end)["image_uuid"]) == ("stopped", "shutdown", None, "cirros-0.6.3")
+    assert data(end)["request_id"] == data(notes[-4])["request_id"]     # rebuild.start's
+
+
+async def test_a_notifier_started_between_a_rebuild_and_its_stop_still_ends_the_rebuild(
+        service: HostService, client: ComputeClient) -> None:
+    """The deferred rebuild.end is told by the stop's own event (its action is the
+    rebuild's), not by what the notifier remembers: a fresh notifier given only the
+    PoweredOff sends power_off.end then rebuild.end."""
+    from uuid import UUID
+
+    from compute.events import lifecycle as e
+    from compute.messaging.notifier import Notifier
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    await client.send(service.host, vm, "stop_instance")
+    rebuilt = await client.send(service.host, vm, "rebuild_instance",
+                                {"image_ref": "cirros-0.6.3"})
+    events = list(service.store.events.get(UUID(vm), gt=rebuilt.version - 3))
+    assert [type(ev) for ev in events] == [e.Rebuilt, e.ActionStarted, e.PoweredOff]
+    fresh = Notifier(service.store, service.js, host=service.host)
+    assert [n.event_type for n in await fresh._apply(events[0])] == []
+    fresh = Notifier(service.store, service.js, host=service.host)
+    assert [n.event_type for n in await fresh._apply(events[2])] == [
+        "instance.power_off.end", "instance.rebuild.end"]
+
+
 async def test_payload_times_are_novas_utc_iso_8601(service: HostService,
                                                    client: ComputeClient) -> None:
     """As Nova's DateTimeField writes them: ISO 8601 in UTC with a ``Z``; unset ones null."""
@@ -125,6 +170,23 @@ async def test_payload_times_are_novas_utc_iso_8601(service: HostService,
             is not None
     assert data["created_at"] <= data["launched_at"] <= data["updated_at"]
     assert data["terminated_at"] is None and data["deleted_at"] is None
+
+
+async def test_the_notification_timestamp_is_oslos_the_events_time_in_utc(
+        service: HostService, client: ComputeClient) -> None:
+    """oslo.messaging writes a notification's ``timestamp`` as ``str(timeutils.utcnow())``
+    (YYYY-MM-DD HH:MM:SS.ffffff, UTC, no zone), which Nova's consumers parse: ours is the
+    time of the event it comes from, in that form."""
+    from datetime import datetime, timezone
+    from uuid import UUID
+
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    end = (await notifications(client, vm, until="instance.create.end"))[-1]
+    version = int(end["message_id"].split(":")[1])
+    [event] = service.store.events.get(UUID(vm), gt=version - 1, lte=version)
+    at = datetime.strptime(end["timestamp"], "%Y-%m-%d %H:%M:%S.%f")
+    assert at.replace(tzinfo=timezone.utc) == event.timestamp
 
 
 async def test_a_failure_nova_does_not_notify_as_error_sends_compute_exception(
@@ -203,9 +265,8 @@ async def test_a_notifier_started_between_a_fault_and_its_reboot_end_still_repor
     fresh = Notifier(service.store, service.js, host=service.host)
     notes = await fresh._apply(event)
     assert [n.event_type for n in notes] == ["instance.reboot.error", "instance.reboot.end"]
-    fault = notes[0].payload["nova_object.data"]["fault"]["nova_object.data"]
-    assert (fault["exception"], fault["exception_message"]) == ("HypervisorError",
-                                                                "agent gone")
+    fault = notes[0].payload.data.fault.data
+    assert (fault.exception, fault.exception_message) == ("HypervisorError", "agent gone")
 
 
 async def test_end_notifications_carry_the_request_id(service: HostService,

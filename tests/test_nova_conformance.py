@@ -33,6 +33,7 @@ try:
         import nova.notifications.objects as _nova_notifications
         from nova.notifications.objects import base as nova_notification_base
         from nova.objects import base as nova_base
+        from oslo_utils import timeutils
         from oslo_versionedobjects import fields as ovo
 except ImportError as exc:                       # pragma: no cover - CI installs the extra
     pytest.skip(f"Nova's notification classes cannot be imported ({exc}); install the "
@@ -143,6 +144,10 @@ def check_notification(note: dict[str, Any]) -> list[str]:
     if expected is None:
         return [f"{where}: Nova sends no {note['event_type']}"]
     problems = [] if note["priority"] in ("INFO", "ERROR") else [f"{where}: priority"]
+    try:          # oslo_messaging/notify/notifier.py: str(timeutils.utcnow()), read back
+        timeutils.parse_strtime(note["timestamp"], "%Y-%m-%d %H:%M:%S.%f")
+    except (TypeError, ValueError):
+        problems.append(f"{where}: timestamp {note['timestamp']!r} is not oslo's")
     if not note["publisher_id"].startswith("nova-compute:"):
         problems.append(f"{where}: publisher {note['publisher_id']}")
     return problems + check_object(note["payload"], expected, where)
@@ -174,6 +179,9 @@ SUCCESS: dict[str, list[str]] = {
     "rescue_instance": action("rescue", S) + [EXISTS] + action("rescue", E),
     "unrescue_instance": action("unrescue", S, E),
     "rebuild_instance": [EXISTS] + action("rebuild", S, E),  # _do_rebuild_instance
+    # _do_rebuild_instance of a STOPPED instance: stop_instance, then rebuild.end
+    "rebuild_instance:stopped": [EXISTS] + action("rebuild", S) + action("power_off", S, E) +
+    action("rebuild", E),
     "snapshot_instance": action("snapshot", S, E),           # _snapshot_instance
     "snapshot_instance:backup": action("snapshot", S, E),
     "attach_volume": action("volume_attach", S, E),          # _attach_volume
@@ -346,6 +354,10 @@ def test_the_checker_refuses_what_nova_would_not_send() -> None:
     assert "Nova sends no instance.teleport.start" in check_notification(
         {"priority": "INFO", "event_type": "instance.teleport.start", "publisher_id": "x",
          "timestamp": "", "message_id": "", "payload": good})[0]
+    assert "is not oslo's" in check_notification(
+        {"priority": "INFO", "event_type": "instance.pause.start",
+         "publisher_id": "nova-compute:h", "timestamp": "2026-12-03T20:00:00.000000+00:00",
+         "message_id": "", "payload": good})[0]
 
 
 # -- the full runs ----------------------------------------------------------------------
@@ -375,6 +387,10 @@ async def test_every_instance_operation_notifies_as_nova_succeeding_and_failing(
     await run.do(h, vm, "rescue_instance")
     await run.do(h, vm, "unrescue_instance")
     await run.do(h, vm, "rebuild_instance", {"image_ref": "cirros-0.6.3"})
+    await run.do(h, vm, "stop_instance")
+    await run.do(h, vm, "rebuild_instance", {"image_ref": "cirros-0.6.2"},
+                 label="rebuild_instance:stopped")
+    await run.do(h, vm, "start_instance")
     await run.do(h, vm, "snapshot_instance", {"name": "snap"})
     await run.do(h, vm, "snapshot_instance", {"name": "bak", "image_type": "backup",
                                               "backup_type": "daily", "rotation": 1},

@@ -166,6 +166,22 @@ def test_time_travel_shows_the_instance_as_it_was(tmp_path: Path) -> None:
     then = as_of(store, inst.id, building_at)
     assert (then["vm_state"], then["task_state"], then["version"]) == ("building",
                                                                       "networking", 3)
+
+
+def test_time_travel_writes_its_times_in_the_contracts_one_format(tmp_path: Path) -> None:
+    """``audit --at`` prints RFC 3339 in UTC with ``Z`` and six fraction digits, as the
+    events and the views do (asyncapi.yaml's rules), whatever zone it was asked in."""
+    from datetime import timedelta
+
+    from compute.projections.audit import as_of
+
+    store, views, projector, inst, host = world(tmp_path)
+    events = history(store, inst.id)
+    at = datetime.fromisoformat(events[2]["timestamp"]).replace(microsecond=0)
+    then = as_of(store, inst.id, (at + timedelta(seconds=1)).astimezone(
+        timezone(timedelta(hours=2))))
+    assert then["as_of"] == (at + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    assert then["updated_at"].endswith("Z") and len(then["updated_at"]) == 27
     assert as_of(store, inst.id, datetime(2000, 1, 1, tzinfo=timezone.utc)) is None
 
 

@@ -24,6 +24,7 @@ from compute.cli.serve import embedded_server
 from compute.cli.table import emit, render
 from compute.client import ComputeClient, NoCommandStream, QueryFailed
 from compute.config import Settings
+from compute.events.base import rfc3339
 from compute.events.outcomes import Rejected
 from compute.flavors import FLAVORS
 from compute.messaging.credentials import redact
@@ -326,13 +327,16 @@ async def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
         last = info.state.last_seq
         # a consumer of the user's own (``<user>~n``, removed at the end): the only kind a
         # reader's permissions allow (README "Permissions")
-        messages = client.event_messages(subject, idle=None if args.follow else 0.5,
-                                         deliver_new=from_now, since=since)
-        if args.follow:
-            start = (f"{since.isoformat()}" if since is not None else "now" if from_now
-                     else "the first event")
+        start = (rfc3339(since) if since is not None else "now" if from_now
+                 else "the first event")
+
+        def following() -> None:      # once the consumer exists: "from now" is true then
             print(f"compute: following {subject} from {start} (Ctrl-C to stop)",
                   file=sys.stderr, flush=True)
+
+        messages = client.event_messages(subject, idle=None if args.follow else 0.5,
+                                         deliver_new=from_now, since=since,
+                                         on_ready=following if args.follow else None)
         columns = ("seq", "timestamp", "uuid", "version", "event", "vm_state", "task_state")
         if not args.json:
             print(render([], columns), flush=True)

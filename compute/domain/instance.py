@@ -159,7 +159,7 @@ class Instance(BaseAggregate[UUID]):
             self._emit(e.GuestRequestTimedOut, command_id, operation=op.name, **timeout)
         now = utcnow()
         params = params or {}
-        stop_after = op.keeps_stopped and self.action_vm_state is VmState.STOPPED
+        stop_after = self.stops_after(op)
         vm_state = op.final_vm_state or self.vm_state
         vm_state = op.event.vm_state_after(vm_state, power_state, self)
         # The driver spawned the guest running and then powered it off (stop_after): the
@@ -172,6 +172,13 @@ class Instance(BaseAggregate[UUID]):
             self._stop_after(op, command_id, power_state)
         if params.get("image_type") == "backup":
             self._rotate_backups(params["backup_type"], params["rotation"], command_id)
+
+    def stops_after(self, op: Operation) -> bool:
+        """Whether ``op``, completing now, is followed by a stop of the same command: it
+        keeps a STOPPED instance stopped (rebuild) and the instance was STOPPED when it
+        began. The notifier asks too: Nova sends such an operation's ``.end`` after the
+        stop's notifications (nova/compute/manager.py _do_rebuild_instance)."""
+        return op.keeps_stopped and self.action_vm_state is VmState.STOPPED
 
     def _stop_after(self, op: Operation, command_id: str, power_state: PowerState) -> None:
         """A rebuilt instance that was STOPPED is stopped again, as Nova's

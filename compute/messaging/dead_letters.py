@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from compute.events.base import rfc3339
 from compute.messaging.subjects import DEAD_STREAM, MSG_ID, dead
 
 REASON = "Compute-Dead-Reason"
@@ -82,7 +83,7 @@ async def dead_letter(js: Any, msg: Any, host: str, reason: str, detail: str) ->
     headers.update({
         MSG_ID: f"dead-{meta.stream}-{meta.sequence.stream}",
         REASON: reason, DETAIL: detail, SUBJECT: msg.subject, HOST: host,
-        DELIVERIES: str(meta.num_delivered), SENT_AT: meta.timestamp.isoformat(),
+        DELIVERIES: str(meta.num_delivered), SENT_AT: rfc3339(meta.timestamp),
     })
     await js.publish(dead(msg.subject), msg.data, stream=DEAD_STREAM, headers=headers)
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -42,7 +43,8 @@ from compute.events import lifecycle as e
 from compute.events import moves as mv
 from compute.messaging.follower import LogFollower
 from compute.messaging.nova_payloads import (
-    Primitive,
+    ExceptionPayload,
+    NotificationPayload,
     action_payload,
     exception_payload,
     exists_payload,
@@ -59,13 +61,37 @@ TRACKING_NAME = "nova-notifications"
 _encoder = msgspec.json.Encoder()
 
 
+OSLO_TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}$"
+
+
+def oslo_timestamp(at: datetime) -> str:
+    """A notification's ``timestamp`` as Nova's consumers read it. It is not a field of
+    Nova's NotificationBase (nova/notifications/objects/base.py) but oslo.messaging's
+    envelope: ``Notifier._notify`` (oslo_messaging/notify/notifier.py) writes
+    ``str(timeutils.utcnow())``, a naive UTC time with a space, and consumers written for
+    Nova parse that (ceilometer: ``timeutils.parse_isotime``). So notifications keep oslo's
+    format, the one place the contract's RFC 3339 rule does not apply (its rules say so);
+    the fraction is always six digits (``str`` drops a zero one, a parser needs not guess)."""
+    if at.tzinfo is not None:
+        at = at.astimezone(timezone.utc).replace(tzinfo=None)
+    return at.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 class Notification(msgspec.Struct):
-    priority: str
+    """Nova's versioned notification, as oslo.messaging's notifier sends it (nova/rpc.py)."""
+
+    priority: Literal["INFO", "ERROR"]
     event_type: str
+    """instance.<action>.<phase>, instance.exists or compute.exception"""
     publisher_id: str
-    timestamp: str
+    """nova-compute:<host>"""
+    timestamp: Annotated[str, msgspec.Meta(pattern=OSLO_TIMESTAMP_PATTERN)]
+    """When the event was written, in UTC, as oslo.messaging writes a notification's
+    timestamp (``str(timeutils.utcnow())``): YYYY-MM-DD HH:MM:SS.ffffff, no zone"""
     message_id: str
-    payload: dict[str, Any]
+    """<uuid>:<version>:<n> (Nova: a random UUID), so a replay is deduplicated"""
+    payload: NotificationPayload
+    """The payload class Nova's code sends for this event_type"""
 
 
 class Note(NamedTuple):
@@ -76,7 +102,7 @@ class Note(NamedTuple):
     payload: str
     state: Instance
     host: str | None = None
-    fault: Primitive | None = None
+    fault: ExceptionPayload | None = None
 
 
 EXCEPTION = "compute.exception"
@@ -134,7 +160,7 @@ def started_by(event: Any, before: Instance | None) -> Operation | None:
     return None
 
 
-def before_notes(event: Any, before: Instance | None, fault: Primitive | None
+def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | None
                  ) -> list[Note]:
     """Notifications that show the instance as it is before ``event`` applies: the state at
     a failure (not after its revert), the guest shut down but not yet deleted (shutdown.end),
@@ -182,9 +208,11 @@ def before_notes(event: Any, before: Instance | None, fault: Primitive | None
 
 
 def after_notes(event: Any, started: Operation | None, after: Instance,
-                prior: MigrationStatus | None) -> list[Note]:
+                prior: MigrationStatus | None, end_deferred: bool = False) -> list[Note]:
     """Notifications that show the instance once ``event`` has applied, in Nova's order
-    (``started``: the row whose .start the event is, found before it applied)."""
+    (``started``: the row whose .start the event is, found before it applied;
+    ``end_deferred``: the event completes an operation its command then stops, whose .end
+    waits for that stop: ``stop_follows``, ``closed_by_its_stop``)."""
     row = started
     if row is not None:
         out = [Note("instance.exists", "InstanceExistsPayload", after)] \
@@ -197,11 +225,44 @@ def after_notes(event: Any, started: Operation | None, after: Instance,
     if isinstance(event, e.Completed):
         row = next(iter(rows(event.operation)), None)
         if row is not None and row.notify:
-            return [Note(f"instance.{row.notify}.end", row.notify_payload, after)]
+            out = [] if end_deferred else [Note(f"instance.{row.notify}.end",
+                                                row.notify_payload, after)]
+            outer = closed_by_its_stop(event)
+            if outer is not None and outer.notify:
+                out.append(Note(f"instance.{outer.notify}.end", outer.notify_payload, after))
+            return out
     return [Note(t, "InstanceActionResizePrepPayload" if ".resize_prep." in t
                  else "InstanceExistsPayload" if t == "instance.exists"
                  else "InstanceActionPayload", state, host)
             for t, state, host in move_notifications(event, after, prior)]
+
+
+def stop_follows(event: Any, before: Instance | None) -> bool:
+    """Whether ``event`` completes an operation that its own command stops next (a rebuild
+    of a STOPPED instance: the domain's ``Instance.stops_after``, asked of the instance the
+    operation completes from, as the domain asks it)."""
+    return isinstance(event, e.Completed) and before is not None and any(
+        before.stops_after(row) for row in rows(event.operation))
+
+
+def closed_by_its_stop(event: e.Completed) -> Operation | None:
+    """The operation a completed stop closes, when the stop is that operation's own.
+
+    Nova's _do_rebuild_instance (nova/compute/manager.py) brings a STOPPED instance back to
+    STOPPED by calling ``stop_instance`` before it returns, and sends ``rebuild.end`` last:
+    rebuild.start, power_off.start, power_off.end, rebuild.end, the end payload showing the
+    instance STOPPED. The log keeps the order things happened in (``Rebuilt``: spawned,
+    ACTIVE and running; then the stop's ``ActionStarted`` and ``PoweredOff``), which the
+    projections, the action events and a replay rely on; the order of notifications is
+    Nova's presentation of it, so it is the notifier that defers the rebuild's ``.end`` to
+    the ``PoweredOff`` closing the same command (``stop_follows`` drops it at ``Rebuilt``).
+    That stop is told by its events alone, so a notifier restarted in between still sends
+    it: its ``action`` is the outer operation's (``rebuild``), not the stop's own, and the
+    outer row is the ``keeps_stopped`` one with that action."""
+    if any(row.action == event.action for row in rows(event.operation)):
+        return None
+    return next((row for row in OPERATIONS.values()
+                 if row.keeps_stopped and row.action == event.action), None)
 
 
 def move_notifications(event: Any, after: Instance, prior: MigrationStatus | None
@@ -249,7 +310,7 @@ def move_notifications(event: Any, after: Instance, prior: MigrationStatus | Non
     return []
 
 
-def fault_payload(event: e.FaultRecorded) -> Primitive:
+def fault_payload(event: e.FaultRecorded) -> ExceptionPayload:
     """Nova's ExceptionPayload of a recorded fault: the failure's class name and module (an
     older log has neither: ComputeError, compute), the driver call that failed."""
     return exception_payload(event.exception or "ComputeError", event.message,
@@ -273,7 +334,7 @@ class Notifier(LogFollower):
         self.host = host
         self._states: dict[UUID, Instance] = {}
         self._cache = cache
-        self._faults: dict[UUID, Primitive] = {}   # FaultRecorded until its TaskReverted
+        self._faults: dict[UUID, ExceptionPayload] = {}   # FaultRecorded until its TaskReverted
 
     async def run_once(self) -> int:
         page = await asyncio.to_thread(read_rows, self.store, self.position, self.page,
@@ -324,15 +385,16 @@ class Notifier(LogFollower):
                     for r in rows(event.operation)):
                 fault = await self._fault_before(event)
         notes = self._build(event, before_notes(event, before, fault), 0)
-        started = started_by(event, before)
+        started, deferred = started_by(event, before), stop_follows(event, before)
         after = event.mutate(before)
         states[uuid] = after                # (a dict keeps insertion order: oldest first)
         if len(states) > self._cache:
             del states[next(iter(states))]
-        return notes + self._build(event, after_notes(event, started, after, prior),
-                                   len(notes))
+        return notes + self._build(event, after_notes(event, started, after, prior,
+                                                      deferred), len(notes))
 
-    async def _fault_before(self, event: e.TaskReverted | e.Completed) -> Primitive | None:
+    async def _fault_before(self, event: e.TaskReverted | e.Completed
+                            ) -> ExceptionPayload | None:
         """The fault recorded just before a revert (or a completion), when this notifier did not see it (it
         started after it): the previous event, from the store."""
         v = event.originator_version
@@ -344,7 +406,7 @@ class Notifier(LogFollower):
     def _build(self, event: Any, notes: list[Note], first: int) -> list[Notification]:
         """The notifications of ``notes``, their payloads built now (the state they show
         changes with the next event)."""
-        sid, timestamp = str(event.originator_id), event.timestamp.isoformat()
+        sid, timestamp = str(event.originator_id), oslo_timestamp(event.timestamp)
         request_id = f"req-{event.command_id}"
         out = []
         for n, note in enumerate(notes, first):

@@ -19,6 +19,7 @@ from uuid import UUID
 
 import msgspec
 
+from compute.events.base import rfc3339
 from compute.messaging.subjects import SHARED_HOST
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
@@ -343,11 +344,11 @@ def as_of(store: ComputeStore, uuid: UUID, at: datetime) -> dict[str, Any] | Non
         instance = event.mutate(instance)
     if instance is None:
         return None
-    return {"uuid": str(uuid), "version": instance.version, "as_of": at.isoformat(),
+    return {"uuid": str(uuid), "version": instance.version, "as_of": rfc3339(at),
             "host": instance.host, "name": instance.name,
             "vm_state": instance.vm_state.value,
             "task_state": instance.task_state.value if instance.task_state else None,
             "power_state": int(instance.power_state), "image_ref": instance.image_ref,
             "flavor": instance.flavor.name, "volumes": sorted(instance.volumes),
             "interfaces": sorted(instance.interfaces), "updated_at":
-            instance.modified_on.isoformat()}
+            rfc3339(instance.modified_on)}
