@@ -50,7 +50,8 @@ class SyncPower:
     """Internal message: compare with the hypervisor (periodic sync or a lifecycle event).
 
     ``expected`` is the power state a lifecycle event announced: if the hypervisor says
-    otherwise by now, the event is stale and dropped (Nova §2.9)."""
+    otherwise by now, the event is stale and dropped (nova/compute/manager.py
+    handle_lifecycle_event)."""
 
     uuid: UUID
     expected: Any = None

@@ -63,8 +63,9 @@ class HostTasks:
 
     # -- following the hypervisor -------------------------------------------------------
     def _lifecycle_event(self, uuid: str, power: PowerState, crashed: str | None = None) -> None:
-        """A domain changed state: the instance checks it against a fresh read (§2.9); a
-        crash is recorded as one even when the instance was busy (nothing else says so)."""
+        """A domain changed state: the instance checks it against a fresh read
+        (nova/compute/manager.py handle_lifecycle_event); a crash is recorded as one even when
+        the instance was busy (nothing else says so)."""
         try:
             key = UUID(uuid)
         except ValueError:
@@ -72,8 +73,8 @@ class HostTasks:
         actor = self.router.actors.get(key)
         if crashed is None and actor is not None and actor.instance is not None \
                 and actor.instance.busy:
-            return       # a task is pending: Nova skips the sync (§2.8 step 1); usually
-            #              the event is the task's own doing (a reboot's stop and start)
+            return       # a task is pending: Nova skips the sync (_sync_instance_power_state);
+            #              usually the event is the task's own doing (a reboot's stop and start)
         if actor is not None or key in self._known:
             self.router.deliver(SyncPower(key, power, crashed))
 

@@ -83,7 +83,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
 
     def preempt(self, env: Envelope) -> None:
         """A pre-empting command (delete) while the actor is busy: it runs at once, beside
-        the operation in flight, ahead of what waits (Nova §0.4: delete pre-empts
+        the operation in flight, ahead of what waits (nova/compute/api.py _delete: delete pre-empts
         everything); several run in their order of arrival."""
         self.urgent.append(env)
         if self._urgent_task is None or self._urgent_task.done():

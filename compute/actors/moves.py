@@ -1,5 +1,6 @@
 """Moves across hosts, run by the instance's owner actor: resize and cold migration,
-confirm and revert, live migration with abort (Nova §1.6.4, §1.6.5).
+confirm and revert, live migration with abort (nova/compute/manager.py prep_resize ..
+confirm_resize / revert_resize, live_migration, _post_live_migration, _rollback_live_migration).
 
 A move is a short saga: each step is recorded on the instance (task_state, Migration
 status) before the next, the other host does its part through ``compute.call.<host>.<step>``
@@ -342,7 +343,7 @@ class Moves:
         event.set()
         return True
 
-    # -- restart recovery (§2.7 rules 7, 15, 16) --------------------------------------------
+    # -- restart recovery (nova/compute/manager.py _init_instance: rules 7, 15, 16) ------
     async def recover(self, actor: Any, inst: Instance, command_id: str,
                       power: PowerState) -> PowerState:
         """A restarted owner found a move in flight: undo it, as Nova's init rules do

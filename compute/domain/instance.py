@@ -96,7 +96,7 @@ class Instance(BaseAggregate[UUID]):
         self.block_devices: dict[str, str | None] = {"/dev/vda": None}   # device -> volume
         self.volumes: dict[str, tuple[str, str]] = {}         # volume -> (device, path)
         self.interfaces: dict[str, dict[str, Any]] = {}       # port -> network, mac, addresses
-        self.migration: Migration | None = None               # the last move (Nova §1.8)
+        self.migration: Migration | None = None      # the last move (nova/objects/migration.py)
         self.old_flavor: Flavor | None = None                 # while RESIZED
 
     # -- guards -------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Nova's Migration record (§1.8): what moves where, and its status machine.
+"""Nova's Migration record (nova/objects/migration.py): what moves where, and its status
+machine.
 
 The record lives on the instance's stream (``MigrationCreated`` / ``MigrationStatusChanged``),
 so a move's whole history replays with the instance; the hosts' claims live on theirs.

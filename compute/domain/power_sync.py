@@ -1,4 +1,5 @@
-"""Nova's power-state sync (``_sync_power_states`` / ``_sync_instance_power_state``, §2.8).
+"""Nova's power-state sync (nova/compute/manager.py ``_sync_power_states`` /
+``_sync_instance_power_state``).
 
 The hypervisor always wins on power_state; a guest that went down behind our back while its
 instance is ACTIVE is stopped through the normal stop path, one running while STOPPED is

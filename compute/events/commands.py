@@ -134,7 +134,8 @@ class ChangeInstanceMetadata(Command, frozen=True, kw_only=True):
 
 
 class SnapshotInstance(Command, frozen=True, kw_only=True):
-    """A snapshot, or a backup of ``backup_type`` kept ``rotation`` deep (§2.11)."""
+    """A snapshot, or a backup of ``backup_type`` kept ``rotation`` deep (nova/compute/manager.py
+    _rotate_backups)."""
 
     name: Name
     """The image's name."""

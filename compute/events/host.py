@@ -17,7 +17,8 @@ class HostEvent(StreamEvent, frozen=True, kw_only=True):
 
 
 class HostResourcesReported(HostEvent, frozen=True, kw_only=True):
-    """The hypervisor's capacity and the host's configured ratios and reservations (§2.10).
+    """The hypervisor's capacity and the host's configured ratios and reservations
+    (nova/compute/resource_tracker.py).
 
     Recorded when a host service starts and whenever the values differ from the last report,
     so the host-resource view is a pure function of the log."""

@@ -321,7 +321,7 @@ class Snapshotted(Completed, frozen=True, kw_only=True):
 
 
 class ImageDeleted(Event, frozen=True, kw_only=True):
-    """An image was deleted (backup rotation, §2.11)."""
+    """An image was deleted (backup rotation, nova/compute/manager.py _rotate_backups)."""
 
     image_id: str
     reason: str

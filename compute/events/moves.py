@@ -1,4 +1,5 @@
-"""Events of moves: resize, cold and live migration (Nova §1.6.4, §1.6.5, §1.8).
+"""Events of moves: resize, cold and live migration (nova/compute/manager.py; the Migration
+record: nova/objects/migration.py).
 
 The instance's stream records the Migration record and how the move ended; the host that
 owns the instance is the one its last move names (``Resized.dest``, ``LiveMigrated.dest``,

@@ -267,7 +267,7 @@ def closed_by_its_stop(event: e.Completed) -> Operation | None:
 
 def move_notifications(event: Any, after: Instance, prior: MigrationStatus | None
                        ) -> list[tuple[str, Instance, str | None]]:
-    """Nova's resize and live-migration notifications (§2.14 ordering anchors), from the
+    """Nova's resize and live-migration notifications (nova/compute/manager.py's order), from the
     Migration record's steps; the destination publishes its own (prep, finish, *_dest).
     (Confirm and revert are operation-table rows: after_notes sends theirs.)"""
     m = after.migration
@@ -395,8 +395,8 @@ class Notifier(LogFollower):
 
     async def _fault_before(self, event: e.TaskReverted | e.Completed
                             ) -> ExceptionPayload | None:
-        """The fault recorded just before a revert (or a completion), when this notifier did not see it (it
-        started after it): the previous event, from the store."""
+        """The fault recorded just before a revert (or a completion), when this notifier did
+        not see it (it started after it): the previous event, from the store."""
         v = event.originator_version
         previous = await asyncio.to_thread(
             lambda: list(self.store.events.get(event.originator_id, gt=v - 2, lte=v - 1)))

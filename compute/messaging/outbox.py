@@ -1,7 +1,7 @@
 """The outbox worker: the relay, the notifier and the projector in their own OS process.
 
 Profiled in the host process, these three tail the same log as the actors write it and
-competed with them for one GIL (notes §2.7: a relay in the actors' process cut persistence
+competed with them for one GIL (measured: a relay in the actors' process cut persistence
 from ~15k to ~5.8k events/s). Here they run in a child with its own store connection and its
 own NATS connection. Nothing about exactly-once changes: the relay still publishes with
 ``Nats-Msg-Id = <uuid>:<version>:<digest>`` and records its tracking row after the acks, the

@@ -1,4 +1,4 @@
-"""Subjects and headers of the contract (shared/DESIGN.md §2), in one place."""
+"""Subjects and headers of the contract (README "Subjects", asyncapi.yaml), in one place."""
 
 from __future__ import annotations
 

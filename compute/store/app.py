@@ -74,7 +74,8 @@ class ComputeStore(Application[UUID]):
 
 
 def _project(aggregate: Any, events: Iterable[Any]) -> Any:
-    """A plain fold: skips the library's per-event runtime-Protocol checks (notes §1.11)."""
+    """A plain fold: skips the library's per-event runtime-Protocol checks (measured: most of a
+    fold's time)."""
     for event in events:
         aggregate = event.mutate(aggregate)
     return aggregate

@@ -3,7 +3,7 @@
 Replacing the Mapper (not the Transcoder) keeps types exact (UUID, datetime, enums, nested
 Structs) and makes the stored bytes the wire bytes: the relay publishes them unchanged. It was
 measured 3-4x faster to encode and 2x faster to decode than the default JSONTranscoder
-(reference/eventsourcing-notes.md §2.3).
+(eventsourcing's Mapper: eventsourcing/persistence.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Actors hand over the events they collected and await a future; the writer drains whatever has
 queued up into one ``insert_events`` call. At low load a group is 1-4 commands (no added
-latency), under load it grows to hundreds (notes §2.6: 14-15k durable events/s vs ~1k for a
+latency), under load it grows to hundreds (measured: 14-15k durable events/s vs ~1k for a
 save per executor call). A conflicting batch is retried command by command so one stale writer
 cannot fail the others.
 """

@@ -21,7 +21,8 @@ from compute.runtime import named_thread
 
 log = logging.getLogger("compute.virt.events")
 
-# Nova's mapping (§2.9): the power state each lifecycle event announces.
+# Nova's mapping (nova/virt/libvirt/host.py _event_lifecycle_callback, nova/virt/event.py):
+# the power state each lifecycle event announces.
 EVENT_POWER = {
     libvirt.VIR_DOMAIN_EVENT_STOPPED: PowerState.SHUTDOWN,
     libvirt.VIR_DOMAIN_EVENT_STARTED: PowerState.RUNNING,

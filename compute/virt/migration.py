@@ -41,7 +41,7 @@ class MigrationMixin:
         f = ref.flavor
         return with_flavor(dom_xml, f.vcpus, f.memory_mb, f.name)
 
-    # -- resize and cold migration (§1.6.4) -------------------------------------------------
+    # -- resize and cold migration (nova/virt/libvirt/driver.py migrate_disk_and_power_off) --
     @_typed
     def migrate_disk_and_power_off(self, ref: InstanceRef) -> str:
         """Power the guest off and give its definition (the disks' new home gets it); the
@@ -80,7 +80,7 @@ class MigrationMixin:
         """The move is kept: the source's copy goes."""
         return self._destroy(ref)
 
-    # -- live migration (§1.6.5) ------------------------------------------------------------
+    # -- live migration (nova/virt/libvirt/driver.py live_migration) -----------------------
     @_typed
     def migratable_xml(self, ref: InstanceRef) -> str:
         return self._xml(self._domain(ref))
