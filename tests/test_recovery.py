@@ -10,6 +10,7 @@ import sys
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,6 +74,19 @@ def start_host(env: dict[str, str], log: Path, **extra: str) -> subprocess.Popen
                             env={**env, **extra}, stderr=open(log, "ab"))
 
 
+def host_env(prefix: str, tmp_path: Path, nats_server: Any, hypervisor_uri: Any
+             ) -> tuple[str, dict[str, str]]:
+    """A new host's name and the environment of its ``compute up`` (its own store, views and
+    test hypervisor; ack_wait 2 s)."""
+    host = f"{prefix}{uuid.uuid4().hex[:6]}"
+    return host, {**os.environ, "COMPUTE_HOST": host,
+                  "COMPUTE_NATS_URL": nats_server.add_user("host", host),
+                  "COMPUTE_STORE": str(tmp_path / "compute.sqlite"),
+                  "COMPUTE_VIEWS": str(tmp_path / "views.sqlite"),
+                  "COMPUTE_LIBVIRT_URI": hypervisor_uri(), "COMPUTE_ACK_WAIT": "2",
+                  "PYTHONPATH": str(ROOT)}
+
+
 async def wait_for(predicate, timeout: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not await predicate():
@@ -82,13 +96,7 @@ async def wait_for(predicate, timeout: float = 20.0) -> None:
 
 async def test_a_host_killed_mid_operation_recovers_each_instance_by_novas_rules(
         tmp_path: Path, nats_server, hypervisor_uri, client: ComputeClient) -> None:
-    host = f"crash{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "COMPUTE_HOST": host,
-           "COMPUTE_NATS_URL": nats_server.add_user("host", host),
-           "COMPUTE_STORE": str(tmp_path / "compute.sqlite"),
-           "COMPUTE_VIEWS": str(tmp_path / "views.sqlite"),
-           "COMPUTE_LIBVIRT_URI": hypervisor_uri(), "COMPUTE_ACK_WAIT": "2",
-           "PYTHONPATH": str(ROOT)}
+    host, env = host_env("crash", tmp_path, nats_server, hypervisor_uri)
     log = tmp_path / "host.log"
     flavor = {"name": "t", "vcpus": 1, "memory_mb": 256, "root_gb": 1}
     vm = {name: str(uuid.uuid4()) for name in ("build", "reboot", "stop", "start", "delete",
@@ -200,13 +208,7 @@ async def test_a_host_killed_and_started_again_brings_its_running_guests_back_on
 
     from compute.events.outcomes import Rejected
 
-    host = f"boot{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "COMPUTE_HOST": host,
-           "COMPUTE_NATS_URL": nats_server.add_user("host", host),
-           "COMPUTE_STORE": str(tmp_path / "compute.sqlite"),
-           "COMPUTE_VIEWS": str(tmp_path / "views.sqlite"),
-           "COMPUTE_LIBVIRT_URI": hypervisor_uri(), "COMPUTE_ACK_WAIT": "2",
-           "PYTHONPATH": str(ROOT)}
+    host, env = host_env("boot", tmp_path, nats_server, hypervisor_uri)
     log = tmp_path / "host.log"
     flavor = {"name": "t", "vcpus": 1, "memory_mb": 256, "root_gb": 1}
     running, stopped = str(uuid.uuid4()), str(uuid.uuid4())
