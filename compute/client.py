@@ -169,8 +169,9 @@ class ComputeClient:
 
     async def place(self, flavor: Flavor, exclude: set[str] = frozenset()) -> str | None:
         """The host a new instance of ``flavor`` should go to (most free RAM that fits),
-        from the host view; the host's own claim is the final word."""
-        hosts = msgspec.convert(await self.query("hosts"), list[HostView])
+        from the host view as of now (``latest``: every host's last report, not what the
+        answering replica had projected); the host's own claim is the final word."""
+        hosts = msgspec.convert(await self.query("hosts", latest=True), list[HostView])
         return pick_host(hosts, flavor, exclude)
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str],
