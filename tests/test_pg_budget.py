@@ -75,3 +75,29 @@ async def test_a_host_and_its_worker_stay_within_the_connection_budget(
         await host.stop()
     print(f"peak connections of a host + worker: {peak}")
     assert 0 < peak <= BUDGET
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
+def test_a_process_holds_its_leases_in_one_session_and_one_name_once(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leases of several names share one connection; two leases of one name in the same
+    process are not both granted (advisory locks stack within a session), and the second
+    takes it once the first gives it back."""
+    from compute.store.app import open_store
+    from compute.store.lease import lease_for
+
+    tag = f"lease-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PGAPPNAME", tag)
+    store = open_store(store_url)
+    baseline = connections(tag)         # the store's own pool
+    first, second, other = (lease_for(store, n) for n in ("relay-x", "relay-x", "notify-x"))
+    try:
+        assert first.held() and other.held()
+        assert not second.held()
+        assert connections(tag) - baseline <= 1
+        first.close()
+        assert second.held() and not first.held()
+    finally:
+        for lease in (first, second, other):
+            lease.close()
+        store.close()
