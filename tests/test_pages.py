@@ -139,7 +139,8 @@ async def test_a_limit_above_the_cap_is_refused(
 async def test_a_cursor_of_another_view_or_none_at_all_is_refused(
         fleet_queries: QueryService, operator: ComputeClient) -> None:
     hosts = await operator.query("hosts", limit=1)
-    for after in (queries.encode_cursor("hosts", ["fleet1"]), "not-a-cursor!"):
+    for after in (queries.encode_cursor("hosts", ["fleet1"]), "not-a-cursor!",
+                  queries.encode_cursor("instances", ["2026-01-01"])):
         with pytest.raises(QueryFailed) as refused:
             await operator.query("instances", after=after)
         assert refused.value.error == "InvalidPayload"

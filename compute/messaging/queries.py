@@ -178,7 +178,9 @@ class Query:
 
 
 def encode_cursor(view: str, key: list[str]) -> str:
-    return base64.urlsafe_b64encode(_encoder.encode(_Cursor(view, key))).decode().rstrip("=")
+    """A page's ``next``: opaque to clients (so the key's shape may change), and naming
+    its view (a cursor of another list is refused, not misread)."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(_Cursor(view, key))).decode().rstrip("=")
 
 
 def decode_cursor(view: str, after: str | None) -> list[str] | None:
@@ -378,19 +380,22 @@ class QueryService:
         cursor after the last one when more follow (one row more is read to know)."""
         assert query.rows is not None and query.order is not None
         position = self.position
-        rows = query.rows(self.views, key, req, decode_cursor(query.name, req.after),
-                          req.limit + 1)
+        try:
+            rows = query.rows(self.views, key, req, decode_cursor(query.name, req.after),
+                              req.limit + 1)
+        except ValueError as exc:          # a cursor's key of the wrong shape
+            raise QueryRefused(ErrorCode.INVALID_PAYLOAD, f"after: {exc}") from None
         budget = int(self.nc.max_payload * PAGE_SHARE)
         items: list[msgspec.Raw] = []
         size = 0
-        for row in rows[:req.limit]:
-            item = _encoder.encode(row)
+        for row in rows[:req.limit]:       # (on a worker thread: msgspec's plain encode)
+            item = msgspec.json.encode(row)
             if items and size + len(item) + 1 > budget:
                 break
             items.append(msgspec.Raw(item))
             size += len(item) + 1
         more = len(items) < len(rows)
-        return _encoder.encode(query.reply(
+        return msgspec.json.encode(query.reply(
             items=items, position=position,
             next=encode_cursor(query.name, query.order(rows[len(items) - 1])) if more
             else None))
