@@ -24,12 +24,12 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bootstorm, latency, postgres, replay, scale, throughput  # noqa: E402
+from bench import bootstorm, fleet, latency, postgres, replay, scale, throughput  # noqa: E402
 from bench.common import ROOT, Result  # noqa: E402
 from bench.report import machine, print_table  # noqa: E402
 
 SUITE = {"throughput": throughput, "latency": latency, "replay": replay,
-         "bootstorm": bootstorm, "scale": scale, "postgres": postgres}
+         "bootstorm": bootstorm, "scale": scale, "postgres": postgres, "fleet": fleet}
 """Every benchmark module: ``run(args) -> list[Result]`` and ``parser()`` of its own."""
 
 

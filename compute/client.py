@@ -171,7 +171,8 @@ class ComputeClient:
         """The host a new instance of ``flavor`` should go to (most free RAM that fits),
         from the host view as of now (``latest``: every host's last report, not what the
         answering replica had projected); the host's own claim is the final word."""
-        hosts = msgspec.convert(await self.query("hosts", latest=True), list[HostView])
+        hosts = [msgspec.convert(h, HostView)
+                 async for h in self.list_all("hosts", latest=True)]
         return pick_host(hosts, flavor, exclude)
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str],
@@ -322,3 +323,36 @@ class ComputeClient:
         if isinstance(data, dict) and data.get("outcome") == "Rejected":
             raise QueryFailed(data["error"], data["message"])
         return data
+
+    async def pages(self, view: str, key: str | None = None, *, timeout: float = 10.0,
+                    **params: Any) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a list view (``instances``, ``hosts``, ``actions``, ``images``,
+        ``migrations``), each as the server sent it (``items``, ``next``, ``position``).
+
+        The first page is asked as ``query`` asks (``min_position``/``latest``); the
+        next ones at least at the position the first was read at (another replica may
+        serve them), each after the previous page's ``next``. Keyset paging: an item is
+        listed once even while the list changes (one created meanwhile comes at the end
+        or not at all)."""
+        params = {k: v for k, v in params.items() if v is not None}
+        while True:
+            page = await self.query(view, key, timeout=timeout, **params)
+            yield page
+            if page.get("next") is None:
+                return
+            params.pop("latest", None)
+            params["after"] = page["next"]
+            params["min_position"] = max(params.get("min_position") or 0,
+                                         page.get("position") or 0, self.position) or None
+
+    async def list_all(self, view: str, key: str | None = None, **params: Any
+                       ) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a list view, read page by page (``limit`` per page; filters as
+        ``QueryRequest``'s: ``host``, ``vm_state``, ``include_deleted``)."""
+        async for page in self.pages(view, key, **params):
+            for item in page["items"]:
+                yield item
+
+    def instances(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
+        """Every instance (``host=``, ``vm_state=``, ``include_deleted=``), page by page."""
+        return self.list_all("instances", **filters)

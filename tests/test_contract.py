@@ -215,9 +215,12 @@ async def test_every_message_of_a_full_run_is_the_documents(
     for subject in ("compute.query.instances", f"compute.query.instance.{vm}",
                     "compute.query.hosts", f"compute.query.host.{src.host}",
                     "compute.query.images", f"compute.query.images.{vm}",
-                    "compute.query.migrations", f"compute.query.migrations.{vm}"):
+                    "compute.query.migrations", f"compute.query.migrations.{vm}",
+                    f"compute.query.actions.{vm}"):
         await c.request(subject, position)
     await c.request("compute.query.instances", {"include_deleted": True, "host": src.host})
+    page = await c.request(f"compute.query.actions.{vm}", {"limit": 2})   # a page, the next
+    await c.request(f"compute.query.actions.{vm}", {"limit": 2, "after": page["next"]})
     await c.request(f"compute.query.instance.{uuid.uuid4()}")          # Rejected
     await c.request(f"compute.query.host.{src.host}", {"min_position": 10**12, "timeout": 0})
     # discovery

@@ -144,7 +144,7 @@ async def test_snapshot_passes_through_novas_task_states_and_is_listed(
     tasks = [e["task_state"] for e in events if e["version"] > 6 and "task_state" in e]
     assert tasks == ["image_snapshot_pending", "image_snapshot", "image_pending_upload",
                      "image_uploading", None]
-    images = await client.query("images", vm, min_position=out.position)
+    images = [i async for i in client.list_all("images", vm, min_position=out.position)]
     assert [(i["name"], i["image_type"]) for i in images] == [("before-upgrade", "snapshot")]
     dom = service.driver.connect().lookupByUUIDString(vm)
     assert dom.snapshotListNames() == [images[0]["image_id"]]
@@ -166,12 +166,12 @@ async def test_backup_rotation_follows_nova(service: HostService,
         await backup(client, service, vm, "daily", 3)
     await backup(client, service, vm, "weekly", 1)
     out = await backup(client, service, vm, "weekly", 1)
-    images = await client.query("images", vm, min_position=out.position)
+    images = [i async for i in client.list_all("images", vm, min_position=out.position)]
     kinds = sorted(i["backup_type"] for i in images)
     assert kinds == ["daily", "daily", "daily", "weekly"]      # 3 daily kept, 1 weekly
     assert out.events[-1] == "ImageDeleted"
     out = await backup(client, service, vm, "weekly", 0)      # 0: all weekly, the new too
-    images = await client.query("images", vm, min_position=out.position)
+    images = [i async for i in client.list_all("images", vm, min_position=out.position)]
     assert sorted(i["backup_type"] for i in images) == ["daily", "daily", "daily"]
     dom = service.driver.connect().lookupByUUIDString(vm)
     assert sorted(dom.snapshotListNames()) == sorted(i["image_id"] for i in images)

@@ -99,7 +99,7 @@ async def test_a_read_right_after_a_command_sees_it_without_asking(
         detail = msgspec.convert(await client.query("instance", vm), InstanceDetail)
         assert detail.instance.vm_state == "active"
         stopped = await client.send(service.host, vm, "stop_instance")
-        rows = await client.query("instances")
+        rows = [r async for r in client.instances()]
         assert {r["uuid"]: r["vm_state"] for r in rows}[vm] == "stopped", stopped
 
 

@@ -140,7 +140,23 @@ def test_a_postgres_url_names_user_password_host_port_database_and_schema(scheme
     assert {k: v for k, v in env.items() if k.startswith(("POSTGRES", "PERSISTENCE"))} == {
         "PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_HOST": "db.example",
         "POSTGRES_PORT": "6543", "POSTGRES_DBNAME": "cell1", "POSTGRES_USER": "nova",
-        "POSTGRES_PASSWORD": "p@ss:w", "POSTGRES_SCHEMA": "compute"}
+        "POSTGRES_PASSWORD": "p@ss:w", "POSTGRES_SCHEMA": "compute",
+        "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "1"}
+
+
+def test_pool_sizes_come_from_the_url_else_the_environment_else_the_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql://nova@db/cell1"
+    assert (store_env(url)["POSTGRES_POOL_SIZE"], store_env(url)["POSTGRES_MAX_OVERFLOW"]) \
+        == ("1", "1")
+    monkeypatch.setenv("COMPUTE_PG_POOL_SIZE", "3")
+    monkeypatch.setenv("COMPUTE_PG_MAX_OVERFLOW", "0")
+    assert store_env(url)["POSTGRES_POOL_SIZE"] == "3"
+    assert store_env(url)["POSTGRES_MAX_OVERFLOW"] == "0"
+    assert store_env(url + "?pool_size=2&max_overflow=4")["POSTGRES_MAX_OVERFLOW"] == "4"
+    monkeypatch.setenv("COMPUTE_PG_POOL_SIZE", "many")
+    with pytest.raises(ValueError, match="COMPUTE_PG_POOL_SIZE"):
+        store_env(url)
 
 
 @pytest.mark.postgres

@@ -153,7 +153,7 @@ async def known_host(client: ComputeClient, host: str) -> str:
                 raise
         if attempt == 1:
             await asyncio.sleep(1.0)
-    known = sorted(h["host"] for h in await client.query("hosts", timeout=5))
+    known = sorted([h["host"] async for h in client.list_all("hosts", timeout=5)])
     raise CliError(f"no compute host named {host!r} (known: {', '.join(known) or 'none'})",
                    Exit.NOT_FOUND, "ComputeHostNotFound")
 
@@ -258,9 +258,31 @@ async def read(client: ComputeClient, view: str, key: str | None = None, **param
         return await client.query(view, key, **params)
 
 
+async def read_list(client: ComputeClient, view: str, as_json: bool, **params: Any
+                    ) -> list[dict[str, Any]]:
+    """Every item of a list view, page by page (``read``'s ``latest``, and its fallback
+    when the views lag), with a progress line on stderr per page of a long list (not with
+    ``--json``: stderr stays quiet for machines)."""
+    rows: list[dict[str, Any]] = []
+    try:
+        pages = client.pages(view, latest=True, timeout=10, **params)
+        async for page in pages:
+            rows += page["items"]
+            if page.get("next") is not None and not as_json:
+                print(f"compute: {len(rows):,} {view} read, more to come...",
+                      file=sys.stderr, flush=True)
+    except QueryFailed as exc:
+        if exc.error != "PositionNotReached" or rows:
+            raise
+        print(f"compute: {exc.message}; showing the views as they are", file=sys.stderr)
+        return [item async for item in client.list_all(view, **params)]
+    return rows
+
+
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
-        rows = await read(client, "instances", include_deleted=args.all or None)
+        rows = await read_list(client, "instances", args.json,
+                               include_deleted=args.all or None)
     emit(instance_rows(rows) if not args.json else rows, as_json=args.json,
          columns=INSTANCE_COLUMNS)
     return 0
@@ -286,7 +308,7 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_hosts(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
-        rows = await read(client, "hosts")
+        rows = await read_list(client, "hosts", args.json)
     emit(rows, as_json=args.json, columns=("host", "hypervisor_type", "vcpus", "vcpus_used",
                                            "memory_mb", "memory_mb_used", "free_ram_mb",
                                            "local_gb", "free_disk_gb", "running_vms"))

@@ -184,7 +184,7 @@ async def run_demo(client: ComputeClient, host: str, count: int, *, as_json: boo
     except* CliError as failed:
         raise failed.exceptions[0] from None
     last = max((t.result() for t in tasks), key=lambda o: o.position)
-    rows = await client.query("instances", min_position=last.position)
+    rows = [r async for r in client.instances(min_position=last.position)]
     print(f"demo: {step} commands in {time.perf_counter() - t0:.2f}s", file=sys.stderr)
     emit(instance_rows([r for r in rows if r["uuid"] in uuids]), as_json=as_json,
          columns=INSTANCE_COLUMNS)

@@ -39,6 +39,9 @@ class ErrorCode(enum.StrEnum):
     POSITION_NOT_REACHED = "PositionNotReached"
     """A query's ``min_position`` was not reached by the views within its wait."""
     INTERNAL_ERROR = "InternalError"
+    REPLY_TOO_LARGE = "ReplyTooLarge"
+    """A query's answer is over the server's ``max_payload`` (one item or one instance's
+    detail too large for a page): ask a smaller page or a narrower filter."""
     STORE_UNAVAILABLE = "StoreUnavailable"
     """The host's store refuses writes (full, read-only, down): a synchronous call is
     refused at once; a stored command is held until the store takes writes again."""

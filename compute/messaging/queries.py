@@ -10,19 +10,30 @@ does not stop the subscription's read loop, so one slow reader never blocks the 
 (nats-py calls a subscription's callback one message at a time). The server caps both how
 long a request may wait (``MAX_WAIT``) and how many may be in flight (``MAX_IN_FLIGHT``); a
 request over the cap is answered ``ComputeServiceUnavailable`` at once, never queued.
+
+Every list is a page (issue 22): at most ``limit`` items (default ``DEFAULT_LIMIT``, at most
+``MAX_LIMIT``) and at most ``PAGE_SHARE`` of the server's ``max_payload`` (512 KiB of
+nats.conf's 1 MB), in a fixed key order; ``next`` is an opaque cursor (the last item's key)
+to pass as ``after``, None at the end. One reply holding a whole fleet broke at ~1,800
+instances, and its failed publish was swallowed. A reply that still cannot be sent (one
+item or one instance's detail over ``max_payload``, or any publish error) is logged and
+answered ``Rejected`` (``ReplyTooLarge``, else ``InternalError``) instead: never silence.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
+import nats.errors
 from nats.aio.client import Client as NATS
 
 from compute.events.outcomes import ErrorCode, Rejected
@@ -44,6 +55,14 @@ MAX_WAIT = 30.0
 """The longest a request may wait for ``min_position`` (a longer ``timeout`` is cut to it)."""
 MAX_IN_FLIGHT = 256
 """Requests served at once by one host; more are answered ComputeServiceUnavailable."""
+DEFAULT_LIMIT = 500
+"""Items per page when the request names no ``limit``."""
+MAX_LIMIT = 1000
+"""The largest ``limit`` a request may ask (a larger one is refused ``InvalidPayload``)."""
+PAGE_SHARE = 0.5
+"""A page is cut once its items would pass this share of the server's ``max_payload``
+(a typical instance is ~1 KiB, so 500 fit in 512 KiB; an instance with large metadata or
+many interfaces makes the page shorter, never the reply too large)."""
 _encoder = msgspec.json.Encoder()
 
 
@@ -66,6 +85,58 @@ class QueryRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     position (what the CLI asks, one process per command)."""
     timeout: float = 5.0
     """Seconds to wait for ``min_position`` / ``latest`` (the server caps it at 30)."""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+    """lists: at most this many items in the page (1..1000; the page is also cut at half
+    the server's max_payload, so it may hold fewer: follow ``next`` until it is null)."""
+    after: str | None = None
+    """lists: the ``next`` of the previous page (an opaque cursor): the page starts after it."""
+
+
+class Page(msgspec.Struct, kw_only=True):
+    """One page of a list: ``items`` in the view's key order, ``next`` the cursor of the
+    page after it (pass it as ``after``; null: this is the last page)."""
+
+    next: str | None = None
+    position: int = 0
+    """The views' position this page was read at: ask the next pages with
+    ``min_position`` = it, so a replica further behind does not serve them."""
+
+
+class InstancePage(Page, kw_only=True):
+    """Instances in (created_at, uuid) order."""
+
+    items: list[InstanceView]
+
+
+class HostPage(Page, kw_only=True):
+    """Compute hosts in name order."""
+
+    items: list[HostView]
+
+
+class ActionPage(Page, kw_only=True):
+    """One instance's actions (os-instance-actions) in (start_time, request_id) order."""
+
+    items: list[ActionView]
+
+
+class ImagePage(Page, kw_only=True):
+    """Images in (created_at, image_id) order."""
+
+    items: list[ImageView]
+
+
+class MigrationPage(Page, kw_only=True):
+    """Migrations rows in (created_at, id) order."""
+
+    items: list[MigrationView]
+
+
+class _Cursor(msgspec.Struct, forbid_unknown_fields=True):
+    """What ``next``/``after`` carry (base64url JSON): the view and its last item's key."""
+
+    v: str
+    k: list[str]
 
 
 class InstanceDetail(msgspec.Struct, kw_only=True):
@@ -85,17 +156,48 @@ class QueryRefused(Exception):
         self.error = error
 
 
+Rows = Callable[[ViewStore, str | None, QueryRequest, list[str] | None, int], list[Any]]
+"""A list's rows: (views, subject key, request, after this item key, at most n)."""
+
+
 @dataclass(frozen=True)
 class Query:
-    """One view on ``compute.query.<name>[.<key>]``: what it answers and how."""
+    """One view on ``compute.query.<name>[.<key>]``: what it answers and how. A list gives
+    ``rows`` and ``order`` (its item's key, for the cursor) instead of ``handler``; its
+    reply is a ``Page`` of its items."""
 
     name: str
     summary: str
     reply: Any
-    handler: Callable[[ViewStore, str | None, QueryRequest], Any]
+    handler: Callable[[ViewStore, str | None, QueryRequest], Any] | None = None
     key: str | None = None
     """What the subject's last token names, when the view takes one."""
     key_required: bool = False
+    rows: Rows | None = None
+    order: Callable[[Any], list[str]] | None = None
+
+
+def encode_cursor(view: str, key: list[str]) -> str:
+    """A page's ``next``: opaque to clients (so the key's shape may change), and naming
+    its view (a cursor of another list is refused, not misread)."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(_Cursor(view, key))).decode().rstrip("=")
+
+
+def decode_cursor(view: str, after: str | None) -> list[str] | None:
+    """The key in an ``after`` cursor of this view; a cursor that is not one is refused."""
+    if after is None:
+        return None
+    try:
+        cursor = msgspec.json.decode(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)),
+                                     type=_Cursor)
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise QueryRefused(ErrorCode.INVALID_PAYLOAD,
+                           f"after: {after[:40]!r} is not a cursor (give a page's next)"
+                           ) from None
+    if cursor.v != view:
+        raise QueryRefused(ErrorCode.INVALID_PAYLOAD,
+                           f"after: a cursor of {cursor.v}, not of {view}")
+    return cursor.k
 
 
 def _uuid(key: str) -> str:
@@ -123,24 +225,34 @@ def _host(views: ViewStore, key: str | None, req: QueryRequest) -> HostView:
 
 
 QUERIES: dict[str, Query] = {q.name: q for q in (
-    Query("instances", "Nova's instances (servers list): filters host, vm_state, "
-          "include_deleted", list[InstanceView],
-          lambda v, k, r: v.list_instances(host=r.host, vm_state=r.vm_state,
-                                           include_deleted=r.include_deleted)),
+    Query("instances", "Nova's instances (servers list), paged: filters host, vm_state, "
+          "include_deleted", InstancePage,
+          rows=lambda v, k, r, after, n: v.list_instances(
+              host=r.host, vm_state=r.vm_state, include_deleted=r.include_deleted,
+              after=after, limit=n),
+          order=lambda i: [i.created_at, i.uuid]),
     Query("instance", "One instance with its actions, faults and migrations",
           InstanceDetail, _instance, key="instance_uuid", key_required=True),
-    Query("hosts", "Every compute host's resources (os-hypervisors)", list[HostView],
-          lambda v, k, r: v.list_hosts()),
+    Query("hosts", "Every compute host's resources (os-hypervisors), paged", HostPage,
+          rows=lambda v, k, r, after, n: v.list_hosts(after=after, limit=n),
+          order=lambda h: [h.host]),
     Query("host", "One compute host's resources", HostView, _host, key="host",
           key_required=True),
-    Query("images", "Snapshot and backup images (of one instance with the key); filter "
-          "include_deleted", list[ImageView],
-          lambda v, k, r: v.list_images(_uuid(k) if k else None, r.include_deleted),
-          key="instance_uuid"),
-    Query("migrations", "Nova's migrations rows (of one instance with the key); filter "
-          "host", list[MigrationView],
-          lambda v, k, r: v.list_migrations(_uuid(k) if k else None, r.host),
-          key="instance_uuid"),
+    Query("actions", "One instance's actions and their events (os-instance-actions), "
+          "paged", ActionPage,
+          rows=lambda v, k, r, after, n: v.list_actions(_uuid(k or ""), after=after, limit=n),
+          order=lambda a: [a.start_time, a.request_id], key="instance_uuid",
+          key_required=True),
+    Query("images", "Snapshot and backup images (of one instance with the key), paged; "
+          "filter include_deleted", ImagePage,
+          rows=lambda v, k, r, after, n: v.list_images(
+              _uuid(k) if k else None, r.include_deleted, after=after, limit=n),
+          order=lambda i: [i.created_at, i.image_id], key="instance_uuid"),
+    Query("migrations", "Nova's migrations rows (of one instance with the key), paged; "
+          "filter host", MigrationPage,
+          rows=lambda v, k, r, after, n: v.list_migrations(
+              _uuid(k) if k else None, r.host, after=after, limit=n),
+          order=lambda m: [m.created_at, m.id], key="instance_uuid"),
 )}
 
 
@@ -212,7 +324,7 @@ class QueryService:
             view = msg.subject.split(".", 3)[2] if msg.subject.count(".") >= 2 else ""
             await self._respond(msg, self._rejected(
                 view, ErrorCode.SERVICE_UNAVAILABLE,
-                f"{MAX_IN_FLIGHT} queries in flight on host {self.host}: retry shortly"))
+                f"{MAX_IN_FLIGHT} queries in flight on host {self.host}: retry shortly"), view)
             return
         task = asyncio.create_task(self._serve(msg), name=f"query {msg.subject}")
         self._in_flight.add(task)
@@ -223,7 +335,7 @@ class QueryService:
         view = tokens[2] if len(tokens) > 2 else ""
         key = tokens[3] if len(tokens) > 3 else None
         try:
-            data = _encoder.encode(await self._answer(view, key, msg.data))
+            data = await self._answer(view, key, msg.data)
         except QueryRefused as exc:
             data = self._rejected(view, exc.error, str(exc))
         except asyncio.CancelledError:
@@ -231,9 +343,9 @@ class QueryService:
         except Exception as exc:
             log.exception("query %s failed", msg.subject)
             data = self._rejected(view, ErrorCode.INTERNAL_ERROR, str(exc))
-        await self._respond(msg, data)
+        await self._respond(msg, data, view)
 
-    async def _answer(self, view: str, key: str | None, data: bytes) -> Any:
+    async def _answer(self, view: str, key: str | None, data: bytes) -> bytes:
         query = QUERIES.get(view)
         if query is None:
             raise QueryRefused(ErrorCode.UNKNOWN_OPERATION,
@@ -257,13 +369,59 @@ class QueryService:
             raise QueryRefused(ErrorCode.POSITION_NOT_REACHED,
                                f"the views of host {self.host} are at position "
                                f"{self.position}, not {target}, after {wait:g} s")
-        return await asyncio.to_thread(query.handler, self.views, key, req)
+        if query.rows is not None:
+            return await asyncio.to_thread(self._page, query, key, req)
+        assert query.handler is not None
+        return _encoder.encode(await asyncio.to_thread(query.handler, self.views, key, req))
+
+    def _page(self, query: Query, key: str | None, req: QueryRequest) -> bytes:
+        """One page: up to ``limit`` items within ``PAGE_SHARE`` of ``max_payload``
+        (each item is encoded once, the page is assembled from the encodings), and the
+        cursor after the last one when more follow (one row more is read to know)."""
+        assert query.rows is not None and query.order is not None
+        position = self.position
+        try:
+            rows = query.rows(self.views, key, req, decode_cursor(query.name, req.after),
+                              req.limit + 1)
+        except ValueError as exc:          # a cursor's key of the wrong shape
+            raise QueryRefused(ErrorCode.INVALID_PAYLOAD, f"after: {exc}") from None
+        budget = int(self.nc.max_payload * PAGE_SHARE)
+        items: list[msgspec.Raw] = []
+        size = 0
+        for row in rows[:req.limit]:       # (on a worker thread: msgspec's plain encode)
+            item = msgspec.json.encode(row)
+            if items and size + len(item) + 1 > budget:
+                break
+            items.append(msgspec.Raw(item))
+            size += len(item) + 1
+        more = len(items) < len(rows)
+        return msgspec.json.encode(query.reply(
+            items=items, position=position,
+            next=encode_cursor(query.name, query.order(rows[len(items) - 1])) if more
+            else None))
 
     def _rejected(self, view: str, error: ErrorCode, message: str) -> bytes:
         return _encoder.encode(Rejected(command_id=None, uuid=None, operation=f"query.{view}",
                                         host=self.host, error=error, message=message))
 
-    async def _respond(self, msg: Any, data: bytes) -> None:
-        if msg.reply:
-            with contextlib.suppress(Exception):
-                await msg.respond(data)
+    async def _respond(self, msg: Any, data: bytes, view: str) -> None:
+        """Send the answer; one that cannot be sent is logged and answered ``Rejected``
+        instead (``ReplyTooLarge`` over ``max_payload``), so the asker hears why."""
+        if not msg.reply:
+            return
+        try:
+            await msg.respond(data)
+            return
+        except nats.errors.MaxPayloadError:
+            error, message = ErrorCode.REPLY_TOO_LARGE, (
+                f"the reply of compute.query.{view} is {len(data)} bytes, over the server's "
+                f"max_payload of {self.nc.max_payload}: ask a page (limit) or a narrower "
+                "filter")
+        except Exception as exc:
+            error = ErrorCode.INTERNAL_ERROR
+            message = f"the reply of compute.query.{view} could not be sent: {exc!r}"
+        log.error("query %s: %s", msg.subject, message)
+        try:
+            await msg.respond(self._rejected(view, error, message))
+        except Exception as exc:          # the connection itself is gone: say so, at least
+            log.error("query %s: not even its refusal could be sent: %r", msg.subject, exc)

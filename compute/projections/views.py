@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS instances (
   migration TEXT);
 DROP INDEX IF EXISTS instances_host;
 CREATE INDEX IF NOT EXISTS instances_host_state ON instances(host, vm_state, task_state);
+CREATE INDEX IF NOT EXISTS instances_created ON instances(created_at, uuid);
 CREATE TABLE IF NOT EXISTS hosts (
   host TEXT PRIMARY KEY, hypervisor_type TEXT, hypervisor_version INTEGER,
   hypervisor_hostname TEXT, cpu_info TEXT,
@@ -303,7 +304,11 @@ class ViewStore:
         return rows[0]["position"] if rows else 0
 
     def list_instances(self, host: str | None = None, vm_state: str | None = None,
-                       include_deleted: bool = False) -> list[InstanceView]:
+                       include_deleted: bool = False, *, after: list[str] | None = None,
+                       limit: int | None = None) -> list[InstanceView]:
+        """In (created_at, uuid) order; ``after`` that key and at most ``limit`` (a page:
+        keyset paging, so a page costs the same at the 10,000th instance as at the first,
+        and an instance created while pages are read is never seen twice)."""
         sql, params = "SELECT * FROM instances WHERE 1=1", []
         if host:
             sql, params = sql + " AND host = ?", [*params, host]
@@ -311,24 +316,33 @@ class ViewStore:
             sql, params = sql + " AND vm_state = ?", [*params, vm_state]
         elif not include_deleted:
             sql += " AND vm_state != 'deleted'"
-        return [_instance(r) for r in self._all(sql + " ORDER BY created_at, uuid", *params)]
+        sql, params = _page(sql, params, ("created_at", "uuid"), after, limit)
+        return [_instance(r) for r in self._all(sql, *params)]
 
     def get_instance(self, uuid: str) -> InstanceView | None:
         rows = self._all("SELECT * FROM instances WHERE uuid = ?", uuid)
         return _instance(rows[0]) if rows else None
 
-    def list_actions(self, uuid: str) -> list[ActionView]:
+    def list_actions(self, uuid: str, *, after: list[str] | None = None,
+                     limit: int | None = None) -> list[ActionView]:
+        """Nova's instance actions of one instance, in (start_time, request_id) order."""
+        sql, params = _page("SELECT * FROM instance_actions WHERE uuid = ?", [uuid],
+                            ("start_time", "request_id"), after, limit)
+        actions = self._all(sql, *params)
+        if not actions:
+            return []
         events: dict[str, list[ActionEventView]] = {}
-        for r in self._all("SELECT * FROM instance_action_events WHERE uuid = ? "
-                           "ORDER BY start_time, event", uuid):
+        ids = [r["request_id"] for r in actions]
+        for r in self._all("SELECT * FROM instance_action_events WHERE uuid = ? AND "
+                           f"request_id IN ({','.join('?' * len(ids))}) "
+                           "ORDER BY start_time, event", uuid, *ids):
             events.setdefault(r["request_id"], []).append(ActionEventView(
                 event=r["event"], start_time=r["start_time"], finish_time=r["finish_time"],
                 result=r["result"], details=r["details"], host=r["host"]))
         return [ActionView(action=r["action"], request_id=r["request_id"],
                            start_time=r["start_time"], message=r["message"],
                            events=events.get(r["request_id"], []))
-                for r in self._all("SELECT * FROM instance_actions WHERE uuid = ? "
-                                   "ORDER BY start_time, request_id", uuid)]
+                for r in actions]
 
     def list_faults(self, uuid: str) -> list[FaultView]:
         return [FaultView(code=r["code"], message=r["message"], details=r["details"],
@@ -336,28 +350,34 @@ class ViewStore:
                 for r in self._all("SELECT * FROM faults WHERE uuid = ? ORDER BY version DESC",
                                    uuid)]
 
-    def list_images(self, uuid: str | None = None, include_deleted: bool = False
+    def list_images(self, uuid: str | None = None, include_deleted: bool = False, *,
+                    after: list[str] | None = None, limit: int | None = None
                     ) -> list[ImageView]:
         sql, params = "SELECT * FROM images WHERE 1=1", []
         if uuid:
             sql, params = sql + " AND uuid = ?", [uuid]
         if not include_deleted:
             sql += " AND deleted_at IS NULL"
-        return [ImageView(**dict(r)) for r in self._all(sql + " ORDER BY created_at", *params)]
+        sql, params = _page(sql, params, ("created_at", "image_id"), after, limit)
+        return [ImageView(**dict(r)) for r in self._all(sql, *params)]
 
-    def list_migrations(self, uuid: str | None = None, host: str | None = None
+    def list_migrations(self, uuid: str | None = None, host: str | None = None, *,
+                        after: list[str] | None = None, limit: int | None = None
                         ) -> list[MigrationView]:
         sql, params = "SELECT * FROM migrations WHERE 1=1", []
         if uuid:
             sql, params = sql + " AND uuid = ?", [uuid]
         if host:
             sql, params = sql + " AND (source = ? OR dest = ?)", [*params, host, host]
+        sql, params = _page(sql, params, ("created_at", "id"), after, limit)
         return [MigrationView(**{**dict(r), "old_flavor": msgspec.json.decode(r["old_flavor"]),
                                  "new_flavor": msgspec.json.decode(r["new_flavor"])})
-                for r in self._all(sql + " ORDER BY created_at, id", *params)]
+                for r in self._all(sql, *params)]
 
-    def list_hosts(self) -> list[HostView]:
-        return [self._host(r) for r in self._all("SELECT * FROM hosts ORDER BY host")]
+    def list_hosts(self, *, after: list[str] | None = None, limit: int | None = None
+                   ) -> list[HostView]:
+        sql, params = _page("SELECT * FROM hosts WHERE 1=1", [], ("host",), after, limit)
+        return [self._host(r) for r in self._all(sql, *params)]
 
     def get_host(self, host: str) -> HostView | None:
         rows = self._all("SELECT * FROM hosts WHERE host = ?", host)
@@ -375,6 +395,22 @@ class ViewStore:
         """Every view row in a deterministic order, for comparing two view stores."""
         return {t: [tuple(r) for r in self._all(f"SELECT * FROM {t} ORDER BY 1, 2")]
                 for t in VIEW_TABLES}
+
+
+def _page(sql: str, params: list[Any], order: tuple[str, ...], after: list[str] | None,
+          limit: int | None) -> tuple[str, list[Any]]:
+    """``sql`` ordered by ``order`` (a unique key), from after the key ``after`` (a row
+    value comparison, which the key's index serves), at most ``limit`` rows."""
+    columns = ", ".join(order)
+    if after is not None:
+        if len(after) != len(order):
+            raise ValueError(f"a key of {len(order)} values ({columns}), not {len(after)}")
+        sql += f" AND ({columns}) > ({', '.join('?' * len(order))})"
+        params = [*params, *after]
+    sql += f" ORDER BY {columns}"
+    if limit is not None:
+        sql, params = sql + " LIMIT ?", [*params, limit]
+    return sql, params
 
 
 def _instance(r: sqlite3.Row) -> InstanceView:

@@ -27,6 +27,16 @@ from compute.domain.instance import Instance
 from compute.store.mapper import MsgspecMapper
 
 DEFAULT_STORE = "var/compute.sqlite"
+PG_POOL_SIZE = 1
+"""PostgreSQL connections each process keeps open (``COMPUTE_PG_POOL_SIZE``, or
+``?pool_size=`` in the store URL). The library's default, 5 kept + 10 overflow, made a host
+and its outbox worker hold 16 connections: the 7th host did not start on a server's default
+``max_connections=100``. A process's store work is a few short transactions per group
+commit (one writer thread, the followers in turn), so one connection kept and one more for
+a moment is enough (README Scale-out: the budget)."""
+PG_MAX_OVERFLOW = 1
+"""Connections a process may open beyond ``PG_POOL_SIZE`` for a moment, closed again
+(``COMPUTE_PG_MAX_OVERFLOW`` or ``?max_overflow=``)."""
 
 
 class ComputeStore(Application[UUID]):
@@ -98,6 +108,16 @@ def store_env(url: str) -> dict[str, str]:
         )
         if not env["POSTGRES_SCHEMA"]:
             del env["POSTGRES_SCHEMA"]
+        query = parse_qs(parsed.query)
+        for key, setting, default in (
+                ("POSTGRES_POOL_SIZE", "pool_size", PG_POOL_SIZE),
+                ("POSTGRES_MAX_OVERFLOW", "max_overflow", PG_MAX_OVERFLOW)):
+            value = query.get(setting, [""])[0] or os.environ.get(
+                f"COMPUTE_PG_{setting.upper()}", "") or str(default)
+            if not value.isdigit():
+                raise ValueError(f"COMPUTE_PG_{setting.upper()} / ?{setting}=: {value!r} is "
+                                 "not a count of connections")
+            env[key] = value
         return env
     path = parsed.path if parsed.scheme == "sqlite" else url
     if path and not path.startswith("file:") and path != ":memory:":

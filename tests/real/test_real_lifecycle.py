@@ -111,7 +111,7 @@ async def test_a_real_guest_goes_through_every_operation_and_the_log_says_so(
     snap = await step("snapshot", "snapshot_instance", {"name": "real-snap"}, [
         "ActionStarted", "TaskStateChanged", "TaskStateChanged", "TaskStateChanged",
         "Snapshotted"], "active", 1, "createImage")
-    images = await client.query("images", vm, min_position=snap.position)
+    images = [i async for i in client.list_all("images", vm, min_position=snap.position)]
     assert [(i["name"], i["image_type"]) for i in images] == [("real-snap", "snapshot")]
     image = os.path.join(service.settings.images_dir, images[0]["image_id"])
     assert os.path.exists(os.path.join(image, "disk.qcow2"))   # a bootable image in the cache
