@@ -272,9 +272,15 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
         await asyncio.sleep(rng.uniform(0, 0.02))
 
     async def wait_answers(seconds: float) -> None:
+        """Until every command has its answer; a host that failed its start during the last
+        outage (the store refused writes) is started again, as its supervisor would."""
+        nonlocal host
         deadline = time.monotonic() + seconds
         while any(not answers[c] for c in [*sent, *hostile.sent]) \
                 and time.monotonic() < deadline:
+            if host.poll() is not None:
+                counts["failed_starts"] += 1
+                host = start_host()
             await asyncio.sleep(0.2)
 
     outage.end()
