@@ -290,7 +290,7 @@ class ComputeClient:
                     since: datetime | None, stream: str) -> tuple[str, Any]:
         """A pull subscription on this user's consumer ``durable`` (else the first free
         ``<user>~n``), created by name when it does not exist."""
-        name = durable or await self._free_consumer(stream)
+        name = durable or await self.free_consumer(stream)
         deliver = DeliverPolicy.BY_START_TIME if since is not None else \
             DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL
         try:
@@ -305,7 +305,7 @@ class ComputeClient:
             raise
         return name, await self.js.pull_subscribe_bind(name, stream=stream)
 
-    async def _free_consumer(self, stream: str) -> str:
+    async def free_consumer(self, stream: str) -> str:
         """The first of this user's ``<user>~n`` consumer names not in use on ``stream``."""
         for name in consumer_names(self.user)[1:]:
             try:

@@ -98,7 +98,7 @@ async def world(settings: Settings, client: ComputeClient, tmp_path: Path
 async def audit(world: World, client: ComputeClient) -> ChainReport:
     store = open_store(str(world.path))
     try:
-        return await verify_store(store, client.js, world.key)
+        return await verify_store(store, client, world.key)
     finally:
         store.close()
 
@@ -201,7 +201,7 @@ async def test_a_forged_event_with_a_valid_link_is_not_relayed_by_a_restarted_ho
         assert (refusal.kind, refusal.id, refusal.version) == ("instance", world.vm, forged)
         assert "seal does not verify" in refusal.reason
         assert f"refusing instance {world.vm} v{forged}" in caplog.text
-        on_stream = await read_relayed(client.js)
+        on_stream = await read_relayed(client)
         assert (world.vm, forged - 1) in on_stream
         assert (world.vm, forged) not in on_stream
     finally:
@@ -229,7 +229,7 @@ async def test_the_outbox_worker_process_refuses_a_forged_event_too(
 
         await until(refused, limit=30.0)
         assert "seal does not verify" in seen
-        on_stream = await read_relayed(client.js)
+        on_stream = await read_relayed(client)
         assert (world.vm, forged - 1) in on_stream and (world.vm, forged) not in on_stream
     finally:
         await restarted.stop()
