@@ -308,7 +308,7 @@ async def test_an_attach_that_reached_the_guest_before_its_outcome_failed_is_not
         await second.stop()
 
 
-async def test_an_interface_attach_that_reached_the_guest_before_its_outcome_failed_is_not_repeated(
+async def test_an_interface_attach_that_reached_the_guest_before_its_commit_is_not_repeated(
         outage_settings: Settings, client: ComputeClient) -> None:
     """The guest got the port's NIC, the outcome's commit failed, the host stopped. The
     redelivery asks the driver (``interface_attached``): the NIC is there, so

@@ -113,7 +113,8 @@ async def verify_store(store: ComputeStore, client: ComputeClient | None,
     if client is not None:
         try:
             stream = await read_relayed(client)
-        except (nats.errors.Error, TimeoutError, RuntimeError) as exc:   # refused, or no such stream
+        except (nats.errors.Error, TimeoutError, RuntimeError) as exc:
+            # refused, no such stream, or every consumer name of the user in use
             unread = f"COMPUTE_EVENTS could not be read ({type(exc).__name__}: {exc})"
     report = await asyncio.to_thread(verify_chains, store, key, stream, position)
     if unread:
