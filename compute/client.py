@@ -30,6 +30,7 @@ from compute.messaging.credentials import connect, connect_options
 from compute.messaging.subjects import (
     COMMANDS_STREAM,
     EVENTS_STREAM,
+    NOTIFICATIONS_STREAM,
     MSG_ID,
     REPLY_TO,
     command,
@@ -246,20 +247,8 @@ class ComputeClient:
         the server's permissions check (issue 18 item 8). It exists only once the iteration
         has begun: ``on_ready`` is called then, so whoever says "from now" says it when it is
         true (an event published before would be missed)."""
-        name = durable or await self._free_consumer(stream)
-        deliver = DeliverPolicy.BY_START_TIME if since is not None else \
-            DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL
-        try:
-            await self.js.consumer_info(stream, name)
-        except nats.js.errors.NotFoundError:
-            await self.js.add_consumer(stream, ConsumerConfig(
-                name=name, durable_name=durable, filter_subject=subject,
-                deliver_policy=deliver, opt_start_time=since, ack_policy=AckPolicy.EXPLICIT,
-                inactive_threshold=None if durable else EPHEMERAL_IDLE))
-        except nats.errors.TimeoutError:
-            self._refused(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
-            raise
-        sub = await self.js.pull_subscribe_bind(name, stream=stream)
+        name, sub = await self._pull(subject, durable=durable, deliver_new=deliver_new,
+                                     since=since, stream=stream)
         if on_ready is not None:
             on_ready()
         pending: list[Any] = []
@@ -292,7 +281,39 @@ class ComputeClient:
                 with contextlib.suppress(Exception):
                     await self.js.delete_consumer(stream, name)
 
-    async def _free_consumer(self, stream: str) -> str:
+    async def reader(self, subject: str, *, stream: str | None = None,
+                     deliver_new: bool = False) -> Reader:
+        """One message at a time from ``subject`` (``reader.next_msg(timeout)``, then
+        ``reader.unsubscribe()``), through one of this user's own consumer names: what a
+        nameless ordered consumer (``js.subscribe(..., ordered_consumer=True)``) did, whose
+        create subject carries no name the server's permissions can check (issue 18 item
+        8). The stream is the one ``subject`` belongs to unless given."""
+        stream = stream or (NOTIFICATIONS_STREAM if subject.startswith("compute.notify.")
+                            else EVENTS_STREAM)
+        name, sub = await self._pull(subject, durable=None, deliver_new=deliver_new,
+                                     since=None, stream=stream)
+        return Reader(self, stream, name, sub)
+
+    async def _pull(self, subject: str, *, durable: str | None, deliver_new: bool,
+                    since: datetime | None, stream: str) -> tuple[str, Any]:
+        """A pull subscription on this user's consumer ``durable`` (else the first free
+        ``<user>~n``), created by name when it does not exist."""
+        name = durable or await self.free_consumer(stream)
+        deliver = DeliverPolicy.BY_START_TIME if since is not None else \
+            DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL
+        try:
+            await self.js.consumer_info(stream, name)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_consumer(stream, ConsumerConfig(
+                name=name, durable_name=durable, filter_subject=subject,
+                deliver_policy=deliver, opt_start_time=since, ack_policy=AckPolicy.EXPLICIT,
+                inactive_threshold=None if durable else EPHEMERAL_IDLE))
+        except nats.errors.TimeoutError:
+            self._refused(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
+            raise
+        return name, await self.js.pull_subscribe_bind(name, stream=stream)
+
+    async def free_consumer(self, stream: str) -> str:
         """The first of this user's ``<user>~n`` consumer names not in use on ``stream``."""
         for name in consumer_names(self.user)[1:]:
             try:
@@ -356,3 +377,24 @@ class ComputeClient:
     def instances(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
         """Every instance (``host=``, ``vm_state=``, ``include_deleted=``), page by page."""
         return self.list_all("instances", **filters)
+
+class Reader:
+    """A subscription-like reader on one of its user's own pull consumers
+    (``ComputeClient.reader``): each message is acknowledged as it is handed over, and the
+    consumer is deleted by ``unsubscribe``."""
+
+    def __init__(self, client: ComputeClient, stream: str, name: str, sub: Any) -> None:
+        self.client, self.stream, self.name, self.sub = client, stream, name, sub
+
+    async def next_msg(self, timeout: float = 1.0) -> Any:
+        """The next message, or ``nats.errors.TimeoutError`` after ``timeout`` seconds."""
+        (msg,) = await self.sub.fetch(1, timeout=timeout)
+        with contextlib.suppress(Exception):
+            await msg.ack()
+        return msg
+
+    async def unsubscribe(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self.client.js.delete_consumer(self.stream, self.name)

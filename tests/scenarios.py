@@ -22,6 +22,7 @@ import nats
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 
 from compute.client import ComputeClient
 from compute.config import Settings
@@ -57,13 +58,22 @@ def committed(store: ComputeStore, hosts: set[str]) -> dict[UUID, list[int]]:
     return dict(out)
 
 
-async def published(js: JetStreamContext, hosts: set[str], count: int
+async def published(client: ComputeClient, hosts: set[str], count: int
                     ) -> list[tuple[UUID, int]]:
     """The first ``count`` events of ``hosts`` on ``COMPUTE_EVENTS`` in stream order, as
-    (uuid, version) read from their ``Nats-Msg-Id``; waits for them to arrive."""
-    subs = [await during_failover(lambda h=h: js.pull_subscribe(f"compute.evt.{h}.>",
-                                                                stream=EVENTS_STREAM))
-            for h in sorted(hosts)]
+    (uuid, version) read from their ``Nats-Msg-Id``; waits for them to arrive. One pull
+    consumer per host, under the client user's own consumer names (nats.conf)."""
+    js = client.js
+    names: list[str] = []
+
+    async def pull(host: str) -> Any:
+        name = await client.free_consumer(EVENTS_STREAM)
+        await js.add_consumer(EVENTS_STREAM, ConsumerConfig(
+            name=name, filter_subject=f"compute.evt.{host}.>", inactive_threshold=60.0))
+        names.append(name)
+        return await js.pull_subscribe_bind(name, stream=EVENTS_STREAM)
+
+    subs = [await during_failover(lambda h=h: pull(h)) for h in sorted(hosts)]
     got: list[tuple[int, UUID, int]] = []
     try:
         while len(got) < count:
@@ -81,6 +91,9 @@ async def published(js: JetStreamContext, hosts: set[str], count: int
         for sub in subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        for name in names:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(EVENTS_STREAM, name)
     return [(uuid, version) for _, uuid, version in sorted(got)]
 
 
@@ -112,14 +125,14 @@ async def stream_count(js: JetStreamContext, hosts: set[str]) -> int:
     return total
 
 
-async def assert_log_on_stream(store: ComputeStore, js: JetStreamContext,
+async def assert_log_on_stream(store: ComputeStore, client: ComputeClient,
                                hosts: set[str]) -> int:
     """Every event the store holds for ``hosts`` is on the stream exactly once, and each
     aggregate's events are in version order; returns how many."""
     log = committed(store, hosts)
     expected = sum(len(v) for v in log.values())
-    seen = await published(js, hosts, expected)
-    assert await stream_count(js, hosts) == expected          # nothing twice
+    seen = await published(client, hosts, expected)
+    assert await stream_count(client.js, hosts) == expected          # nothing twice
     per_aggregate: dict[UUID, list[int]] = defaultdict(list)
     for uuid, version in seen:
         per_aggregate[uuid].append(version)

@@ -81,7 +81,7 @@ async def test_a_host_keeps_consuming_when_its_nats_node_dies(
         async with node_down(nats_cluster, victim):
             await drive(client, cluster_service.host, vm, "stop_instance", "start_instance",
                         "reboot_instance")
-            await assert_log_on_stream(cluster_service.store, client.js,
+            await assert_log_on_stream(cluster_service.store, client,
                                        {cluster_service.host})
 
 
@@ -105,7 +105,7 @@ async def test_commands_waiting_in_the_stream_survive_its_leaders_death(
             async with HostService(cluster_settings) as service:
                 outcomes = await asyncio.gather(*sent)
                 assert all(isinstance(o, Succeeded) for o in outcomes)
-                await assert_log_on_stream(service.store, client.js, {service.host})
+                await assert_log_on_stream(service.store, client, {service.host})
 
 
 async def test_a_node_restarted_rejoins_and_catches_up_on_what_it_missed(
@@ -157,7 +157,7 @@ async def test_a_live_migration_completes_with_a_node_down(
             assert isinstance(moved, Succeeded), moved
             assert src.store.get_instance(uuid.UUID(vm)).host == dst.host
             await drive(client, dst.host, vm, "reboot_instance")
-            await assert_log_on_stream(src.store, client.js, {src.host, dst.host})
+            await assert_log_on_stream(src.store, client, {src.host, dst.host})
 
 
 def test_each_node_is_the_projects_nats_conf_named_and_routed(tmp_path: Path) -> None:

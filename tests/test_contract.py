@@ -237,7 +237,7 @@ async def test_every_message_of_a_full_run_is_the_documents(
             ("COMPUTE_NOTIFICATIONS", "compute.notify.>", "notifications",
              lambda b: b.get("event_type") == "instance.delete.end"
              and b["payload"]["nova_object.data"]["uuid"] == vm)):
-        sub = await client.js.subscribe(subject, stream=stream, ordered_consumer=True)
+        sub = await client.reader(subject, stream=stream)
         reached = False
         while True:
             msg = await sub.next_msg(timeout=30)

@@ -135,3 +135,53 @@ def test_dead_list_shows_the_reason_and_retry_of_an_unknown_one_is_one_line(
     assert main([*url, "dead", "retry", "999999"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("compute: no dead letter 999999") and err.count("\n") == 1
+
+
+# -- item 11: commands to a host that never starts ---------------------------------------------
+def swept(settings: Settings) -> Settings:
+    """A host that sweeps every 0.2 s for commands older than 1 s."""
+    return msgspec.structs.replace(settings, command_max_age=1.0,
+                                   dead_letter_sweep_interval=0.2)
+
+
+async def test_a_command_to_a_host_that_never_starts_is_dead_lettered_by_a_running_host(
+        settings: Settings, operator_settings: Settings, client: ComputeClient,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """No host "ghost-..." ever reads its commands: a running host (the sweeper) keeps the
+    expired one in COMPUTE_DEAD with its reason, removes it from COMPUTE_COMMANDS (it cannot
+    run when such a host appears) and answers its sender."""
+    s = swept(settings)
+    ghost, vm = f"ghost-{uuid.uuid4().hex[:6]}", str(uuid.uuid4())
+    async with HostService(s):
+        out = await client.send(ghost, vm, "stop_instance", timeout=30)
+        assert isinstance(out, Rejected) and out.error == "CommandDeadLettered"
+        assert out.message.startswith("expired: sent") and f"no host '{ghost}'" in out.message
+        assert (out.uuid, out.operation, out.host) == (vm, "stop_instance", s.host)
+        (letter,) = [d for d in await list_dead(client.js) if d.command_id == out.command_id]
+        assert (letter.reason, letter.subject, letter.host) == (
+            "expired", f"compute.cmd.{ghost}.{vm}.stop_instance", s.host)
+        info = await client.js.stream_info(COMMANDS_STREAM,
+                                           subjects_filter=f"compute.cmd.{ghost}.>")
+        assert not info.state.subjects                          # gone from the work queue
+    assert await asyncio.to_thread(main, ["--nats-url", operator_settings.nats_url,
+                                          "dead", "list"]) == 0     # (its own loop)
+    listed = [line for line in capsys.readouterr().out.splitlines() if ghost in line]
+    assert len(listed) == 1 and "expired" in listed[0]
+
+
+async def test_an_old_command_of_a_host_that_is_down_is_left_to_that_host(
+        settings: Settings, client: ComputeClient) -> None:
+    """A host that exists keeps its consumer while it is down: the sweeper leaves its old
+    commands (it might be running one delivered just in time), and the host dead-letters
+    them itself when it comes back."""
+    s = swept(settings)
+    vm, down = await booted_then_down(s, client)
+    pending = asyncio.create_task(client.send(s.host, vm, "stop_instance", timeout=60))
+    sweeper = HostService(msgspec.structs.replace(s, host=f"sweeper-{uuid.uuid4().hex[:6]}"))
+    async with sweeper:
+        await asyncio.sleep(1.5)       # the command's age is the point: older than 1 s
+        assert await sweeper.sweeper.sweep() == 0 and not pending.done()
+    async with HostService(s, driver=down.driver):
+        out = await pending
+        assert isinstance(out, Rejected) and out.error == "CommandDeadLettered"
+        assert out.host == s.host

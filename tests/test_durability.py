@@ -12,7 +12,7 @@ from compute.actors.host import HostService
 from compute.client import ComputeClient, DuplicateCommand
 from compute.config import Settings
 from compute.events.outcomes import Succeeded
-from compute.messaging.subjects import command
+from compute.messaging.subjects import EVENTS_STREAM, command
 from tests.conftest import boot_payload
 
 pytestmark = pytest.mark.both_stores
@@ -132,7 +132,7 @@ async def test_a_durable_subscriber_continues_where_it_stopped(
         service: HostService, client: ComputeClient) -> None:
     vm = str(uuid.uuid4())
     await client.send(service.host, vm, "run_instance", boot_payload())
-    name = f"billing-{uuid.uuid4().hex[:8]}"
+    name = await client.free_consumer(EVENTS_STREAM)      # one of the operator's own names
 
     async def take(n: int) -> list[str]:
         got: list[str] = []
@@ -144,8 +144,11 @@ async def test_a_durable_subscriber_continues_where_it_stopped(
         await stream.aclose()
         return got
 
-    assert await take(2) == ["Created", "TaskStateChanged"]
-    await client.send(service.host, vm, "stop_instance")
-    rest = await take(6)
-    assert rest == ["TaskStateChanged", "TaskStateChanged", "TaskStateChanged", "Spawned",
-                    "ActionStarted", "PoweredOff"]
+    try:
+        assert await take(2) == ["Created", "TaskStateChanged"]
+        await client.send(service.host, vm, "stop_instance")
+        rest = await take(6)
+        assert rest == ["TaskStateChanged", "TaskStateChanged", "TaskStateChanged", "Spawned",
+                        "ActionStarted", "PoweredOff"]
+    finally:
+        await client.js.delete_consumer(EVENTS_STREAM, name)

@@ -34,7 +34,7 @@ LIFECYCLE = [
 
 
 async def collect_events(client: ComputeClient, uuid: str, until: str) -> list[dict]:
-    sub = await client.js.subscribe(f"compute.evt.*.{uuid}.*", ordered_consumer=True)
+    sub = await client.reader(f"compute.evt.*.{uuid}.*")
     events = []
     try:
         while True:

@@ -203,8 +203,7 @@ async def test_maintenance_mode_live_migrates_the_running_instances_away(
     running = [await boot(client, src.host, "mover") for _ in range(2)]
     stopped = await boot(client, src.host, "mover")
     await client.send(src.host, stopped, "stop_instance")
-    arrivals = await client.js.subscribe(f"compute.evt.{src.host}.*.LiveMigrated",
-                                         ordered_consumer=True)
+    arrivals = await client.reader(f"compute.evt.{src.host}.*.LiveMigrated")
 
     out = await client.send_raw(f"compute.cmd.{src.host}._host.host_maintenance_mode",
                                 b'{"command_id": "%s", "mode": true}' % str(uuid.uuid4()).encode())

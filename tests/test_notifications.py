@@ -19,7 +19,7 @@ from tests.test_outbox import events_of
 async def notifications(client: ComputeClient, vm: str, until: str) -> list[dict]:
     """The instance's notifications up to the first ``until``. They are told by their message
     id (``<uuid>:<version>:<n>``): compute.exception's payload names no instance."""
-    sub = await client.js.subscribe("compute.notify.>", ordered_consumer=True)
+    sub = await client.reader("compute.notify.>")
     out: list[dict] = []
     try:
         while not out or out[-1]["event_type"] != until:
@@ -312,7 +312,7 @@ async def test_device_and_network_events_do_not_stall_the_relay_or_the_notifier(
     notes = await notifications(client, vm, until="instance.delete.end")
     assert [n["event_type"] for n in notes][-2:] == ["instance.shutdown.end",
                                                      "instance.delete.end"]
-    sub = await client.js.subscribe(f"compute.evt.*.{vm}.*", ordered_consumer=True)
+    sub = await client.reader(f"compute.evt.*.{vm}.*")
     seen = []
     try:
         while not seen or seen[-1]["version"] < done.version:
@@ -320,7 +320,7 @@ async def test_device_and_network_events_do_not_stall_the_relay_or_the_notifier(
     finally:
         await sub.unsubscribe()
     assert [e["version"] for e in seen] == list(range(1, done.version + 1))
-    network = await client.js.subscribe("compute.evt._shared.>", ordered_consumer=True)
+    network = await client.reader("compute.evt._shared.>")
     ours: list[str] = []
     try:
         while "AddressAllocated" not in ours:
@@ -345,7 +345,7 @@ async def test_a_host_with_notifications_off_relays_its_events_and_publishes_no_
         done = await client.send(host.host, vm, "stop_instance")
         seen = await events_of(client, host.host, vm, done.version)
         assert seen[-1] == "PoweredOff"
-        sub = await client.js.subscribe("compute.notify.>", ordered_consumer=True)
+        sub = await client.reader("compute.notify.>")
         try:
             notes = []
             with contextlib.suppress(nats.errors.TimeoutError):

@@ -261,7 +261,7 @@ class Run:
         """Every notification of this run's instances, each instance's up to the ``last``
         event_type given for it (the notifier follows the log in order: once that one is
         out, all before it are)."""
-        sub = await self.client.js.subscribe("compute.notify.>", ordered_consumer=True)
+        sub = await self.client.reader("compute.notify.>")
         out: dict[str, list[dict[str, Any]]] = {vm: [] for vm in self.versions}
         done: set[str] = set()
         try:

@@ -24,7 +24,7 @@ async def call(client: ComputeClient, host: str, op: str, **payload: object) -> 
 
 
 async def history(client: ComputeClient, vm: str, until_version: int) -> list[dict]:
-    sub = await client.js.subscribe(f"compute.evt.*.{vm}.*", ordered_consumer=True)
+    sub = await client.reader(f"compute.evt.*.{vm}.*")
     out: list[dict] = []
     try:
         while not out or out[-1]["version"] < until_version:

@@ -13,6 +13,7 @@ import contextlib
 import shutil
 import subprocess
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,50 @@ async def test_an_attach_that_reached_the_guest_before_its_outcome_failed_is_not
         assert attaches == [1]
         view = (await client.query("instance", vm, min_position=out.position))["instance"]
         assert [v["volume_id"] for v in view["volumes"].values()] == ["data"]
+        await views_equal_replay(second, out.position)
+    finally:
+        await second.stop()
+
+
+async def test_an_interface_attach_that_reached_the_guest_before_its_commit_is_not_repeated(
+        outage_settings: Settings, client: ComputeClient) -> None:
+    """The guest got the port's NIC, the outcome's commit failed, the host stopped. The
+    redelivery asks the driver (``interface_attached``): the NIC is there, so
+    InterfaceAttached is recorded with the address taken at acceptance, the guest keeps one
+    NIC of that MAC (a second attach would plug a second one), no fault."""
+    s = outage_settings
+    vm, net = str(uuid.uuid4()), f"lan-{uuid.uuid4().hex[:6]}"
+    first = HostService(s)
+    await first.start()
+    await client.send(s.host, "_host", "define_network", {"network_id": net,
+                                                          "cidr": "10.9.0.0/29"})
+    await client.send(s.host, vm, "run_instance", boot_payload())
+    attaches = counting(first.driver, "attach_interface")
+    first.driver.inject_fault("attach_interface", None, times=1, delay=1.0)
+    pending = asyncio.create_task(client.send(
+        s.host, vm, "attach_interface", {"network_id": net, "port_id": "port-a"},
+        timeout=60))
+    await until(lambda: first.router.actors[uuid.UUID(vm)].instance.action_command_id
+                is not None)
+    with store_refusing_writes(s.store):
+        await until(lambda: not first.store_health.writable)
+        assert attaches == [1] and not pending.done()
+        await first.stop()
+    second = HostService(s, driver=first.driver)
+    await second.start()
+    try:
+        out = await pending
+        assert isinstance(out, Succeeded), out
+        assert out.events[-1] == "InterfaceAttached" and "FaultRecorded" not in out.events
+        assert attaches == [1]
+        assert out.result["addresses"] == ["10.9.0.2"]
+        xml = second.driver.connect().lookupByUUIDString(vm).XMLDesc(
+            libvirt.VIR_DOMAIN_XML_INACTIVE)
+        nics = [m.get("address") for m in ET.fromstring(xml).findall(
+            "./devices/interface/mac")]
+        assert nics.count(out.result["mac"]) == 1                # one NIC of it, not two
+        view = (await client.query("instance", vm, min_position=out.position))["instance"]
+        assert view["interfaces"]["port-a"]["addresses"] == ["10.9.0.2"]
         await views_equal_replay(second, out.position)
     finally:
         await second.stop()

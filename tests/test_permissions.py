@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -496,6 +497,55 @@ async def test_a_reader_may_not_change_another_readers_durable(
         await other.refused("Publish", nameless)
         info = await owner.nc.jetstream().consumer_info(EVENTS_STREAM, billing)
     assert info.config.filter_subject == "compute.evt.>"
+
+
+@pytest.mark.parametrize("stream", [EVENTS_STREAM, NOTIFICATIONS_STREAM])
+async def test_an_operator_may_not_change_or_pull_a_readers_durable(
+        service, nats_server: NatsServer, readers: tuple[str, str], stream: str) -> None:
+    """The operator has its own consumer names as a reader has (``users.consumer_names``):
+    neither the nameless create (the name in the body), nor the durable create, nor a
+    create, pull or delete naming a reader's consumer."""
+    billing = _user(readers[0])
+    stolen = "compute.notify.nohost.>" if stream == NOTIFICATIONS_STREAM \
+        else "compute.evt.nohost.>"
+    async with connected(readers[0]) as owner, \
+            connected(nats_server.url_for("operator")) as operator:
+        await owner.nc.jetstream().add_consumer(stream, ConsumerConfig(
+            name=billing, durable_name=billing), timeout=5)
+        js = operator.nc.jetstream(timeout=1)
+        with pytest.raises(nats.errors.TimeoutError):          # by its name
+            await js.add_consumer(stream, ConsumerConfig(
+                name=billing, durable_name=billing, filter_subject=stolen), timeout=1)
+        await operator.refused("Publish", f"$JS.API.CONSUMER.CREATE.{stream}.{billing}."
+                                          f"{stolen}")
+        for subject in (f"$JS.API.CONSUMER.CREATE.{stream}",   # the name in the body
+                        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{billing}"):
+            await operator.nc.publish(subject, json.dumps({"stream_name": stream, "config": {
+                "name": billing, "durable_name": billing, "filter_subject": stolen,
+                "ack_policy": "explicit"}}).encode())
+            await operator.refused("Publish", subject)
+        sub = await js.pull_subscribe_bind(billing, stream=stream)
+        with pytest.raises(nats.errors.TimeoutError):
+            await sub.fetch(1, timeout=1)
+        await operator.refused("Publish", f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{billing}")
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.delete_consumer(stream, billing)
+        await operator.refused("Publish", f"$JS.API.CONSUMER.DELETE.{stream}.{billing}")
+        info = await owner.nc.jetstream().consumer_info(stream, billing)
+        assert await owner.nc.jetstream().delete_consumer(stream, billing)
+    assert info.config.filter_subject in (None, "")
+
+
+async def test_an_operator_reads_events_through_its_own_consumer(
+        service, client: ComputeClient) -> None:
+    vm = await boot(client, service.host)
+    reader = await client.reader(f"compute.evt.*.{vm}.*")
+    try:
+        first = await reader.next_msg(timeout=10)
+        assert msgspec.json.decode(first.data)["event"] == "Created"
+        assert reader.name in consumer_names(client.user)
+    finally:
+        await reader.unsubscribe()
 
 
 async def test_a_reader_deletes_its_own_consumer_and_not_anothers(

@@ -40,7 +40,7 @@ def test_an_instance_with_an_operation_in_flight_is_left_alone() -> None:
 
 async def events_of(client: ComputeClient, vm: str, until: str, n: int = 1) -> list[str]:
     """The instance's event names up to the n-th ``until``."""
-    sub = await client.js.subscribe(f"compute.evt.*.{vm}.*", ordered_consumer=True)
+    sub = await client.reader(f"compute.evt.*.{vm}.*")
     names: list[str] = []
     try:
         while names.count(until) < n:

@@ -64,7 +64,7 @@ async def test_each_host_sees_every_hosts_instances_in_its_views(
 async def test_every_event_reaches_the_stream_once_in_per_instance_order(
         pair: tuple[HostService, HostService], client: ComputeClient) -> None:
     await boot_on_both(client, pair, 3)
-    count = await assert_log_on_stream(pair[0].store, client.js, {h.host for h in pair})
+    count = await assert_log_on_stream(pair[0].store, client, {h.host for h in pair})
     while sum(h.relay.published for h in pair) < count:   # counted after the position
         await asyncio.sleep(0.02)
     assert pair[0].relay.published + pair[1].relay.published == count  # one relay at a time
@@ -78,7 +78,7 @@ async def test_when_the_relaying_host_stops_another_takes_the_relay_over(
     vm = str(uuid.uuid4())
     assert isinstance(await client.send(other.host, vm, "run_instance", boot_payload()),
                       Succeeded)
-    await assert_log_on_stream(other.store, client.js, {h.host for h in pair})
+    await assert_log_on_stream(other.store, client, {h.host for h in pair})
 
 
 async def _shared_on_stream(client: ComputeClient) -> int:

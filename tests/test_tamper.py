@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.errors
 import pytest
 
 from compute.actors.host import HostService
@@ -28,10 +29,12 @@ from compute.client import ComputeClient
 from compute.config import Settings
 from compute.domain.host import Host, host_id
 from compute.domain.instance import Instance
+from compute.domain.states import TaskState
 from compute.events import lifecycle as e
 from compute.events.base import link
 from compute.messaging.anchor import read_relayed, verify_store
 from compute.messaging.server import NatsServer
+from compute.messaging.subjects import MSG_ID
 from compute.projections.audit import ChainReport, Finding, verify_chains
 from compute.store.app import ComputeStore, open_store
 from compute.store.log import read_rows
@@ -98,7 +101,7 @@ async def world(settings: Settings, client: ComputeClient, tmp_path: Path
 async def audit(world: World, client: ComputeClient) -> ChainReport:
     store = open_store(str(world.path))
     try:
-        return await verify_store(store, client.js, world.key)
+        return await verify_store(store, client, world.key)
     finally:
         store.close()
 
@@ -201,7 +204,7 @@ async def test_a_forged_event_with_a_valid_link_is_not_relayed_by_a_restarted_ho
         assert (refusal.kind, refusal.id, refusal.version) == ("instance", world.vm, forged)
         assert "seal does not verify" in refusal.reason
         assert f"refusing instance {world.vm} v{forged}" in caplog.text
-        on_stream = await read_relayed(client.js)
+        on_stream = await read_relayed(client)
         assert (world.vm, forged - 1) in on_stream
         assert (world.vm, forged) not in on_stream
     finally:
@@ -229,7 +232,7 @@ async def test_the_outbox_worker_process_refuses_a_forged_event_too(
 
         await until(refused, limit=30.0)
         assert "seal does not verify" in seen
-        on_stream = await read_relayed(client.js)
+        on_stream = await read_relayed(client)
         assert (world.vm, forged - 1) in on_stream and (world.vm, forged) not in on_stream
     finally:
         await restarted.stop()
@@ -393,7 +396,7 @@ async def test_events_the_streams_limits_dropped_are_not_taken_for_tampering(
 
     store = open_store(str(world.path))
     try:
-        on_stream = await read_relayed(client.js)
+        on_stream = await read_relayed(client)
         events = list(store.events.get(uuid.UUID(world.vm)))
         kept = OnStream({k: v for k, v in on_stream.items() if k[0] != world.vm})
         positions = relay_positions(store)
@@ -405,3 +408,59 @@ async def test_events_the_streams_limits_dropped_are_not_taken_for_tampering(
         assert report.intact, report.problems
     finally:
         store.close()
+
+
+async def notified_versions(client: ComputeClient, vm: str) -> set[int]:
+    """The versions of ``vm``'s events that have notifications on COMPUTE_NOTIFICATIONS
+    (their ``Nats-Msg-Id`` is ``<uuid>:<version>:<n>:<digest>``)."""
+    reader = await client.reader("compute.notify.>")
+    versions: set[int] = set()
+    try:
+        while True:
+            try:
+                msg = await reader.next_msg(timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                return versions
+            uuid_, version = (msg.headers or {}).get(MSG_ID, "::").split(":")[:2]
+            if uuid_ == vm:
+                versions.add(int(version))
+    finally:
+        await reader.unsubscribe()
+
+
+def forge_notified_event(world: World) -> int:
+    """Append to the (stopped) instance a forged acceptance of a start, which Nova notifies
+    (``instance.power_on.start``): a valid sha256 link, a made-up seal; its version."""
+    _, version, topic, state = world.rows(world.vm)[-1]
+    last = decode_state(topic, state)
+    forged = e.ActionStarted(
+        originator_id=last.originator_id, originator_version=version + 1,
+        timestamp=last.timestamp, host=last.host, command_id="forged",
+        operation="start_instance", action="start", action_event="compute_start_instance",
+        task_state=TaskState.POWERING_ON).sealed(last.chain)
+    world.sql("INSERT INTO stored_events (originator_id, originator_version, topic, state) "
+              "VALUES (?, ?, ?, ?)", uuid.UUID(world.vm).hex, version + 1,
+              "compute.events.lifecycle:ActionStarted",
+              msgspec.json.encode(msgspec.structs.replace(forged, seal="0" * 64)))
+    return version + 1
+
+
+async def test_a_forged_event_is_not_notified_by_a_restarted_host(
+        world: World, client: ComputeClient, caplog: pytest.LogCaptureFixture) -> None:
+    """The notifier applies the relay's check: a forged event with a valid sha256 link and
+    a made-up seal gives no notification (billing would count it), and is refused by name."""
+    forged = forge_notified_event(world)
+    caplog.set_level(logging.ERROR, logger="compute.notifier")
+    assert world.service is not None
+    restarted = HostService(world.settings, driver=world.service.driver)
+    await restarted.start()
+    try:
+        await until(lambda: restarted.notifier.refused is not None)
+        refusal = restarted.notifier.refused
+        assert (refusal.kind, refusal.id, refusal.version) == ("instance", world.vm, forged)
+        assert "seal does not verify" in refusal.reason
+        assert f"notifier: refusing instance {world.vm} v{forged}" in caplog.text
+        versions = await notified_versions(client, world.vm)
+        assert forged - 1 in versions and forged not in versions
+    finally:
+        await restarted.stop()

@@ -179,6 +179,8 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
             if isinstance(decision, Undo):      # a move is not resumed: it is undone
                 await self._undo_interrupted_move(env, inst, op)
             else:
+                if op.allocates:
+                    await self._address_taken(inst)
                 await self._drive(env, inst, op, [], 0, resumed=True)
             return
         if isinstance(decision, Duplicate):
@@ -398,6 +400,20 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                 continue
             health.succeeded()
             return result
+
+    async def _address_taken(self, inst: Instance) -> None:
+        """Put back in the params of a resumed operation that allocates (attach_interface,
+        add_fixed_ip) the address it took when it was accepted: the allocation is a network
+        event committed with the acceptance, the params are not re-read from it."""
+        params = inst.action_params
+        if "address" in params:
+            return
+        network = await self.ctx.networks.get(str(params["network_id"]))
+        port = str(params["port_id"])
+        known = inst.interfaces.get(port, {}).get("addresses", [])
+        address = network.taken_for(str(self.uuid), port, known)
+        if address is not None:
+            params["address"] = address
 
     async def _already_reached(self, op: Operation, ref: InstanceRef,
                                params: dict[str, Any]) -> PowerState | None:

@@ -458,7 +458,7 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
             chains = await verify_store(store, None, key)
         else:
             async with client:
-                chains = await verify_store(store, client.js, key)
+                chains = await verify_store(store, client, key)
         if args.json:
             emit(chains, as_json=True)
         else:            # one finding a line: kind, id (uuid or host), version, what

@@ -69,6 +69,14 @@ class Network(NamedAggregate):
                    port_id=port_id)
         return chosen
 
+    def taken_for(self, instance_uuid: str, port_id: str, known: list[str]) -> str | None:
+        """The address allocated to the instance's port that the instance does not list yet
+        (``known``): the one its operation in flight took at acceptance. The allocation is
+        committed with the acceptance, not in its params, so a resumed command finds it here
+        instead of taking a second one."""
+        return next((address for address, owner in self.allocated.items()
+                     if owner == (instance_uuid, port_id) and address not in known), None)
+
     def release(self, address: str, command_id: str) -> None:
         if address in self.allocated:
             self._emit(AddressReleased, command_id=command_id, address=address)

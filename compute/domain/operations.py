@@ -34,6 +34,15 @@ Row by row against Nova (api.py guard; manager.py on failure):
   PAUSED] idle; live_migrate_abort task_state=[MIGRATING], any vm_state.
 - remove_volume_connection, refresh_instance_security_rules: compute-side calls, no API guard.
 
+A resumed command (issue 18 item 4: redelivered while its operation is in flight) must not
+repeat a hypervisor call that already acted. Each row says how: ``reaches`` (the power state
+proves it), ``reached_if`` (a driver predicate: suspended, rescued, an interface or volume
+there), or ``repeat_safe``, the reason a second call leaves what the first left. Reboot is
+one of those: the power state cannot tell a rebooted guest from one that was not, and a
+second reboot costs a running guest a restart it was asked to take, never its state. Nova
+has no such case (its casts are at most once; ``_init_instance`` in nova/compute/manager.py
+is the nearest: it retries a reboot found in flight, ``REBOOT_PENDING`` / ``REBOOT_STARTED``).
+
 Where we are stricter on purpose:
 
 - add_fixed_ip_to_instance, remove_fixed_ip_from_instance, inject_network_info, reset_network:
@@ -69,6 +78,35 @@ from compute.events import lifecycle as e
 from compute.events import moves as mv
 
 IDLE: frozenset[T | None] = frozenset({None})
+
+# Why a repeated driver call is harmless, for the rows whose outcome the hypervisor cannot
+# show (``Operation.repeat_safe``; the rest check ``reaches`` / ``reached_if`` first).
+SPAWN_SAFE = ("spawn defines the guest only if it is missing and starts it only if it is "
+              "not running: a build resumed after a crash just succeeds")
+DESTROY_SAFE = ("destroying a guest the hypervisor no longer knows is success (Nova's "
+                "libvirt destroy ignores VIR_ERR_NO_DOMAIN): the delete ends as the first "
+                "call would have")
+REBOOT_SAFE = ("a reboot leaves a running guest booted from its definition whether it is "
+               "done once or twice: the second one costs the guest a restart it was asked "
+               "to take, never a state (a HARD one also respawns a missing guest); "
+               "the power state cannot tell a rebooted guest from one that was not")
+POWER_OFF_SAFE = ("libvirt has no soft delete: it is a power-off, which returns at once "
+                  "for a guest that is off already")
+REBUILD_SAFE = ("a rebuild destroys the guest and spawns it from the new image: a repeat "
+                "ends with the same definition and a fresh disk, which is what a rebuild "
+                "leaves anyway (the old disk is discarded by design)")
+SNAPSHOT_SAFE = ("the image is named by the command id and the driver makes it only if "
+                 "it does not exist (a domain snapshot of that name, or the image "
+                 "directory): a redelivery finds the image and makes none")
+NO_DRIVER = "no hypervisor call: only the instance's log changes"
+NETWORK_INFO_SAFE = ("the driver publishes the instance's whole network info from its "
+                     "state (inject_network_info): a second write is the same document; "
+                     "the address itself is allocated once, at acceptance")
+MOVE_UNDONE = ("an interrupted move that creates a Migration is rolled back, never "
+               "repeated (compute/domain/redelivery.py Undo; Nova's _init_instance)")
+MOVE_STEPS_SAFE = ("confirm and revert are redone by their redelivery (a restarted "
+                   "owner leaves them to it: compute/actors/moves.py recover), and each "
+                   "step on the other host is idempotent (compute/actors/move_steps.py)")
 
 
 class OnFailure(enum.Enum):
@@ -145,6 +183,20 @@ class Operation:
     """A driver predicate, given the operation's parameters, true when its effect is on the
     hypervisor already (a volume attached): the same use as ``reaches``, for operations the
     power state says nothing about."""
+    repeat_safe: str = ""
+    """Why calling the driver again on a resumed command is harmless, for a row that has
+    neither ``reaches`` nor ``reached_if``: every row has one of the three
+    (``resume_rule``), so a new operation cannot forget item 4 of issue 18."""
+
+    @property
+    def resume_rule(self) -> str:
+        """How a resumed command avoids repeating what already happened: ``reaches``,
+        ``reached_if``, ``repeat_safe``; "" when the row says nothing (a defect)."""
+        if self.reaches is not None:
+            return "reaches"
+        if self.reached_if:
+            return "reached_if"
+        return "repeat_safe" if self.repeat_safe else ""
 
     @property
     def action_event(self) -> str:
@@ -157,18 +209,19 @@ _ROWS: tuple[Operation, ...] = (
     Operation("run_instance", c.RunInstance, "create", None, None, T.SCHEDULING,
               (None, T.NETWORKING, T.BLOCK_DEVICE_MAPPING, T.SPAWNING), "spawn",
               e.Spawned, V.ACTIVE, OnFailure.ERROR, "boot", "Build and run a new instance.",
-              claims=True,
+              claims=True, repeat_safe=SPAWN_SAFE,
               notify="create", notify_payload="InstanceCreatePayload", notify_after_steps=1,
               on_failure_notice=FailureNotice.ERROR),
     Operation("terminate_instance", c.InstanceCommand, "delete", None, None, T.DELETING, (),
               "destroy", e.Terminated, V.DELETED, OnFailure.ERROR, "delete",
               "Destroy the guest and delete the instance.", preempts=True, releases=True,
-              must_have_launched=False, notify="delete", notify_inner="shutdown"),
+              must_have_launched=False, repeat_safe=DESTROY_SAFE, notify="delete",
+              notify_inner="shutdown"),
     Operation("reboot_instance", c.RebootInstance, "reboot", ALLOW_SOFT_REBOOT, IDLE,
               T.REBOOTING, (T.REBOOT_PENDING, T.REBOOT_STARTED), "reboot", e.Rebooted,
               V.ACTIVE, OnFailure.ERROR_UNLESS_RUNNING, "reboot",
               "Reboot the guest (SOFT: ask it; HARD: power-cycle).",
-              notify="reboot", notify_after_steps=1,
+              notify="reboot", notify_after_steps=1, repeat_safe=REBOOT_SAFE,
               on_failure_notice=FailureNotice.ERROR_AND_END_IF_RUNNING),
     Operation("stop_instance", c.StopInstance, "stop", frozenset({V.ACTIVE, V.ERROR}), IDLE,
               T.POWERING_OFF, (), "power_off", e.PoweredOff, V.STOPPED, OnFailure.KEEP,
@@ -189,7 +242,7 @@ _ROWS: tuple[Operation, ...] = (
     Operation("suspend_instance", c.InstanceCommand, "suspend", frozenset({V.ACTIVE}), IDLE,
               T.SUSPENDING, (), "suspend", e.Suspended, V.SUSPENDED, OnFailure.ERROR,
               "suspend", "Save the guest's state to disk and stop it.",
-              notify="suspend"),
+              notify="suspend", reached_if="suspended"),
     Operation("resume_instance", c.InstanceCommand, "resume", frozenset({V.SUSPENDED}), IDLE,
               T.RESUMING, (), "resume", e.Resumed, V.ACTIVE, OnFailure.ERROR,
               "resume", "Restore a suspended guest.",
@@ -207,7 +260,7 @@ _ROWS += (
               NOT_DELETING, T.SOFT_DELETING, (), "soft_delete", e.SoftDeleted, V.SOFT_DELETED,
               OnFailure.KEEP, "soft-delete",
               "Delete, but keep the instance restorable until it is reclaimed.",
-              preempts=True,
+              preempts=True, repeat_safe=POWER_OFF_SAFE,
               notify="soft_delete", on_failure_notice=FailureNotice.END_AND_EXCEPTION),
     Operation("restore_instance", c.InstanceCommand, "restore", frozenset({V.SOFT_DELETED}),
               IDLE, T.RESTORING, (), "power_on", e.Restored, V.ACTIVE, OnFailure.KEEP,
@@ -218,37 +271,45 @@ _ROWS += (
               e.Rescued, V.RESCUED, OnFailure.ERROR, "rescue",
               "Boot from a rescue image with the instance's disk attached.",
               notify="rescue", notify_payload="InstanceActionRescuePayload",
-              exists=Exists.BEFORE_END),
+              exists=Exists.BEFORE_END, reached_if="rescued"),
     Operation("unrescue_instance", c.InstanceCommand, "unrescue", frozenset({V.RESCUED}),
               IDLE, T.UNRESCUING, (), "unrescue", e.Unrescued, V.ACTIVE, OnFailure.ERROR,
               "unrescue", "Boot from the instance's own disk again.",
-              notify="unrescue"),
+              notify="unrescue", reached_if="unrescued"),
     Operation("rebuild_instance", c.RebuildInstance, "rebuild",
               frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), IDLE, T.REBUILDING,
               (T.REBUILD_BLOCK_DEVICE_MAPPING, T.REBUILD_SPAWNING), "rebuild", e.Rebuilt,
               V.ACTIVE, OnFailure.ERROR, "rebuild",
               "Destroy the guest and spawn it again from an image.", keeps_stopped=True,
               notify="rebuild", notify_payload="InstanceActionRebuildPayload",
-              exists=Exists.BEFORE_START, on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
+              exists=Exists.BEFORE_START, on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION,
+              repeat_safe=REBUILD_SAFE),
     Operation("set_admin_password", c.SetAdminPassword, "changePassword",
               frozenset({V.ACTIVE}), IDLE, T.UPDATING_PASSWORD, (), "set_admin_password",
               e.PasswordChanged, None, OnFailure.KEEP, "set-password",
-              "Set the guest's admin password (the guest must be running)."),
+              "Set the guest's admin password (the guest must be running).",
+              repeat_safe="the same password set again leaves the guest as the first call "
+                          "did (setUserPassword replaces, it does not append)"),
     Operation("inject_file", c.InjectFile, "inject_file", frozenset({V.ACTIVE}), IDLE, None,
               (), "inject_file", e.FileInjected, None, OnFailure.KEEP, "inject-file",
               "Write a file into the guest.",
-              on_failure_notice=FailureNotice.NONE),
+              on_failure_notice=FailureNotice.NONE,
+              repeat_safe="the file is written whole at its path: a second write of the "
+                          "same contents leaves what the first left"),
     Operation("change_instance_metadata", c.ChangeInstanceMetadata, "change_metadata",
               frozenset({V.ACTIVE, V.PAUSED, V.SUSPENDED, V.STOPPED}), None, None, (),
               "set_metadata", e.MetadataChanged, None, OnFailure.KEEP, "metadata",
               "Replace the metadata published to the guest.",
-              on_failure_notice=FailureNotice.NONE),
+              on_failure_notice=FailureNotice.NONE,
+              repeat_safe="the whole metadata element is replaced (setMetadata): the same "
+                          "metadata twice is the same element"),
     Operation("snapshot_instance", c.SnapshotInstance, "createImage", IMAGE_STATES, IDLE,
               T.IMAGE_SNAPSHOT_PENDING,
               (T.IMAGE_SNAPSHOT, T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING), "snapshot",
               e.Snapshotted, None, OnFailure.KEEP, "snapshot",
               "Take an image of the instance (or a rotated backup: --backup-type).",
-              notify="snapshot", notify_payload="InstanceActionSnapshotPayload"),
+              notify="snapshot", notify_payload="InstanceActionSnapshotPayload",
+              repeat_safe=SNAPSHOT_SAFE),
 )
 
 VOLUME_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED, V.RESIZED, V.SOFT_DELETED,
@@ -257,7 +318,8 @@ VOLUME_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED, V.RESIZED, V.SOFT_DELE
 _ROWS += (
     Operation("reserve_block_device_name", c.ReserveBlockDeviceName, "reserve_block_device",
               VOLUME_STATES, IDLE, None, (), "", d.BlockDeviceReserved, None, OnFailure.KEEP,
-              "reserve-device", "Set the next free device name aside (a synchronous call)."),
+              "reserve-device", "Set the next free device name aside (a synchronous call).",
+              repeat_safe=NO_DRIVER),
     Operation("attach_volume", c.AttachVolume, "attach_volume", VOLUME_STATES, IDLE, None, (),
               "attach_volume", d.VolumeAttached, None, OnFailure.KEEP, "attach-volume",
               "Attach a volume (a file under the volumes directory on the test hypervisor).",
@@ -273,7 +335,9 @@ _ROWS += (
               None, None, (), "remove_volume_connection", d.VolumeConnectionRemoved, None,
               OnFailure.KEEP, "remove-volume-connection",
               "Tear down this host's connection to a volume (after a move).",
-              must_have_launched=False),
+              must_have_launched=False,
+              repeat_safe="it removes whatever device still names the volume: once none "
+                          "is left, a repeat finds nothing to remove"),
 )
 
 IFACE_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED})
@@ -282,25 +346,31 @@ _ROWS += (
     Operation("attach_interface", c.AttachInterface, "attach_interface", IFACE_STATES, IDLE,
               None, (), "attach_interface", d.InterfaceAttached, None, OnFailure.KEEP,
               "attach-interface", "Plug a port of a network into the guest.", allocates=True,
-              notify="interface_attach", on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
+              notify="interface_attach", on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION,
+              reached_if="interface_attached"),
     Operation("detach_interface", c.DetachInterface, "detach_interface", IFACE_STATES, IDLE,
               None, (), "detach_interface", d.InterfaceDetached, None, OnFailure.KEEP,
               "detach-interface", "Unplug a port from the guest.",
-              notify="interface_detach"),
+              notify="interface_detach", reached_if="interface_detached"),
     Operation("add_fixed_ip_to_instance", c.AddFixedIp, "add_fixed_ip", IFACE_STATES, IDLE,
               None, (), "inject_network_info", d.FixedIpAdded, None, OnFailure.KEEP,
-              "add-fixed-ip", "Another address on a network the guest is on.", allocates=True),
+              "add-fixed-ip", "Another address on a network the guest is on.", allocates=True,
+              repeat_safe=NETWORK_INFO_SAFE),
     Operation("remove_fixed_ip_from_instance", c.RemoveFixedIp, "remove_fixed_ip",
               IFACE_STATES, IDLE, None, (), "inject_network_info", d.FixedIpRemoved, None,
-              OnFailure.KEEP, "remove-fixed-ip", "Take an address away from the guest."),
+              OnFailure.KEEP, "remove-fixed-ip", "Take an address away from the guest.",
+              repeat_safe=NETWORK_INFO_SAFE),
     Operation("inject_network_info", c.InstanceCommand, "inject_network_info", IFACE_STATES,
               IDLE, None, (), "inject_network_info", d.NetworkInfoInjected, None,
               OnFailure.KEEP, "inject-network-info", "Give the guest its network settings.",
-              on_failure_notice=FailureNotice.NONE),
+              on_failure_notice=FailureNotice.NONE, repeat_safe=NETWORK_INFO_SAFE),
     Operation("reset_network", c.InstanceCommand, "reset_network", IFACE_STATES, IDLE, None,
               (), "reset_network", d.NetworkReset, None, OnFailure.KEEP, "reset-network",
               "Re-apply the guest's network settings.",
-              on_failure_notice=FailureNotice.NONE),
+              on_failure_notice=FailureNotice.NONE,
+              repeat_safe="the settings are published whole again with the generation "
+                          "bumped once more: the guest re-reads the same settings, which is "
+                          "what a reset asks for"),
 )
 
 _ROWS += (
@@ -309,7 +379,9 @@ _ROWS += (
               OnFailure.KEEP, "refresh-rules",
               "Render the instance's security group rules to the hypervisor's filter.",
               needs_rules=True, must_have_launched=False,
-              on_failure_notice=FailureNotice.NONE),
+              on_failure_notice=FailureNotice.NONE,
+              repeat_safe="the filter is defined whole from the rules (nwfilterDefineXML "
+                          "replaces a filter of the same name)"),
 )
 
 MOVE_STATES = frozenset({V.ACTIVE, V.STOPPED})
@@ -318,31 +390,34 @@ _ROWS += (
     Operation("resize_instance", c.ResizeInstance, "resize", MOVE_STATES, IDLE,
               T.RESIZE_PREP, (), "", mv.Resized, V.RESIZED, OnFailure.ROLLBACK, "resize",
               "Resize to a flavor (another host, or this one when allowed); then confirm "
-              "or revert.", flow="resize"),
+              "or revert.", flow="resize", repeat_safe=MOVE_UNDONE),
     Operation("migrate_instance", c.MigrateInstance, "migrate", MOVE_STATES, IDLE,
               T.RESIZE_PREP, (), "", mv.Migrated, V.RESIZED, OnFailure.ROLLBACK, "migrate",
               "Cold-migrate to another host (same flavor); then confirm or revert.",
-              flow="resize"),
+              flow="resize", repeat_safe=MOVE_UNDONE),
     Operation("confirm_resize", c.InstanceCommand, "confirmResize", frozenset({V.RESIZED}),
               IDLE, None, (), "", mv.ResizeConfirmed, V.ACTIVE, OnFailure.ERROR,
               "confirm-resize", "Keep the move: the source's guest and claim go.",
-              flow="confirm",
+              flow="confirm", repeat_safe=MOVE_STEPS_SAFE,
               notify="resize_confirm"),
     Operation("revert_resize", c.InstanceCommand, "revertResize", frozenset({V.RESIZED}),
               IDLE, T.RESIZE_REVERTING, (), "", mv.ResizeReverted, V.ACTIVE, OnFailure.ERROR,
               "revert-resize", "Undo the move: back to the source with the old flavor.",
-              flow="revert",
+              flow="revert", repeat_safe=MOVE_STEPS_SAFE,
               notify="resize_revert", exists=Exists.BEFORE_START),
     Operation("live_migration", c.LiveMigration, "live-migration",
               frozenset({V.ACTIVE, V.PAUSED}), IDLE, T.MIGRATING, (), "", mv.LiveMigrated,
               None, OnFailure.ROLLBACK, "live-migrate",
               "Move the running guest to another host (rolled back on any failure).",
-              flow="live_migration",
+              flow="live_migration", repeat_safe=MOVE_UNDONE,
               on_failure_notice=FailureNotice.NONE),
     Operation("live_migration_abort", c.InstanceCommand, "live_migration_abort", None,
               frozenset({T.MIGRATING}), None, (), "", mv.LiveMigrated, None, OnFailure.KEEP,
               "live-migrate-abort", "Cancel the live migration in flight (rolled back).",
               preempts=True, flow="abort",
+              repeat_safe="an abort asks the migration running here to stop; when none "
+                          "runs (it ended, or the host restarted and undid it) there is "
+                          "nothing to stop",
               on_failure_notice=FailureNotice.NONE),
 )
 
@@ -355,6 +430,7 @@ BACKUP = Operation(
     T.IMAGE_BACKUP, (T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING), "snapshot", e.Snapshotted,
     None, OnFailure.KEEP, "backup", "Take a backup image, rotating older ones.",
     notify="snapshot", notify_payload="InstanceActionSnapshotPayload",
+    repeat_safe=SNAPSHOT_SAFE,
 )
 
 # Hard reboot is a variant of reboot_instance with its own guard and progression
@@ -363,7 +439,7 @@ HARD_REBOOT = Operation(
     "reboot_instance", c.RebootInstance, "reboot", ALLOW_HARD_REBOOT, ALLOW_REBOOT_TASKS,
     T.REBOOTING_HARD, (T.REBOOT_PENDING_HARD, T.REBOOT_STARTED_HARD), "reboot", e.Rebooted,
     V.ACTIVE, OnFailure.ERROR_UNLESS_RUNNING, "reboot", "Hard reboot.",
-    notify="reboot", notify_after_steps=1,
+    notify="reboot", notify_after_steps=1, repeat_safe=REBOOT_SAFE,
     on_failure_notice=FailureNotice.ERROR_AND_END_IF_RUNNING,
 )
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from compute.messaging.relay import TRACKING_NAME
@@ -22,7 +21,11 @@ from compute.projections.audit import ChainReport, Relayed, relayed, verify_chai
 from compute.store.app import ComputeStore
 from compute.store.seal import SealKey
 
+if TYPE_CHECKING:
+    from compute.client import ComputeClient
+
 BATCH = 1000
+READ_IDLE = 30.0   # seconds: the reading consumer outlives a reader that died so long
 
 
 class OnStream(dict[tuple[str, int], Relayed]):
@@ -34,11 +37,13 @@ class OnStream(dict[tuple[str, int], Relayed]):
     retained_since: datetime | None = None
 
 
-async def read_relayed(js: JetStreamContext, *, timeout: float = 5.0) -> OnStream:
+async def read_relayed(client: ComputeClient, *, timeout: float = 5.0) -> OnStream:
     """Every event on ``COMPUTE_EVENTS`` up to its last message now, by (uuid, version).
 
-    Read with an ephemeral pull consumer that needs no acks (what an auditor may create);
-    a message that is not an event is passed over."""
+    Read with a pull consumer that needs no acks, under one of the client user's own
+    consumer names (``users.consumer_names``: the only ones an operator or an auditor may
+    create), removed at the end; a message that is not an event is passed over."""
+    js = client.js
     info = await js.stream_info(EVENTS_STREAM)
     last = info.state.last_seq
     out = OnStream()
@@ -46,8 +51,11 @@ async def read_relayed(js: JetStreamContext, *, timeout: float = 5.0) -> OnStrea
     if info.state.messages == 0:
         return out
     subject = info.config.subjects[0] if info.config.subjects else ">"
-    sub = await js.pull_subscribe(subject, stream=EVENTS_STREAM, config=ConsumerConfig(
-        deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE))
+    name = await client.free_consumer(EVENTS_STREAM)
+    await js.add_consumer(EVENTS_STREAM, ConsumerConfig(
+        name=name, filter_subject=subject, deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.NONE, inactive_threshold=READ_IDLE))
+    sub = await js.pull_subscribe_bind(name, stream=EVENTS_STREAM)
     try:
         seq = 0
         while seq < last:
@@ -70,6 +78,8 @@ async def read_relayed(js: JetStreamContext, *, timeout: float = 5.0) -> OnStrea
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(EVENTS_STREAM, name)
     return out
 
 
@@ -105,17 +115,18 @@ def _relay_names(store: ComputeStore) -> list[str]:
                 for row in curs.fetchall()]
 
 
-async def verify_store(store: ComputeStore, js: JetStreamContext | None,
+async def verify_store(store: ComputeStore, client: ComputeClient | None,
                        key: SealKey | None) -> ChainReport:
     """``compute audit --verify``: the store's chains and seals, and the store against
-    ``COMPUTE_EVENTS`` when ``js`` is given. The relay's recorded position is read before the
+    ``COMPUTE_EVENTS`` when ``client`` is given. The relay's recorded position is read before the
     stream, so every event up to it was on the stream when the stream was read."""
     position = await asyncio.to_thread(relay_positions, store)
     stream, unread = None, ""
-    if js is not None:
+    if client is not None:
         try:
-            stream = await read_relayed(js)
-        except (nats.errors.Error, TimeoutError) as exc:   # refused, or no such stream
+            stream = await read_relayed(client)
+        except (nats.errors.Error, TimeoutError, RuntimeError) as exc:
+            # refused, no such stream, or every consumer name of the user in use
             unread = f"COMPUTE_EVENTS could not be read ({type(exc).__name__}: {exc})"
     report = await asyncio.to_thread(verify_chains, store, key, stream, position)
     if unread:

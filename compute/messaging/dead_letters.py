@@ -65,27 +65,46 @@ def verdict(msg: Any, *, max_deliver: int, max_age: float,
             f"delivered {meta.num_delivered} times; the first {max_deliver} ended without "
             "an answer (the host died or stalled on it each time)")
     if max_age > 0:
-        now = now or datetime.datetime.now(datetime.timezone.utc)
-        age = (now - meta.timestamp).total_seconds()
-        if age > max_age:
-            return EXPIRED, (f"sent {age:.0f} s ago, older than command_max_age "
-                             f"({max_age:.0f} s): not run so late")
+        return expired(meta.timestamp, max_age, now)
     return None
+
+
+def expired(sent_at: datetime.datetime, max_age: float,
+            now: datetime.datetime | None = None) -> tuple[str, str] | None:
+    """(``expired``, detail) when a command sent at ``sent_at`` is older than ``max_age``
+    seconds (the host that receives it and the sweeper decide alike), else None."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    age = (now - sent_at).total_seconds()
+    if age <= max_age:
+        return None
+    return EXPIRED, (f"sent {age:.0f} s ago, older than command_max_age "
+                     f"({max_age:.0f} s): not run so late")
 
 
 async def dead_letter(js: Any, msg: Any, host: str, reason: str, detail: str) -> None:
     """Keep ``msg`` in ``COMPUTE_DEAD`` (acknowledged by JetStream before this returns)."""
     meta = msg.metadata
-    headers = {k: v for k, v in (msg.headers or {}).items() if k != MSG_ID}
-    command_id = (msg.headers or {}).get(MSG_ID)
+    await keep(js, subject=msg.subject, data=msg.data, headers=msg.headers,
+               stream=meta.stream, seq=meta.sequence.stream, deliveries=meta.num_delivered,
+               sent_at=meta.timestamp, host=host, reason=reason, detail=detail)
+
+
+async def keep(js: Any, *, subject: str, data: bytes, headers: dict[str, str] | None,
+               stream: str, seq: int, deliveries: int, sent_at: datetime.datetime,
+               host: str, reason: str, detail: str) -> None:
+    """Publish the dead letter of command ``stream``/``seq`` (a delivery, or a message the
+    sweeper read from the stream). Its id comes from that sequence, so whoever keeps it
+    twice (a host and the sweeper, a retry after a failed delete) keeps it once."""
+    kept = {k: v for k, v in (headers or {}).items() if k != MSG_ID}
+    command_id = (headers or {}).get(MSG_ID)
     if command_id:
-        headers["Compute-Command-Msg-Id"] = command_id
-    headers.update({
-        MSG_ID: f"dead-{meta.stream}-{meta.sequence.stream}",
-        REASON: reason, DETAIL: detail, SUBJECT: msg.subject, HOST: host,
-        DELIVERIES: str(meta.num_delivered), SENT_AT: rfc3339(meta.timestamp),
+        kept["Compute-Command-Msg-Id"] = command_id
+    kept.update({
+        MSG_ID: f"dead-{stream}-{seq}",
+        REASON: reason, DETAIL: detail, SUBJECT: subject, HOST: host,
+        DELIVERIES: str(deliveries), SENT_AT: rfc3339(sent_at),
     })
-    await js.publish(dead(msg.subject), msg.data, stream=DEAD_STREAM, headers=headers)
+    await js.publish(dead(subject), data, stream=DEAD_STREAM, headers=kept)
 
 
 def read(raw: Any) -> DeadLetter:

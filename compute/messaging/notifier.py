@@ -54,6 +54,7 @@ from compute.store.app import ComputeStore
 from compute.store.lease import Lease
 from compute.store.log import read_rows
 from compute.store.mapper import decode_state
+from compute.store.seal import ChainGuard, Refusal, store_key
 
 log = logging.getLogger("compute.notifier")
 
@@ -335,14 +336,15 @@ class Notifier(LogFollower):
         self._states: dict[UUID, Instance] = {}
         self._cache = cache
         self._faults: dict[UUID, ExceptionPayload] = {}   # FaultRecorded until its TaskReverted
+        self.guard = ChainGuard(store, store_key(store))
+        self.refused: Refusal | None = None
 
     async def run_once(self) -> int:
-        page = await asyncio.to_thread(read_rows, self.store, self.position, self.page,
-                                       ids=False)
+        page = await asyncio.to_thread(self._genuine_page)
         if not page:
             return 0
         notes = []
-        for _, topic, state in page:
+        for _, _, _, topic, state in page:
             if not topic.startswith(INSTANCE_EVENT_MODULES):
                 continue
             event = decode_state(topic, state)
@@ -356,6 +358,19 @@ class Notifier(LogFollower):
                   note.message_id) for note in notes)
         self.advanced(page[-1][0], sent)
         return len(page)
+
+    def _genuine_page(self) -> list[Any]:
+        """The next page, up to the first event whose chain link or seal does not verify:
+        the relay's check (``ChainGuard``), so a forged or edited event in the store is no
+        more notified than it is relayed (a billing system must not charge for a forged
+        ``instance.power_on.end``). It is refused, logged once, and nothing after it is
+        notified until the store is repaired (``compute audit --verify`` names it)."""
+        page, refusal = self.guard.genuine(read_rows(self.store, self.position, self.page))
+        if refusal is not None and refusal != self.refused:
+            self.log.error("notifier: refusing %s; nothing after it is notified until the "
+                           "store is repaired (compute audit --verify)", refusal)
+        self.refused = refusal
+        return page
 
     async def _apply(self, event: Any) -> list[Notification]:
         uuid = event.originator_id

@@ -103,6 +103,25 @@ class DevicesMixin:
         return self._power(dom)
 
     @_typed
+    def interface_attached(self, ref: InstanceRef, mac: str) -> bool:
+        """The guest's definition has a NIC with the port's MAC: an attach interrupted after
+        the hypervisor acted is done already (a second attach would plug a second NIC with
+        the same MAC)."""
+        dom = self._find(ref)
+        if dom is None:
+            return False
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        return any((m := nic.find("mac")) is not None
+                   and m.get("address", "").lower() == mac.lower()
+                   for nic in root.findall("./devices/interface"))
+
+    @_typed
+    def interface_detached(self, ref: InstanceRef, mac: str) -> bool:
+        """No NIC with the port's MAC is left: an interrupted detach is done already (a
+        second detach fails: no such device)."""
+        return self._find(ref) is not None and not self.interface_attached(ref, mac)
+
+    @_typed
     def detach_interface(self, ref: InstanceRef, port_id: str, mac: str) -> PowerState:
         dom = self._domain(ref)
         self._change_device(dom, interface_xml(port_id, mac, user=self.runs_guests),

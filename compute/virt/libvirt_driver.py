@@ -15,6 +15,7 @@ import os
 import random
 import threading
 import time
+import xml.etree.ElementTree as ET
 
 import libvirt
 import msgspec
@@ -293,6 +294,14 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin, SnapshotsMixin)
         return self._power(dom)
 
     @_typed
+    def suspended(self, ref: InstanceRef) -> bool:
+        """The guest is saved to disk (stopped, with a managed save image): an interrupted
+        suspend is done already (a second ``managedSave`` fails: the domain is not
+        running)."""
+        dom = self._find(ref)
+        return dom is not None and not dom.isActive() and bool(dom.hasManagedSaveImage(0))
+
+    @_typed
     def resume(self, ref: InstanceRef) -> PowerState:
         """Starting a domain with a managed save restores it."""
         dom = self._domain(ref)
@@ -318,6 +327,26 @@ class LibvirtDriver(ConsolesMixin, DevicesMixin, MigrationMixin, SnapshotsMixin)
         if rescue_password:
             dom.setUserPassword("root", rescue_password, 0)
         return self._power(dom)
+
+    @_typed
+    def rescued(self, ref: InstanceRef) -> bool:
+        """The guest runs from the rescue definition (our ``rescue`` metadata element): an
+        interrupted rescue is done already, and calling it again would power-cycle the
+        rescue guest the user may be logged into."""
+        dom = self._find(ref)
+        return dom is not None and bool(dom.isActive()) and self._is_rescue(dom)
+
+    @_typed
+    def unrescued(self, ref: InstanceRef) -> bool:
+        """The guest runs from its own definition again: an interrupted unrescue is done
+        already (a repeat would power-cycle the guest)."""
+        dom = self._find(ref)
+        return dom is not None and bool(dom.isActive()) and not self._is_rescue(dom)
+
+    @staticmethod
+    def _is_rescue(dom: libvirt.virDomain) -> bool:
+        root = ET.fromstring(dom.XMLDesc(0))
+        return root.find(f"metadata/{{{XMLNS}}}instance/{{{XMLNS}}}rescue") is not None
 
     @_typed
     def unrescue(self, ref: InstanceRef) -> PowerState:

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlparse
 import msgspec
 import nats
 
+from compute.client import ComputeClient
 from compute.messaging.credentials import connect_options
 from compute.messaging.server import NatsServer, free_port
 from compute.messaging.subjects import MSG_ID, REPLY_TO, command
@@ -195,6 +196,7 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
     nc = await nats.connect(**connect_options(server.url_for("operator"), "operator"),
                             max_reconnect_attempts=-1, reconnect_time_wait=0.2, error_cb=quiet)
     js = nc.jetstream()
+    reader = ComputeClient(nc, user="operator")      # its own consumer names (users.py)
     answers: dict[str, list[dict]] = collections.defaultdict(list)
     inbox = nc.new_inbox()
 
@@ -316,7 +318,7 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
     for _ in range(200):
         published = {}
         for vm in vms:
-            sub = await js.subscribe(f"compute.evt.chaos.{vm}.*", ordered_consumer=True)
+            sub = await reader.reader(f"compute.evt.chaos.{vm}.*")
             versions = []
             while True:
                 try:

@@ -147,7 +147,7 @@ async def guest_listening(client: ComputeClient, host: str, vm: str, boots: int)
 
 async def published(client: ComputeClient, vm: str, until_version: int) -> list[dict]:
     """The instance's events as published on COMPUTE_EVENTS, up to a version."""
-    sub = await client.js.subscribe(f"compute.evt.*.{vm}.*", ordered_consumer=True)
+    sub = await client.reader(f"compute.evt.*.{vm}.*")
     out: list[dict] = []
     try:
         while not out or out[-1]["version"] < until_version:
