@@ -48,10 +48,6 @@ class Settings(msgspec.Struct, kw_only=True):
     """Seconds after which a command not yet run is dead-lettered instead (``COMPUTE_DEAD``,
     reason ``expired``): one sent to a host that did not exist or was down that long does
     not run whenever such a host appears. 0: no limit."""
-    dead_letter_sweep_interval: float = 60.0
-    """Seconds between sweeps of ``COMPUTE_COMMANDS`` for commands older than
-    ``command_max_age`` to hosts that have no consumer (never started): they are
-    dead-lettered by a running host (``compute/messaging/sweeper.py``). Negative: off."""
     answer_window: float = 0.0
     """Seconds every answered command id (Succeeded, Failed, Rejected) gets the same answer
     again; 0 picks the least that covers JetStream: its duplicate window plus

@@ -20,6 +20,7 @@ from compute.events.base import rfc3339
 from compute.events.outcomes import Rejected
 from compute.messaging.credentials import connect
 from compute.messaging.subjects import COMMANDS_STREAM
+from compute.messaging.sweeper import Sweeper
 from compute.messaging.users import host_user
 from tests.conftest import boot_payload
 
@@ -139,48 +140,57 @@ def test_dead_list_shows_the_reason_and_retry_of_an_unknown_one_is_one_line(
 
 # -- item 11: commands to a host that never starts ---------------------------------------------
 def swept(settings: Settings) -> Settings:
-    """A host that sweeps every 0.2 s for commands older than 1 s."""
-    return msgspec.structs.replace(settings, command_max_age=1.0,
-                                   dead_letter_sweep_interval=0.2)
+    """Commands older than 1 s are expired."""
+    return msgspec.structs.replace(settings, command_max_age=1.0)
 
 
-async def test_a_command_to_a_host_that_never_starts_is_dead_lettered_by_a_running_host(
-        settings: Settings, operator_settings: Settings, client: ComputeClient,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """No host "ghost-..." ever reads its commands: a running host (the sweeper) keeps the
-    expired one in COMPUTE_DEAD with its reason, removes it from COMPUTE_COMMANDS (it cannot
-    run when such a host appears) and answers its sender."""
-    s = swept(settings)
+async def test_a_command_to_a_host_that_never_starts_is_dead_lettered_by_the_operators_sweep(
+        operator_settings: Settings, client: ComputeClient,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No host "ghost-..." ever reads its commands: `compute dead sweep` (as operator) keeps
+    the expired one in COMPUTE_DEAD with its reason, removes it from COMPUTE_COMMANDS (it
+    cannot run when such a host appears) and answers its sender."""
     ghost, vm = f"ghost-{uuid.uuid4().hex[:6]}", str(uuid.uuid4())
-    async with HostService(s):
-        out = await client.send(ghost, vm, "stop_instance", timeout=30)
-        assert isinstance(out, Rejected) and out.error == "CommandDeadLettered"
-        assert out.message.startswith("expired: sent") and f"no host '{ghost}'" in out.message
-        assert (out.uuid, out.operation, out.host) == (vm, "stop_instance", s.host)
-        (letter,) = [d for d in await list_dead(client.js) if d.command_id == out.command_id]
-        assert (letter.reason, letter.subject, letter.host) == (
-            "expired", f"compute.cmd.{ghost}.{vm}.stop_instance", s.host)
+    pending = asyncio.create_task(client.send(ghost, vm, "stop_instance", timeout=30))
+    info = await client.js.stream_info(COMMANDS_STREAM,
+                                       subjects_filter=f"compute.cmd.{ghost}.>")
+    while not info.state.subjects:                      # stored
+        await asyncio.sleep(0.05)
         info = await client.js.stream_info(COMMANDS_STREAM,
                                            subjects_filter=f"compute.cmd.{ghost}.>")
-        assert not info.state.subjects                          # gone from the work queue
-    assert await asyncio.to_thread(main, ["--nats-url", operator_settings.nats_url,
-                                          "dead", "list"]) == 0     # (its own loop)
+    await asyncio.sleep(1.1)                # older than command_max_age (1 s): the point
+    argv = ["--nats-url", operator_settings.nats_url, "dead"]
+    monkeypatch.setenv("COMPUTE_COMMAND_MAX_AGE", "1")
+    assert await asyncio.to_thread(main, [*argv, "sweep"]) == 0
+    assert "swept 1 expired command(s)" in capsys.readouterr().out
+    out = await pending
+    assert isinstance(out, Rejected) and out.error == "CommandDeadLettered"
+    assert out.message.startswith("expired: sent") and f"no host '{ghost}'" in out.message
+    assert (out.uuid, out.operation) == (vm, "stop_instance")
+    assert out.host.startswith("operator:")
+    (letter,) = [d for d in await list_dead(client.js) if d.command_id == out.command_id]
+    assert (letter.reason, letter.subject) == (
+        "expired", f"compute.cmd.{ghost}.{vm}.stop_instance")
+    info = await client.js.stream_info(COMMANDS_STREAM,
+                                       subjects_filter=f"compute.cmd.{ghost}.>")
+    assert not info.state.subjects                          # gone from the work queue
+    assert await asyncio.to_thread(main, [*argv, "list"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if ghost in line]
     assert len(listed) == 1 and "expired" in listed[0]
 
 
 async def test_an_old_command_of_a_host_that_is_down_is_left_to_that_host(
         settings: Settings, client: ComputeClient) -> None:
-    """A host that exists keeps its consumer while it is down: the sweeper leaves its old
+    """A host that exists keeps its consumer while it is down: the sweep leaves its old
     commands (it might be running one delivered just in time), and the host dead-letters
     them itself when it comes back."""
     s = swept(settings)
     vm, down = await booted_then_down(s, client)
     pending = asyncio.create_task(client.send(s.host, vm, "stop_instance", timeout=60))
-    sweeper = HostService(msgspec.structs.replace(s, host=f"sweeper-{uuid.uuid4().hex[:6]}"))
-    async with sweeper:
-        await asyncio.sleep(1.5)       # the command's age is the point: older than 1 s
-        assert await sweeper.sweeper.sweep() == 0 and not pending.done()
+    await asyncio.sleep(1.5)       # the command's age is the point: older than 1 s
+    sweeper = Sweeper(client.js, host="operator:test", max_age=1.0,
+                      reply=lambda to, outcome: asyncio.sleep(0))
+    assert await sweeper.sweep() == 0 and not pending.done()
     async with HostService(s, driver=down.driver):
         out = await pending
         assert isinstance(out, Rejected) and out.error == "CommandDeadLettered"

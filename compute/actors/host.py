@@ -43,8 +43,6 @@ from compute.events.commands import Flavor
 from compute.events.outcomes import ErrorCode, Outcome, Rejected
 from compute.events.steps import STEPS
 from compute.messaging import dead_letters, intake
-from compute.messaging.sweeper import LEASE as SWEEPER_LEASE
-from compute.messaging.sweeper import Sweeper
 from compute.messaging.acks import redelivered
 from compute.messaging.connection import garbled, watch
 from compute.messaging.consumer import PullConsumer
@@ -71,7 +69,6 @@ from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore, open_store
 from compute.store.answers import AnswerBook
 from compute.store.health import StoreHealth
-from compute.store.lease import lease_for
 from compute.store.seal import (
     SealKeyMismatch,
     check_fits,
@@ -184,10 +181,6 @@ class HostService(HostTasks):
                            max_concurrent_live_migrations=s.max_concurrent_live_migrations,
                            hypervisor_type=self.driver.domain_type)
         self.move_steps = MoveSteps(self)
-        self.sweeper = Sweeper(self.js, host=self.host, max_age=s.command_max_age,
-                               lease=lease_for(self.store, SWEEPER_LEASE),
-                               reply=lambda to, outcome: self._reply(None, to, outcome),
-                               counted=self.metrics.dead_letter)
         ctx = ActorContext(host=self.host, store=self.store, writer=self.writer,
                            driver=self.driver_actor, tracker=self.tracker,
                            networks=self.networks, groups=self.groups, reply=self._reply,
@@ -223,9 +216,6 @@ class HostService(HostTasks):
                 self.reclaim_queued_deletes), name="reclaim"),
             asyncio.create_task(self._periodic(1.0, self.sample_metrics), name="metrics"),
             asyncio.create_task(watch(self.nc, self._bus_closed), name="bus-watch"),
-            asyncio.create_task(self._periodic(
-                s.dead_letter_sweep_interval if s.command_max_age > 0 else -1,
-                self.sweeper.sweep), name="dead-letter-sweeper"),
             *self._outbox_tasks(),
             asyncio.create_task(self._consume(), name="consumer"),
         ]
@@ -264,7 +254,6 @@ class HostService(HostTasks):
                 log.warning("stopping: %s did not stop within 5 s",
                             ", ".join(sorted(t.get_name() for t in pending)))
         self._tasks = []
-        self.sweeper.lease.close()
         self.lifecycle.close()
         self.metrics.close()
         with contextlib.suppress(Exception):

@@ -1,16 +1,20 @@
-"""``compute dead list`` / ``compute dead retry <seq>``: the commands hosts gave up on.
+"""``compute dead list`` / ``retry <seq>`` / ``sweep``: the commands hosts gave up on.
 
 Dead letters live in ``COMPUTE_DEAD`` (compute/messaging/dead_letters.py), each with its
 reason. ``list`` reads them; ``retry`` publishes one again on the command's own subject (its
 body and reply inbox unchanged, a fresh ``Nats-Msg-Id``), then removes it: the command runs
-as if just sent, and the command id keeps it from running twice. Both run as operator.
+as if just sent, and the command id keeps it from running twice. ``sweep`` dead-letters the
+commands older than ``command_max_age`` to hosts that never started (``compute/messaging/
+sweeper.py``; ``--every S``: again every S seconds, a timer's job). All run as operator.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
+import msgspec
 import nats.errors
 import nats.js.errors
 
@@ -32,6 +36,11 @@ def add_parser(sub: Any) -> None:
     verbs.add_parser("list", help="every dead letter")
     retry = verbs.add_parser("retry", help="send a dead letter's command again, then remove it")
     retry.add_argument("seq", type=int, help="the dead letter's SEQ (from `compute dead list`)")
+    sweep = verbs.add_parser("sweep", help="dead-letter the commands older than "
+                                           "COMPUTE_COMMAND_MAX_AGE to hosts that never "
+                                           "started")
+    sweep.add_argument("--every", type=float, default=0.0, metavar="SECONDS",
+                       help="sweep again every SECONDS (default: once)")
 
 
 async def cmd_dead(args: argparse.Namespace, settings: Settings) -> int:
@@ -42,9 +51,33 @@ async def cmd_dead(args: argparse.Namespace, settings: Settings) -> int:
             letters = await list_dead(client.js)
             emit(letters, as_json=args.json, columns=COLUMNS)
             return 0
+        if args.action == "sweep":
+            return await sweep(client, settings, args.every, as_json=args.json)
         seq = await retry_dead(client.js, args.seq)
         print(f"dead letter {args.seq} sent again (COMPUTE_COMMANDS seq {seq}) and removed")
         return 0
+
+
+async def sweep(client: Any, settings: Settings, every: float, *, as_json: bool) -> int:
+    """One sweep, or one every ``every`` seconds until interrupted; each prints its count."""
+    from compute.messaging.subjects import is_inbox
+    from compute.messaging.sweeper import Sweeper
+
+    async def reply(to: str | None, outcome: Any) -> None:
+        if to and is_inbox(to):        # the sender's inbox, as a host answers it
+            await client.nc.publish(to, msgspec.json.encode(outcome))
+
+    sweeper = Sweeper(client.js, host=f"operator:{client.user}",
+                      max_age=settings.command_max_age, reply=reply)
+    while True:
+        swept = await sweeper.sweep()
+        if as_json:
+            print(msgspec.json.encode({"swept": swept}).decode(), flush=True)
+        else:
+            print(f"swept {swept} expired command(s) into {DEAD_STREAM}", flush=True)
+        if every <= 0:
+            return 0
+        await asyncio.sleep(every)
 
 
 async def list_dead(js: Any) -> list[dead_letters.DeadLetter]:

@@ -3,12 +3,16 @@
 A host dead-letters a command older than ``command_max_age`` when it receives it
 (``dead_letters.verdict``); a command to a host that does not exist (a typo, a host removed)
 is received by no one, stays in ``COMPUTE_COMMANDS`` and would run whenever a host of that
-name appears (issue 18 item 11). So running hosts sweep, one at a time (the holder of the
-``dead-letter-sweeper`` lease, ``compute/store/lease.py``): every ``dead_letter_sweep_interval``
-the oldest commands are read from the stream by sequence; one older than ``command_max_age``
-whose host has no consumer (``host-<host>``: it never started) is kept in ``COMPUTE_DEAD``
-(reason ``expired``), then deleted from the stream by its sequence, and its sender gets the
-same typed ``Rejected`` a host would send (``CommandDeadLettered``).
+name appears (issue 18 item 11). So an operator sweeps (``compute dead sweep [--every S]``,
+a timer's job): the oldest commands are read from the stream by sequence; one older than
+``command_max_age`` whose host has no consumer (``host-<host>``: it never started) is kept in
+``COMPUTE_DEAD`` (reason ``expired``), then deleted from the stream by its sequence, and its
+sender gets the same typed ``Rejected`` a host would send (``CommandDeadLettered``).
+
+Why the operator and not the hosts: sweeping means reading any host's queued commands (their
+bodies: a ``set_admin_password`` carries the password) and deleting them. A host may read and
+remove only its own (nats.conf HOST); the operator, who may send any command, may also move
+a stale one aside.
 
 A host that exists but is down keeps its consumer: its old commands are left to it, as it
 dead-letters them itself when it comes back (the sweeper must not delete a command a host
@@ -16,9 +20,8 @@ may be running: one delivered just under the age limit can still run past it). T
 is in sequence order, which is publication order: the sweep stops at the first command
 young enough to run, so a sweep reads only what is old plus one message.
 
-Two sweepers for a moment (a lease noticed lost late), or a host of that name created during
-a sweep, keep one dead letter: its ``Nats-Msg-Id`` is the command's stream sequence
-(``dead_letters.keep``). The dead letter is kept before the command is deleted, so a crash
+Two sweepers at once, or a host of that name created during a sweep, keep one dead letter:
+its ``Nats-Msg-Id`` is the command's stream sequence (``dead_letters.keep``). The dead letter is kept before the command is deleted, so a crash
 between the two leaves the command to the next sweep, never lost.
 """
 
@@ -40,7 +43,6 @@ from compute.store.lease import Lease
 
 log = logging.getLogger("compute.sweeper")
 
-LEASE = "dead-letter-sweeper"
 PER_SWEEP = 1000
 """Commands one sweep removes at most (the next sweep goes on): a sweep is bounded."""
 
@@ -61,9 +63,12 @@ def sent_at(raw: Any) -> datetime.datetime:
 class Sweeper:
     """Sweeps ``COMPUTE_COMMANDS`` for expired commands of hosts that have no consumer."""
 
-    def __init__(self, js: Any, *, host: str, max_age: float, lease: Lease,
+    def __init__(self, js: Any, *, host: str, max_age: float,
                  reply: Callable[[str | None, Rejected], Awaitable[None]],
-                 counted: Callable[[str], None]) -> None:
+                 counted: Callable[[str], None] = lambda reason: None,
+                 lease: Lease | None = None) -> None:
+        """``host``: who sweeps (named in the dead letter and the answer); ``lease``: sweep
+        only while holding it (None: always, as an operator's one sweep does)."""
         self.js = js
         self.host = host
         self.max_age = max_age
@@ -72,8 +77,9 @@ class Sweeper:
         self.counted = counted
 
     async def sweep(self, now: datetime.datetime | None = None) -> int:
-        """One sweep (when this host holds the lease); returns the commands dead-lettered."""
-        if self.max_age <= 0 or not await asyncio.to_thread(self.lease.held):
+        """One sweep; returns the commands dead-lettered."""
+        if self.max_age <= 0 or (self.lease is not None
+                                 and not await asyncio.to_thread(self.lease.held)):
             return 0
         swept, seq = 0, 1
         consumers: dict[str, bool] = {}
