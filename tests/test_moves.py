@@ -266,3 +266,30 @@ async def test_a_block_migration_with_volumes_is_refused_by_the_source(
     assert dst.tracker.host.claims == {}
     moved = await client.send(src.host, vm, "live_migration", {"host": dst.host})
     assert isinstance(moved, Succeeded), moved       # shared storage: the volume goes along
+
+
+async def test_a_moved_instances_events_reach_the_stream_in_order_behind_a_lagging_source(
+        start_host: StartHost, client: ComputeClient) -> None:
+    """Each host relays the events it wrote: while the source has not published the moved
+    instance's events, the destination holds back those that follow them, so a subscriber
+    reads the instance's versions in order."""
+    from tests.scenarios import assert_log_on_stream
+
+    src, dst = await start_host(), await start_host()
+    vm = await boot(client, src.host, "mover")
+    relay_once = src.relay.run_once
+
+    async def lagging() -> int:            # the source's relay publishes nothing for now
+        return 0
+
+    src.relay.run_once = lagging  # type: ignore[method-assign]
+    moved = await client.send(src.host, vm, "live_migration", {"host": dst.host})
+    assert isinstance(moved, Succeeded), moved
+    assert isinstance(await client.send(dst.host, vm, "reboot_instance"), Succeeded)
+    await asyncio.sleep(1.0)     # five polls of the destination's relay (absence: no event)
+    held = await client.js.stream_info("COMPUTE_EVENTS",
+                                       subjects_filter=f"compute.evt.{dst.host}.{vm}.>")
+    assert not held.state.subjects
+    src.relay.run_once = relay_once  # type: ignore[method-assign]
+    src.relay.wake()
+    await assert_log_on_stream(src.store, client, {src.host, dst.host})

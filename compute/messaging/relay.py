@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +42,14 @@ from compute.store.seal import ChainGuard, Refusal, store_key
 log = logging.getLogger("compute.relay")
 
 TRACKING_NAME = "jetstream-relay"
+
+ORDER_WAIT = 30.0
+"""Seconds a relay holds back an event of an instance that moved here until the host that
+wrote the instance's previous event has published it (then it publishes anyway, and says
+so: a host that is down must not stop another's events for good)."""
+
+REMEMBER = 10_000
+"""Aggregates whose last writer a relay remembers (the ones seen lately)."""
 
 
 class _Head(msgspec.Struct):
@@ -63,6 +73,8 @@ class Relay(LogFollower):
         self.host = host
         self.guard = ChainGuard(store, store_key(store))
         self.refused: Refusal | None = None
+        self._writers: OrderedDict[str, tuple[int, str, int]] = OrderedDict()
+        self._held_since: dict[tuple[str, int], float] = {}
 
     async def run_once(self) -> int:
         page = await asyncio.to_thread(self._genuine_page)
@@ -86,4 +98,36 @@ class Relay(LogFollower):
             self.log.error("relay: refusing %s; nothing after it is published until the store "
                            "is repaired (compute audit --verify)", refusal)
         self.refused = refusal
-        return page
+        return self._in_order(page)
+
+    def _in_order(self, page: list[Any]) -> list[Any]:
+        """The page up to the first event of this host whose instance's previous event was
+        written by another host that has not published it yet (the instance moved here):
+        each host relays its own events, so without this a lagging source would put an
+        instance's versions on the stream out of order (a subscriber reads them per
+        instance, in order). Held back at most ``ORDER_WAIT`` seconds."""
+        out = []
+        for row in page:
+            nid, uuid, version, _, state = row
+            writer = _head.decode(state).host
+            before = self._writers.get(uuid)
+            if writer == self.host and before is not None and before[0] == version - 1 \
+                    and before[1] != self.host and not self._published(before[1], before[2]):
+                since = self._held_since.setdefault((uuid, version), time.monotonic())
+                if time.monotonic() - since < ORDER_WAIT:
+                    break
+                self.log.warning("relay: %s v%d published before v%d, which host %s has "
+                                 "not published after %.0f s", uuid, version, version - 1,
+                                 before[1], ORDER_WAIT)
+            self._held_since.pop((uuid, version), None)
+            self._writers[uuid] = (version, writer, nid)
+            self._writers.move_to_end(uuid)
+            if len(self._writers) > REMEMBER:
+                self._writers.popitem(last=False)
+            out.append(row)
+        return out
+
+    def _published(self, host: str, nid: int) -> bool:
+        """Whether ``host``'s relay has published the log up to notification ``nid``."""
+        done = self.tracker.max_tracking_id(f"{TRACKING_NAME}:{host}") or 0
+        return done >= nid
