@@ -275,6 +275,24 @@ async def test_a_host_started_on_a_store_that_refuses_writes_does_not_come_up(
     await again.stop()
 
 
+async def reached_then_stopped(host: HostService, client: ComputeClient, vm: str,
+                               operation: str, payload: dict[str, Any]
+                               ) -> tuple[list[int], asyncio.Task[Any]]:
+    """``operation`` reaches the guest (its driver call, slowed by a second, runs once), then
+    the store refuses the outcome's commit and the host stops: the command is still owed.
+    Returns the driver calls made (counted) and the pending send."""
+    calls = counting(host.driver, operation)
+    host.driver.inject_fault(operation, None, times=1, delay=1.0)
+    pending = asyncio.create_task(client.send(host.host, vm, operation, payload, timeout=60))
+    await until(lambda: host.router.actors[uuid.UUID(vm)].instance.action_command_id
+                is not None)
+    with store_refusing_writes(host.settings.store):
+        await until(lambda: not host.store_health.writable)
+        assert calls == [1] and not pending.done()
+        await host.stop()
+    return calls, pending
+
+
 async def test_an_attach_that_reached_the_guest_before_its_outcome_failed_is_not_repeated(
         outage_settings: Settings, client: ComputeClient) -> None:
     """The power state says nothing about a volume: the driver is asked whether the disk is
@@ -284,16 +302,8 @@ async def test_an_attach_that_reached_the_guest_before_its_outcome_failed_is_not
     first = HostService(s)
     await first.start()
     await client.send(s.host, vm, "run_instance", boot_payload())
-    attaches = counting(first.driver, "attach_volume")
-    first.driver.inject_fault("attach_volume", None, times=1, delay=1.0)
-    pending = asyncio.create_task(client.send(s.host, vm, "attach_volume",
-                                              {"volume_id": "data"}, timeout=60))
-    await until(lambda: first.router.actors[uuid.UUID(vm)].instance.action_command_id
-                is not None)
-    with store_refusing_writes(s.store):
-        await until(lambda: not first.store_health.writable)
-        assert attaches == [1] and not pending.done()
-        await first.stop()
+    attaches, pending = await reached_then_stopped(
+        first, client, vm, "attach_volume", {"volume_id": "data"})
     second = HostService(s, driver=first.driver)
     await second.start()
     try:
@@ -321,17 +331,8 @@ async def test_an_interface_attach_that_reached_the_guest_before_its_commit_is_n
     await client.send(s.host, "_host", "define_network", {"network_id": net,
                                                           "cidr": "10.9.0.0/29"})
     await client.send(s.host, vm, "run_instance", boot_payload())
-    attaches = counting(first.driver, "attach_interface")
-    first.driver.inject_fault("attach_interface", None, times=1, delay=1.0)
-    pending = asyncio.create_task(client.send(
-        s.host, vm, "attach_interface", {"network_id": net, "port_id": "port-a"},
-        timeout=60))
-    await until(lambda: first.router.actors[uuid.UUID(vm)].instance.action_command_id
-                is not None)
-    with store_refusing_writes(s.store):
-        await until(lambda: not first.store_health.writable)
-        assert attaches == [1] and not pending.done()
-        await first.stop()
+    attaches, pending = await reached_then_stopped(
+        first, client, vm, "attach_interface", {"network_id": net, "port_id": "port-a"})
     second = HostService(s, driver=first.driver)
     await second.start()
     try:

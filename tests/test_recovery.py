@@ -87,6 +87,15 @@ def host_env(prefix: str, tmp_path: Path, nats_server: Any, hypervisor_uri: Any
                   "PYTHONPATH": str(ROOT)}
 
 
+async def consumer_exists(client: ComputeClient, host: str) -> bool:
+    """The host's durable consumer exists: its ``compute up`` has come up."""
+    try:
+        await client.js.consumer_info("COMPUTE_COMMANDS", f"host-{host}")
+        return True
+    except Exception:
+        return False
+
+
 async def wait_for(predicate, timeout: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not await predicate():
@@ -105,12 +114,8 @@ async def test_a_host_killed_mid_operation_recovers_each_instance_by_novas_rules
     async def state(v: str) -> dict:
         return (await client.query("instance", v, timeout=5))["instance"]
 
-    async def host_is_up() -> bool:
-        try:
-            await client.js.consumer_info("COMPUTE_COMMANDS", f"host-{host}")
-            return True
-        except Exception:
-            return False
+    def host_is_up() -> Any:
+        return consumer_exists(client, host)
 
     # 1. A healthy host creates the instances the crash will catch mid-operation.
     first = start_host(env, log)
@@ -223,12 +228,8 @@ async def test_a_host_killed_and_started_again_brings_its_running_guests_back_on
             return "missing"
         return body["state"]
 
-    async def host_is_up() -> bool:
-        try:
-            await client.js.consumer_info("COMPUTE_COMMANDS", f"host-{host}")
-            return True
-        except Exception:
-            return False
+    def host_is_up() -> Any:
+        return consumer_exists(client, host)
 
     first = start_host(env, log)
     try:
