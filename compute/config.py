@@ -113,10 +113,3 @@ class Settings(msgspec.Struct, kw_only=True):
         values.update({k: v for k, v in overrides.items() if v is not None})
         return msgspec.convert(values, cls, strict=False)
 
-
-def answer_window(settings: Settings) -> float:
-    """Seconds answers are remembered: the setting, or the least that covers JetStream."""
-    from compute.messaging.streams import DUPLICATE_WINDOW
-
-    return settings.answer_window or (
-        DUPLICATE_WINDOW + settings.ack_wait * (max(settings.max_deliver, 1) + 1))

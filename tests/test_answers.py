@@ -10,9 +10,9 @@ import pytest
 
 from compute.actors.host import HostService
 from compute.client import ComputeClient
-from compute.config import Settings, answer_window
+from compute.config import Settings
 from compute.events.outcomes import Rejected, Succeeded
-from compute.messaging.streams import DUPLICATE_WINDOW
+from compute.messaging.streams import DUPLICATE_WINDOW, answer_window
 from compute.messaging.subjects import command
 from tests.conftest import boot_payload
 

@@ -34,7 +34,7 @@ from compute.actors.networks import NetworkBook, SecurityGroupBook
 from compute.actors.peers import Peers
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
-from compute.config import Settings, answer_window
+from compute.config import Settings
 from compute.domain.errors import ComputeError, InvalidPayload
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS, lookup
@@ -52,7 +52,7 @@ from compute.messaging.notifier import Notifier
 from compute.messaging.outbox import OutboxProcess
 from compute.messaging.queries import QueryService
 from compute.messaging.relay import Relay
-from compute.messaging.streams import cluster_replicas, ensure_streams
+from compute.messaging.streams import answer_window, cluster_replicas, ensure_streams
 from compute.messaging.subjects import (
     COMMANDS_STREAM,
     HOST_TARGET,

@@ -28,6 +28,14 @@ DUPLICATE_WINDOW = 120.0  # seconds: a command id or event id seen twice within 
 ACK_WAIT = 5.0            # seconds for a page of asynchronous publishes to be acknowledged
 
 
+def answer_window(settings: Settings) -> float:
+    """Seconds answers are remembered: the setting, or the least that covers JetStream (its
+    duplicate window, and every redelivery of the host's consumer). Here, beside the
+    streams it follows, so the settings need nothing of the messaging layer."""
+    return settings.answer_window or (
+        DUPLICATE_WINDOW + settings.ack_wait * (max(settings.max_deliver, 1) + 1))
+
+
 def stream_configs(replicas: int = 1, settings: Settings | None = None) -> list[StreamConfig]:
     """The contract's streams. The events and notifications streams are bounded (age, bytes,
     messages: ``Settings.events_max_*``, ``notifications_max_*``), dropping their oldest

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from compute.store.app import ComputeStore
+if TYPE_CHECKING:
+    from compute.store.app import ComputeStore
 
 Row = tuple[int, str, int, str, bytes]
 """(notification id, originator id as ``str(UUID)`` gives it, version, topic, state)."""

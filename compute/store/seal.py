@@ -32,6 +32,7 @@ from uuid import UUID
 import msgspec
 
 from compute.domain.host import host_id
+from compute.store.log import read_rows
 
 if TYPE_CHECKING:
     from compute.store.app import ComputeStore
@@ -97,8 +98,6 @@ def check_fits(store: ComputeStore, key: SealKey, path: str | Path, recent: int 
     shared store (its own ``var/credentials``) would otherwise refuse, as its relay, every
     other host's event. Among the last ``recent`` sealed events one must verify; if some do
     and one does not, that is a tamper for the relay and the audit to name, not a wrong key."""
-    from compute.store.log import read_rows
-
     last = store.recorder.max_notification_id() or 0
     rows = read_rows(store, max(last - recent, 0), recent)
     seals = [_sealed.decode(state) for _, _, _, _, state in rows]
