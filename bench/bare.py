@@ -107,7 +107,7 @@ def _ref(uuid: str) -> Any:
     """The benchmarks' instance as the driver sees it (the host's flavor)."""
     from bench.common import FLAVOR
     from compute.events.commands import Flavor
-    from compute.virt.api import InstanceRef
+    from compute.events.instance_ref import InstanceRef
     return InstanceRef(uuid=uuid, name=uuid[:8], flavor=Flavor(**FLAVOR), image_ref="cirros")
 
 

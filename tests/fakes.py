@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
+from compute.actors.context import ActorContext, Recover, SyncPower
 from compute.actors.driver import DriverActor
 from compute.actors.networks import NetworkBook, SecurityGroupBook
 from compute.actors.resources import ResourceTracker
@@ -26,10 +26,12 @@ from compute.actors.router import Router
 from compute.domain.errors import GuestNotFound, InstancePasswordSetFailed
 from compute.domain.operations import lookup, variant
 from compute.domain.states import PowerState as P
+from compute.events.instance_ref import InstanceRef
 from compute.events.outcomes import Outcome
+from compute.messaging.envelope import Envelope
 from compute.store.app import ComputeStore, open_store
 from compute.store.writer import GroupCommitWriter
-from compute.virt.api import HostInfo, InstanceInfo, InstanceRef
+from compute.virt.api import HostInfo, InstanceInfo
 
 
 class FakeDriver:

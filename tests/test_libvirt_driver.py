@@ -10,7 +10,7 @@ import pytest
 from compute.domain.errors import GuestInvalidState, GuestNotFound, HypervisorError
 from compute.domain.states import PowerState as P
 from compute.events.commands import Flavor
-from compute.virt.api import InstanceRef
+from compute.events.instance_ref import InstanceRef
 from compute.virt.libvirt_driver import LibvirtDriver
 from compute.virt.typed import BY_CODE, UNSUPPORTED
 

@@ -13,7 +13,7 @@ import pytest
 from compute.domain.operations import BACKUP, HARD_REBOOT, OPERATIONS, Operation
 from compute.events.commands import Flavor
 from compute.events.devices import mac_for
-from compute.virt.api import InstanceRef
+from compute.events.instance_ref import InstanceRef
 from compute.virt.libvirt_driver import LibvirtDriver
 
 ROWS: list[Operation] = [*OPERATIONS.values(), BACKUP, HARD_REBOOT]

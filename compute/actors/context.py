@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,29 +11,15 @@ from uuid import UUID
 from compute.actors.driver import DriverActor
 from compute.actors.networks import NetworkBook, SecurityGroupBook
 from compute.actors.resources import ResourceTracker
-from compute.domain.operations import Operation
-from compute.events.commands import Command
 from compute.events.outcomes import Outcome
 from compute.messaging.acks import InProgress
+from compute.messaging.envelope import Envelope
 from compute.metrics import Metrics
 from compute.store.app import ComputeStore
 from compute.store.health import StoreHealth
 from compute.store.writer import GroupCommitWriter
 
 log = logging.getLogger("compute")
-
-
-@dataclass(slots=True)
-class Envelope:
-    """A decoded command on its way to an instance actor, with its transport handle."""
-
-    uuid: UUID
-    op: Operation
-    payload: Command
-    command_id: str
-    msg: Any = None                 # the JetStream message, acked once the outcome is durable
-    reply_to: str | None = None
-    received: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)

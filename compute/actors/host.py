@@ -23,7 +23,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from compute import __version__
 from compute.actors.backdoor import start_backdoor
-from compute.actors.context import ActorContext, Envelope, Recover
+from compute.actors.context import ActorContext, Recover
 from compute.actors.driver import DriverActor, driver_threads
 from compute.actors.host_ops import HostOperations
 from compute.actors.host_tasks import HostTasks
@@ -40,13 +40,15 @@ from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS, lookup
 from compute.domain.placement import pick_host
 from compute.events.commands import Flavor
-from compute.events.outcomes import ErrorCode, Outcome, Rejected
+from compute.events.error_codes import ErrorCode
+from compute.events.outcomes import Outcome, Rejected
 from compute.events.steps import STEPS
 from compute.messaging import dead_letters, intake
 from compute.messaging.acks import redelivered
 from compute.messaging.connection import garbled, watch
 from compute.messaging.consumer import PullConsumer
 from compute.messaging.credentials import connect
+from compute.messaging.envelope import Envelope
 from compute.messaging.guard import guard_publishes
 from compute.messaging.notifier import Notifier
 from compute.messaging.outbox import OutboxProcess

@@ -21,7 +21,8 @@ from compute.domain.errors import (
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.secgroup import PROVIDER_GROUP
 from compute.events import commands as c
-from compute.events.outcomes import ErrorCode, HostUpdated, Rejected
+from compute.events.error_codes import ErrorCode
+from compute.events.outcomes import HostUpdated, Rejected
 from compute.events.replies import (
     BackdoorPort,
     Console,

@@ -11,13 +11,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from compute.actors.context import Envelope, SyncPower
+from compute.actors.context import SyncPower
 from compute.actors.refs import instance_ref
 from compute.domain.host import Host
 from compute.domain.migration import FINAL, move_consumer
 from compute.domain.operations import OPERATIONS
 from compute.domain.states import PowerState
 from compute.events.commands import Flavor
+from compute.messaging.envelope import Envelope
 from compute.messaging.subjects import COMMANDS_STREAM
 
 log = logging.getLogger("compute.host")

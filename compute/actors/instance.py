@@ -22,7 +22,7 @@ from uuid import UUID
 import msgspec
 
 from compute import logs
-from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
+from compute.actors.context import ActorContext, Recover, SyncPower
 from compute.actors.instance_moves import RunsMoves
 from compute.actors.instance_recovery import FollowsHypervisor
 from compute.actors.moves import FlowResult
@@ -41,12 +41,14 @@ from compute.domain.redelivery import STARTS_MIGRATION, Duplicate, Resume, Undo,
 from compute.domain.secgroup import PROVIDER_GROUP
 from compute.domain.states import PowerState, VmState
 from compute.events.commands import RunInstance
+from compute.events.instance_ref import InstanceRef
 from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
 from compute.events.snapshot import SNAPSHOT_EVERY
 from compute.messaging.acks import nak, redelivered
+from compute.messaging.envelope import Envelope
 from compute.store.health import retry_delay
-from compute.virt.api import Finished, InstanceRef, power_of
+from compute.virt.api import Finished, power_of
 
 log = logging.getLogger("compute.instance")
 

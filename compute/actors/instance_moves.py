@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 from uuid import UUID
 
-from compute.actors.context import ActorContext, Envelope
+from compute.actors.context import ActorContext
 from compute.actors.refs import instance_ref
 from compute.domain.errors import (
     ComputeError,
@@ -17,6 +17,7 @@ from compute.domain.errors import (
 )
 from compute.domain.instance import Instance
 from compute.domain.operations import Operation
+from compute.messaging.envelope import Envelope
 
 
 class RunsMoves:

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 from uuid import UUID, uuid4
 
-from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
+from compute.actors.context import ActorContext, Recover, SyncPower
 from compute.actors.refs import as_uuid, instance_ref
 from compute.domain.instance import Instance
 from compute.domain.operations import OPERATIONS, lookup, variant
@@ -15,6 +15,7 @@ from compute.domain.power_sync import SyncAction, decide
 from compute.domain.recovery import Recovery, plan
 from compute.domain.states import PowerState, VmState
 from compute.events.commands import StopInstance
+from compute.messaging.envelope import Envelope
 
 log = logging.getLogger("compute.instance")
 

@@ -39,7 +39,7 @@ from compute.events.commands import Flavor
 from compute.events.steps import StepReply, StepRequest
 
 if TYPE_CHECKING:
-    from compute.actors.context import Envelope
+    from compute.messaging.envelope import Envelope
 
 log = logging.getLogger("compute.moves")
 

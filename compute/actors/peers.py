@@ -9,7 +9,8 @@ import nats.errors
 
 from compute.domain import errors
 from compute.domain.errors import ComputeError, ComputeServiceUnavailable
-from compute.events.outcomes import ErrorCode, Rejected
+from compute.events.error_codes import ErrorCode
+from compute.events.outcomes import Rejected
 from compute.events.steps import StepReply, StepRequest
 
 _reply = msgspec.json.Decoder(StepReply | Rejected)

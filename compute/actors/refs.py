@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from compute.domain.instance import Instance
-from compute.virt.api import InstanceRef
+from compute.events.instance_ref import InstanceRef
 
 
 def as_uuid(value: str) -> UUID:

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 from uuid import UUID
 
-from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
+from compute.actors.context import ActorContext, Recover, SyncPower
 from compute.actors.instance import InstanceActor
+from compute.messaging.envelope import Envelope
 
 
 class Router:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compute.events.outcomes import ErrorCode
+from compute.events.error_codes import ErrorCode
 
 
 class ComputeError(Exception):

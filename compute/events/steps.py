@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from compute.events.commands import Flavor
-from compute.virt.api import InstanceRef
+from compute.events.instance_ref import InstanceRef
 
 STEPS = (
     "prep_resize",                              # dest: move claim with the new flavor

@@ -12,10 +12,10 @@ from uuid import UUID
 
 import msgspec
 
-from compute.actors.context import Envelope
 from compute.domain.errors import ComputeError, InvalidPayload, UnknownOperation
 from compute.domain.operations import OPERATIONS, lookup
 from compute.events.commands import Command
+from compute.messaging.envelope import Envelope
 from compute.messaging.subjects import HOST_TARGET, MSG_ID, REPLY_TO
 
 

@@ -36,7 +36,8 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 
-from compute.events.outcomes import ErrorCode, Rejected
+from compute.events.error_codes import ErrorCode
+from compute.events.outcomes import Rejected
 from compute.projections.projector import Projector
 from compute.projections.views import (
     ActionView,

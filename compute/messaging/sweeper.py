@@ -35,7 +35,8 @@ from typing import Any
 
 import nats.js.errors
 
-from compute.events.outcomes import ErrorCode, Rejected
+from compute.events.error_codes import ErrorCode
+from compute.events.outcomes import Rejected
 from compute.messaging import dead_letters, intake
 from compute.messaging.subjects import COMMANDS_STREAM
 from compute.messaging.users import host_user

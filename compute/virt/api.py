@@ -1,26 +1,15 @@
 """What the driver may know of the rest of the system (the seed's ComputeVirtAPI idea).
 
-The driver gets value objects, never the store: an ``InstanceRef`` to act on, and it answers
+The driver gets value objects, never the store: an ``InstanceRef`` to act on
+(``compute/events/instance_ref.py``: a wire shape too, moves carry it), and it answers
 with ``HostInfo`` / ``InstanceInfo`` and power states.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from compute.domain.states import PowerState
-from compute.events.commands import Flavor
-
-
-class InstanceRef(msgspec.Struct, frozen=True):
-    uuid: str
-    name: str
-    flavor: Flavor
-    image_ref: str
-    metadata: dict[str, str] = {}
-    network_info: list[dict[str, Any]] = []   # port_id, network_id, mac, addresses
 
 
 class HostInfo(msgspec.Struct, frozen=True):

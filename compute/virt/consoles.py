@@ -9,7 +9,7 @@ from typing import Any
 
 from compute.domain.errors import NotSupported
 from compute.domain.states import PowerState
-from compute.virt.api import InstanceRef
+from compute.events.instance_ref import InstanceRef
 from compute.virt.typed import _POWER, _typed
 
 

@@ -13,8 +13,8 @@ import libvirt
 
 from compute.domain.errors import DeviceDetachFailed
 from compute.domain.states import PowerState
+from compute.events.instance_ref import InstanceRef
 from compute.virt import graceful
-from compute.virt.api import InstanceRef
 from compute.virt.typed import VIR_ERR_NO_SUPPORT, _affect, _typed
 from compute.virt.xml import (
     FILTER_XMLNS,

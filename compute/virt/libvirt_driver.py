@@ -26,13 +26,13 @@ from compute.domain.errors import (
     NotSupported,
 )
 from compute.domain.states import PowerState
+from compute.events.instance_ref import InstanceRef
 from compute.virt import graceful
 from compute.virt.api import (
     Finished,
     GracefulTimeout,
     HostInfo,
     InstanceInfo,
-    InstanceRef,
 )
 from compute.virt.consoles import ConsolesMixin
 from compute.virt.devices import DevicesMixin

@@ -13,7 +13,7 @@ import libvirt
 
 from compute.domain.errors import NotSupported
 from compute.domain.states import PowerState
-from compute.virt.api import InstanceRef
+from compute.events.instance_ref import InstanceRef
 from compute.virt.typed import _typed
 from compute.virt.xml import with_flavor
 

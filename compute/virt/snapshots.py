@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from compute.domain.states import PowerState
-from compute.virt.api import InstanceRef
+from compute.events.instance_ref import InstanceRef
 from compute.virt.images import ImageCache
 from compute.virt.typed import _typed
 from compute.virt.xml import snapshot_xml

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import xml.etree.ElementTree as ET
 
-from compute.virt.api import InstanceRef
+from compute.events.instance_ref import InstanceRef
 from compute.virt.images import BootImage
 
 XMLNS = "https://compute.local/xmlns/1.0"

@@ -25,8 +25,8 @@ from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.commands import Flavor
+from compute.events.instance_ref import InstanceRef
 from compute.messaging.server import NatsServer
-from compute.virt.api import InstanceRef
 
 URI = os.environ.get("COMPUTE_REAL_LIBVIRT_URI", "")
 SECOND_URI = os.environ.get("COMPUTE_REAL_SECOND_URI", "")
