@@ -41,7 +41,7 @@ from bench.common import (  # noqa: E402
     work_dir,
 )
 from bench.seed import big_host, instance_history, seed  # noqa: E402
-from compute.events.snapshot import SNAPSHOT_EVERY, InstanceSnapshot  # noqa: E402
+from compute.domain.instance_snapshot import SNAPSHOT_EVERY, InstanceSnapshot  # noqa: E402
 from compute.messaging.subjects import MSG_ID, REPLY_TO, command  # noqa: E402
 from compute.projections.projector import Projector  # noqa: E402
 from compute.projections.views import ViewStore  # noqa: E402

@@ -18,19 +18,18 @@ from typing import Any
 import msgspec
 
 from compute import __version__
+from compute.domain import (
+    host_events,
+    instance_device_events,
+    instance_events,
+    instance_move_events,
+    named_events,
+    network_events,
+    secgroup_events,
+)
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS
-from compute.events import (
-    base,
-    devices,
-    host,
-    lifecycle,
-    moves,
-    network,
-    outcomes,
-    replies,
-    secgroup,
-)
+from compute.events import outcomes, replies
 from compute.events.commands import Command
 from compute.events.docs import attribute_docs
 from compute.events.steps import STEPS, StepReply, StepRequest
@@ -124,12 +123,14 @@ HEADERS: dict[str, dict[str, Any]] = {
 def _event_types() -> list[type]:
     """Every concrete event type, from the event modules."""
     found: list[type] = []
-    for module in (lifecycle, devices, moves, host, network, secgroup):
+    for module in (instance_events, instance_device_events, instance_move_events, host_events,
+                   network_events, secgroup_events):
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if (cls.__module__ == module.__name__ and issubclass(cls, msgspec.Struct)
                     and cls.__name__ not in ("Event", "Completed", "HostEvent", "NetworkEvent",
                                              "SecurityGroupEvent", "MoveFinished")
-                    and (issubclass(cls, lifecycle.Event) or issubclass(cls, base.StreamEvent))):
+                    and (issubclass(cls, instance_events.Event)
+                         or issubclass(cls, named_events.StreamEvent))):
                 found.append(cls)
     return sorted(found, key=lambda c: c.__name__)
 
@@ -317,7 +318,8 @@ def document() -> dict[str, Any]:
 
     # -- events and notifications ------------------------------------------------------------
     for cls in _event_types():
-        scope = "{instance_uuid}" if issubclass(cls, lifecycle.Event) else "{aggregate_uuid}"
+        scope = ("{instance_uuid}" if issubclass(cls, instance_events.Event)
+                 else "{aggregate_uuid}")
         doc.channel(f"event.{cls.__name__}", f"compute.evt.{{host}}.{scope}.{cls.__name__}",
                     {cls.__name__: doc.message(f"event.{cls.__name__}",
                                                doc.schema(cls.__name__, cls), _summary(cls),

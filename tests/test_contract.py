@@ -278,7 +278,7 @@ def test_a_notification_payload_is_checked_field_by_field(contract: Contract) ->
     gained one, or names another version, fits no notification the contract describes."""
     from datetime import datetime, timezone
 
-    from compute.events import lifecycle as e
+    from compute.domain import instance_events as e
     from compute.events.commands import Flavor
     from compute.messaging.nova_payloads import action_payload, exception_payload
 

@@ -16,8 +16,8 @@ from compute.cli import main
 from compute.cli.dead import list_dead, retry_dead
 from compute.client import ComputeClient
 from compute.config import Settings
-from compute.events.base import rfc3339
 from compute.events.outcomes import Rejected
+from compute.events.times import rfc3339
 from compute.messaging.credentials import connect
 from compute.messaging.subjects import COMMANDS_STREAM
 from compute.messaging.sweeper import Sweeper

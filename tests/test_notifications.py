@@ -138,7 +138,7 @@ async def test_a_notifier_started_between_a_rebuild_and_its_stop_still_ends_the_
     PoweredOff sends power_off.end then rebuild.end."""
     from uuid import UUID
 
-    from compute.events import lifecycle as e
+    from compute.domain import instance_events as e
     from compute.messaging.notifier import Notifier
 
     vm = str(uuid.uuid4())
@@ -252,8 +252,8 @@ async def test_a_notifier_started_between_a_fault_and_its_reboot_end_still_repor
     the store."""
     from uuid import UUID
 
+    from compute.domain import instance_events as e
     from compute.domain.errors import HypervisorError
-    from compute.events import lifecycle as e
     from compute.messaging.notifier import Notifier
 
     vm = str(uuid.uuid4())

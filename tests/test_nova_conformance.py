@@ -318,8 +318,8 @@ def test_the_checker_refuses_what_nova_would_not_send() -> None:
     the wrong class are each reported (so a green run means something)."""
     from datetime import datetime, timezone
 
+    from compute.domain import instance_events as e
     from compute.domain.instance import Instance
-    from compute.events import lifecycle as e
     from compute.events.commands import Flavor
     from compute.messaging.nova_payloads import action_payload
 

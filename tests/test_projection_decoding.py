@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
+from compute.domain import instance_events as e
 from compute.domain.states import PowerState, TaskState, VmState
-from compute.events import lifecycle as e
 from compute.projections.decoding import canonical_uuid, decode_view, iso, view_type
 from compute.store.mapper import _topic, decode_state
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
+from compute.domain.instance_device_events import mac_for
 from compute.domain.operations import BACKUP, HARD_REBOOT, OPERATIONS, Operation
 from compute.events.commands import Flavor
-from compute.events.devices import mac_for
 from compute.events.instance_ref import InstanceRef
 from compute.virt.libvirt_driver import LibvirtDriver
 

@@ -14,11 +14,11 @@ from compute.actors.snapshots import written
 from compute.client import ComputeClient
 from compute.domain.errors import HypervisorError
 from compute.domain.instance import Instance
+from compute.domain.instance_snapshot import SNAPSHOT_EVERY, InstanceSnapshot
 from compute.domain.operations import OPERATIONS, variant
 from compute.domain.states import PowerState
 from compute.events import commands as c
 from compute.events.outcomes import Succeeded
-from compute.events.snapshot import SNAPSHOT_EVERY, InstanceSnapshot
 from compute.projections.audit import verify_chains
 from compute.store.app import ComputeStore, _project
 from compute.store.mapper import MsgspecMapper
@@ -94,7 +94,7 @@ def test_a_snapshot_the_code_cannot_read_is_passed_over(store: ComputeStore) -> 
     events = lived(inst)
     store.recorder.insert_events([store.mapper.to_stored_event(e) for e in events])
     store.save_snapshot(StoredEvent(originator_id=inst.id, originator_version=3,
-                                    topic="compute.events.snapshot:InstanceSnapshotV0",
+                                    topic="compute.domain.instance_snapshot:InstanceSnapshotV0",
                                     state=b'{"shape": "of an older release"}'))
     again = store.get_instance(inst.id)
     assert again is not None and state(again) == state(inst)

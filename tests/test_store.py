@@ -117,7 +117,7 @@ def test_threads_meeting_a_new_event_type_at_once_share_one_decoder() -> None:
 
     from compute.store import mapper
 
-    topic = "compute.events.lifecycle:GuestRequestTimedOut"
+    topic = "compute.domain.instance_events:GuestRequestTimedOut"
     mapper._decoders.pop(topic, None)
     start = threading.Barrier(8)
     got: list[object] = []

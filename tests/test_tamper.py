@@ -27,11 +27,11 @@ from compute.actors.host import HostService
 from compute.cli import main
 from compute.client import ComputeClient
 from compute.config import Settings
+from compute.domain import instance_events as e
+from compute.domain.event_chain import link
 from compute.domain.host import Host, host_id
 from compute.domain.instance import Instance
 from compute.domain.states import TaskState
-from compute.events import lifecycle as e
-from compute.events.base import link
 from compute.messaging.anchor import read_relayed, verify_store
 from compute.messaging.server import NatsServer
 from compute.messaging.subjects import MSG_ID
@@ -186,7 +186,7 @@ def forge_power_off(world: World) -> int:
     assert forged.chain == link(last.chain, forged)
     world.sql("INSERT INTO stored_events (originator_id, originator_version, topic, state) "
               "VALUES (?, ?, ?, ?)", uuid.UUID(world.vm).hex, version + 1,
-              "compute.events.lifecycle:PowerStateChanged",
+              "compute.domain.instance_events:PowerStateChanged",
               msgspec.json.encode(msgspec.structs.replace(forged, seal="0" * 64)))
     return version + 1
 
@@ -440,7 +440,7 @@ def forge_notified_event(world: World) -> int:
         task_state=TaskState.POWERING_ON).sealed(last.chain)
     world.sql("INSERT INTO stored_events (originator_id, originator_version, topic, state) "
               "VALUES (?, ?, ?, ?)", uuid.UUID(world.vm).hex, version + 1,
-              "compute.events.lifecycle:ActionStarted",
+              "compute.domain.instance_events:ActionStarted",
               msgspec.json.encode(msgspec.structs.replace(forged, seal="0" * 64)))
     return version + 1
 

@@ -152,7 +152,7 @@ def test_a_removed_event_is_found(tmp_path: Path) -> None:
     store, views, projector, inst, host = world(tmp_path)
     with sqlite3.connect(tmp_path / "compute.sqlite") as db:
         db.execute("DELETE FROM stored_events WHERE originator_version = 3 "
-                   "AND topic LIKE 'compute.events.lifecycle:%'")
+                   "AND topic LIKE 'compute.domain.instance_events:%'")
     report = verify_chains(store)
     assert any(p.startswith(f"instance {inst.id} v3: missing") for p in report.problems)
 

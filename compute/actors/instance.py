@@ -36,15 +36,15 @@ from compute.domain.errors import (
     InstanceNotFound,
 )
 from compute.domain.instance import Instance
+from compute.domain.instance_events import Completed, ImageDeleted
+from compute.domain.instance_snapshot import SNAPSHOT_EVERY
 from compute.domain.operations import Operation, variant
 from compute.domain.redelivery import STARTS_MIGRATION, Duplicate, Resume, Undo, decide
 from compute.domain.secgroup import PROVIDER_GROUP
 from compute.domain.states import PowerState, VmState
 from compute.events.commands import RunInstance
 from compute.events.instance_ref import InstanceRef
-from compute.events.lifecycle import Completed, ImageDeleted
 from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
-from compute.events.snapshot import SNAPSHOT_EVERY
 from compute.messaging.acks import nak, redelivered
 from compute.messaging.envelope import Envelope
 from compute.store.health import retry_delay

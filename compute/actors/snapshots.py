@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from compute.domain.instance import Instance
-from compute.events.snapshot import SNAPSHOT_EVERY, InstanceSnapshot
+from compute.domain.instance_snapshot import SNAPSHOT_EVERY, InstanceSnapshot
 from compute.store.app import ComputeStore
 
 log = logging.getLogger("compute.snapshots")

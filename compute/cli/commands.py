@@ -24,8 +24,8 @@ from compute.cli.serve import embedded_server
 from compute.cli.table import emit, render
 from compute.client import ComputeClient, NoCommandStream, QueryFailed
 from compute.config import Settings
-from compute.events.base import rfc3339
 from compute.events.outcomes import Rejected
+from compute.events.times import rfc3339
 from compute.flavors import FLAVORS
 from compute.messaging.credentials import redact
 from compute.messaging.subjects import EVENTS_STREAM

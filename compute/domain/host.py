@@ -6,11 +6,10 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from compute.domain.errors import ComputeResourcesUnavailable
-from compute.domain.named import NamedAggregate
-from compute.events.commands import Flavor
-from compute.events.host import (
+from compute.domain.host_events import (
     AggregateHostAdded,
     AggregateHostRemoved,
+    ClaimMoved,
     ClaimReleased,
     HostEnabledSet,
     HostPowerActionRequested,
@@ -18,7 +17,8 @@ from compute.events.host import (
     MaintenanceModeSet,
     ResourcesClaimed,
 )
-from compute.events.moves import ClaimMoved
+from compute.domain.named import NamedAggregate
+from compute.events.commands import Flavor
 
 
 def host_id(host: str) -> UUID:

@@ -3,6 +3,10 @@
 Commands do not have one method each: ``accept`` / ``complete`` / ``fail`` read the operation
 table, so every operation gets the same guard, the same task_state progression and the same
 failure rules (reverts_task_state, wrap_instance_fault, wrap_instance_event).
+
+Its events are the domain's too (``instance_events``, ``instance_device_events``,
+``instance_move_events``, and its snapshot ``instance_snapshot``): this module imports them,
+they never import it (``tests/fast/test_layers.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from uuid import UUID
 import msgspec
 from eventsourcing.domain import BaseAggregate
 
+from compute.domain import instance_events as e
+from compute.domain import instance_move_events as mv
 from compute.domain.errors import (
     ComputeError,
     InstanceFaultRollback,
@@ -26,8 +32,6 @@ from compute.domain.migration import Migration, MigrationStatus
 from compute.domain.operations import OPERATIONS, OnFailure, Operation
 from compute.domain.recovery import Recovery
 from compute.domain.states import PowerState, TaskState, VmState
-from compute.events import lifecycle as e
-from compute.events import moves as mv
 from compute.events.commands import Command, Flavor, RunInstance
 
 RECENT_COMMANDS = 256

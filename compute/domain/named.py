@@ -8,7 +8,7 @@ from uuid import UUID
 
 from eventsourcing.domain import BaseAggregate
 
-from compute.events.base import StreamEvent
+from compute.domain.named_events import StreamEvent
 
 
 class NamedAggregate(BaseAggregate[UUID]):

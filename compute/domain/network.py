@@ -13,7 +13,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from compute.domain.errors import FixedIpInvalid, NetworkNotFound, NoMoreFixedIps
 from compute.domain.named import NamedAggregate
-from compute.events.network import (
+from compute.domain.network_events import (
     AddressAllocated,
     AddressReleased,
     NetworkDefined,

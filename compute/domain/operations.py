@@ -59,6 +59,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from compute.domain import instance_device_events as d
+from compute.domain import instance_events as e
+from compute.domain import instance_move_events as mv
 from compute.domain.states import (
     ALLOW_HARD_REBOOT,
     ALLOW_REBOOT_TASKS,
@@ -73,9 +76,6 @@ from compute.domain.states import (
     VmState as V,
 )
 from compute.events import commands as c
-from compute.events import devices as d
-from compute.events import lifecycle as e
-from compute.events import moves as mv
 
 IDLE: frozenset[T | None] = frozenset({None})
 

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from compute.domain.named import NamedAggregate
-from compute.events.secgroup import (
+from compute.domain.secgroup_events import (
     SecurityGroupRuleAdded,
     SecurityGroupRuleRemoved,
 )

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from compute.events.base import rfc3339
+from compute.events.times import rfc3339
 from compute.messaging.subjects import DEAD_STREAM, MSG_ID, dead
 
 REASON = "Compute-Dead-Reason"

@@ -28,6 +28,8 @@ from uuid import UUID
 import msgspec
 from nats.js import JetStreamContext
 
+from compute.domain import instance_events as e
+from compute.domain import instance_move_events as mv
 from compute.domain.instance import Instance
 from compute.domain.migration import MigrationStatus, MigrationType
 from compute.domain.operations import (
@@ -39,8 +41,6 @@ from compute.domain.operations import (
     Operation,
 )
 from compute.domain.states import TaskState, VmState
-from compute.events import lifecycle as e
-from compute.events import moves as mv
 from compute.messaging.follower import LogFollower
 from compute.messaging.nova_payloads import (
     ExceptionPayload,
@@ -55,6 +55,7 @@ from compute.store.lease import Lease
 from compute.store.log import read_rows
 from compute.store.mapper import decode_state
 from compute.store.seal import ChainGuard, Refusal, store_key
+from compute.store.topics import INSTANCE_EVENT_MODULES
 
 log = logging.getLogger("compute.notifier")
 
@@ -316,11 +317,6 @@ def fault_payload(event: e.FaultRecorded) -> ExceptionPayload:
     older log has neither: ComputeError, compute), the driver call that failed."""
     return exception_payload(event.exception or "ComputeError", event.message,
                              event.operation, event.module or "compute", event.details)
-
-
-INSTANCE_EVENT_MODULES = ("compute.events.lifecycle:", "compute.events.devices:",
-                          "compute.events.moves:")
-"""Where the instance's events are (every one must be folded, in order)."""
 
 
 class Notifier(LogFollower):

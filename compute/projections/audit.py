@@ -19,7 +19,7 @@ from uuid import UUID
 
 import msgspec
 
-from compute.events.base import rfc3339
+from compute.events.times import rfc3339
 from compute.messaging.subjects import SHARED_HOST
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore

@@ -15,12 +15,13 @@ from typing import Any
 
 import msgspec
 
-from compute.events import devices as d
-from compute.events import lifecycle as e
-from compute.events import moves as mv
-from compute.events.host import (
+from compute.domain import instance_device_events as d
+from compute.domain import instance_events as e
+from compute.domain import instance_move_events as mv
+from compute.domain.host_events import (
     AggregateHostAdded,
     AggregateHostRemoved,
+    ClaimMoved,
     ClaimReleased,
     HostEnabledSet,
     HostResourcesReported,
@@ -310,7 +311,7 @@ def _(event: mv.MoveFinished, db: PageWriter) -> set[str]:
 
 
 @apply.register
-def _(event: mv.ClaimMoved, db: PageWriter) -> set[str]:
+def _(event: ClaimMoved, db: PageWriter) -> set[str]:
     db.execute("UPDATE claims SET instance_uuid = ? WHERE host = ? AND instance_uuid = ?",
                (event.to_consumer, event.host, event.from_consumer))
     return {event.host}

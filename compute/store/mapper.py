@@ -17,6 +17,7 @@ import msgspec
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
 from eventsourcing.utils import get_topic, resolve_topic
 
+from compute.store import topics  # noqa: F401  (registers the old topics of moved classes)
 from compute.store.seal import sealed_for_store
 
 _encoder = msgspec.json.Encoder()
@@ -107,5 +108,6 @@ def decode_state(topic: str, state: bytes) -> Any:
 
 
 def event_name(topic: str) -> str:
-    """``compute.events.lifecycle:Spawned`` -> ``Spawned`` (the subject's last token)."""
+    """``compute.domain.instance_events:Spawned`` -> ``Spawned`` (the subject's last token;
+    the same for an older log's ``compute.events.lifecycle:Spawned``)."""
     return topic.rsplit(":", 1)[-1].rsplit(".", 1)[-1]

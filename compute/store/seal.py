@@ -171,7 +171,7 @@ _sealed = msgspec.json.Decoder(_Sealed)
 
 def body_of(state: bytes, chain: str, seal: str) -> bytes:
     """The bytes an event's link hashes: its stored JSON with ``"chain":""`` and no seal
-    (``compute.events.base.link`` encodes exactly that; msgspec writes ``seal`` right after
+    (``compute.domain.event_chain.link`` encodes exactly that; msgspec writes ``seal`` right after
     ``chain``). Done on the bytes, the check costs a few microseconds instead of a decode
     and an encode of the whole event."""
     stored = f'"chain":"{chain}"' + (f',"seal":"{seal}"' if seal else "")

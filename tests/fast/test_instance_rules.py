@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+from compute.domain import instance_events as e
+from compute.domain import instance_move_events as mv
 from compute.domain.errors import (
     HypervisorError,
     InstanceFaultRollback,
@@ -26,8 +28,6 @@ from compute.domain.states import PowerState as P
 from compute.domain.states import TaskState as T
 from compute.domain.states import VmState as V
 from compute.events import commands as c
-from compute.events import lifecycle as e
-from compute.events import moves as mv
 from tests.test_domain import booted, payload
 
 

@@ -20,10 +20,10 @@ from compute.domain.errors import (
     NoMoreFixedIps,
 )
 from compute.domain.network import Network, network_aggregate_id
+from compute.domain.network_events import AddressAllocated, AddressReleased, NetworkDefined
 from compute.domain.secgroup import SecurityGroup, group_aggregate_id
-from compute.events.network import AddressAllocated, AddressReleased, NetworkDefined
-from compute.events.outcomes import ErrorCode
-from compute.events.secgroup import SecurityGroupRuleAdded, SecurityGroupRuleRemoved
+from compute.domain.secgroup_events import SecurityGroupRuleAdded, SecurityGroupRuleRemoved
+from compute.events.error_codes import ErrorCode
 
 
 def defined(cidr: str = "10.0.0.0/29") -> Network:

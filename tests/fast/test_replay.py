@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from compute.domain import instance_events as e
 from compute.domain.errors import HypervisorError
 from compute.domain.host import Host
 from compute.domain.instance import Instance
@@ -21,7 +22,6 @@ from compute.domain.states import PowerState as P
 from compute.domain.states import TaskState as T
 from compute.domain.states import VmState as V
 from compute.events import commands as c
-from compute.events import lifecycle as e
 from compute.projections.audit import verify_chains
 from compute.store.app import ComputeStore, open_store
 

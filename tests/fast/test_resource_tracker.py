@@ -12,10 +12,9 @@ import pytest
 
 from compute.domain.errors import ComputeResourcesUnavailable
 from compute.domain.host import Host, host_id
+from compute.domain.host_events import ClaimMoved, ClaimReleased, ResourcesClaimed
 from compute.domain.placement import fits, free, pick_host
 from compute.events.commands import Flavor
-from compute.events.host import ClaimReleased, ResourcesClaimed
-from compute.events.moves import ClaimMoved
 
 
 def report(**overrides: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from compute.events.outcomes import Failed, Rejected, Succeeded
 from compute.domain.operations import OPERATIONS
 from compute.domain.states import PowerState as P
 from compute.domain.states import VmState as V
-from compute.events.lifecycle import Recovered
+from compute.domain.instance_events import Recovered
 from compute.store.app import ComputeStore, open_store
 from tests.fakes import FakeDriver, in_process_host
 

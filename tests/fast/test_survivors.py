@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from compute.domain import instance_events as e
+from compute.domain import instance_move_events as mv
 from compute.domain.errors import (
     HypervisorError,
     InstanceFaultRollback,
@@ -27,8 +29,6 @@ from compute.domain.states import PowerState as P
 from compute.domain.states import TaskState as T
 from compute.domain.states import VmState as V
 from compute.events import commands as c
-from compute.events import lifecycle as e
-from compute.events import moves as mv
 from compute.store.app import open_store
 from tests.fast.test_resource_tracker import flavor, reported, view
 from tests.test_domain import booted, payload

@@ -1,24 +1,21 @@
-"""The base of the events of the named aggregates (a host, a network, a security group)."""
+"""The base of the events of the named aggregates (a host, a network, a security group).
+
+The events are defined before their aggregate and do not import it: each stream names the
+aggregate its first event creates by topic (``originator_topic``, as eventsourcing's
+``Aggregate.Created`` does), resolved when a stream is replayed from nothing. The aggregate
+modules import their events; nothing imports back.
+"""
 
 from __future__ import annotations
 
-import hashlib
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime
+from typing import Any, ClassVar
 from uuid import UUID
 
 import msgspec
+from eventsourcing.utils import resolve_topic
 
-
-def rfc3339(at: datetime) -> str:
-    """``at`` in the contract's one time format (asyncapi.yaml's rules): RFC 3339 in UTC,
-    ``Z``, six fraction digits, as an event's ``timestamp`` reads (a naive time is UTC).
-    Written out here rather than with ``isoformat``, whose ``+00:00`` and dropped zero
-    fraction are what a client of the events does not expect. Notifications keep oslo's
-    own format instead (compute/messaging/notifier.py ``oslo_timestamp``)."""
-    if at.tzinfo is not None:
-        at = at.astimezone(timezone.utc)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+from compute.domain.event_chain import link
 
 
 class StreamEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=True):
@@ -34,9 +31,17 @@ class StreamEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", 
     seal: str | msgspec.UnsetType = msgspec.UNSET
     """The store's keyed seal of ``chain`` (``compute.store.seal``), set when stored."""
 
+    originator_topic: ClassVar[str] = ""
+    """``module:Class`` of the aggregate this stream's events apply to (a class constant, not
+    a field: the stored and published JSON stay as they were)."""
+
     def sealed(self, previous: str) -> Any:
         """This event with its chain link to the stream's previous event."""
         return msgspec.structs.replace(self, chain=link(previous, self))
+
+    def originator(self) -> Any:
+        """The aggregate class, by ``originator_topic``."""
+        return resolve_topic(type(self).originator_topic)
 
     def start(self) -> Any:
         """The empty aggregate a stream's first event applies to (each stream says which)."""
@@ -57,15 +62,3 @@ class StreamEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", 
 
     def apply(self, aggregate: Any) -> None:
         """How this event changes its aggregate."""
-
-
-_encoder = msgspec.json.Encoder()
-
-
-def link(previous: str, event: Any) -> str:
-    """The chain value of ``event`` after ``previous``: sha256 of the previous chain and the
-    event's JSON without its own chain and seal (an unset seal is not encoded, so the events
-    written before seals existed keep their links)."""
-    if event.chain or event.seal is not msgspec.UNSET:
-        event = msgspec.structs.replace(event, chain="", seal=msgspec.UNSET)
-    return hashlib.sha256(previous.encode() + _encoder.encode(event)).hexdigest()

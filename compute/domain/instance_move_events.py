@@ -3,7 +3,8 @@ record: nova/objects/migration.py).
 
 The instance's stream records the Migration record and how the move ended; the host that
 owns the instance is the one its last move names (``Resized.dest``, ``LiveMigrated.dest``,
-``ResizeReverted.source``): from that event on only that host writes the instance.
+``ResizeReverted.source``): from that event on only that host writes the instance. A claim
+handed over on a host during a move is the host's event (``host_events.ClaimMoved``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from compute.domain.instance_events import Completed, Event
 from compute.domain.migration import Migration, MigrationStatus
 from compute.domain.states import PowerState, VmState
 from compute.events.commands import Flavor
-from compute.events.host import HostEvent
-from compute.events.lifecycle import Completed, Event
 
 if TYPE_CHECKING:
     from compute.domain.instance import Instance
@@ -152,16 +152,3 @@ class LiveMigrated(MoveFinished, frozen=True, kw_only=True):
         assert m is not None
         return {"migration_id": m.id, "owner": m.dest}
 
-
-class ClaimMoved(HostEvent, frozen=True, kw_only=True):
-    """A claim changed hands on this host: during a move the source's resources belong to
-    the migration (Nova's migration allocation), and go back to the instance on revert."""
-
-    command_id: str
-    from_consumer: str
-    to_consumer: str
-
-    def apply(self, aggregate: Any) -> None:
-        claim = aggregate.claims.pop(self.from_consumer, None)
-        if claim is not None:
-            aggregate.claims[self.to_consumer] = claim

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 import msgspec
+from eventsourcing.utils import resolve_topic
 
 from compute.domain.migration import Migration
 from compute.domain.states import PowerState, TaskState, VmState
@@ -83,12 +84,15 @@ class InstanceSnapshot(msgspec.Struct, frozen=True, kw_only=True):
                    timestamp=inst.modified_on, created_on=inst.created_on,
                    state=InstanceState(**fields))
 
-    def mutate(self, aggregate: Any) -> Instance:
-        from compute.domain.instance import Instance
+    originator_topic: ClassVar[str] = "compute.domain.instance:Instance"
+    """The aggregate a snapshot restores, by topic (as ``Created``'s): this module does not
+    import the aggregate, which imports it."""
 
+    def mutate(self, aggregate: Any) -> Instance:
         if aggregate is not None:
             raise ValueError("a snapshot starts an instance's history")
-        inst = Instance.__new__(Instance)
+        cls = resolve_topic(self.originator_topic)
+        inst = cls.__new__(cls)
         inst.__base_init__(self.originator_id, self.originator_version, self.created_on)
         inst.modified_on = self.timestamp
         for name in _STATE_FIELDS:

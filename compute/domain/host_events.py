@@ -1,19 +1,21 @@
-"""Events of a compute host: what its hypervisor offers, as the resource projection needs it."""
+"""Events of a compute host (the ``Host`` aggregate of ``compute/domain/host.py``): what its
+hypervisor offers, its claims, flags and aggregates, as the resource tracker and the
+host-resource projection need them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from compute.events.base import StreamEvent
+from compute.domain.named_events import StreamEvent
 
 
 class HostEvent(StreamEvent, frozen=True, kw_only=True):
     host: str
 
-    def start(self) -> Any:
-        from compute.domain.host import Host
+    originator_topic: ClassVar[str] = "compute.domain.host:Host"
 
-        return Host.register(self.host)
+    def start(self) -> Any:
+        return self.originator().register(self.host)
 
 
 class HostResourcesReported(HostEvent, frozen=True, kw_only=True):
@@ -120,3 +122,17 @@ class AggregateHostRemoved(HostEvent, frozen=True, kw_only=True):
 
     def apply(self, aggregate: Any) -> None:
         aggregate.aggregates.pop(self.aggregate, None)
+
+
+class ClaimMoved(HostEvent, frozen=True, kw_only=True):
+    """A claim changed hands on this host: during a move the source's resources belong to
+    the migration (Nova's migration allocation), and go back to the instance on revert."""
+
+    command_id: str
+    from_consumer: str
+    to_consumer: str
+
+    def apply(self, aggregate: Any) -> None:
+        claim = aggregate.claims.pop(self.from_consumer, None)
+        if claim is not None:
+            aggregate.claims[self.to_consumer] = claim

@@ -1,5 +1,6 @@
 """Events of an instance's devices: volumes, network interfaces and addresses, firewall
-rules. Same conventions as ``lifecycle``: each knows how it changes the instance."""
+rules. Same conventions as ``instance_events``: each knows how it changes the instance,
+and the ``prepare`` of one that validates raises the domain's errors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from compute.domain.errors import (
     VolumeAlreadyAttached,
     VolumeNotFound,
 )
-from compute.events.lifecycle import Completed
+from compute.domain.instance_events import Completed
 
 if TYPE_CHECKING:
     from compute.domain.instance import Instance

@@ -5,6 +5,13 @@ subscriber, an auditor and the aggregate all read the same document. ``uuid``/``
 the aggregate's id and version (eventsourcing's ``originator_id``/``originator_version``), and
 the ``event`` tag names the type. Each event knows how it changes the aggregate (``apply``), so a
 replay needs nothing but the log.
+
+The events belong to the ``Instance`` aggregate (``compute/domain/instance.py``), as
+eventsourcing's ``Dog.TrickAdded`` belongs to ``Dog``, but live in modules of their own that do
+not import it: the aggregate imports its events, nothing imports back. ``apply`` gets the
+aggregate passed in; the creation event finds the aggregate class by its topic
+(``Created.originator_topic``). The events of its devices and moves are in
+``instance_device_events`` and ``instance_move_events``.
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 import msgspec
+from eventsourcing.utils import resolve_topic
 
+from compute.domain.event_chain import link
 from compute.domain.states import PowerState, TaskState, VmState
-from compute.events.base import link  # noqa: F401  (re-exported: the instance's chain)
 from compute.events.commands import Flavor
 
 if TYPE_CHECKING:
@@ -72,12 +80,15 @@ class Created(Event, frozen=True, kw_only=True):
     action: str = "create"
     action_event: str = "compute__do_build_and_run_instance"
 
-    def mutate(self, aggregate: Any) -> Any:
-        from compute.domain.instance import Instance
+    originator_topic: ClassVar[str] = "compute.domain.instance:Instance"
+    """The aggregate this event creates, by topic (eventsourcing's ``originator_topic``; a
+    class constant here, so the event's JSON is unchanged)."""
 
+    def mutate(self, aggregate: Any) -> Any:
         if aggregate is not None:
             raise ValueError("Created must be the first event of an instance")
-        instance = Instance.__new__(Instance)
+        cls = resolve_topic(self.originator_topic)
+        instance = cls.__new__(cls)
         instance.__base_init__(self.originator_id, self.originator_version, self.timestamp)
         instance.init_from(self)
         instance.chain = self.chain

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from compute.events.base import StreamEvent
+from compute.domain.named_events import StreamEvent
 
 
 class SecurityGroupEvent(StreamEvent, frozen=True, kw_only=True):
     group: str
     command_id: str
 
-    def start(self) -> Any:
-        from compute.domain.secgroup import SecurityGroup
+    originator_topic: ClassVar[str] = "compute.domain.secgroup:SecurityGroup"
 
-        return SecurityGroup.empty(self.group)
+    def start(self) -> Any:
+        return self.originator().empty(self.group)
 
 
 class SecurityGroupRuleAdded(SecurityGroupEvent, frozen=True, kw_only=True):

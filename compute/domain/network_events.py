@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from compute.events.base import StreamEvent
+from compute.domain.named_events import StreamEvent
 
 
 class NetworkEvent(StreamEvent, frozen=True, kw_only=True):
     network_id: str
     command_id: str
 
-    def start(self) -> Any:
-        from compute.domain.network import Network
+    originator_topic: ClassVar[str] = "compute.domain.network:Network"
 
-        return Network.empty(self.network_id)
+    def start(self) -> Any:
+        return self.originator().empty(self.network_id)
 
 
 class NetworkDefined(NetworkEvent, frozen=True, kw_only=True):
