@@ -43,7 +43,7 @@ class ComputeStore(Application[UUID]):
     """Event store of one deployment (all hosts may share it on PostgreSQL)."""
 
     name = "Compute"
-    is_snapshotting_enabled = True     # written by the instance actors (domain/instance_snapshot.py)
+    is_snapshotting_enabled = True     # the instance actors write them (instance_snapshot.py)
 
     def get_instance(self, uuid: UUID, version: int | None = None) -> Instance | None:
         """Rebuild an instance (as it was at ``version``) from its newest snapshot and the
