@@ -262,7 +262,7 @@ class Instance(BaseAggregate[UUID]):
     def recover(self, recovery: Recovery, power_state: PowerState, command_id: str) -> None:
         """Record what a restarted host decided for an operation it found in flight."""
         result = None
-        if recovery.rerun is None:
+        if recovery.ends_operation:
             result = "Success" if recovery.rule == 10 else "Error"
         self._emit(e.Recovered, command_id, rule=recovery.rule, reason=recovery.reason,
                    vm_state=recovery.vm_state, task_state=recovery.task_state,
