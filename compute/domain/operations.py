@@ -142,6 +142,29 @@ class Exists(enum.Enum):
     BEFORE_END = "before_end"      # rescue_instance: after the driver call, before .end
 
 
+class Ports(enum.Enum):
+    """What an operation does to the instance's ports: the network info the driver
+    publishes to the guest while it runs (``Instance.network_info``), and the addresses
+    given back to the address books when it succeeds (``Instance.addresses_freed_by``)."""
+
+    NONE = "none"
+    PLUG = "plug"                  # a new port, with the address allocated for it
+    UNPLUG = "unplug"              # the port goes; its addresses are given back
+    ADD_ADDRESS = "add_address"    # the address allocated joins one of the ports
+    REMOVE_ADDRESS = "remove_address"  # the address leaves its port and is given back
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Switch:
+    """A flag of the operation's CLI verb that sets one payload field (``reboot --hard``
+    is ``reboot_type="HARD"``)."""
+
+    flag: str
+    help: str
+    field: str
+    value: object
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Operation:
     """One row: every fact of an operation, by name (rows are keyword-only, issue 21: the
@@ -169,10 +192,21 @@ class Operation:
     keeps_stopped: bool = False                # a STOPPED instance is stopped again after
                                                # (rebuild: Nova calls stop_instance)
     must_have_launched: bool = True            # refused until the guest first launched
-    allocates: bool = False                    # takes an address from params["network_id"]
+    ports: Ports = Ports.NONE                  # what it does to the instance's ports
     needs_rules: bool = False                  # gets its security groups' rules
     flow: str = ""                             # a move across hosts (actors/moves.py) runs
                                                # instead of the single driver call
+    creates_migration: bool = False            # a move that creates a Migration (resize,
+                                               # migrate, live migration): half of one is
+                                               # undone on redelivery, never resumed
+    may_stay: bool = False                     # the move may pick this host again when
+                                               # allow_resize_to_same_host (a resize)
+    creates: bool = False                      # the command makes the instance (a build):
+                                               # refused if it exists and by a host taking
+                                               # no builds; the CLI has its own verb (boot)
+    compute_method: str = ""                   # Nova's manager method naming the action
+                                               # event (compute_<method>), if not ``name``
+    switch: Switch | None = None               # a flag of the CLI verb (reboot --hard)
     # Nova's versioned notifications of the operation (compute/messaging/notifier.py):
     notify: str = ""                           # action of instance.<notify>.start|end; "": none
     notify_payload: str = "InstanceActionPayload"  # Nova's payload class of those
@@ -206,9 +240,14 @@ class Operation:
 
     @property
     def action_event(self) -> str:
-        """Nova's instance-action event name (``compute_<method>``)."""
-        return "compute__do_build_and_run_instance" if self.name == "run_instance" \
-            else f"compute_{self.name}"
+        """Nova's instance-action event name (``compute_<method>``, wrap_instance_event in
+        nova/compute/manager.py): the build's is ``_do_build_and_run_instance``."""
+        return f"compute_{self.compute_method or self.name}"
+
+    @property
+    def allocates(self) -> bool:
+        """It takes an address from ``params["network_id"]`` at acceptance."""
+        return self.ports in (Ports.PLUG, Ports.ADD_ADDRESS)
 
 
 _ROWS: tuple[Operation, ...] = (
@@ -217,7 +256,8 @@ _ROWS: tuple[Operation, ...] = (
               vm_states=None, task_states=None, task_state=T.SCHEDULING,
               steps=(None, T.NETWORKING, T.BLOCK_DEVICE_MAPPING, T.SPAWNING),
               driver="spawn", event=e.Spawned, final_vm_state=V.ACTIVE,
-              on_failure=OnFailure.ERROR, claims=True, repeat_safe=SPAWN_SAFE,
+              on_failure=OnFailure.ERROR, creates=True, claims=True, repeat_safe=SPAWN_SAFE,
+              compute_method="_do_build_and_run_instance",
               notify="create", notify_payload="InstanceCreatePayload", notify_after_steps=1,
               on_failure_notice=FailureNotice.ERROR),
     Operation(name="terminate_instance", action="delete", cli="delete",
@@ -234,12 +274,16 @@ _ROWS: tuple[Operation, ...] = (
               driver="reboot", event=e.Rebooted, final_vm_state=V.ACTIVE,
               on_failure=OnFailure.ERROR_UNLESS_RUNNING, repeat_safe=REBOOT_SAFE,
               notify="reboot", notify_after_steps=1,
-              on_failure_notice=FailureNotice.ERROR_AND_END_IF_RUNNING),
+              on_failure_notice=FailureNotice.ERROR_AND_END_IF_RUNNING,
+              switch=Switch(flag="--hard", help="power-cycle the guest",
+                            field="reboot_type", value="HARD")),
     Operation(name="stop_instance", payload=c.StopInstance, action="stop", cli="stop",
               summary="Power the guest off.",
               vm_states=frozenset({V.ACTIVE, V.ERROR}), task_state=T.POWERING_OFF,
               driver="power_off", event=e.PoweredOff, final_vm_state=V.STOPPED,
-              reaches=PowerState.SHUTDOWN, notify="power_off"),
+              reaches=PowerState.SHUTDOWN, notify="power_off",
+              switch=Switch(flag="--force", help="no clean shutdown",
+                            field="clean_shutdown", value=False)),
     Operation(name="start_instance", action="start", cli="start",
               summary="Power a stopped guest on.",
               vm_states=frozenset({V.STOPPED}), task_state=T.POWERING_ON,
@@ -372,24 +416,24 @@ IFACE_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED})
 _ROWS += (
     Operation(name="attach_interface", payload=c.AttachInterface, action="attach_interface",
               cli="attach-interface", summary="Plug a port of a network into the guest.",
-              vm_states=IFACE_STATES, allocates=True,
+              vm_states=IFACE_STATES, ports=Ports.PLUG,
               driver="attach_interface", event=d.InterfaceAttached,
               reached_if="interface_attached", notify="interface_attach",
               on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
     Operation(name="detach_interface", payload=c.DetachInterface, action="detach_interface",
               cli="detach-interface", summary="Unplug a port from the guest.",
-              vm_states=IFACE_STATES,
+              vm_states=IFACE_STATES, ports=Ports.UNPLUG,
               driver="detach_interface", event=d.InterfaceDetached,
               reached_if="interface_detached", notify="interface_detach"),
     Operation(name="add_fixed_ip_to_instance", payload=c.AddFixedIp, action="add_fixed_ip",
               cli="add-fixed-ip", summary="Another address on a network the guest is on.",
-              vm_states=IFACE_STATES, allocates=True,
+              vm_states=IFACE_STATES, ports=Ports.ADD_ADDRESS,
               driver="inject_network_info", event=d.FixedIpAdded,
               repeat_safe=NETWORK_INFO_SAFE),
     Operation(name="remove_fixed_ip_from_instance", payload=c.RemoveFixedIp,
               action="remove_fixed_ip", cli="remove-fixed-ip",
               summary="Take an address away from the guest.",
-              vm_states=IFACE_STATES,
+              vm_states=IFACE_STATES, ports=Ports.REMOVE_ADDRESS,
               driver="inject_network_info", event=d.FixedIpRemoved,
               repeat_safe=NETWORK_INFO_SAFE),
     Operation(name="inject_network_info", action="inject_network_info",
@@ -425,13 +469,15 @@ _ROWS += (
               summary="Resize to a flavor (another host, or this one when allowed); then "
                       "confirm or revert.",
               vm_states=MOVE_STATES, task_state=T.RESIZE_PREP,
-              flow="resize", event=mv.Resized, final_vm_state=V.RESIZED,
+              flow="resize", creates_migration=True, may_stay=True,
+              event=mv.Resized, final_vm_state=V.RESIZED,
               on_failure=OnFailure.ROLLBACK, repeat_safe=MOVE_UNDONE),
     Operation(name="migrate_instance", payload=c.MigrateInstance, action="migrate",
               cli="migrate",
               summary="Cold-migrate to another host (same flavor); then confirm or revert.",
               vm_states=MOVE_STATES, task_state=T.RESIZE_PREP,
-              flow="resize", event=mv.Migrated, final_vm_state=V.RESIZED,
+              flow="resize", creates_migration=True,
+              event=mv.Migrated, final_vm_state=V.RESIZED,
               on_failure=OnFailure.ROLLBACK, repeat_safe=MOVE_UNDONE),
     Operation(name="confirm_resize", action="confirmResize", cli="confirm-resize",
               summary="Keep the move: the source's guest and claim go.",
@@ -449,7 +495,7 @@ _ROWS += (
               cli="live-migrate",
               summary="Move the running guest to another host (rolled back on any failure).",
               vm_states=frozenset({V.ACTIVE, V.PAUSED}), task_state=T.MIGRATING,
-              flow="live_migration", event=mv.LiveMigrated,
+              flow="live_migration", creates_migration=True, event=mv.LiveMigrated,
               on_failure=OnFailure.ROLLBACK, repeat_safe=MOVE_UNDONE,
               on_failure_notice=FailureNotice.NONE),
     Operation(name="live_migration_abort", action="live_migration_abort",
