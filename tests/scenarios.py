@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -32,6 +33,22 @@ from compute.messaging.subjects import EVENTS_STREAM, MSG_ID
 from compute.store.app import ComputeStore
 
 T = TypeVar("T")
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0,
+                what: str = "the condition") -> None:
+    """Wait for a state the host offers no event for (an actor's instance, a mailbox, one
+    of its counters): checked every few milliseconds, each check yielding to the loop so
+    the host moves on in between, so a test waits exactly as long as it must and never
+    guesses a sleep. Fails after ``timeout`` seconds, saying what it waited for."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        held = condition()
+        if await held if inspect.isawaitable(held) else held:
+            return
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
 
 
 def another_host(settings: Settings, name: str, root: Path, bus: Any,

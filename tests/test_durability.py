@@ -12,8 +12,9 @@ from compute.actors.host import HostService
 from compute.client import ComputeClient, DuplicateCommand
 from compute.config import Settings
 from compute.events.outcomes import Succeeded
-from compute.messaging.subjects import EVENTS_STREAM, command
+from compute.messaging.subjects import COMMANDS_STREAM, EVENTS_STREAM, command
 from tests.conftest import boot_payload
+from tests.scenarios import until
 
 pytestmark = pytest.mark.both_stores
 
@@ -68,8 +69,14 @@ async def test_commands_published_while_the_host_is_down_run_when_it_starts(
     await first.stop()
 
     pending = asyncio.create_task(client.send(settings.host, vm, "stop_instance", timeout=30))
-    await asyncio.sleep(0.3)
-    assert not pending.done()
+    subject = command(settings.host, vm, "stop_instance")
+
+    async def queued() -> bool:
+        info = await client.js.stream_info(COMMANDS_STREAM, subjects_filter=subject)
+        return bool(info.state.subjects and info.state.subjects.get(subject))
+
+    await until(queued, what="the stop stored in COMPUTE_COMMANDS")
+    assert not pending.done()                   # stored, and nobody runs it yet
 
     second = HostService(settings, driver=first.driver)   # the hypervisor outlived the service
     await second.start()
@@ -100,10 +107,7 @@ async def test_an_idle_actor_passivates_itself(settings: Settings,
     settings.passivate_after = 0.2
     async with HostService(settings) as service:
         await client.send(service.host, uuid.uuid4(), "run_instance", boot_payload())
-        for _ in range(100):
-            if not service.router.actors:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: not service.router.actors, what="the actor to passivate")
         assert service.router.passivations == 1
 
 
@@ -118,10 +122,7 @@ async def test_the_relay_publishes_each_event_once_even_when_it_replays(
     await client.send(service.host, vm, "run_instance", boot_payload())
     done = await client.send(service.host, vm, "stop_instance")
     subject = f"compute.evt.{service.host}.{vm}.*"
-    for _ in range(100):
-        if service.relay.position >= done.position:
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: service.relay.position >= done.position, what="the relay")
     replay = Relay(service.store, service.js, host=service.host)   # position 0: all again
     assert await replay.run_once() >= done.version
     info = await client.js.stream_info(EVENTS_STREAM, subjects_filter=subject)

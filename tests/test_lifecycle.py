@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -13,6 +12,7 @@ from compute.actors.host import HostService
 from compute.client import ComputeClient
 from compute.events.outcomes import Failed, Rejected, Succeeded
 from tests.conftest import boot_payload
+from tests.scenarios import until
 
 pytestmark = pytest.mark.both_stores
 
@@ -175,10 +175,8 @@ async def test_a_delete_preempts_a_long_operation_which_ends_quietly(
     service.driver.inject_fault("reboot", None, delay=1.0)        # a slow hypervisor
     reboot = asyncio.create_task(
         client.send(service.host, vm, "reboot_instance", {"reboot_type": "HARD"}))
-    for _ in range(100):                                          # the reboot is in flight
-        if service.router.actors[uuid.UUID(vm)].instance.task_state is not None:
-            break
-        await asyncio.sleep(0.01)
+    actor = service.router.actors[uuid.UUID(vm)]
+    await until(lambda: actor.instance.task_state is not None, what="the reboot in flight")
     deleted = await client.send(service.host, vm, "terminate_instance")
     assert isinstance(deleted, Succeeded) and deleted.vm_state == "deleted"
     assert not reboot.done()                     # the delete did not wait for the reboot
@@ -189,15 +187,6 @@ async def test_a_delete_preempts_a_long_operation_which_ends_quietly(
     published = await collect_events(client, vm, until="Terminated")
     assert [e["event"] for e in published][-2:] == ["ActionStarted", "Terminated"]
     assert "FaultRecorded" not in [e["event"] for e in published]
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a state of the actors (their mailboxes and instances have no event to
-    await); each check yields to the loop, so the actor moves on in between."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
 
 
 async def test_commands_queued_behind_an_operation_keep_their_order(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -14,6 +13,7 @@ from compute.domain.states import PowerState as P
 from compute.domain.states import TaskState as T
 from compute.domain.states import VmState as V
 from tests.conftest import boot_payload
+from tests.scenarios import until
 
 
 @pytest.mark.parametrize("vm, db_power, power, record, action", [
@@ -85,8 +85,9 @@ async def test_our_own_operations_do_not_trigger_the_sync(
     await client.send(service.host, vm, "run_instance", boot_payload())
     for op in ("stop_instance", "start_instance", "pause_instance", "unpause_instance"):
         await client.send(service.host, vm, op)
-    await service.router.settle()
-    await asyncio.sleep(0.2)
+    # the lifecycle events of those operations (started, stopped, started, suspended,
+    # resumed) reach the actors, who handle them before the reboot
+    await until(lambda: service.lifecycle.delivered >= 5, what="5 lifecycle events")
     await service.router.settle()
     last = await client.send(service.host, vm, "reboot_instance", {"reboot_type": "HARD"})
     assert last.events == ["ActionStarted", "TaskStateChanged", "TaskStateChanged", "Rebooted"]
@@ -98,10 +99,7 @@ async def test_lifecycle_events_survive_a_lost_hypervisor_connection(
     service.lifecycle.check_every = 0.05
     before = service.lifecycle.registrations
     service.driver.close()                        # the connection goes away under us
-    for _ in range(100):
-        if service.lifecycle.registrations > before:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: service.lifecycle.registrations > before, what="a new registration")
     assert service.lifecycle.registrations == before + 1
     assert service.lifecycle.degraded is False
     vm = str(uuid.uuid4())

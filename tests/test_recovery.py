@@ -270,3 +270,67 @@ async def test_a_host_killed_and_started_again_brings_its_running_guests_back_on
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
+
+
+async def test_an_attach_killed_between_acceptance_and_hypervisor_is_attached_on_redelivery(
+        tmp_path: Path, nats_server, hypervisor_uri, client: ComputeClient) -> None:
+    """Issue 21: attach_volume sets no task_state, so a host process killed after the
+    attach's acceptance is durable and before its hypervisor call leaves an instance that
+    looks idle. Started again, the redelivered command must attach the volume and answer
+    Succeeded (not a duplicate "done" with nothing attached). The second host brings the
+    guest back first (resume_guests_state_on_host_boot: the test hypervisor forgets it with
+    the process), as a host whose guests survive would find it."""
+    host, env = host_env("attach", tmp_path, nats_server, hypervisor_uri)
+    env["COMPUTE_VOLUMES_DIR"] = str(tmp_path / "volumes")
+    log = tmp_path / "host.log"
+    vm, cid = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def host_is_up() -> Any:
+        return consumer_exists(client, host)
+
+    async def attach_accepted() -> bool:
+        store = open_store(env["COMPUTE_STORE"])
+        try:
+            inst = store.get_instance(uuid.UUID(vm))
+        finally:
+            store.close()
+        return inst.action_command_id == cid and inst.operation == "attach_volume"
+
+    first = start_host(env, log, COMPUTE_FAULTS="attach_volume:60")
+    try:
+        await wait_for(host_is_up)
+        out = await client.send(host, vm, "run_instance", {"image_ref": "img", "flavor": {
+            "name": "t", "vcpus": 1, "memory_mb": 256, "root_gb": 1}}, timeout=30)
+        assert out.vm_state == "active", out
+        pending = asyncio.create_task(client.send(host, vm, "attach_volume",
+                                                  {"volume_id": "data"}, command_id=cid,
+                                                  timeout=90))
+        await wait_for(attach_accepted)
+        assert (await client.query("instance", vm))["instance"]["task_state"] is None
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+
+    second = start_host(env, log, COMPUTE_RESUME_GUESTS_STATE_ON_HOST_BOOT="true")
+    try:
+        out = await pending                     # the redelivery's answer, to the same inbox
+        assert type(out).__name__ == "Succeeded", out
+        assert not out.duplicate and out.events[-1] == "VolumeAttached", out
+        detail = await client.query("instance", vm, timeout=10)
+        assert [v["volume_id"] for v in detail["instance"]["volumes"].values()] == ["data"], \
+            detail
+        store = open_store(env["COMPUTE_STORE"])
+        try:
+            inst = store.get_instance(uuid.UUID(vm))
+        finally:
+            store.close()
+        assert inst.action_command_id is None and "data" in str(inst.volumes)
+        # the hypervisor has it: the attach made the volume's file, and libvirt detaches
+        # only a disk the guest's definition holds
+        assert (tmp_path / "volumes").exists() and any((tmp_path / "volumes").rglob("*"))
+        detached = await client.send(host, vm, "detach_volume", {"volume_id": "data"},
+                                     timeout=30)
+        assert type(detached).__name__ == "Succeeded", detached
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)

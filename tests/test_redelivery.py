@@ -7,8 +7,10 @@ import uuid
 
 from compute.domain.instance import Instance
 from compute.domain.operations import OPERATIONS
+from compute.domain.recovery import Recovery, plan
 from compute.domain.redelivery import Duplicate, New, Resume, Undo, decide
 from compute.domain.states import PowerState
+from compute.domain.states import VmState as V
 from compute.events import commands as c
 from tests.test_domain import booted, payload
 
@@ -53,6 +55,30 @@ def test_an_accepted_operation_without_a_task_state_is_resumed_not_a_duplicate()
     inst.accept(op, "c1", c.AttachVolume(command_id=uuid.uuid4(), volume_id="v2"))
     assert not inst.busy
     assert decide(inst, "c1", op) == Resume(op)
+
+
+def test_a_guest_brought_back_at_host_boot_leaves_an_attach_in_flight() -> None:
+    """Rule 17 alone (resume_guests_state_on_host_boot) brings the guest back and keeps
+    every state as it was: the attach it found in flight is still to be done by its
+    redelivery, not ended (it would be answered as a duplicate, nothing attached)."""
+    inst = booted()
+    op = OPERATIONS["attach_volume"]
+    inst.accept(op, "c1", c.AttachVolume(command_id=uuid.uuid4(), volume_id="v2"))
+    resume = plan(inst.vm_state, inst.task_state, PowerState.RUNNING, PowerState.NOSTATE,
+                  resume_guests_state_on_host_boot=True)
+    assert resume is not None and (resume.rule, resume.resume) == (17, True)
+    inst.recover(resume, PowerState.NOSTATE, "c1")
+    assert decide(inst, "c1", op) == Resume(op)
+
+
+def test_a_guest_that_cannot_be_brought_back_ends_the_operation_in_flight() -> None:
+    inst = booted()
+    op = OPERATIONS["attach_volume"]
+    inst.accept(op, "c1", c.AttachVolume(command_id=uuid.uuid4(), volume_id="v2"))
+    inst.recover(Recovery(17, "failed to resume the guest", V.ERROR, None),
+                 PowerState.NOSTATE, "c1")
+    assert decide(inst, "c1", op) == Duplicate("Recovered")
+    assert inst.vm_state is V.ERROR
 
 
 def test_every_operation_without_a_task_state_is_in_flight_once_accepted() -> None:

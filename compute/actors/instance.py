@@ -39,7 +39,7 @@ from compute.domain.instance import Instance
 from compute.domain.instance_events import Completed, ImageDeleted
 from compute.domain.instance_snapshot import SNAPSHOT_EVERY
 from compute.domain.operations import Operation, variant
-from compute.domain.redelivery import STARTS_MIGRATION, Duplicate, Resume, Undo, decide
+from compute.domain.redelivery import Duplicate, Resume, Undo, decide
 from compute.domain.secgroup import PROVIDER_GROUP
 from compute.domain.states import PowerState, VmState
 from compute.events.commands import RunInstance
@@ -192,7 +192,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
             return
         op = env.op
         try:
-            if op.name == "run_instance":
+            if op.creates:
                 if inst is not None:
                     raise InstanceExists(self.uuid)
                 host = self.ctx.tracker.host
@@ -211,12 +211,12 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                 if op.flow == "abort":
                     await self._abort(env, inst, op)
                     return
-                if op.flow in STARTS_MIGRATION:
+                if op.creates_migration:
                     inst.check(op)
                     dest = await self.ctx.moves.destination(inst, op, env.payload)
                     env.payload = msgspec.structs.replace(env.payload, host=dest)
                 inst.accept(op, env.command_id, env.payload)
-                if op.flow in STARTS_MIGRATION:
+                if op.creates_migration:
                     self.ctx.moves.begin(inst, op, env.payload, dest, env.command_id)
         except ComputeError as exc:
             await self._reject(env, exc.error.value, str(exc))
@@ -356,7 +356,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         """The instance, re-read when another host may have written it since: it moved
         away (it may have come back), or it was unknown here (it may have moved here)."""
         inst = self.instance
-        if (inst is None and env.op.name != "run_instance") or (
+        if (inst is None and not env.op.creates) or (
                 inst is not None and inst.host != self.ctx.host and not inst.deleted):
             inst = self.instance = await asyncio.to_thread(self.ctx.store.get_instance,
                                                            self.uuid)

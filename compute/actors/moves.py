@@ -142,7 +142,7 @@ class Moves:
         if asked:
             return str(asked)
         flavor = payload.flavor if isinstance(payload, c.ResizeInstance) else inst.flavor
-        same = op.name == "resize_instance" and self.allow_resize_to_same_host
+        same = op.may_stay and self.allow_resize_to_same_host
         chosen = await self.placement(flavor, set() if same else {self.host})
         if chosen is None:
             raise NoValidHost(f"no other enabled host has room for {flavor.name} "

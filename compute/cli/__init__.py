@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--uuid", help="instance uuid (default: a new one)")
     wait_option(boot)
     for op in (*OPERATIONS.values(), BACKUP):
-        if op.name == "run_instance":
+        if op.creates:
             continue
         verb = sub.add_parser(op.cli, help=op.summary,
                               description=f"{op.summary} (operation {op.name}; payload "
@@ -118,11 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         verb.add_argument("uuid", help="the instance")
         payload_options(verb, op.payload)
         wait_option(verb)
-        if op.name == "reboot_instance":
-            verb.add_argument("--hard", action="store_true", help="power-cycle the guest")
-        if op.name == "stop_instance":
-            verb.add_argument("--force", action="store_true", help="no clean shutdown")
-        verb.set_defaults(operation=op.name,
+        if op.switch is not None:
+            verb.add_argument(op.switch.flag, dest="switch_on", action="store_true",
+                              help=op.switch.help)
+        verb.set_defaults(operation=op.name, switch=op.switch,
                           fixed={"image_type": "backup"} if op is BACKUP else {})
     for verb_name, call, help_text in (
             ("console", "get_vnc_console", "the VNC console's host, port and token"),

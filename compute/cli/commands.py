@@ -184,24 +184,29 @@ async def cmd_boot(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_operation(args: argparse.Namespace, settings: Settings) -> int:
-    payload: dict[str, Any] = dict(args.fixed)
-    for key, raw in vars(args).items():
-        if key.startswith("p_") and raw is not None:
-            payload[key[2:]] = _value(raw)
-    if getattr(args, "hard", False):
-        payload["reboot_type"] = "HARD"
-    if getattr(args, "force", False):
-        payload["clean_shutdown"] = False
-    if isinstance(payload.get("flavor"), str):     # resize --flavor m1.small
-        if payload["flavor"] not in FLAVORS:
-            raise CliError(f"unknown flavor {payload['flavor']}; known: "
-                           f"{', '.join(sorted(FLAVORS))}")
-        payload["flavor"] = msgspec.to_builtins(FLAVORS[payload["flavor"]])
+    payload = operation_payload(args)
     uuid = _uuid(args.uuid)
     async with client_for(settings) as client:
         host = await target_host(client, settings, args, uuid)
         outcome = await send(client, settings, args, host, uuid, args.operation, payload)
     return print_outcome(outcome, args.json)
+
+
+def operation_payload(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's payload from an operation verb's options, its switch and fixed fields."""
+    payload: dict[str, Any] = dict(args.fixed)
+    for key, raw in vars(args).items():
+        if key.startswith("p_") and raw is not None:
+            payload[key[2:]] = _value(raw)
+    switch = getattr(args, "switch", None)
+    if switch is not None and getattr(args, "switch_on", False):   # reboot --hard, ...
+        payload[switch.field] = switch.value
+    if isinstance(payload.get("flavor"), str):     # resize --flavor m1.small
+        if payload["flavor"] not in FLAVORS:
+            raise CliError(f"unknown flavor {payload['flavor']}; known: "
+                           f"{', '.join(sorted(FLAVORS))}")
+        payload["flavor"] = msgspec.to_builtins(FLAVORS[payload["flavor"]])
+    return payload
 
 
 async def cmd_call(args: argparse.Namespace, settings: Settings) -> int:

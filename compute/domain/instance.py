@@ -29,7 +29,7 @@ from compute.domain.errors import (
     MigrationCancelled,
 )
 from compute.domain.migration import Migration, MigrationStatus
-from compute.domain.operations import OPERATIONS, OnFailure, Operation
+from compute.domain.operations import OPERATIONS, OnFailure, Operation, Ports, lookup
 from compute.domain.recovery import Recovery
 from compute.domain.states import PowerState, TaskState, VmState
 from compute.events.commands import Command, Flavor, RunInstance
@@ -238,25 +238,26 @@ class Instance(BaseAggregate[UUID]):
         """The guest's interfaces as they will be once the operation in flight (whose
         ``params`` are given) is done: what the driver publishes to the guest."""
         ports = {p: {**i, "addresses": list(i["addresses"])} for p, i in self.interfaces.items()}
-        op = self.operation
+        op = lookup(self.operation or "")
+        effect = op.ports if op is not None else Ports.NONE
         p = params or {}
-        if op == "attach_interface" and "address" in p:
+        if effect is Ports.PLUG and "address" in p:
             ports[p["port_id"]] = {"network_id": p["network_id"], "mac": p["mac"],
                                    "addresses": [p["address"]]}
-        elif op == "detach_interface":
+        elif effect is Ports.UNPLUG:
             ports.pop(p.get("port_id", ""), None)
-        elif op == "add_fixed_ip_to_instance" and "address" in p:
+        elif effect is Ports.ADD_ADDRESS and "address" in p:
             ports[p["port_id"]]["addresses"].append(p["address"])
-        elif op == "remove_fixed_ip_from_instance" and p.get("port_id") in ports:
+        elif effect is Ports.REMOVE_ADDRESS and p.get("port_id") in ports:
             ports[p["port_id"]]["addresses"].remove(p["address"])
         return [{"port_id": port, **iface} for port, iface in sorted(ports.items())]
 
     def addresses_freed_by(self, op: Operation, params: dict[str, Any]
                            ) -> list[tuple[str, str]]:
         """(network, address) pairs an operation gives back to the address books."""
-        if op.name == "detach_interface":
+        if op.ports is Ports.UNPLUG:
             return [(params["network_id"], a) for a in params["addresses"]]
-        if op.name == "remove_fixed_ip_from_instance":
+        if op.ports is Ports.REMOVE_ADDRESS:
             return [(params["network_id"], params["address"])]
         if op.releases:   # deleting the instance frees every address it had
             return [(i["network_id"], a) for i in self.interfaces.values()
@@ -266,7 +267,7 @@ class Instance(BaseAggregate[UUID]):
     def recover(self, recovery: Recovery, power_state: PowerState, command_id: str) -> None:
         """Record what a restarted host decided for an operation it found in flight."""
         result = None
-        if recovery.rerun is None:
+        if recovery.ends_operation:
             result = "Success" if recovery.rule == 10 else "Error"
         self._emit(e.Recovered, command_id, rule=recovery.rule, reason=recovery.reason,
                    vm_state=recovery.vm_state, task_state=recovery.task_state,

@@ -376,7 +376,9 @@ class TaskReverted(Event, frozen=True, kw_only=True):
 class Recovered(Event, frozen=True, kw_only=True):
     """A restarted host resolved an operation it found in flight (Nova's _init_instance).
 
-    ``result`` finishes the interrupted action event (None: it is being redone)."""
+    ``result`` finishes the interrupted action event (None: it goes on, redone by the host or,
+    after rule 17 alone, continued by the command's redelivery; the operation stays in
+    flight then, with or without a task_state)."""
 
     rule: int
     reason: str
@@ -387,7 +389,7 @@ class Recovered(Event, frozen=True, kw_only=True):
     result: str | None = None
 
     def apply(self, aggregate: Instance) -> None:
-        if self.task_state is None:
+        if self.task_state is None and self.result is not None:
             aggregate.finish(self.vm_state, self.power_state)
         else:
             aggregate.vm_state = self.vm_state

@@ -57,7 +57,7 @@ Where we are stricter on purpose:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compute.domain import instance_device_events as d
 from compute.domain import instance_events as e
@@ -142,31 +142,71 @@ class Exists(enum.Enum):
     BEFORE_END = "before_end"      # rescue_instance: after the driver call, before .end
 
 
-@dataclass(frozen=True, slots=True)
+class Ports(enum.Enum):
+    """What an operation does to the instance's ports: the network info the driver
+    publishes to the guest while it runs (``Instance.network_info``), and the addresses
+    given back to the address books when it succeeds (``Instance.addresses_freed_by``)."""
+
+    NONE = "none"
+    PLUG = "plug"                  # a new port, with the address allocated for it
+    UNPLUG = "unplug"              # the port goes; its addresses are given back
+    ADD_ADDRESS = "add_address"    # the address allocated joins one of the ports
+    REMOVE_ADDRESS = "remove_address"  # the address leaves its port and is given back
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Switch:
+    """A flag of the operation's CLI verb that sets one payload field (``reboot --hard``
+    is ``reboot_type="HARD"``)."""
+
+    flag: str
+    help: str
+    field: str
+    value: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Operation:
+    """One row: every fact of an operation, by name (rows are keyword-only, issue 21: the
+    same word is often the action, the CLI verb, the driver method and the notification,
+    and each of those is a column of its own). The defaults are the common case: an
+    instance command, allowed only while idle, no task_state, no vm_state change, the
+    task reverted on failure."""
+
     name: str                                  # seed method; last token of the command subject
-    payload: type[c.Command]
     action: str                                # Nova instance-action name
-    vm_states: frozenset[V] | None             # allowed vm_states; None = any
-    task_states: frozenset[T | None] | None    # allowed task_states; None = any
-    task_state: T | None                       # set when the command is accepted
-    steps: tuple[T | None, ...]                # compute's progression before the driver call
-    driver: str                                # DriverActor method
-    event: type[e.Completed]
-    final_vm_state: V | None                   # None: vm_state unchanged
-    on_failure: OnFailure
     cli: str                                   # CLI verb
     summary: str
+    event: type[e.Completed]                   # what records success
+    vm_states: frozenset[V] | None             # allowed vm_states; None = any (always said)
+    payload: type[c.Command] = c.InstanceCommand
+    task_states: frozenset[T | None] | None = IDLE   # allowed task_states; None = any
+    task_state: T | None = None                # set when the command is accepted
+    steps: tuple[T | None, ...] = ()           # compute's progression before the driver call
+    driver: str = ""                           # DriverActor method; "": no hypervisor call
+    final_vm_state: V | None = None            # None: vm_state unchanged
+    on_failure: OnFailure = OnFailure.KEEP
     preempts: bool = False                     # runs even while another operation is in flight
     claims: bool = False                       # takes a resource claim (released on failure)
     releases: bool = False                     # gives the instance's claim back on success
     keeps_stopped: bool = False                # a STOPPED instance is stopped again after
                                                # (rebuild: Nova calls stop_instance)
     must_have_launched: bool = True            # refused until the guest first launched
-    allocates: bool = False                    # takes an address from params["network_id"]
+    ports: Ports = Ports.NONE                  # what it does to the instance's ports
     needs_rules: bool = False                  # gets its security groups' rules
     flow: str = ""                             # a move across hosts (actors/moves.py) runs
                                                # instead of the single driver call
+    creates_migration: bool = False            # a move that creates a Migration (resize,
+                                               # migrate, live migration): half of one is
+                                               # undone on redelivery, never resumed
+    may_stay: bool = False                     # the move may pick this host again when
+                                               # allow_resize_to_same_host (a resize)
+    creates: bool = False                      # the command makes the instance (a build):
+                                               # refused if it exists and by a host taking
+                                               # no builds; the CLI has its own verb (boot)
+    compute_method: str = ""                   # Nova's manager method naming the action
+                                               # event (compute_<method>), if not ``name``
+    switch: Switch | None = None               # a flag of the CLI verb (reboot --hard)
     # Nova's versioned notifications of the operation (compute/messaging/notifier.py):
     notify: str = ""                           # action of instance.<notify>.start|end; "": none
     notify_payload: str = "InstanceActionPayload"  # Nova's payload class of those
@@ -200,53 +240,75 @@ class Operation:
 
     @property
     def action_event(self) -> str:
-        """Nova's instance-action event name (``compute_<method>``)."""
-        return "compute__do_build_and_run_instance" if self.name == "run_instance" \
-            else f"compute_{self.name}"
+        """Nova's instance-action event name (``compute_<method>``, wrap_instance_event in
+        nova/compute/manager.py): the build's is ``_do_build_and_run_instance``."""
+        return f"compute_{self.compute_method or self.name}"
+
+    @property
+    def allocates(self) -> bool:
+        """It takes an address from ``params["network_id"]`` at acceptance."""
+        return self.ports in (Ports.PLUG, Ports.ADD_ADDRESS)
 
 
 _ROWS: tuple[Operation, ...] = (
-    Operation("run_instance", c.RunInstance, "create", None, None, T.SCHEDULING,
-              (None, T.NETWORKING, T.BLOCK_DEVICE_MAPPING, T.SPAWNING), "spawn",
-              e.Spawned, V.ACTIVE, OnFailure.ERROR, "boot", "Build and run a new instance.",
-              claims=True, repeat_safe=SPAWN_SAFE,
+    Operation(name="run_instance", payload=c.RunInstance, action="create", cli="boot",
+              summary="Build and run a new instance.",
+              vm_states=None, task_states=None, task_state=T.SCHEDULING,
+              steps=(None, T.NETWORKING, T.BLOCK_DEVICE_MAPPING, T.SPAWNING),
+              driver="spawn", event=e.Spawned, final_vm_state=V.ACTIVE,
+              on_failure=OnFailure.ERROR, creates=True, claims=True, repeat_safe=SPAWN_SAFE,
+              compute_method="_do_build_and_run_instance",
               notify="create", notify_payload="InstanceCreatePayload", notify_after_steps=1,
               on_failure_notice=FailureNotice.ERROR),
-    Operation("terminate_instance", c.InstanceCommand, "delete", None, None, T.DELETING, (),
-              "destroy", e.Terminated, V.DELETED, OnFailure.ERROR, "delete",
-              "Destroy the guest and delete the instance.", preempts=True, releases=True,
-              must_have_launched=False, repeat_safe=DESTROY_SAFE, notify="delete",
-              notify_inner="shutdown"),
-    Operation("reboot_instance", c.RebootInstance, "reboot", ALLOW_SOFT_REBOOT, IDLE,
-              T.REBOOTING, (T.REBOOT_PENDING, T.REBOOT_STARTED), "reboot", e.Rebooted,
-              V.ACTIVE, OnFailure.ERROR_UNLESS_RUNNING, "reboot",
-              "Reboot the guest (SOFT: ask it; HARD: power-cycle).",
-              notify="reboot", notify_after_steps=1, repeat_safe=REBOOT_SAFE,
-              on_failure_notice=FailureNotice.ERROR_AND_END_IF_RUNNING),
-    Operation("stop_instance", c.StopInstance, "stop", frozenset({V.ACTIVE, V.ERROR}), IDLE,
-              T.POWERING_OFF, (), "power_off", e.PoweredOff, V.STOPPED, OnFailure.KEEP,
-              "stop", "Power the guest off.",
-              notify="power_off", reaches=PowerState.SHUTDOWN),
-    Operation("start_instance", c.InstanceCommand, "start", frozenset({V.STOPPED}), IDLE,
-              T.POWERING_ON, (), "power_on", e.PoweredOn, V.ACTIVE, OnFailure.KEEP,
-              "start", "Power a stopped guest on.",
-              notify="power_on", reaches=PowerState.RUNNING),
-    Operation("pause_instance", c.InstanceCommand, "pause", frozenset({V.ACTIVE}), IDLE,
-              T.PAUSING, (), "pause", e.Paused, V.PAUSED, OnFailure.KEEP,
-              "pause", "Pause the guest in memory.",
-              notify="pause", reaches=PowerState.PAUSED),
-    Operation("unpause_instance", c.InstanceCommand, "unpause", frozenset({V.PAUSED}), IDLE,
-              T.UNPAUSING, (), "unpause", e.Unpaused, V.ACTIVE, OnFailure.KEEP,
-              "unpause", "Run a paused guest again.",
-              notify="unpause", reaches=PowerState.RUNNING),
-    Operation("suspend_instance", c.InstanceCommand, "suspend", frozenset({V.ACTIVE}), IDLE,
-              T.SUSPENDING, (), "suspend", e.Suspended, V.SUSPENDED, OnFailure.ERROR,
-              "suspend", "Save the guest's state to disk and stop it.",
-              notify="suspend", reached_if="suspended"),
-    Operation("resume_instance", c.InstanceCommand, "resume", frozenset({V.SUSPENDED}), IDLE,
-              T.RESUMING, (), "resume", e.Resumed, V.ACTIVE, OnFailure.ERROR,
-              "resume", "Restore a suspended guest.",
-              notify="resume", reaches=PowerState.RUNNING),
+    Operation(name="terminate_instance", action="delete", cli="delete",
+              summary="Destroy the guest and delete the instance.",
+              vm_states=None, task_states=None, task_state=T.DELETING,
+              driver="destroy", event=e.Terminated, final_vm_state=V.DELETED,
+              on_failure=OnFailure.ERROR, preempts=True, releases=True,
+              must_have_launched=False, repeat_safe=DESTROY_SAFE,
+              notify="delete", notify_inner="shutdown"),
+    Operation(name="reboot_instance", payload=c.RebootInstance, action="reboot", cli="reboot",
+              summary="Reboot the guest (SOFT: ask it; HARD: power-cycle).",
+              vm_states=ALLOW_SOFT_REBOOT, task_state=T.REBOOTING,
+              steps=(T.REBOOT_PENDING, T.REBOOT_STARTED),
+              driver="reboot", event=e.Rebooted, final_vm_state=V.ACTIVE,
+              on_failure=OnFailure.ERROR_UNLESS_RUNNING, repeat_safe=REBOOT_SAFE,
+              notify="reboot", notify_after_steps=1,
+              on_failure_notice=FailureNotice.ERROR_AND_END_IF_RUNNING,
+              switch=Switch(flag="--hard", help="power-cycle the guest",
+                            field="reboot_type", value="HARD")),
+    Operation(name="stop_instance", payload=c.StopInstance, action="stop", cli="stop",
+              summary="Power the guest off.",
+              vm_states=frozenset({V.ACTIVE, V.ERROR}), task_state=T.POWERING_OFF,
+              driver="power_off", event=e.PoweredOff, final_vm_state=V.STOPPED,
+              reaches=PowerState.SHUTDOWN, notify="power_off",
+              switch=Switch(flag="--force", help="no clean shutdown",
+                            field="clean_shutdown", value=False)),
+    Operation(name="start_instance", action="start", cli="start",
+              summary="Power a stopped guest on.",
+              vm_states=frozenset({V.STOPPED}), task_state=T.POWERING_ON,
+              driver="power_on", event=e.PoweredOn, final_vm_state=V.ACTIVE,
+              reaches=PowerState.RUNNING, notify="power_on"),
+    Operation(name="pause_instance", action="pause", cli="pause",
+              summary="Pause the guest in memory.",
+              vm_states=frozenset({V.ACTIVE}), task_state=T.PAUSING,
+              driver="pause", event=e.Paused, final_vm_state=V.PAUSED,
+              reaches=PowerState.PAUSED, notify="pause"),
+    Operation(name="unpause_instance", action="unpause", cli="unpause",
+              summary="Run a paused guest again.",
+              vm_states=frozenset({V.PAUSED}), task_state=T.UNPAUSING,
+              driver="unpause", event=e.Unpaused, final_vm_state=V.ACTIVE,
+              reaches=PowerState.RUNNING, notify="unpause"),
+    Operation(name="suspend_instance", action="suspend", cli="suspend",
+              summary="Save the guest's state to disk and stop it.",
+              vm_states=frozenset({V.ACTIVE}), task_state=T.SUSPENDING,
+              driver="suspend", event=e.Suspended, final_vm_state=V.SUSPENDED,
+              on_failure=OnFailure.ERROR, reached_if="suspended", notify="suspend"),
+    Operation(name="resume_instance", action="resume", cli="resume",
+              summary="Restore a suspended guest.",
+              vm_states=frozenset({V.SUSPENDED}), task_state=T.RESUMING,
+              driver="resume", event=e.Resumed, final_vm_state=V.ACTIVE,
+              on_failure=OnFailure.ERROR, reaches=PowerState.RUNNING, notify="resume"),
 )
 
 IMAGE_STATES = frozenset({V.ACTIVE, V.STOPPED, V.PAUSED, V.SUSPENDED})
@@ -256,86 +318,95 @@ LIVE = frozenset(set(VmState) - {V.DELETED})
 NOT_DELETING: frozenset[T | None] = frozenset({None, *T} - {T.DELETING, T.SOFT_DELETING})
 
 _ROWS += (
-    Operation("soft_delete_instance", c.InstanceCommand, "delete", None,
-              NOT_DELETING, T.SOFT_DELETING, (), "soft_delete", e.SoftDeleted, V.SOFT_DELETED,
-              OnFailure.KEEP, "soft-delete",
-              "Delete, but keep the instance restorable until it is reclaimed.",
+    Operation(name="soft_delete_instance", action="delete", cli="soft-delete",
+              summary="Delete, but keep the instance restorable until it is reclaimed.",
+              vm_states=None, task_states=NOT_DELETING, task_state=T.SOFT_DELETING,
+              driver="soft_delete", event=e.SoftDeleted, final_vm_state=V.SOFT_DELETED,
               preempts=True, repeat_safe=POWER_OFF_SAFE,
               notify="soft_delete", on_failure_notice=FailureNotice.END_AND_EXCEPTION),
-    Operation("restore_instance", c.InstanceCommand, "restore", frozenset({V.SOFT_DELETED}),
-              IDLE, T.RESTORING, (), "power_on", e.Restored, V.ACTIVE, OnFailure.KEEP,
-              "restore", "Bring a soft-deleted instance back.",
-              notify="restore", reaches=PowerState.RUNNING),
-    Operation("rescue_instance", c.RescueInstance, "rescue",
-              frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), IDLE, T.RESCUING, (), "rescue",
-              e.Rescued, V.RESCUED, OnFailure.ERROR, "rescue",
-              "Boot from a rescue image with the instance's disk attached.",
+    Operation(name="restore_instance", action="restore", cli="restore",
+              summary="Bring a soft-deleted instance back.",
+              vm_states=frozenset({V.SOFT_DELETED}), task_state=T.RESTORING,
+              driver="power_on", event=e.Restored, final_vm_state=V.ACTIVE,
+              reaches=PowerState.RUNNING, notify="restore"),
+    Operation(name="rescue_instance", payload=c.RescueInstance, action="rescue", cli="rescue",
+              summary="Boot from a rescue image with the instance's disk attached.",
+              vm_states=frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), task_state=T.RESCUING,
+              driver="rescue", event=e.Rescued, final_vm_state=V.RESCUED,
+              on_failure=OnFailure.ERROR, reached_if="rescued",
               notify="rescue", notify_payload="InstanceActionRescuePayload",
-              exists=Exists.BEFORE_END, reached_if="rescued"),
-    Operation("unrescue_instance", c.InstanceCommand, "unrescue", frozenset({V.RESCUED}),
-              IDLE, T.UNRESCUING, (), "unrescue", e.Unrescued, V.ACTIVE, OnFailure.ERROR,
-              "unrescue", "Boot from the instance's own disk again.",
-              notify="unrescue", reached_if="unrescued"),
-    Operation("rebuild_instance", c.RebuildInstance, "rebuild",
-              frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), IDLE, T.REBUILDING,
-              (T.REBUILD_BLOCK_DEVICE_MAPPING, T.REBUILD_SPAWNING), "rebuild", e.Rebuilt,
-              V.ACTIVE, OnFailure.ERROR, "rebuild",
-              "Destroy the guest and spawn it again from an image.", keeps_stopped=True,
+              exists=Exists.BEFORE_END),
+    Operation(name="unrescue_instance", action="unrescue", cli="unrescue",
+              summary="Boot from the instance's own disk again.",
+              vm_states=frozenset({V.RESCUED}), task_state=T.UNRESCUING,
+              driver="unrescue", event=e.Unrescued, final_vm_state=V.ACTIVE,
+              on_failure=OnFailure.ERROR, reached_if="unrescued", notify="unrescue"),
+    Operation(name="rebuild_instance", payload=c.RebuildInstance, action="rebuild",
+              cli="rebuild", summary="Destroy the guest and spawn it again from an image.",
+              vm_states=frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), task_state=T.REBUILDING,
+              steps=(T.REBUILD_BLOCK_DEVICE_MAPPING, T.REBUILD_SPAWNING),
+              driver="rebuild", event=e.Rebuilt, final_vm_state=V.ACTIVE,
+              on_failure=OnFailure.ERROR, keeps_stopped=True, repeat_safe=REBUILD_SAFE,
               notify="rebuild", notify_payload="InstanceActionRebuildPayload",
-              exists=Exists.BEFORE_START, on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION,
-              repeat_safe=REBUILD_SAFE),
-    Operation("set_admin_password", c.SetAdminPassword, "changePassword",
-              frozenset({V.ACTIVE}), IDLE, T.UPDATING_PASSWORD, (), "set_admin_password",
-              e.PasswordChanged, None, OnFailure.KEEP, "set-password",
-              "Set the guest's admin password (the guest must be running).",
+              exists=Exists.BEFORE_START, on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
+    Operation(name="set_admin_password", payload=c.SetAdminPassword, action="changePassword",
+              cli="set-password",
+              summary="Set the guest's admin password (the guest must be running).",
+              vm_states=frozenset({V.ACTIVE}), task_state=T.UPDATING_PASSWORD,
+              driver="set_admin_password", event=e.PasswordChanged,
               repeat_safe="the same password set again leaves the guest as the first call "
                           "did (setUserPassword replaces, it does not append)"),
-    Operation("inject_file", c.InjectFile, "inject_file", frozenset({V.ACTIVE}), IDLE, None,
-              (), "inject_file", e.FileInjected, None, OnFailure.KEEP, "inject-file",
-              "Write a file into the guest.",
-              on_failure_notice=FailureNotice.NONE,
+    Operation(name="inject_file", payload=c.InjectFile, action="inject_file",
+              cli="inject-file", summary="Write a file into the guest.",
+              vm_states=frozenset({V.ACTIVE}),
+              driver="inject_file", event=e.FileInjected,
               repeat_safe="the file is written whole at its path: a second write of the "
-                          "same contents leaves what the first left"),
-    Operation("change_instance_metadata", c.ChangeInstanceMetadata, "change_metadata",
-              frozenset({V.ACTIVE, V.PAUSED, V.SUSPENDED, V.STOPPED}), None, None, (),
-              "set_metadata", e.MetadataChanged, None, OnFailure.KEEP, "metadata",
-              "Replace the metadata published to the guest.",
-              on_failure_notice=FailureNotice.NONE,
+                          "same contents leaves what the first left",
+              on_failure_notice=FailureNotice.NONE),
+    Operation(name="change_instance_metadata", payload=c.ChangeInstanceMetadata,
+              action="change_metadata", cli="metadata",
+              summary="Replace the metadata published to the guest.",
+              vm_states=frozenset({V.ACTIVE, V.PAUSED, V.SUSPENDED, V.STOPPED}),
+              task_states=None,
+              driver="set_metadata", event=e.MetadataChanged,
               repeat_safe="the whole metadata element is replaced (setMetadata): the same "
-                          "metadata twice is the same element"),
-    Operation("snapshot_instance", c.SnapshotInstance, "createImage", IMAGE_STATES, IDLE,
-              T.IMAGE_SNAPSHOT_PENDING,
-              (T.IMAGE_SNAPSHOT, T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING), "snapshot",
-              e.Snapshotted, None, OnFailure.KEEP, "snapshot",
-              "Take an image of the instance (or a rotated backup: --backup-type).",
-              notify="snapshot", notify_payload="InstanceActionSnapshotPayload",
-              repeat_safe=SNAPSHOT_SAFE),
+                          "metadata twice is the same element",
+              on_failure_notice=FailureNotice.NONE),
+    Operation(name="snapshot_instance", payload=c.SnapshotInstance, action="createImage",
+              cli="snapshot",
+              summary="Take an image of the instance (or a rotated backup: --backup-type).",
+              vm_states=IMAGE_STATES, task_state=T.IMAGE_SNAPSHOT_PENDING,
+              steps=(T.IMAGE_SNAPSHOT, T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING),
+              driver="snapshot", event=e.Snapshotted, repeat_safe=SNAPSHOT_SAFE,
+              notify="snapshot", notify_payload="InstanceActionSnapshotPayload"),
 )
 
 VOLUME_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED, V.RESIZED, V.SOFT_DELETED,
                            V.SHELVED, V.SHELVED_OFFLOADED})
 
 _ROWS += (
-    Operation("reserve_block_device_name", c.ReserveBlockDeviceName, "reserve_block_device",
-              VOLUME_STATES, IDLE, None, (), "", d.BlockDeviceReserved, None, OnFailure.KEEP,
-              "reserve-device", "Set the next free device name aside (a synchronous call).",
-              repeat_safe=NO_DRIVER),
-    Operation("attach_volume", c.AttachVolume, "attach_volume", VOLUME_STATES, IDLE, None, (),
-              "attach_volume", d.VolumeAttached, None, OnFailure.KEEP, "attach-volume",
-              "Attach a volume (a file under the volumes directory on the test hypervisor).",
+    Operation(name="reserve_block_device_name", payload=c.ReserveBlockDeviceName,
+              action="reserve_block_device", cli="reserve-device",
+              summary="Set the next free device name aside (a synchronous call).",
+              vm_states=VOLUME_STATES, event=d.BlockDeviceReserved, repeat_safe=NO_DRIVER),
+    Operation(name="attach_volume", payload=c.AttachVolume, action="attach_volume",
+              cli="attach-volume",
+              summary="Attach a volume (a file under the volumes directory on the test "
+                      "hypervisor).",
+              vm_states=VOLUME_STATES, driver="attach_volume", event=d.VolumeAttached,
+              reached_if="volume_attached",
               notify="volume_attach", notify_payload="InstanceActionVolumePayload",
-              on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION,
-              reached_if="volume_attached"),
-    Operation("detach_volume", c.VolumeCommand, "detach_volume", VOLUME_STATES, IDLE, None,
-              (), "detach_volume", d.VolumeDetached, None, OnFailure.KEEP, "detach-volume",
-              "Detach a volume.",
-              notify="volume_detach", notify_payload="InstanceActionVolumePayload",
-              reached_if="volume_detached"),
-    Operation("remove_volume_connection", c.VolumeCommand, "remove_volume_connection", LIVE,
-              None, None, (), "remove_volume_connection", d.VolumeConnectionRemoved, None,
-              OnFailure.KEEP, "remove-volume-connection",
-              "Tear down this host's connection to a volume (after a move).",
-              must_have_launched=False,
+              on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
+    Operation(name="detach_volume", payload=c.VolumeCommand, action="detach_volume",
+              cli="detach-volume", summary="Detach a volume.",
+              vm_states=VOLUME_STATES, driver="detach_volume", event=d.VolumeDetached,
+              reached_if="volume_detached",
+              notify="volume_detach", notify_payload="InstanceActionVolumePayload"),
+    Operation(name="remove_volume_connection", payload=c.VolumeCommand,
+              action="remove_volume_connection", cli="remove-volume-connection",
+              summary="Tear down this host's connection to a volume (after a move).",
+              vm_states=LIVE, task_states=None, must_have_launched=False,
+              driver="remove_volume_connection", event=d.VolumeConnectionRemoved,
               repeat_safe="it removes whatever device still names the volume: once none "
                           "is left, a repeat finds nothing to remove"),
 )
@@ -343,78 +414,95 @@ _ROWS += (
 IFACE_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED})
 
 _ROWS += (
-    Operation("attach_interface", c.AttachInterface, "attach_interface", IFACE_STATES, IDLE,
-              None, (), "attach_interface", d.InterfaceAttached, None, OnFailure.KEEP,
-              "attach-interface", "Plug a port of a network into the guest.", allocates=True,
-              notify="interface_attach", on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION,
-              reached_if="interface_attached"),
-    Operation("detach_interface", c.DetachInterface, "detach_interface", IFACE_STATES, IDLE,
-              None, (), "detach_interface", d.InterfaceDetached, None, OnFailure.KEEP,
-              "detach-interface", "Unplug a port from the guest.",
-              notify="interface_detach", reached_if="interface_detached"),
-    Operation("add_fixed_ip_to_instance", c.AddFixedIp, "add_fixed_ip", IFACE_STATES, IDLE,
-              None, (), "inject_network_info", d.FixedIpAdded, None, OnFailure.KEEP,
-              "add-fixed-ip", "Another address on a network the guest is on.", allocates=True,
+    Operation(name="attach_interface", payload=c.AttachInterface, action="attach_interface",
+              cli="attach-interface", summary="Plug a port of a network into the guest.",
+              vm_states=IFACE_STATES, ports=Ports.PLUG,
+              driver="attach_interface", event=d.InterfaceAttached,
+              reached_if="interface_attached", notify="interface_attach",
+              on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
+    Operation(name="detach_interface", payload=c.DetachInterface, action="detach_interface",
+              cli="detach-interface", summary="Unplug a port from the guest.",
+              vm_states=IFACE_STATES, ports=Ports.UNPLUG,
+              driver="detach_interface", event=d.InterfaceDetached,
+              reached_if="interface_detached", notify="interface_detach"),
+    Operation(name="add_fixed_ip_to_instance", payload=c.AddFixedIp, action="add_fixed_ip",
+              cli="add-fixed-ip", summary="Another address on a network the guest is on.",
+              vm_states=IFACE_STATES, ports=Ports.ADD_ADDRESS,
+              driver="inject_network_info", event=d.FixedIpAdded,
               repeat_safe=NETWORK_INFO_SAFE),
-    Operation("remove_fixed_ip_from_instance", c.RemoveFixedIp, "remove_fixed_ip",
-              IFACE_STATES, IDLE, None, (), "inject_network_info", d.FixedIpRemoved, None,
-              OnFailure.KEEP, "remove-fixed-ip", "Take an address away from the guest.",
+    Operation(name="remove_fixed_ip_from_instance", payload=c.RemoveFixedIp,
+              action="remove_fixed_ip", cli="remove-fixed-ip",
+              summary="Take an address away from the guest.",
+              vm_states=IFACE_STATES, ports=Ports.REMOVE_ADDRESS,
+              driver="inject_network_info", event=d.FixedIpRemoved,
               repeat_safe=NETWORK_INFO_SAFE),
-    Operation("inject_network_info", c.InstanceCommand, "inject_network_info", IFACE_STATES,
-              IDLE, None, (), "inject_network_info", d.NetworkInfoInjected, None,
-              OnFailure.KEEP, "inject-network-info", "Give the guest its network settings.",
-              on_failure_notice=FailureNotice.NONE, repeat_safe=NETWORK_INFO_SAFE),
-    Operation("reset_network", c.InstanceCommand, "reset_network", IFACE_STATES, IDLE, None,
-              (), "reset_network", d.NetworkReset, None, OnFailure.KEEP, "reset-network",
-              "Re-apply the guest's network settings.",
-              on_failure_notice=FailureNotice.NONE,
+    Operation(name="inject_network_info", action="inject_network_info",
+              cli="inject-network-info", summary="Give the guest its network settings.",
+              vm_states=IFACE_STATES,
+              driver="inject_network_info", event=d.NetworkInfoInjected,
+              repeat_safe=NETWORK_INFO_SAFE, on_failure_notice=FailureNotice.NONE),
+    Operation(name="reset_network", action="reset_network", cli="reset-network",
+              summary="Re-apply the guest's network settings.",
+              vm_states=IFACE_STATES,
+              driver="reset_network", event=d.NetworkReset,
               repeat_safe="the settings are published whole again with the generation "
                           "bumped once more: the guest re-reads the same settings, which is "
-                          "what a reset asks for"),
+                          "what a reset asks for",
+              on_failure_notice=FailureNotice.NONE),
 )
 
 _ROWS += (
-    Operation("refresh_instance_security_rules", c.InstanceCommand, "refresh_security_rules",
-              LIVE, None, None, (), "refresh_security_rules", d.SecurityRulesApplied, None,
-              OnFailure.KEEP, "refresh-rules",
-              "Render the instance's security group rules to the hypervisor's filter.",
-              needs_rules=True, must_have_launched=False,
-              on_failure_notice=FailureNotice.NONE,
+    Operation(name="refresh_instance_security_rules", action="refresh_security_rules",
+              cli="refresh-rules",
+              summary="Render the instance's security group rules to the hypervisor's filter.",
+              vm_states=LIVE, task_states=None, must_have_launched=False, needs_rules=True,
+              driver="refresh_security_rules", event=d.SecurityRulesApplied,
               repeat_safe="the filter is defined whole from the rules (nwfilterDefineXML "
-                          "replaces a filter of the same name)"),
+                          "replaces a filter of the same name)",
+              on_failure_notice=FailureNotice.NONE),
 )
 
 MOVE_STATES = frozenset({V.ACTIVE, V.STOPPED})
 
 _ROWS += (
-    Operation("resize_instance", c.ResizeInstance, "resize", MOVE_STATES, IDLE,
-              T.RESIZE_PREP, (), "", mv.Resized, V.RESIZED, OnFailure.ROLLBACK, "resize",
-              "Resize to a flavor (another host, or this one when allowed); then confirm "
-              "or revert.", flow="resize", repeat_safe=MOVE_UNDONE),
-    Operation("migrate_instance", c.MigrateInstance, "migrate", MOVE_STATES, IDLE,
-              T.RESIZE_PREP, (), "", mv.Migrated, V.RESIZED, OnFailure.ROLLBACK, "migrate",
-              "Cold-migrate to another host (same flavor); then confirm or revert.",
-              flow="resize", repeat_safe=MOVE_UNDONE),
-    Operation("confirm_resize", c.InstanceCommand, "confirmResize", frozenset({V.RESIZED}),
-              IDLE, None, (), "", mv.ResizeConfirmed, V.ACTIVE, OnFailure.ERROR,
-              "confirm-resize", "Keep the move: the source's guest and claim go.",
-              flow="confirm", repeat_safe=MOVE_STEPS_SAFE,
+    Operation(name="resize_instance", payload=c.ResizeInstance, action="resize", cli="resize",
+              summary="Resize to a flavor (another host, or this one when allowed); then "
+                      "confirm or revert.",
+              vm_states=MOVE_STATES, task_state=T.RESIZE_PREP,
+              flow="resize", creates_migration=True, may_stay=True,
+              event=mv.Resized, final_vm_state=V.RESIZED,
+              on_failure=OnFailure.ROLLBACK, repeat_safe=MOVE_UNDONE),
+    Operation(name="migrate_instance", payload=c.MigrateInstance, action="migrate",
+              cli="migrate",
+              summary="Cold-migrate to another host (same flavor); then confirm or revert.",
+              vm_states=MOVE_STATES, task_state=T.RESIZE_PREP,
+              flow="resize", creates_migration=True,
+              event=mv.Migrated, final_vm_state=V.RESIZED,
+              on_failure=OnFailure.ROLLBACK, repeat_safe=MOVE_UNDONE),
+    Operation(name="confirm_resize", action="confirmResize", cli="confirm-resize",
+              summary="Keep the move: the source's guest and claim go.",
+              vm_states=frozenset({V.RESIZED}),
+              flow="confirm", event=mv.ResizeConfirmed, final_vm_state=V.ACTIVE,
+              on_failure=OnFailure.ERROR, repeat_safe=MOVE_STEPS_SAFE,
               notify="resize_confirm"),
-    Operation("revert_resize", c.InstanceCommand, "revertResize", frozenset({V.RESIZED}),
-              IDLE, T.RESIZE_REVERTING, (), "", mv.ResizeReverted, V.ACTIVE, OnFailure.ERROR,
-              "revert-resize", "Undo the move: back to the source with the old flavor.",
-              flow="revert", repeat_safe=MOVE_STEPS_SAFE,
+    Operation(name="revert_resize", action="revertResize", cli="revert-resize",
+              summary="Undo the move: back to the source with the old flavor.",
+              vm_states=frozenset({V.RESIZED}), task_state=T.RESIZE_REVERTING,
+              flow="revert", event=mv.ResizeReverted, final_vm_state=V.ACTIVE,
+              on_failure=OnFailure.ERROR, repeat_safe=MOVE_STEPS_SAFE,
               notify="resize_revert", exists=Exists.BEFORE_START),
-    Operation("live_migration", c.LiveMigration, "live-migration",
-              frozenset({V.ACTIVE, V.PAUSED}), IDLE, T.MIGRATING, (), "", mv.LiveMigrated,
-              None, OnFailure.ROLLBACK, "live-migrate",
-              "Move the running guest to another host (rolled back on any failure).",
-              flow="live_migration", repeat_safe=MOVE_UNDONE,
+    Operation(name="live_migration", payload=c.LiveMigration, action="live-migration",
+              cli="live-migrate",
+              summary="Move the running guest to another host (rolled back on any failure).",
+              vm_states=frozenset({V.ACTIVE, V.PAUSED}), task_state=T.MIGRATING,
+              flow="live_migration", creates_migration=True, event=mv.LiveMigrated,
+              on_failure=OnFailure.ROLLBACK, repeat_safe=MOVE_UNDONE,
               on_failure_notice=FailureNotice.NONE),
-    Operation("live_migration_abort", c.InstanceCommand, "live_migration_abort", None,
-              frozenset({T.MIGRATING}), None, (), "", mv.LiveMigrated, None, OnFailure.KEEP,
-              "live-migrate-abort", "Cancel the live migration in flight (rolled back).",
-              preempts=True, flow="abort",
+    Operation(name="live_migration_abort", action="live_migration_abort",
+              cli="live-migrate-abort",
+              summary="Cancel the live migration in flight (rolled back).",
+              vm_states=None, task_states=frozenset({T.MIGRATING}), preempts=True,
+              flow="abort", event=mv.LiveMigrated,
               repeat_safe="an abort asks the migration running here to stop; when none "
                           "runs (it ended, or the host restarted and undid it) there is "
                           "nothing to stop",
@@ -425,22 +513,18 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in _ROWS}
 
 # A backup is a snapshot with its own task_states and action (nova/compute/api.py backup,
 # nova/compute/manager.py backup_instance: IMAGE_BACKUP, then the upload states).
-BACKUP = Operation(
-    "snapshot_instance", c.SnapshotInstance, "createBackup", IMAGE_STATES, IDLE,
-    T.IMAGE_BACKUP, (T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING), "snapshot", e.Snapshotted,
-    None, OnFailure.KEEP, "backup", "Take a backup image, rotating older ones.",
-    notify="snapshot", notify_payload="InstanceActionSnapshotPayload",
-    repeat_safe=SNAPSHOT_SAFE,
+BACKUP = replace(
+    OPERATIONS["snapshot_instance"], action="createBackup", cli="backup",
+    summary="Take a backup image, rotating older ones.",
+    task_state=T.IMAGE_BACKUP, steps=(T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING),
 )
 
 # Hard reboot is a variant of reboot_instance with its own guard and progression
 # (nova/compute/api.py _hard_reboot: ALLOW_HARD_REBOOT, task_states.ALLOW_REBOOT).
-HARD_REBOOT = Operation(
-    "reboot_instance", c.RebootInstance, "reboot", ALLOW_HARD_REBOOT, ALLOW_REBOOT_TASKS,
-    T.REBOOTING_HARD, (T.REBOOT_PENDING_HARD, T.REBOOT_STARTED_HARD), "reboot", e.Rebooted,
-    V.ACTIVE, OnFailure.ERROR_UNLESS_RUNNING, "reboot", "Hard reboot.",
-    notify="reboot", notify_after_steps=1, repeat_safe=REBOOT_SAFE,
-    on_failure_notice=FailureNotice.ERROR_AND_END_IF_RUNNING,
+HARD_REBOOT = replace(
+    OPERATIONS["reboot_instance"], summary="Hard reboot.",
+    vm_states=ALLOW_HARD_REBOOT, task_states=ALLOW_REBOOT_TASKS, task_state=T.REBOOTING_HARD,
+    steps=(T.REBOOT_PENDING_HARD, T.REBOOT_STARTED_HARD),
 )
 
 # The seed's older names for the same operations.

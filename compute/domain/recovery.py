@@ -49,6 +49,16 @@ class Recovery:
     reboot_type: str | None = None
     resume: bool = False              # rule 17: hard-reboot a guest that ran before
 
+    @property
+    def ends_operation(self) -> bool:
+        """The operation found in flight ends here (its action event gets a result). Not
+        when it is run again (``rerun``), nor for rule 17 alone: that brings the guest back
+        and leaves vm_state, task_state and the operation in flight as they were, so an
+        operation without a task_state (attach_volume, issue 21) is continued by its
+        redelivery (compute/domain/redelivery.py Resume) instead of being answered as done
+        with nothing attached."""
+        return self.rerun is None and not (self.rule == 17 and self.resume)
+
 
 def plan(vm: V, task: T | None, db_power: P, power: P, *,
          resume_guests_state_on_host_boot: bool = False) -> Recovery | None:

@@ -25,9 +25,6 @@ from dataclasses import dataclass
 from compute.domain.instance import Instance
 from compute.domain.operations import Operation, lookup
 
-STARTS_MIGRATION = frozenset({"resize", "live_migration"})
-"""Flows that create a Migration record (confirm and revert continue one)."""
-
 
 @dataclass(frozen=True, slots=True)
 class New:
@@ -77,6 +74,6 @@ def decide(instance: Instance | None, command_id: str, op: Operation) -> Decisio
     if not in_flight(instance, command_id):
         return Duplicate(last)
     started = lookup(instance.operation or op.name) or op
-    if started.flow in STARTS_MIGRATION:
+    if started.creates_migration:
         return Undo(started)
     return Resume(started)

@@ -78,6 +78,7 @@ class LifecycleEvents:
         self.max_backoff = max_backoff
         self.degraded = False
         self.received = 0
+        self.delivered = 0     # events handed to ``on_event`` on the loop (tests await it)
         self.registrations = 0
         self._conn: Any = None
         self._callback_id: int | None = None
@@ -140,6 +141,7 @@ class LifecycleEvents:
                 self._on_event(uuid, power, crashed)
             except Exception:      # one bad event must not drop the others
                 log.exception("lifecycle event of %s failed", uuid)
+            self.delivered += 1
 
     def close(self) -> None:
         if self._conn is not None and self._callback_id is not None:
