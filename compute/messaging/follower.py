@@ -121,6 +121,7 @@ class LogFollower(abc.ABC):
                     self.position = await self._recorded()
                     leading = True
                     self._listening(True)
+                self._wake.clear()       # (before the read: a commit from now on wakes it)
                 sent = await self.run_once()
             except asyncio.CancelledError:
                 raise
@@ -129,8 +130,10 @@ class LogFollower(abc.ABC):
                                    self.tracking_name, self.position)
                 await asyncio.sleep(1.0)
                 continue
-            if sent == 0:
-                self._wake.clear()
+            if sent < self.page:
+                # a short page reached the end of the log: wait for a commit (or the poll)
+                # rather than read again to hear "nothing" (issue 22: with four followers
+                # a worker, that second read was a third of the store's transactions)
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.idle_poll)
                 except TimeoutError:
