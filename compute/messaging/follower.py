@@ -61,7 +61,12 @@ class LogFollower(abc.ABC):
         self.position = max(self.position, ahead)
 
     def wake(self) -> None:
-        """Called on the loop after a commit: new events may be waiting."""
+        """Called on the loop after this host's commit: new events may be waiting. Not
+        needed while listening: a commit holding events of this follower's NOTIFYs (its
+        own host's too), and a read per commit of the host's own instances was wasted."""
+        notices = self.notices
+        if notices is not None and notices.listening.is_set():
+            return
         self._wake.set()
 
     async def run(self) -> None:
@@ -91,7 +96,7 @@ class LogFollower(abc.ABC):
         if leading and self._listen and self.notices is None:
             loop = asyncio.get_running_loop()
             self.notices = notices_for(self.store,
-                                       lambda: loop.call_soon_threadsafe(self.wake))
+                                       lambda: loop.call_soon_threadsafe(self._wake.set))
             if self.notices is not None:
                 self.notices.start()
         elif not leading and self.notices is not None:
