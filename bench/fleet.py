@@ -2,7 +2,7 @@
 nats-server, each host at a fixed command rate; what each part costs as N grows.
 
 Each host is ``compute up`` (its host process and outbox worker) with its own views and
-test hypervisor; all share the store (a fresh schema per N) and the bus. For each N it
+test hypervisor; all share the store (a fresh database per N) and the bus. For each N it
 prints, from ``/proc`` (CPU seconds of each process over the timed phase):
 
 - per-host CPU per own command: (host + worker CPU) / the commands sent to that host,
@@ -12,6 +12,8 @@ prints, from ``/proc`` (CPU seconds of each process over the timed phase):
   are not counted), over every command of the fleet;
 - the fleet-wide list: seconds to read every instance page by page
   (``ComputeClient.list_all``), median of three;
+- the store's transactions per fleet command (``pg_stat_database.xact_commit`` of a database
+  made for the run, so nothing else on the server counts), reads included;
 - a growth fit: each figure as a + b*N (least squares), b/a the share it grows per added
   host.
 
@@ -57,7 +59,7 @@ from bench.common import (  # noqa: E402
     work_dir,
 )
 from bench.load import Load  # noqa: E402
-from bench.postgres import DEFAULT_URL, schemas  # noqa: E402
+from bench.postgres import DEFAULT_URL  # noqa: E402
 from compute.client import ComputeClient  # noqa: E402
 from compute.messaging.server import answers  # noqa: E402
 from compute.messaging.subjects import command  # noqa: E402
@@ -80,7 +82,9 @@ async def fleet_host(url: str, work: Path, name: str, store: str, app: str
     proc = subprocess.Popen([sys.executable, "-m", "compute.cli", "up"], env=env, cwd=ROOT,
                             stdout=log, stderr=log)
     try:
-        nc = await nats.connect(**as_user(url, "admin"))
+        # (a loaded machine's nats-server took over the client's default 2 s to answer:
+        # the 12-host fleet failed here)
+        nc = await nats.connect(**{**as_user(url, "admin"), "connect_timeout": 30})
         try:
             await _serving(proc, nc.jetstream(), name, work / name / "host.log", tries=6000)
         finally:
@@ -98,6 +102,32 @@ def backends(pg_url: str, app: str) -> list[int]:
                          application_name="fleet-bench-probe") as conn:
         return [r[0] for r in conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,))]
+
+
+@contextlib.contextmanager
+def database(pg_url: str, name: str) -> Any:
+    """A database of the run's own (dropped after): its URL."""
+    import psycopg
+
+    admin = pg_url.replace("postgres://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def commits(pg_url: str, name: str) -> int:
+    """Transactions committed in database ``name`` so far (reported by its backends)."""
+    import psycopg
+
+    with psycopg.connect(pg_url.replace("postgres://", "postgresql://"), autocommit=True,
+                         application_name="fleet-bench-probe") as conn:
+        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
+                           (name,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def cpu_of(pids: list[int]) -> dict[int, float]:
@@ -121,11 +151,10 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
     """One fleet of ``n`` hosts: boot, warm, then ``rate`` commands/s per host for
     ``seconds``; CPU per process over that phase."""
     tag = uuid.uuid4().hex[:8]
-    schema, app = f"bench_fleet_{tag}", f"fleet-{tag}"
-    store = f"{pg_url}?schema={schema}"
+    db, app = f"bench_fleet_{tag}", f"fleet-{tag}"
     work = work_dir(f"fleet{n}")
     names = [f"fleet{i + 1}" for i in range(n)]
-    with schemas(pg_url, schema), nats_server() as server:
+    with database(pg_url, db) as store, nats_server() as server:
         url = server.url
         async with contextlib.AsyncExitStack() as stack:
             procs = {}
@@ -149,6 +178,7 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
             before_hosts = {name: cpu_seconds(p.pid) for name, p in procs.items()}
             before_nats = cpu_seconds(nats_pid(url), children=False)
             before_pg = cpu_of(pg_pids)
+            before_xact = await asyncio.to_thread(commits, pg_url, db)
             t0 = time.perf_counter()
             latencies = await asyncio.gather(*(loads[name].open_loop(jobs[name], args.rate)
                                                for name in names))
@@ -157,6 +187,7 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
                         for name, p in procs.items()}
             nats_cpu = cpu_seconds(nats_pid(url), children=False) - before_nats
             after_pg = cpu_of(pg_pids)
+            xacts = await asyncio.to_thread(commits, pg_url, db) - before_xact
             pg_cpu = sum(after_pg[p] - before_pg[p] for p in pg_pids if after_pg[p])
             listed, count = await list_seconds(url, n * args.instances)
     own = {name: len(jobs[name]) for name in names}
@@ -171,6 +202,7 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
         "nats_cpu_ms_per_fleet_command": nats_cpu * 1000 / fleet_commands,
         "pg_cpu_ms_per_fleet_command": pg_cpu * 1000 / fleet_commands,
         "pg_backends": len(pg_pids),
+        "pg_xact_per_fleet_command": xacts / fleet_commands,
         "reply_p50_ms": all_latencies[len(all_latencies) // 2] * 1000,
         "list_ms": listed * 1000, "listed": count,
     }
@@ -190,6 +222,7 @@ def growth(points: list[tuple[int, float]]) -> tuple[float, float]:
 FIGURES = (("host_cpu_ms_per_own_command", "per-host CPU per own command", "ms"),
            ("nats_cpu_ms_per_fleet_command", "nats-server CPU per fleet command", "ms"),
            ("pg_cpu_ms_per_fleet_command", "PostgreSQL backends' CPU per fleet command", "ms"),
+           ("pg_xact_per_fleet_command", "PostgreSQL transactions per fleet command", "1"),
            ("reply_p50_ms", "command to outcome event p50", "ms"),
            ("list_ms", "fleet-wide list, every page", "ms"))
 
@@ -219,6 +252,9 @@ async def run(args: argparse.Namespace) -> list[Result]:
         print(f"bench 7: {n} host(s), {args.rate}/s each for {args.seconds:g} s",
               file=sys.stderr, flush=True)
         runs.append(await measure(n, args, pg_url))
+        print("bench 7: N=%d " % n + ", ".join(f"{key} {runs[-1][key]:.3f}"
+                                               for key, _, _ in FIGURES),
+              file=sys.stderr, flush=True)            # (a later N that fails loses none)
     return rows(runs)
 
 

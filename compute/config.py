@@ -55,6 +55,11 @@ class Settings(msgspec.Struct, kw_only=True):
     outbox: str = "inline"
     """Where the relay, notifier and projector run: ``inline`` (tasks of the host process) or
     ``process`` (their own OS process, off the actors' GIL; what ``compute up`` uses)."""
+    relay_poll: float = 0.0
+    """Seconds a relay with nothing to send waits before it reads the log again when no
+    commit woke it (0: 0.2 s inline, 0.5 s in the outbox worker). A host's commits wake its
+    relays, other hosts' commits of shared events wake the ``_shared`` lease holder
+    (PostgreSQL NOTIFY, ``compute.store.notices``): the poll is only the safety net."""
     notifications: bool = True
     """Publish Nova's versioned notifications (``COMPUTE_NOTIFICATIONS``). A deployment
     nobody listens to for them turns them off, as Nova's ``noop`` notification driver

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from eventsourcing.persistence import StoredEvent
 
 from compute.domain.errors import HypervisorError
@@ -60,6 +61,27 @@ def test_running_the_projector_again_applies_nothing_twice(tmp_path: Path) -> No
     assert projector.catch_up() == 0
     assert Projector(store, views).catch_up() == 0
     assert views.dump() == before
+
+
+def test_catching_up_reads_the_log_once_when_a_page_reaches_its_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short page is the end of the log: no second read to hear that nothing follows
+    (issue 22: that read, in each follower after each commit, was half the store's reads)."""
+    from compute.projections import projector as module
+
+    reads: list[int] = []
+    real = module.read_rows
+
+    def counted(*args: object, **kwargs: object) -> object:
+        rows = real(*args, **kwargs)        # (the real read, counted)
+        reads.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(module, "read_rows", counted)
+    store, views, projector, inst, host = world(tmp_path)
+    assert projector.catch_up() == 8
+    assert reads == [8]
+    assert projector.catch_up(limit=3) == 0 and reads == [8, 0]
 
 
 def test_a_failure_shows_the_fault_and_an_action_event_in_error(tmp_path: Path) -> None:

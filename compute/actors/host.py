@@ -169,8 +169,9 @@ class HostService(HostTasks):
             self.driver, threads=driver_threads(s, self.driver), timeout=s.driver_timeout,
             observe=self.metrics.driver_call)
         # this host's events, and (taking turns on a lease) those of no host's aggregates
-        self.relay = Relay(self.store, self.js, host=self.host)
-        self.shared_relay = Relay(self.store, self.js, host=SHARED_HOST)
+        poll = {"idle_poll": s.relay_poll} if s.relay_poll > 0 else {}
+        self.relay = Relay(self.store, self.js, host=self.host, **poll)
+        self.shared_relay = Relay(self.store, self.js, host=SHARED_HOST, **poll)
         self.notifier = Notifier(self.store, self.js, host=self.host)
         self.queries = QueryService(self.nc, self.views, self.projector, host=self.host)
         host = await asyncio.to_thread(self.store.get_host, self.host)
@@ -239,6 +240,7 @@ class HostService(HostTasks):
         self.relay = self.shared_relay = self.notifier = OutboxProcess(
             s.store, s.nats_url, host=self.host, credentials=s.nats_credentials,
             seal_key=str(self.seal_key_path), views=s.views, notify=s.notifications,
+            relay_poll=s.relay_poll,
             on_views=self.queries.advance).start()
         return [asyncio.create_task(self.relay.run(), name="outbox-worker")]
 

@@ -16,6 +16,7 @@ from compute.messaging.pipeline import PagePublisher
 from compute.messaging.positions import PositionRecorder
 from compute.store.app import ComputeStore
 from compute.store.lease import Lease, lease_for
+from compute.store.notices import CommitNotices, notices_for
 
 STANDBY_POLL = 1.0   # seconds between a standby follower's attempts to take the lease
 
@@ -29,7 +30,10 @@ class LogFollower(abc.ABC):
     def __init__(self, store: ComputeStore, js: JetStreamContext, *, page: int,
                  idle_poll: float, lease: Lease | None = None,
                  on_progress: Callable[[int], None] | None = None,
-                 host: str | None = None) -> None:
+                 host: str | None = None, listen: bool = False) -> None:
+        """``listen``: while holding the lease, be woken by other hosts' commits too
+        (``compute.store.notices``: what the ``_shared`` relay needs, its events being
+        written elsewhere), not only by this host's writer and the ``idle_poll``."""
         # One follower per host token (issue 18 item 7): each host publishes only what the
         # server lets it publish, so each tracks its own position, ``<name>:<host>``. Its
         # first start in a store that a fleet-wide follower (``<name>``, before per-host
@@ -50,12 +54,19 @@ class LogFollower(abc.ABC):
                                           on_ahead=self._follow)
         self._wake = asyncio.Event()
         self.lease = lease or lease_for(store, self.tracking_name)
+        self._listen = listen
+        self.notices: CommitNotices | None = None
 
     def _follow(self, ahead: int) -> None:
         self.position = max(self.position, ahead)
 
     def wake(self) -> None:
-        """Called on the loop after a commit: new events may be waiting."""
+        """Called on the loop after this host's commit: new events may be waiting. Not
+        needed while listening: a commit holding events of this follower's NOTIFYs (its
+        own host's too), and a read per commit of the host's own instances was wasted."""
+        notices = self.notices
+        if notices is not None and notices.listening.is_set():
+            return
         self._wake.set()
 
     async def run(self) -> None:
@@ -63,6 +74,7 @@ class LogFollower(abc.ABC):
         try:
             await self._run()
         finally:      # (stopping: the last position is written before the store closes)
+            self._listening(False)
             with contextlib.suppress(Exception):
                 await self.positions.flush()
             self.lease.close()
@@ -79,6 +91,18 @@ class LogFollower(abc.ABC):
         if self.on_progress is not None:
             self.on_progress(last)
 
+    def _listening(self, leading: bool) -> None:
+        """Listen for other hosts' commits while leading (if asked to), else not."""
+        if leading and self._listen and self.notices is None:
+            loop = asyncio.get_running_loop()
+            self.notices = notices_for(self.store,
+                                       lambda: loop.call_soon_threadsafe(self._wake.set))
+            if self.notices is not None:
+                self.notices.start()
+        elif not leading and self.notices is not None:
+            self.notices.stop()
+            self.notices = None
+
     async def _recorded(self) -> int:
         def read() -> int:
             mine = self.tracker.max_tracking_id(self.tracking_name)
@@ -94,12 +118,15 @@ class LogFollower(abc.ABC):
             try:
                 if not await asyncio.to_thread(self.lease.held):   # another host follows
                     leading = False
+                    self._listening(False)
                     self.position = await self._recorded()
                     await asyncio.sleep(STANDBY_POLL)
                     continue
                 if not leading:   # (again) the follower: start where the last one recorded
                     self.position = await self._recorded()
                     leading = True
+                    self._listening(True)
+                self._wake.clear()       # (before the read: a commit from now on wakes it)
                 sent = await self.run_once()
             except asyncio.CancelledError:
                 raise
@@ -108,8 +135,10 @@ class LogFollower(abc.ABC):
                                    self.tracking_name, self.position)
                 await asyncio.sleep(1.0)
                 continue
-            if sent == 0:
-                self._wake.clear()
+            if sent < self.page:
+                # a short page reached the end of the log: wait for a commit (or the poll)
+                # rather than read again to hear "nothing" (issue 22: with four followers
+                # a worker, that second read was a third of the store's transactions)
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.idle_poll)
                 except TimeoutError:

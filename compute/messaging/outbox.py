@@ -56,7 +56,8 @@ class OutboxProcess:
     def __init__(self, store_url: str, nats_url: str, *, host: str,
                  credentials: str | None = None, views: str | None = None,
                  notify: bool = True, seal_key: str | None = None,
-                 on_views: Callable[[int], Any] | None = None) -> None:
+                 on_views: Callable[[int], Any] | None = None,
+                 relay_poll: float = 0.0) -> None:
         self.args = [sys.executable, "-m", "compute.messaging.outbox", "--store", store_url,
                      "--nats-url", nats_url, "--host", host]
         if credentials:
@@ -67,6 +68,8 @@ class OutboxProcess:
             self.args += ["--views", views]
         if not notify:
             self.args.append("--no-notify")
+        if relay_poll > 0:
+            self.args += ["--relay-poll", str(relay_poll)]
         self.on_views = on_views
         self.position = 0             # the relay's, as the metrics' relay lag reads it
         self.notified = 0
@@ -158,7 +161,8 @@ async def start_outbox(store: Any, store_url: str, nats_url: str, js: Any, *, mo
 
 # -- the worker process ---------------------------------------------------------------------
 async def worker(store_url: str, nats_url: str, views_path: str | None, notify: bool,
-                 host: str, credentials: str | None, seal_key: str | None = None) -> None:
+                 host: str, credentials: str | None, seal_key: str | None = None,
+                 relay_poll: float = 0.5) -> None:
     from compute.messaging.credentials import connect
     from compute.messaging.notifier import Notifier
     from compute.messaging.relay import Relay
@@ -190,9 +194,9 @@ async def worker(store_url: str, nats_url: str, views_path: str | None, notify: 
                        name="compute-outbox", max_reconnect_attempts=-1,
                        reconnect_time_wait=0.5)
     js = nc.jetstream()
-    relay = Relay(store, js, host=host, idle_poll=0.5,
+    relay = Relay(store, js, host=host, idle_poll=relay_poll,
                   on_progress=lambda p: report("relay", p))
-    parts: list[Any] = [relay, Relay(store, js, host=SHARED_HOST, idle_poll=0.5)]
+    parts: list[Any] = [relay, Relay(store, js, host=SHARED_HOST, idle_poll=relay_poll)]
     if notify:
         parts.append(Notifier(store, js, host=host,
                               on_progress=lambda p: report("notifier", p)))
@@ -273,6 +277,8 @@ def main() -> None:
     p.add_argument("--host", required=True, help="the compute host (its NATS user: host-<host>)")
     p.add_argument("--credentials", help="where its password is, if not in the URL")
     p.add_argument("--seal-key", help="the deployment's seal key (compute.store.seal)")
+    p.add_argument("--relay-poll", type=float, default=0.5,
+                   help="seconds between reads of the log when no commit wakes the relays")
     a = p.parse_args()
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when we stop
     from compute.runtime import tune_gc
@@ -280,7 +286,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s outbox %(levelname)s %(message)s")
     asyncio.run(worker(a.store, a.nats_url, a.views, not a.no_notify, a.host, a.credentials,
-                       a.seal_key))
+                       a.seal_key, a.relay_poll))
 
 
 if __name__ == "__main__":

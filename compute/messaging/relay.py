@@ -69,7 +69,7 @@ class Relay(LogFollower):
         """``host``: the host token whose events this relay publishes (this host's name,
         or ``SHARED_HOST``)."""
         super().__init__(store, js, page=page, idle_poll=idle_poll, lease=lease,
-                         on_progress=on_progress, host=host)
+                         on_progress=on_progress, host=host, listen=host == SHARED_HOST)
         self.host = host
         self.guard = ChainGuard(store, store_key(store))
         self.refused: Refusal | None = None

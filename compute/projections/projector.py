@@ -131,4 +131,6 @@ class Projector:
             total += n
             if progress is not None:
                 progress(total)
+            if n < limit:     # a short page ended at the log's end: asking again to hear
+                break         # "nothing" was half of a live host's store reads (issue 22)
         return total

@@ -32,6 +32,7 @@ class AnswerBook:
         self.window = window
         datastore = store.recorder.datastore
         self._datastore = datastore
+        self.datastore = datastore      # (the writer stores answers with events on it)
         self._pg = type(store.recorder).__module__ == "eventsourcing.postgres"
         if self._pg:
             self._table = f'"{datastore.schema}".{TABLE}'
@@ -88,10 +89,18 @@ class AnswerBook:
             for cid, at, outcome in rows:
                 c.execute(f"INSERT INTO {self._table} (command_id, host, at, outcome) VALUES "
                           f"({p}, {p}, {p}, {p}) {conflict}", (cid, self.host, at, outcome))
-            if rows and rows[-1][1] - self._pruned > max(60.0, self.window / 10):
-                self._pruned = rows[-1][1]
+            before = self.prune_before(rows[-1][1]) if rows else None
+            if before is not None:
                 c.execute(f"DELETE FROM {self._table} WHERE host = {p} AND at < {p}",
-                          (self.host, self._pruned - self.window))
+                          (self.host, before))
+
+    def prune_before(self, last_at: float) -> float | None:
+        """When a prune is due (at most one every ``max(60 s, window / 10)``), the time
+        before which this host's answers go; else None."""
+        if last_at - self._pruned <= max(60.0, self.window / 10):
+            return None
+        self._pruned = last_at
+        return last_at - self.window
 
     def fetch(self, command_id: str) -> bytes | None:
         p = self._p

@@ -25,6 +25,7 @@ from eventsourcing.utils import TopicError, get_topic
 from compute.domain.host import Host, host_id
 from compute.domain.instance import Instance
 from compute.store.mapper import MsgspecMapper
+from compute.store.pgcommit import create_function
 
 DEFAULT_STORE = "var/compute.sqlite"
 PG_POOL_SIZE = 1
@@ -134,6 +135,7 @@ def open_store(url: str = DEFAULT_STORE) -> ComputeStore:
     with _creating(env):
         store = ComputeStore(env=env)
         store.factory.tracking_recorder()    # the relay's and notifier's table too
+        create_function(store.recorder)      # the group commit's one statement
     return store
 
 
