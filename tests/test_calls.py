@@ -7,7 +7,7 @@ import uuid
 
 import msgspec
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.events.outcomes import Rejected

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from compute.actors.driver import DriverActor
-from compute.actors.networks import NetworkBook, SecurityGroupBook
-from compute.actors.resources import ResourceTracker
+from compute.actors.driver_actor import DriverActor
+from compute.actors.shared_aggregates import NetworkBook, SecurityGroupBook
+from compute.actors.resource_tracker import ResourceTracker
 from compute.domain.operations import Operation
 from compute.events.commands import Command
 from compute.events.outcomes import Outcome

@@ -14,7 +14,7 @@ import contextlib
 from uuid import UUID
 
 from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
-from compute.actors.instance import InstanceActor
+from compute.actors.instance_actor import InstanceActor
 
 
 class Router:

@@ -24,15 +24,15 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from compute import __version__
 from compute.actors.backdoor import start_backdoor
 from compute.actors.context import ActorContext, Envelope, Recover
-from compute.actors.driver import DriverActor, driver_threads
-from compute.actors.host_ops import HostOperations
+from compute.actors.driver_actor import DriverActor, driver_threads
+from compute.actors.host_calls import HostOperations
 from compute.actors.host_tasks import HostTasks
-from compute.actors.instance import StoreUnavailable
-from compute.actors.move_steps import MoveSteps
-from compute.actors.moves import Moves
-from compute.actors.networks import NetworkBook, SecurityGroupBook
+from compute.actors.instance_actor import StoreUnavailable
+from compute.actors.move_participant import MoveSteps
+from compute.actors.move_coordinator import Moves
+from compute.actors.shared_aggregates import NetworkBook, SecurityGroupBook
 from compute.actors.peers import Peers
-from compute.actors.resources import ResourceTracker
+from compute.actors.resource_tracker import ResourceTracker
 from compute.actors.router import Router
 from compute.config import Settings, answer_window
 from compute.domain.errors import ComputeError, InvalidPayload

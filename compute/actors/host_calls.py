@@ -40,7 +40,7 @@ from compute.events.replies import (
 from compute.messaging.intake import decode, decoder
 
 if TYPE_CHECKING:
-    from compute.actors.host import HostService
+    from compute.actors.host_service import HostService
 
 
 def _display(console_type: str) -> str:

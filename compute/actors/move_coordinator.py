@@ -4,7 +4,7 @@ confirm_resize / revert_resize, live_migration, _post_live_migration, _rollback_
 
 A move is a short saga: each step is recorded on the instance (task_state, Migration
 status) before the next, the other host does its part through ``compute.call.<host>.<step>``
-(``move_steps.py``), and every failure undoes what was done before it raises: the
+(``move_participant.py``), and every failure undoes what was done before it raises: the
 destination's claim and guest copy go, the source's claim goes back to the instance. The
 final event names the new owner; from then on only that host writes the instance.
 """

@@ -1,6 +1,6 @@
 """This host's part in the moves another host runs: the receiving end of ``STEPS``.
 
-The instance's owner runs a move (``moves.py``); the other host claims, receives or gives up
+The instance's owner runs a move (``move_coordinator.py``); the other host claims, receives or gives up
 the guest here. Each step only touches what this host owns (its Host aggregate, its
 hypervisor), is idempotent, and never removes a guest of an instance this host owns.
 """
@@ -30,7 +30,7 @@ from compute.events.steps import STEPS, StepReply, StepRequest
 from compute.messaging.intake import decode
 
 if TYPE_CHECKING:
-    from compute.actors.host import HostService
+    from compute.actors.host_service import HostService
 
 log = logging.getLogger("compute.moves")
 

@@ -25,9 +25,9 @@ from compute import logs
 from compute.actors.context import ActorContext, Envelope, Recover, SyncPower
 from compute.actors.instance_moves import RunsMoves
 from compute.actors.instance_recovery import FollowsHypervisor
-from compute.actors.moves import FlowResult
+from compute.actors.move_coordinator import FlowResult
 from compute.actors.refs import instance_ref
-from compute.actors.snapshots import next_snapshot, store_snapshot
+from compute.actors.instance_snapshots import next_snapshot, store_snapshot
 from compute.domain.errors import (
     ComputeError,
     ComputeResourcesUnavailable,
@@ -276,7 +276,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         flow: FlowResult | None = None
         timed_out: list[dict[str, Any]] = []
         try:
-            if op.flow:                 # a move across hosts (actors/moves.py)
+            if op.flow:                 # a move across hosts (actors/move_coordinator.py)
                 flow = await self.ctx.moves.run(self, env, inst, op)
                 power = flow.power
             elif resumed and (reached := await self._already_reached(op, ref, params)) \
