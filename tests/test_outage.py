@@ -23,7 +23,7 @@ import msgspec
 import pytest
 
 from compute.actors.host_service import HostService
-from compute.actors.instance_actor import StoreUnavailable
+from compute.actors.instance_journal import StoreUnavailable
 from compute.cli.errors import CliError
 from compute.cli.serve import host_service
 from compute.client import ComputeClient
