@@ -55,8 +55,9 @@ Message = Envelope | Recover | SyncPower
 
 class InstanceActor:
     """Its collaborators get only what they use: ``journal`` (durable writes of events and
-    answers), ``recovery`` (init_host rules, power sync, an interrupted move's undo), and
-    ``ctx.moves`` (the move saga), which writes through the journal's ``commit``."""
+    answers), ``recovery`` (init_host rules, power sync, an interrupted move's undo, what a
+    resumed command reuses), and ``ctx.moves`` (the move saga), which writes through the
+    journal's ``commit``. Driving an operation and answering stay here."""
 
     def __init__(self, uuid: UUID, ctx: ActorContext,
                  on_idle: Callable[[InstanceActor], None]) -> None:
@@ -244,7 +245,7 @@ class InstanceActor:
                 await self._fail_before_driver(env, inst, op, exc)
                 return
         events = inst.collect_events()
-        position = await self._commit(events + claimed)
+        position = await self.journal.commit(events + claimed)
         self.instance = inst
         self.ctx.counters.accepted += 1
         await self._drive(env, inst, op, events, position)
@@ -254,7 +255,7 @@ class InstanceActor:
         """A resource the operation needs was refused: fault, task reverted, answered."""
         inst.fail(op, env.command_id, exc, inst.power_state)
         events = inst.collect_events()
-        position = await self._commit(events)
+        position = await self.journal.commit(events)
         self.instance = inst
         await self._answer(env, state_outcome(
             env, inst, self.ctx.host, [type(ev).__name__ for ev in events], position,
@@ -280,8 +281,8 @@ class InstanceActor:
         timed_out: list[dict[str, Any]] = []
         try:
             if op.flow:                 # a move across hosts (actors/move_coordinator.py)
-                flow = await self.ctx.moves.run(self._commit, env.command_id, env.payload,
-                                                inst, op)
+                flow = await self.ctx.moves.run(self.journal.commit, env.command_id,
+                                                env.payload, inst, op)
                 power = flow.power
             elif resumed and (reached := await self.recovery.already_reached(op, ref, params)) \
                     is not None:
@@ -317,7 +318,7 @@ class InstanceActor:
                 released += await self.ctx.networks.release(
                     [(params["network_id"], params["address"])], env.command_id)
         events = inst.collect_events()
-        position = await self._commit(events + released)
+        position = await self.journal.commit(events + released)
         if flow is not None and flow.after is not None:
             await flow.after()
         for event in events:
@@ -357,9 +358,6 @@ class InstanceActor:
             inst = self.instance = await asyncio.to_thread(self.ctx.store.get_instance,
                                                            self.uuid)
         return inst
-
-    async def _commit(self, events: list[Any]) -> int:
-        return await self.journal.commit(events)
 
     async def _rerun(self, rerun: Rerun | None) -> None:
         """Drive what restart recovery or the power sync decided to run (or nothing)."""

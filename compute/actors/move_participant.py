@@ -1,7 +1,7 @@
 """This host's part in the moves another host runs: the receiving end of ``STEPS``.
 
-The instance's owner runs a move (``move_coordinator.py``); the other host claims, receives or gives up
-the guest here. Each step only touches what this host owns (its Host aggregate, its
+The instance's owner runs a move (``move_coordinator.py``); the other host claims, receives
+or gives up the guest here. Each step only touches what this host owns (its Host aggregate, its
 hypervisor), is idempotent, and never removes a guest of an instance this host owns.
 """
 
