@@ -34,7 +34,7 @@ from bench.postgres import DEFAULT_URL, schemas  # noqa: E402
 
 
 async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
-    from compute.actors.host import HostService
+    from compute.actors.host_service import HostService
     from compute.client import ComputeClient
     from compute.config import Settings
     from compute.events.outcomes import Succeeded

@@ -5,7 +5,7 @@ The real pieces stay the default and keep their integration suites (tests/test_*
 nats-server, libvirt's test driver, SQLite files, PostgreSQL); these only add a tier that
 runs the service layer's rules in milliseconds. ``FakeDriver`` implements the methods of
 compute/virt/libvirt_driver.py's LibvirtDriver that the instance actor calls for the
-single-host lifecycle (compute/actors/instance.py ``_drive``: ``op.driver``; ``power_state``,
+single-host lifecycle (compute/actors/instance_actor.py ``_drive``: ``op.driver``; ``power_state``,
 ``resume_state_on_host_boot``, ``destroy``, ``delete_image``), with the same signatures so
 DriverActor passes the same keyword arguments; moves, volumes and consoles are not faked."""
 
@@ -19,9 +19,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from compute.actors.context import ActorContext, Recover, SyncPower
-from compute.actors.driver import DriverActor
-from compute.actors.networks import NetworkBook, SecurityGroupBook
-from compute.actors.resources import ResourceTracker
+
+from compute.messaging.envelope import Envelope
+from compute.actors.driver_actor import DriverActor
+from compute.actors.shared_aggregates import NetworkBook, SecurityGroupBook
+from compute.actors.resource_tracker import ResourceTracker
 from compute.actors.router import Router
 from compute.domain.errors import GuestNotFound, InstancePasswordSetFailed
 from compute.domain.operations import lookup, variant

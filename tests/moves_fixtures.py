@@ -13,7 +13,7 @@ from uuid import UUID
 import libvirt
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.config import Settings
 from compute.domain.instance import Instance
 

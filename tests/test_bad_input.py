@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.events.outcomes import Rejected, Succeeded
 from compute.messaging.subjects import COMMANDS_STREAM, command

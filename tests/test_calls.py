@@ -7,7 +7,7 @@ import uuid
 
 import msgspec
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.events.outcomes import Rejected
@@ -88,4 +88,4 @@ async def test_a_rejected_command_outcome_carries_the_error_headers(
         f"$SRV.STATS.compute.{pong['id']}", b"", timeout=5)).data)
     pause = next(e for e in stats["endpoints"] if e["name"] == "pause_instance")
     assert (pause["num_requests"], pause["num_errors"]) == (1, 1)
-    assert not service._calls                   # answered: nothing kept
+    assert not service.replies.pending          # answered: nothing kept

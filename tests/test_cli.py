@@ -257,7 +257,7 @@ async def _noop() -> None:
 async def test_the_cli_waits_past_the_hosts_own_deadline(settings, nats_server) -> None:
     """A hypervisor call slower than the host's deadline ends as the host's Failed outcome
     (a fault recorded), not as the CLI giving up at the same moment."""
-    from compute.actors.host import HostService
+    from compute.actors.host_service import HostService
 
     settings.faults, settings.driver_timeout = "pause:8", 4.0
     operator = msgspec.structs.replace(settings, nats_url=nats_server.url_for("operator"))

@@ -18,7 +18,7 @@ import jsonschema
 import msgspec
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from tests.conftest import boot_payload
 from tests.moves_fixtures import StartHost

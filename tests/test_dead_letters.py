@@ -11,7 +11,7 @@ from datetime import datetime
 import msgspec
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.cli import main
 from compute.cli.dead import list_dead, retry_dead
 from compute.client import ComputeClient

@@ -8,7 +8,7 @@ import uuid
 import msgspec
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient, DuplicateCommand
 from compute.config import Settings
 from compute.events.outcomes import Succeeded

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.config import Settings
 from compute.messaging.server import NatsServer
 from tests.conftest import boot_payload

@@ -7,7 +7,7 @@ import uuid
 
 import msgspec
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.commands import Flavor
@@ -166,7 +166,7 @@ async def test_metrics_are_exposed_for_prometheus(settings: Settings,
 def test_the_driver_has_few_threads_on_the_test_hypervisor_and_many_on_a_real_one() -> None:
     """The test driver's calls are short; a real hypervisor's, or a test one made slow,
     can hold a thread for a guest's timeout."""
-    from compute.actors.driver import driver_threads
+    from compute.actors.driver_actor import driver_threads
     from compute.virt.libvirt_driver import LibvirtDriver
 
     test = LibvirtDriver("test:///default")

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.events.outcomes import Rejected, Succeeded
 from compute.messaging import connection

@@ -7,7 +7,7 @@ import uuid
 
 import libvirt
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.events.outcomes import Failed, Rejected, Succeeded
 from tests.conftest import boot

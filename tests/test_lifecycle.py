@@ -8,7 +8,7 @@ import uuid
 import msgspec
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.events.outcomes import Failed, Rejected, Succeeded
 from tests.conftest import boot_payload

@@ -39,7 +39,7 @@ except ImportError as exc:                       # pragma: no cover - CI install
     pytest.skip(f"Nova's notification classes cannot be imported ({exc}); install the "
                 "test-only extra: pip install -e '.[dev,nova]'", allow_module_level=True)
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.domain.errors import HypervisorError
 from compute.domain.operations import OPERATIONS

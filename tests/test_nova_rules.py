@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.domain.errors import (

@@ -8,7 +8,7 @@ import libvirt
 import msgspec
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.outcomes import Failed, Rejected, Succeeded

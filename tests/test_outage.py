@@ -22,8 +22,8 @@ import libvirt
 import msgspec
 import pytest
 
-from compute.actors.host import HostService
-from compute.actors.instance import StoreUnavailable
+from compute.actors.host_service import HostService
+from compute.actors.instance_journal import StoreUnavailable
 from compute.cli.errors import CliError
 from compute.cli.serve import host_service
 from compute.client import ComputeClient

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.domain.network import Network

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.domain.power_sync import SyncAction, decide
 from compute.domain.states import PowerState as P

@@ -9,7 +9,7 @@ import uuid
 import msgspec
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient, QueryFailed
 from compute.events.outcomes import Rejected
 from compute.messaging import queries

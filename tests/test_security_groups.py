@@ -6,7 +6,7 @@ import uuid
 
 import libvirt
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from tests.conftest import boot_payload
 

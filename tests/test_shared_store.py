@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.outcomes import Succeeded

@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 from eventsourcing.persistence import StoredEvent
 
-from compute.actors.host import HostService
-from compute.actors.snapshots import written
+from compute.actors.host_service import HostService
+from compute.actors.instance_snapshots import written
 from compute.client import ComputeClient
 from compute.domain.errors import HypervisorError
 from compute.domain.instance import Instance

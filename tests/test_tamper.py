@@ -23,7 +23,7 @@ import msgspec
 import nats.errors
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.cli import main
 from compute.client import ComputeClient
 from compute.config import Settings

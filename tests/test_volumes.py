@@ -9,7 +9,7 @@ import uuid
 import libvirt
 import msgspec
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.events.outcomes import Rejected, Succeeded
 from tests.conftest import boot_payload

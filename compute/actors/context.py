@@ -8,13 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from compute.actors.driver import DriverActor
-from compute.actors.networks import NetworkBook, SecurityGroupBook
-from compute.actors.resources import ResourceTracker
+from compute.actors.driver_actor import DriverActor
+from compute.actors.move_coordinator import MoveCoordinator
+from compute.actors.shared_aggregates import NetworkBook, SecurityGroupBook
+from compute.actors.resource_tracker import ResourceTracker
+from compute.domain.operations import Operation
+from compute.events.commands import Command
 from compute.events.outcomes import Outcome
 from compute.messaging.acks import InProgress
 from compute.messaging.envelope import Envelope
 from compute.metrics import Metrics
+from compute.store.answers import AnswerBook
 from compute.store.app import ComputeStore
 from compute.store.health import StoreHealth
 from compute.store.writer import GroupCommitWriter
@@ -63,13 +67,13 @@ class ActorContext:
     networks: NetworkBook
     groups: SecurityGroupBook
     reply: Callable[[Envelope | None, str | None, Outcome], Awaitable[None]]
-    moves: Any = None                  # actors.moves.Moves: resize and migrations
+    moves: MoveCoordinator | None = None   # resize and migrations (none: a host without)
     metrics: Metrics = field(default_factory=Metrics)
     passivate_after: float = 120.0
     ack_wait: float = 60.0
     counters: Counters = field(default_factory=Counters)
     store_health: StoreHealth = field(default_factory=StoreHealth)
-    answers: Any = None                # store.answers.AnswerBook: every answer, by command id
+    answers: AnswerBook | None = None  # every answer, by command id
     in_progress: InProgress = field(init=False)
 
     def __post_init__(self) -> None:

@@ -14,8 +14,9 @@ import contextlib
 from uuid import UUID
 
 from compute.actors.context import ActorContext, Recover, SyncPower
-from compute.actors.instance import InstanceActor
+
 from compute.messaging.envelope import Envelope
+from compute.actors.instance_actor import InstanceActor
 
 
 class Router:

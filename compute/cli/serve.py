@@ -91,8 +91,8 @@ async def _started(servers: Any, first: Any, host: str, what: str) -> AsyncItera
 
 @contextlib.asynccontextmanager
 async def host_service(settings: Settings) -> AsyncIterator[Any]:
-    from compute.actors.host import HostService
-    from compute.actors.instance import StoreUnavailable
+    from compute.actors.host_service import HostService
+    from compute.actors.instance_journal import StoreUnavailable
     from compute.store.seal import SealKeyMismatch
 
     async with embedded_nats(settings):

@@ -19,6 +19,8 @@ import collections
 import time
 from typing import Any
 
+from compute.store.schema_lock import CREATE_LOCK
+
 TABLE = "compute_answers"
 PROBE = "probe:"
 """Prefix of the row a host writes at start to learn that its store takes writes."""
@@ -47,13 +49,11 @@ class AnswerBook:
     # -- the store (called on a worker thread or the writer's) ------------------------------
     def create(self) -> None:
         """The table, if missing (on PostgreSQL under the store's table-creation lock:
-        hosts started together would race, ``compute.store.app._creating``)."""
+        hosts started together would race, ``compute.store.schema_lock``)."""
         blob = "BYTEA" if self._pg else "BLOB"
         with self._datastore.transaction(commit=True) as c:
             if self._pg:
-                from compute.store.app import _CREATE_LOCK
-
-                c.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK,))
             c.execute(f"CREATE TABLE IF NOT EXISTS {self._table} (command_id TEXT PRIMARY KEY,"
                       f" host TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, outcome {blob})")
             c.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_at ON {self._table} (host, at)")

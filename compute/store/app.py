@@ -26,6 +26,7 @@ from compute.domain.host import Host, host_id
 from compute.domain.instance import Instance
 from compute.store.mapper import MsgspecMapper
 from compute.store.pgcommit import create_function
+from compute.store.schema_lock import CREATE_LOCK
 
 DEFAULT_STORE = "var/compute.sqlite"
 PG_POOL_SIZE = 1
@@ -149,14 +150,13 @@ def _creating(env: dict[str, str]) -> Iterator[None]:
     with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
                          dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"],
                          password=env["POSTGRES_PASSWORD"], autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_CREATE_LOCK,))
+        conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_LOCK,))
         try:
             if env.get("POSTGRES_SCHEMA"):
                 conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                     psycopg.sql.Identifier(env["POSTGRES_SCHEMA"])))
             yield
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_LOCK,))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_LOCK,))
 
 
-_CREATE_LOCK = 0x636F6D7075746531   # "compute1": the store's table creation

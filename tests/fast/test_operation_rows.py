@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from compute.actors.moves import Moves
+from compute.actors.move_coordinator import MoveCoordinator
 from compute.cli import build_parser
 from compute.cli.commands import operation_payload
 from compute.domain.operations import BACKUP, HARD_REBOOT, OPERATIONS, Operation
@@ -105,8 +105,9 @@ async def test_only_a_row_that_may_stay_lets_placement_pick_this_host(
         asked.append(exclude)
         return "h2"
 
-    moves = Moves("h1", peers=None, placement=placement,     # type: ignore[arg-type]
-                  allow_resize_to_same_host=allowed)
+    moves = MoveCoordinator("h1", peers=None, placement=placement,  # type: ignore[arg-type]
+                            tracker=None, driver=None,              # type: ignore[arg-type]
+                            allow_resize_to_same_host=allowed)
     op = OPERATIONS[name]
     body = {"flavor": Flavor(name="f2", vcpus=1, memory_mb=64)} \
         if op.payload is ResizeInstance else {}

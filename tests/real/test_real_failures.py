@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.outcomes import Failed, Succeeded

@@ -13,7 +13,7 @@ import uuid
 
 import libvirt
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.events.outcomes import Succeeded
 from tests.real.conftest import (

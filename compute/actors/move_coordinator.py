@@ -4,7 +4,7 @@ confirm_resize / revert_resize, live_migration, _post_live_migration, _rollback_
 
 A move is a short saga: each step is recorded on the instance (task_state, Migration
 status) before the next, the other host does its part through ``compute.call.<host>.<step>``
-(``move_steps.py``), and every failure undoes what was done before it raises: the
+(``move_participant.py``), and every failure undoes what was done before it raises: the
 destination's claim and guest copy go, the source's claim goes back to the instance. The
 final event names the new owner; from then on only that host writes the instance.
 """
@@ -16,13 +16,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import uuid4
 
 import msgspec
 
+from compute.actors.driver_actor import DriverActor
+from compute.actors.instance_journal import Commit
 from compute.actors.peers import Peers
 from compute.actors.refs import instance_ref
+from compute.actors.resource_tracker import ResourceTracker
 from compute.domain.errors import (
     InstanceFaultRollback,
     InstanceInvalidState,
@@ -33,13 +36,13 @@ from compute.domain.errors import (
 from compute.domain.instance import Instance
 from compute.domain.migration import Migration, MigrationStatus, MigrationType
 from compute.domain.operations import Operation
+from compute.domain.placement import pick_host
 from compute.domain.states import PowerState, TaskState, VmState
 from compute.events import commands as c
 from compute.events.commands import Flavor
 from compute.events.steps import StepReply, StepRequest
-
-if TYPE_CHECKING:
-    from compute.messaging.envelope import Envelope
+from compute.projections.projector import Projector
+from compute.projections.views import ViewStore
 
 log = logging.getLogger("compute.moves")
 
@@ -64,14 +67,16 @@ class FlowResult:
 
 
 class _Run:
-    """One move in flight: the actor, the command, the instance and its Migration."""
+    """One move in flight: the command, the instance and its Migration, and the owner
+    actor's ``commit`` (its journal's: the only thing of the actor a move uses)."""
 
-    def __init__(self, actor: Any, command_id: str, inst: Instance, peers: Peers) -> None:
-        self.actor = actor
-        self.ctx = actor.ctx
+    def __init__(self, commit: Commit, command_id: str, inst: Instance, peers: Peers,
+                 tracker: ResourceTracker) -> None:
+        self._commit = commit
         self.cid = command_id
         self.inst = inst
         self.peers = peers
+        self.tracker = tracker
         assert inst.migration is not None
         self.m: Migration = inst.migration
 
@@ -80,7 +85,7 @@ class _Run:
         return str(self.inst.id)
 
     async def commit(self, host_events: list[Any] | None = None) -> None:
-        await self.actor._commit(self.inst.collect_events() + list(host_events or []))
+        await self._commit(self.inst.collect_events() + list(host_events or []))
 
     def checkpoint(self) -> None:
         """A delete took over: stop here (the caller undoes what was done)."""
@@ -115,20 +120,26 @@ class _Run:
                 log.warning("instance %s: rollback at %s failed: %s", self.uuid, self.m.dest,
                             exc)
         consumer = self.m.consumer()
-        tracker = self.ctx.tracker
+        tracker = self.tracker
         events = tracker.release(consumer, self.cid) if self.inst.deleted else \
             tracker.move(consumer, self.uuid, self.cid)
         self.inst.migration_status(status, self.cid)
         await self.commit(events)
 
 
-class Moves:
-    def __init__(self, host: str, peers: Peers, placement: Placement, *,
+class MoveCoordinator:
+    """The owner's side of every move of this host's instances (one per host): where a
+    move goes, its Migration, its saga, the live migrations' slots and aborts."""
+
+    def __init__(self, host: str, peers: Peers, placement: Placement,
+                 tracker: ResourceTracker, driver: DriverActor, *,
                  allow_resize_to_same_host: bool = False,
                  max_concurrent_live_migrations: int = 1, hypervisor_type: str = "") -> None:
         self.host = host
         self.peers = peers
         self.placement = placement
+        self.tracker = tracker
+        self.driver = driver
         self.allow_resize_to_same_host = allow_resize_to_same_host
         self.hypervisor_type = hypervisor_type
         # Nova's max_concurrent_live_migrations (0 means no limit)
@@ -163,19 +174,21 @@ class Moves:
             old_flavor=inst.flavor, new_flavor=flavor, status=status,
             old_vm_state=inst.action_vm_state), command_id)
 
-    async def run(self, actor: Any, env: Envelope, inst: Instance, op: Operation) -> FlowResult:
-        run = _Run(actor, env.command_id, inst, self.peers)
+    async def run(self, commit: Commit, command_id: str, payload: c.Command, inst: Instance,
+                  op: Operation) -> FlowResult:
+        """Run ``op``'s move (its ``flow``) of ``inst``, writing through ``commit``."""
+        run = _Run(commit, command_id, inst, self.peers, self.tracker)
         try:
-            return await getattr(self, f"_{op.flow}")(run, env.payload)
+            return await getattr(self, f"_{op.flow}")(run, payload)
         except Exception:
             if inst.migration is not None and inst.migration.active:
-                inst.migration_status(S.ERROR, env.command_id)   # errors_out_migration
+                inst.migration_status(S.ERROR, command_id)   # errors_out_migration
             raise
 
     # -- resize and cold migration (owner: the source) ------------------------------------
     async def _resize(self, run: _Run, payload: c.Command) -> FlowResult:
         inst, m, cid = run.inst, run.m, run.cid
-        await run.commit(run.ctx.tracker.move(run.uuid, m.consumer(), cid))
+        await run.commit(self.tracker.move(run.uuid, m.consumer(), cid))
         try:
             await run.call(m.dest, "prep_resize", m.new_flavor, flavor=m.new_flavor)
             run.checkpoint()
@@ -186,7 +199,7 @@ class Moves:
         inst.migration_status(S.MIGRATING, cid)
         await run.commit()
         try:
-            xml = await run.ctx.driver.call("migrate_disk_and_power_off", instance_ref(inst))
+            xml = await self.driver.call("migrate_disk_and_power_off", instance_ref(inst))
             run.checkpoint()
             inst.migration_status(S.POST_MIGRATING, cid)
             inst.step(TaskState.RESIZE_MIGRATED, cid)
@@ -204,15 +217,15 @@ class Moves:
         """Owner: the destination. The source drops its guest and its claim."""
         m = await run.finishing(S.CONFIRMING, "confirm_resize")
         await run.call(m.source, "confirm_migration", m.old_flavor)
-        power = await run.ctx.driver.call("power_state", instance_ref(run.inst))
+        power = await self.driver.call("power_state", instance_ref(run.inst))
         return FlowResult(PowerState(power))
 
     async def _revert(self, run: _Run, payload: c.Command) -> FlowResult:
         """Owner: the destination. Its guest and claim go; the source takes over again."""
         m = await run.finishing(S.REVERTING, "revert_resize")
         if not m.same_host:
-            await run.ctx.driver.call("destroy", instance_ref(run.inst))
-        await run.commit(run.ctx.tracker.release(run.uuid, run.cid))
+            await self.driver.call("destroy", instance_ref(run.inst))
+        await run.commit(self.tracker.release(run.uuid, run.cid))
         reply = await run.call(m.source, "finish_revert_resize", m.old_flavor,
                                power_on=m.old_vm_state is not VmState.STOPPED)
         return FlowResult(PowerState(reply.power_state))
@@ -220,7 +233,7 @@ class Moves:
     # -- live migration (owner: the source) -----------------------------------------------
     async def _live_migration(self, run: _Run, payload: c.Command) -> FlowResult:
         assert isinstance(payload, c.LiveMigration)
-        inst, m, cid, ctx = run.inst, run.m, run.cid, run.ctx
+        inst, m, cid = run.inst, run.m, run.cid
         try:
             await self._check_can_live_migrate_source(run, payload)
             await run.call(m.dest, "check_can_live_migrate_destination", inst.flavor,
@@ -232,7 +245,7 @@ class Moves:
             await run.commit()
             raise InstanceFaultRollback(exc) from exc
         inst.migration_status(S.QUEUED, cid)
-        await run.commit(ctx.tracker.move(run.uuid, m.consumer(), cid))
+        await run.commit(self.tracker.move(run.uuid, m.consumer(), cid))
         abort = self.aborts[run.uuid] = asyncio.Event()
         try:
             await self._queue(abort, run)
@@ -243,12 +256,12 @@ class Moves:
         finally:
             self.aborts.pop(run.uuid, None)
 
-    @staticmethod
-    async def _check_can_live_migrate_source(run: _Run, payload: c.LiveMigration) -> None:
+    async def _check_can_live_migrate_source(self, run: _Run,
+                                             payload: c.LiveMigration) -> None:
         """The source's own checks (Nova's check_can_live_migrate_source): a live migration
         moves a guest that runs (or is paused) here; a block migration carries no volumes
         (their disks are already reachable from the destination)."""
-        power = PowerState(await run.ctx.driver.call("power_state", instance_ref(run.inst)))
+        power = PowerState(await self.driver.call("power_state", instance_ref(run.inst)))
         if power not in (PowerState.RUNNING, PowerState.PAUSED):
             raise MigrationPreCheckError(
                 f"instance {run.uuid} has no running guest on {run.m.source} "
@@ -273,12 +286,12 @@ class Moves:
 
     async def _migrate(self, run: _Run, payload: c.LiveMigration,
                        abort: asyncio.Event) -> FlowResult:
-        inst, m, cid, ctx = run.inst, run.m, run.cid, run.ctx
+        inst, m, cid = run.inst, run.m, run.cid
         ref = instance_ref(inst)
         inst.migration_status(S.PREPARING, cid)
         await run.commit()
         try:
-            xml = await ctx.driver.call("migratable_xml", ref)
+            xml = await self.driver.call("migratable_xml", ref)
             pre = await run.call(m.dest, "pre_live_migration", inst.flavor,
                                  block_migration=payload.block_migration)
             run.checkpoint()
@@ -291,7 +304,7 @@ class Moves:
         inst.migration_status(S.RUNNING, cid)
         await run.commit()
         try:
-            moved = await self._abortable(ctx, ref, abort, ctx.driver.call(
+            moved = await self._abortable(ref, abort, self.driver.call(
                 "live_migration", ref, dest_uri=str(pre.data.get("uri", "")), xml=xml,
                 block_migration=payload.block_migration))
             run.checkpoint()
@@ -309,16 +322,15 @@ class Moves:
             if not moved:                  # the guest is still here: a clean rollback
                 await run.undo(S.ERROR, at_dest=True, destroy=True)
             raise
-        released = ctx.tracker.release(m.consumer(), cid)
+        released = self.tracker.release(m.consumer(), cid)
 
         async def cleanup() -> None:
             with contextlib.suppress(Exception):
-                await ctx.driver.call("cleanup_migration_source", ref)
+                await self.driver.call("cleanup_migration_source", ref)
 
         return FlowResult(PowerState(reply.power_state), released, cleanup)
 
-    @staticmethod
-    async def _abortable(ctx: Any, ref: Any, abort: asyncio.Event,
+    async def _abortable(self, ref: Any, abort: asyncio.Event,
                          call: Awaitable[Any]) -> bool:
         """The hypervisor's migration, cancelled by an abort unless it already moved the
         guest (a finished migration cannot be undone by aborting it)."""
@@ -329,7 +341,7 @@ class Moves:
         if not abort.is_set():
             return bool(task.result())
         with contextlib.suppress(Exception):
-            await ctx.driver.call("live_migration_abort", ref)
+            await self.driver.call("live_migration_abort", ref)
         done, _ = await asyncio.wait({task}, timeout=ABORT_GRACE)
         if done and not task.cancelled() and task.exception() is None and task.result():
             return True
@@ -344,14 +356,14 @@ class Moves:
         return True
 
     # -- restart recovery (nova/compute/manager.py _init_instance: rules 7, 15, 16) ------
-    async def recover(self, actor: Any, inst: Instance, command_id: str,
+    async def recover(self, commit: Commit, inst: Instance, command_id: str,
                       power: PowerState) -> PowerState:
         """A restarted owner found a move in flight: undo it, as Nova's init rules do
         (the migration ends in error; the guest stays here)."""
         m = inst.migration
         if m is None or not m.active or m.status in (S.CONFIRMING, S.REVERTING):
             return power           # confirm and revert are redone by their redelivery
-        run = _Run(actor, command_id, inst, self.peers)
+        run = _Run(commit, command_id, inst, self.peers, self.tracker)
         if m.migration_type is MigrationType.LIVE_MIGRATION:
             await run.undo(S.ERROR, at_dest=True, destroy=True)          # rule 16
             return power
@@ -359,7 +371,7 @@ class Moves:
             await run.undo(S.ERROR, at_dest=True, destroy=False)         # rule 7
             return power
         await run.undo(S.ERROR, at_dest=True, destroy=not m.same_host)   # rule 15
-        return PowerState(await actor.ctx.driver.call(
+        return PowerState(await self.driver.call(
             "finish_revert_migration", instance_ref(inst),
             power_on=m.old_vm_state is not VmState.STOPPED))
 
@@ -368,3 +380,17 @@ def _rollback(exc: Exception) -> Exception:
     """A failure the move was undone from keeps the instance as it was (Nova's
     InstanceFaultRollback); a delete that took over stays what it is."""
     return exc if isinstance(exc, Preempted) else InstanceFaultRollback(exc)
+
+
+class ViewPlacement:
+    """The enabled host with the most free RAM that fits a flavor, from the views (the
+    chosen host's own claim stays the final word)."""
+
+    def __init__(self, projector: Projector, views: ViewStore) -> None:
+        self.projector = projector
+        self.views = views
+
+    async def __call__(self, flavor: Flavor, exclude: set[str]) -> str | None:
+        await asyncio.to_thread(self.projector.catch_up)
+        hosts = await asyncio.to_thread(self.views.list_hosts)
+        return pick_host(hosts, flavor, exclude)

@@ -25,6 +25,7 @@ from typing import Any
 
 from compute.runtime import named_thread
 from compute.domain.errors import HypervisorTimeout
+from compute.domain.states import PowerState
 
 _STOP = object()
 WATCH_EVERY = 0.05
@@ -93,6 +94,14 @@ class DriverActor:
             self._watchdog = loop.call_later(WATCH_EVERY, self._watch, loop)
         self._calls.put(call)
         return await call.future
+
+    async def power_state(self, ref: Any, default: PowerState) -> PowerState:
+        """The guest's power state as the hypervisor says it now (10 s at most), or
+        ``default`` when it cannot tell (no guest, the hypervisor gone)."""
+        try:
+            return PowerState(await self.call("power_state", ref, timeout=10))
+        except Exception:
+            return default
 
     def close(self) -> None:
         for _ in self._threads:

@@ -12,27 +12,29 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 import msgspec
 
 from compute import logs
 from compute.actors.context import ActorContext, Recover, SyncPower
-from compute.actors.instance_moves import RunsMoves
-from compute.actors.instance_recovery import FollowsHypervisor
-from compute.actors.moves import FlowResult
+from compute.messaging.envelope import Envelope
+from compute.actors.instance_journal import InstanceJournal, StoreUnavailable
+from compute.actors.instance_outcomes import again, preempted, result_of, state_outcome
+from compute.actors.instance_recovery import InstanceRecovery, Rerun
+from compute.actors.instance_snapshots import next_snapshot, store_snapshot
+from compute.actors.move_coordinator import FlowResult
 from compute.actors.refs import instance_ref
-from compute.actors.snapshots import next_snapshot, store_snapshot
 from compute.domain.errors import (
     ComputeError,
     ComputeResourcesUnavailable,
     ComputeServiceUnavailable,
     InstanceExists,
+    InstanceInvalidState,
     InstanceNotFound,
 )
 from compute.domain.instance import Instance
@@ -41,31 +43,32 @@ from compute.domain.instance_snapshot import SNAPSHOT_EVERY
 from compute.domain.operations import Operation, variant
 from compute.domain.redelivery import Duplicate, Resume, Undo, decide
 from compute.domain.secgroup import PROVIDER_GROUP
-from compute.domain.states import PowerState, VmState
+from compute.domain.states import VmState
 from compute.events.commands import RunInstance
-from compute.events.instance_ref import InstanceRef
-from compute.events.outcomes import Failed, Moved, Rejected, Succeeded
+from compute.domain.instance_events import ImageDeleted
+from compute.events.outcomes import Moved, Rejected
+from compute.domain.instance_snapshot import SNAPSHOT_EVERY
 from compute.messaging.acks import nak, redelivered
-from compute.messaging.envelope import Envelope
-from compute.store.health import retry_delay
 from compute.virt.api import Finished, power_of
 
 log = logging.getLogger("compute.instance")
 
-T = TypeVar("T")
-
 Message = Envelope | Recover | SyncPower
 
-class StoreUnavailable(Exception):
-    """A write lost to a version conflict, or given up because the host stops: the command
-    is handed back to JetStream for a redelivery."""
 
+class InstanceActor:
+    """Its collaborators get only what they use: ``journal`` (durable writes of events and
+    answers), ``recovery`` (init_host rules, power sync, an interrupted move's undo, what a
+    resumed command reuses), and ``ctx.moves`` (the move saga), which writes through the
+    journal's ``commit``. Driving an operation and answering stay here."""
 
-class InstanceActor(FollowsHypervisor, RunsMoves):
     def __init__(self, uuid: UUID, ctx: ActorContext,
                  on_idle: Callable[[InstanceActor], None]) -> None:
         self.uuid = uuid
         self.ctx = ctx
+        self.journal = InstanceJournal(ctx.writer, ctx.store_health, ctx.answers)
+        self.recovery = InstanceRecovery(uuid, ctx.host, ctx.driver, ctx.networks, ctx.moves,
+                                         self.journal)
         self.mailbox: asyncio.Queue[Message] = asyncio.Queue()
         self.urgent: collections.deque[Envelope] = collections.deque()
         self.instance: Instance | None = None
@@ -126,9 +129,9 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                           "command_id": getattr(message, "command_id", "-")})
         try:
             if isinstance(message, Recover):
-                await self._recover(message)
+                await self._rerun(await self.recovery.recover(self.instance, message))
             elif isinstance(message, SyncPower):
-                await self._sync_power(message)
+                await self._rerun(await self.recovery.sync_power(self.instance, message))
             else:
                 await self._handle(message)
         except asyncio.CancelledError:
@@ -163,7 +166,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
             given = await answers.get(env.command_id)
             if given is not None:           # answered before: the same answer again
                 self.ctx.counters.duplicates += 1
-                await self._answer(env, _again(given))
+                await self._answer(env, again(given))
                 return
         inst = await self._current(env)
         if inst is not None and inst.host != self.ctx.host and not inst.deleted:
@@ -182,13 +185,14 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                 await self._undo_interrupted_move(env, inst, op)
             else:
                 if op.allocates:
-                    await self._address_taken(inst)
+                    await self.recovery.address_taken(inst)
                 await self._drive(env, inst, op, [], 0, resumed=True)
             return
         if isinstance(decision, Duplicate):
             assert inst is not None
             self.ctx.counters.duplicates += 1
-            await self._answer(env, self._state_outcome(env, inst, [], 0, duplicate=True))
+            await self._answer(env, state_outcome(env, inst, self.ctx.host, [], 0,
+                                                  duplicate=True))
             return
         op = env.op
         try:
@@ -244,7 +248,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                 await self._fail_before_driver(env, inst, op, exc)
                 return
         events = inst.collect_events()
-        position = await self._commit(events + claimed)
+        position = await self.journal.commit(events + claimed)
         self.instance = inst
         self.ctx.counters.accepted += 1
         await self._drive(env, inst, op, events, position)
@@ -254,10 +258,11 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         """A resource the operation needs was refused: fault, task reverted, answered."""
         inst.fail(op, env.command_id, exc, inst.power_state)
         events = inst.collect_events()
-        position = await self._commit(events)
+        position = await self.journal.commit(events)
         self.instance = inst
-        await self._answer(env, self._state_outcome(
-            env, inst, [type(ev).__name__ for ev in events], position, error=exc))
+        await self._answer(env, state_outcome(
+            env, inst, self.ctx.host, [type(ev).__name__ for ev in events], position,
+            error=exc))
 
     async def _drive(self, env: Envelope, inst: Instance, op: Operation,
                      earlier: list[Any], position: int, *, resumed: bool = False) -> None:
@@ -278,10 +283,11 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         flow: FlowResult | None = None
         timed_out: list[dict[str, Any]] = []
         try:
-            if op.flow:                 # a move across hosts (actors/moves.py)
-                flow = await self.ctx.moves.run(self, env, inst, op)
+            if op.flow:                 # a move across hosts (actors/move_coordinator.py)
+                flow = await self.ctx.moves.run(self.journal.commit, env.command_id,
+                                                env.payload, inst, op)
                 power = flow.power
-            elif resumed and (reached := await self._already_reached(op, ref, params)) \
+            elif resumed and (reached := await self.recovery.already_reached(op, ref, params)) \
                     is not None:
                 power = reached
             else:
@@ -292,7 +298,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                     timed_out = [msgspec.to_builtins(t) for t in answer.timed_out]
         except Exception as exc:  # every hypervisor failure becomes a fault
             error = exc
-            power = await self._power_state(ref, inst.power_state)
+            power = await self.ctx.driver.power_state(ref, inst.power_state)
         if inst.action_command_id != env.command_id:
             await self._preempted(env, inst, op, earlier)
             return
@@ -315,7 +321,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                 released += await self.ctx.networks.release(
                     [(params["network_id"], params["address"])], env.command_id)
         events = inst.collect_events()
-        position = await self._commit(events + released)
+        position = await self.journal.commit(events + released)
         if flow is not None and flow.after is not None:
             await flow.after()
         for event in events:
@@ -326,8 +332,8 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                     log.warning("instance %s: deleting image %s failed: %s", self.uuid,
                                 event.image_id, exc)
         names = [type(ev).__name__ for ev in earlier + events]
-        outcome = self._state_outcome(env, inst, names, position, error=error,
-                                      result=_result(events))
+        outcome = state_outcome(env, inst, self.ctx.host, names, position, error=error,
+                                result=result_of(events))
         if error is None:
             self.ctx.counters.succeeded += 1
         else:
@@ -343,13 +349,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
         if op.claims:      # a guest a preempted build may have created must not leak
             with contextlib.suppress(Exception):
                 await self.ctx.driver.call("destroy", instance_ref(inst))
-        await self._answer(env, Failed(
-            command_id=env.command_id, uuid=str(self.uuid), operation=op.name,
-            host=self.ctx.host, events=[type(ev).__name__ for ev in earlier],
-            version=inst.version, vm_state=inst.vm_state.value,
-            task_state=inst.task_state.value if inst.task_state else None,
-            power_state=int(inst.power_state), error="UnexpectedDeletingTaskStateError",
-            code=409, message=f"{op.name} was pre-empted by a delete"))
+        await self._answer(env, preempted(env, inst, self.ctx.host, op, earlier))
 
     # -- helpers --------------------------------------------------------------------------
     async def _current(self, env: Envelope) -> Instance | None:
@@ -362,105 +362,40 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                                                            self.uuid)
         return inst
 
-    async def _commit(self, events: list[Any]) -> int:
-        """Durably store ``events`` (held while the store refuses writes: ``_durably``)."""
-        ids = await self._durably(lambda: self.ctx.writer.append(events))
-        return ids[-1] if ids else 0
+    async def _rerun(self, rerun: Rerun | None) -> None:
+        """Drive what restart recovery or the power sync decided to run (or nothing)."""
+        if rerun is not None:
+            await self._drive(rerun.env, rerun.inst, rerun.op, rerun.earlier, rerun.position)
 
-    async def _remember(self, env: Envelope, outcome: Any) -> None:
-        """Keep the answer (before the command is acknowledged) for the answer window: a
-        redelivery or a resend of its id gets it again (``compute.store.answers``)."""
-        answers = self.ctx.answers
-        if answers is None or not isinstance(outcome, Succeeded | Failed | Rejected) \
-                or answers.known(env.command_id):
-            return
-        encoded = _encoder.encode(outcome)
-        at = await self._durably(
-            lambda: self.ctx.writer.remember(answers, env.command_id, encoded))
-        answers.noted(env.command_id, at)
+    async def _undo_interrupted_move(self, env: Envelope, inst: Instance,
+                                     op: Operation) -> None:
+        """A redelivered move that a restart interrupted is undone, not resumed
+        (``InstanceRecovery.undo_interrupted_move``), and its command answered."""
+        undone = await self.recovery.undo_interrupted_move(inst, env.command_id, op)
+        await self._answer(env, state_outcome(
+            env, inst, self.ctx.host, [type(ev).__name__ for ev in undone.events],
+            undone.position, error=undone.error))
 
-    async def _durably(self, write: Callable[[], Awaitable[T]]) -> T:
-        """Run a store write. A version conflict (another writer) raises
-        ``StoreUnavailable`` at once (the command is redelivered and sees the other's
-        events); a store that refuses writes (full, read-only, down) holds the command here,
-        retrying, while the host is degraded: its JetStream deliveries are not burned, and it
-        continues by itself when the store takes writes again (``compute.store.health``).
-        A host that stops meanwhile gives the command back (``StoreUnavailable``)."""
-        health = self.ctx.store_health
-        attempt = 0
-        while True:
-            try:
-                result = await write()
-            except Exception as exc:
-                if "conflict" in str(exc):
-                    raise StoreUnavailable(f"store write failed: {exc}") from exc
-                health.failed(exc)
-                if health.closing:
-                    raise StoreUnavailable(f"store write failed: {exc}") from exc
-                await asyncio.sleep(retry_delay(attempt))
-                attempt += 1
-                continue
-            health.succeeded()
-            return result
-
-    async def _address_taken(self, inst: Instance) -> None:
-        """Put back in the params of a resumed operation that allocates (attach_interface,
-        add_fixed_ip) the address it took when it was accepted: the allocation is a network
-        event committed with the acceptance, the params are not re-read from it."""
-        params = inst.action_params
-        if "address" in params:
-            return
-        network = await self.ctx.networks.get(str(params["network_id"]))
-        port = str(params["port_id"])
-        known = inst.interfaces.get(port, {}).get("addresses", [])
-        address = network.taken_for(str(self.uuid), port, known)
-        if address is not None:
-            params["address"] = address
-
-    async def _already_reached(self, op: Operation, ref: InstanceRef,
-                               params: dict[str, Any]) -> PowerState | None:
-        """The guest's power state when it is already where ``op`` takes it, else None. The
-        hypervisor is asked, never the store: after a failed outcome commit the store is
-        the one that is behind (``Operation.reaches``, ``Operation.reached_if``)."""
-        if op.reaches is None and not op.reached_if:
-            return None
-        power = await self._power_state(ref, PowerState.NOSTATE)
-        if op.reaches is not None:
-            done = power is op.reaches
-        else:
-            try:
-                done = bool(await self.ctx.driver.call(op.reached_if, ref, **params))
-            except Exception:           # cannot tell: the call is made
-                done = False
-        if not done:
-            return None
-        log.info("instance %s: %s already reached the hypervisor; recording it", self.uuid,
-                 op.name)
-        return power
-
-    async def _power_state(self, ref: InstanceRef, default: PowerState) -> PowerState:
+    async def _abort(self, env: Envelope, inst: Instance, op: Operation) -> None:
+        """live_migration_abort: stop the live migration in flight (it rolls back with
+        status ``cancelled``), then answer with the instance as it ended. It runs beside
+        the migration (a pre-empting command) and waits for exactly the message in flight
+        (``_done``) to end."""
         try:
-            return PowerState(await self.ctx.driver.call("power_state", ref, timeout=10))
-        except Exception:
-            return default
-
-    def _state_outcome(self, env: Envelope, inst: Instance, names: list[str], position: int,
-                       *, error: BaseException | None = None, duplicate: bool = False,
-                       result: dict[str, Any] | None = None) -> Succeeded | Failed:
-        head = dict(command_id=env.command_id, uuid=str(self.uuid), operation=env.op.name,
-                    host=self.ctx.host, events=names, version=inst.version,
-                    vm_state=inst.vm_state.value,
-                    task_state=inst.task_state.value if inst.task_state else None,
-                    power_state=int(inst.power_state), position=position,
-                    duplicate=duplicate)
-        if error is None and not (duplicate and inst.seen(env.command_id) == "TaskReverted"):
-            return Succeeded(**head, result=result or {})
-        code = error.code if isinstance(error, ComputeError) else 500
-        cause = getattr(error, "cause", error)      # a rollback names what caused it
-        name = error.error.value if isinstance(error, ComputeError) and \
-            error.code != 500 else type(cause).__name__ if error else "Fault"
-        return Failed(**head, error=name, code=code,
-                      message=str(error or "the operation failed earlier"))
+            inst.check(op)
+            if not self.ctx.moves.abort(str(self.uuid)):
+                raise InstanceInvalidState(self.uuid, "migration status",
+                                           inst.migration.status.value
+                                           if inst.migration else None, op.name)
+        except ComputeError as exc:
+            await self._reject(env, exc.error.value, str(exc))
+            return
+        flow = self._done
+        if flow is not None and asyncio.current_task() is not self.task:
+            await asyncio.shield(flow)        # the live migration ends (rolled back)
+        inst = self.instance or inst
+        await self._answer(env, state_outcome(env, inst, self.ctx.host, [], 0, result={
+            "migration_status": inst.migration.status.value if inst.migration else None}))
 
     async def _reject(self, env: Envelope, error: str, message: str) -> None:
         self.ctx.counters.rejected += 1
@@ -471,7 +406,7 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
                                          duplicate=redelivered(env.msg)))
 
     async def _answer(self, env: Envelope, outcome: Any) -> None:
-        await self._remember(env, outcome)
+        await self.journal.remember(env.command_id, outcome)
         self.ctx.metrics.answered(env.op.name, type(outcome).__name__,
                                   time.monotonic() - env.received)
         inst = self.instance
@@ -483,29 +418,3 @@ class InstanceActor(FollowsHypervisor, RunsMoves):
             self.ctx.in_progress.end(env.msg)
             await env.msg.ack()
 
-
-_encoder = msgspec.json.Encoder()
-_outcomes = msgspec.json.Decoder(Succeeded | Failed | Rejected)
-
-
-def _again(encoded: bytes) -> Succeeded | Failed | Rejected:
-    """A remembered answer, given again: the same, marked as a duplicate."""
-    return msgspec.structs.replace(_outcomes.decode(encoded), duplicate=True)
-
-
-_BASE_FIELDS = frozenset(Completed.__struct_fields__)
-
-
-@functools.cache
-def _own_fields(cls: type) -> tuple[str, ...]:
-    return tuple(f for f in cls.__struct_fields__ if f not in _BASE_FIELDS)
-
-
-def _result(events: list[Any]) -> dict[str, Any]:
-    """What an operation produced: its completion event's own fields."""
-    for event in events:
-        if isinstance(event, Completed):
-            fields = _own_fields(type(event))
-            return msgspec.to_builtins({f: getattr(event, f) for f in fields}) if fields \
-                else {}
-    return {}
