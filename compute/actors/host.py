@@ -38,6 +38,7 @@ from compute.config import Settings, answer_window
 from compute.domain.errors import ComputeError, InvalidPayload
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS, lookup
+from compute.domain.cells import in_cell
 from compute.domain.placement import pick_host
 from compute.events.commands import Flavor
 from compute.events.outcomes import ErrorCode, Outcome, Rejected
@@ -177,6 +178,7 @@ class HostService(HostTasks):
         self.networks = NetworkBook(self.store)
         self.groups = SecurityGroupBook(self.store)
         self.moves = Moves(self.host, Peers(self.nc, s.call_timeout), self.placement,
+                           cell=s.cell, known_hosts=self.known_hosts,
                            allow_resize_to_same_host=s.allow_resize_to_same_host,
                            max_concurrent_live_migrations=s.max_concurrent_live_migrations,
                            hypervisor_type=self.driver.domain_type)
@@ -563,11 +565,16 @@ class HostService(HostTasks):
         self.router.deliver(env)
 
     async def placement(self, flavor: Flavor, exclude: set[str]) -> str | None:
-        """The enabled host with the most free RAM that fits ``flavor`` (the host's own
-        claim stays the final word)."""
+        """The enabled host of this cell with the most free RAM that fits ``flavor`` (the
+        host's own claim stays the final word; a move stays in its cell, as Nova's scheduler
+        is restricted to the instance's cell: compute/domain/cells.py)."""
+        return pick_host(in_cell(await self.known_hosts(), self.settings.cell), flavor, exclude)
+
+    async def known_hosts(self) -> list[Any]:
+        """The host view, caught up with the store: this cell's hosts, with their cell (a
+        move's destination must be one of them: compute/domain/cells.py)."""
         await asyncio.to_thread(self.projector.catch_up)
-        hosts = await asyncio.to_thread(self.views.list_hosts)
-        return pick_host(hosts, flavor, exclude)
+        return await asyncio.to_thread(self.views.list_hosts)
 
     # -- outbound -------------------------------------------------------------------------
     async def _reply(self, env: Envelope | None, reply_to: str | None, outcome: Outcome) -> None:

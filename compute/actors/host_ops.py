@@ -191,7 +191,8 @@ class HostOperations:
         return HostStatus(host=s.host, enabled=h.enabled, maintenance=h.maintenance,
                           degraded=s.lifecycle.degraded or not s.store_health.writable,
                           actors=len(s.router.actors), instances=len(h.claims),
-                          store_refuses=s.store_health.reason, bus_faults=dict(s.nc.faults))
+                          store_refuses=s.store_health.reason, bus_faults=dict(s.nc.faults),
+                          cell=s.settings.cell)
 
     async def get_backdoor_port(self, _: None) -> BackdoorPort:
         return BackdoorPort(host=self.service.host, port=self.service.backdoor_port)

@@ -155,7 +155,7 @@ class HostTasks:
             disk_allocation_ratio=s.disk_allocation_ratio,
             reserved_host_memory_mb=s.reserved_host_memory_mb,
             reserved_host_disk_mb=s.reserved_host_disk_mb,
-            reserved_host_cpus=s.reserved_host_cpus,
+            reserved_host_cpus=s.reserved_host_cpus, cell=s.cell,
         )
         if changed:
             await self.writer.append(host.collect_events())

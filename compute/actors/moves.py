@@ -23,6 +23,7 @@ import msgspec
 
 from compute.actors.peers import Peers
 from compute.actors.refs import instance_ref
+from compute.domain.cells import DEFAULT_CELL, check_same_cell
 from compute.domain.errors import (
     InstanceFaultRollback,
     InstanceInvalidState,
@@ -48,6 +49,9 @@ ABORT_GRACE = 2.0
 """Seconds an aborted live migration gets to stop before it counts as cancelled."""
 
 Placement = Callable[[Flavor, set[str]], Awaitable[str | None]]
+KnownHosts = Callable[[], Awaitable[list[Any]]]
+"""The host views this host knows: its cell's at least, each with its cell
+(compute/domain/cells.py)."""
 
 
 class Preempted(Exception):
@@ -124,11 +128,14 @@ class _Run:
 
 class Moves:
     def __init__(self, host: str, peers: Peers, placement: Placement, *,
+                 cell: str = DEFAULT_CELL, known_hosts: KnownHosts | None = None,
                  allow_resize_to_same_host: bool = False,
                  max_concurrent_live_migrations: int = 1, hypervisor_type: str = "") -> None:
         self.host = host
         self.peers = peers
         self.placement = placement
+        self.cell = cell
+        self.known_hosts = known_hosts
         self.allow_resize_to_same_host = allow_resize_to_same_host
         self.hypervisor_type = hypervisor_type
         # Nova's max_concurrent_live_migrations (0 means no limit)
@@ -137,9 +144,13 @@ class Moves:
 
     # -- accepting a move -----------------------------------------------------------------
     async def destination(self, inst: Instance, op: Operation, payload: c.Command) -> str:
-        """The host a move goes to: the one asked for, else the placement's choice."""
+        """The host a move goes to: the one asked for (a host of this cell), else the
+        placement's choice (which picks in this cell only)."""
         asked = getattr(payload, "host", None)
         if asked:
+            if self.known_hosts is not None and asked != self.host:
+                check_same_cell(str(inst.id), self.host, self.cell, str(asked),
+                                await self.known_hosts())
             return str(asked)
         flavor = payload.flavor if isinstance(payload, c.ResizeInstance) else inst.flavor
         same = op.name == "resize_instance" and self.allow_resize_to_same_host

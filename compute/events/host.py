@@ -6,6 +6,10 @@ from typing import Any
 
 from compute.events.base import StreamEvent
 
+DEFAULT_CELL = "cell1"
+"""The cell of a host that names none (``COMPUTE_CELL``): the embedded deployment is one cell
+(compute/domain/cells.py)."""
+
 
 class HostEvent(StreamEvent, frozen=True, kw_only=True):
     host: str
@@ -36,6 +40,10 @@ class HostResourcesReported(HostEvent, frozen=True, kw_only=True):
     reserved_host_memory_mb: int = 512
     reserved_host_disk_mb: int = 0
     reserved_host_cpus: int = 0
+    cell: str = DEFAULT_CELL
+    """The cell the host is in (``COMPUTE_CELL``): the hosts sharing its store (Nova's
+    HostMapping, nova/objects/host_mapping.py, maps a host to its CellMapping). A report
+    before cells existed has none: the default cell."""
 
     def apply(self, aggregate: Any) -> None:
         aggregate.host = self.host
