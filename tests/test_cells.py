@@ -25,7 +25,8 @@ from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.outcomes import ErrorCode, Failed, Rejected, Succeeded
 from compute.messaging.cluster import NatsCluster
-from compute.messaging.subjects import EVENTS_STREAM
+from compute.domain.network import network_aggregate_id
+from compute.messaging.subjects import EVENTS_STREAM, MSG_ID
 from compute.store.app import open_store
 from tests.conftest import boot_payload
 from tests.moves_fixtures import instance
@@ -259,3 +260,23 @@ async def test_a_host_killed_mid_load_loses_nothing(
             with contextlib.suppress(Exception):
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=30)
+
+
+async def test_a_network_of_the_same_name_in_both_cells_reaches_the_stream_from_each(
+        cells: Cells, client: ComputeClient) -> None:
+    """Networks and security groups are each cell's own, their ids derived from the name:
+    one name in two cells is one uuid with two logs. Their Msg-Ids differ (the digest of
+    bytes with their own command id, time and chain), so JetStream drops neither."""
+    network = f"net-{uuid.uuid4().hex[:6]}"
+    for hosts in cells.hosts.values():
+        out = await client.send(hosts[0].host, "_host", "define_network",
+                                {"network_id": network, "cidr": "10.7.0.0/24"})
+        assert out.events == ["NetworkDefined"], out
+    uid = str(network_aggregate_id(network))
+    ids = []
+    async with asyncio.timeout(30):
+        async for msg in client.event_messages(f"compute.evt._shared.{uid}.>"):
+            ids.append(msg.header[MSG_ID])
+            if len(ids) == 2:
+                break
+    assert len(set(ids)) == 2 and all(i.startswith(f"{uid}:1:") for i in ids), ids
