@@ -29,7 +29,7 @@ from compute.domain.network import network_aggregate_id
 from compute.messaging.subjects import EVENTS_STREAM, MSG_ID
 from compute.store.app import open_store
 from tests.conftest import boot_payload
-from tests.moves_fixtures import instance
+from tests.moves_fixtures import instance, settled
 from tests.scenarios import assert_log_on_stream, during_failover
 from tests.stores import postgres_schema, postgres_unavailable
 from tests.test_recovery import ROOT, consumer_exists, wait_for
@@ -127,6 +127,11 @@ async def test_instances_boot_and_operate_on_the_four_hosts_of_both_cells(
             assert (cells.store_of(cell).get_instance(uuid.UUID(vm)) is not None) \
                 == (vm in ours)
         await assert_log_on_stream(cells.store_of(cell), client, {h.host for h in hosts})
+        for host in hosts:       # each instance queried in its cell's views (every host's)
+            await settled(host)
+            got = {vm: host.views.get_instance(vm) for vm in placed}
+            assert {vm: (v.host, v.vm_state, v.task_state) for vm, v in got.items()
+                    if v is not None} == {vm: (placed[vm].host, "active", None) for vm in ours}
     # TODO(h/queries): the fleet-wide list across cells (compute.query.instances) is built
     # by the query service; today each cell's hosts answer from their own cell's views.
 
