@@ -35,10 +35,10 @@ from compute.actors.peers import Peers
 from compute.actors.resources import ResourceTracker
 from compute.actors.router import Router
 from compute.config import Settings, answer_window
+from compute.domain.cells import in_cell
 from compute.domain.errors import ComputeError, InvalidPayload
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.operations import ALIASES, OPERATIONS, lookup
-from compute.domain.cells import in_cell
 from compute.domain.placement import pick_host
 from compute.events.commands import Flavor
 from compute.events.outcomes import ErrorCode, Outcome, Rejected
