@@ -13,6 +13,8 @@ import socket
 
 import msgspec
 
+from compute.events.cells import DEFAULT_CELL
+
 DEFAULT_NATS_URL = "nats://127.0.0.1:14222"
 
 
@@ -32,6 +34,10 @@ class Settings(msgspec.Struct, kw_only=True):
     """The deployment's event seal key (``compute.store.seal``); empty: ``seal.key`` in
     ``nats_credentials``. Hosts sharing a store must share it."""
     store: str = "var/compute.sqlite"
+    cell: str = DEFAULT_CELL
+    """The cell this host is in (``COMPUTE_CELL``): a name for the hosts sharing ``store``
+    (compute/domain/cells.py). Hosts of one store must give the same cell; the embedded
+    default is one cell."""
     views: str = "var/views.sqlite"
     libvirt_uri: str = "test:///default"
     driver_timeout: float = 60.0          # seconds a hypervisor call may take

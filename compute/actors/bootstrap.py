@@ -149,9 +149,11 @@ async def wire(settings: Settings, driver: LibvirtDriver) -> HostParts:
     await report_resources(host, host_aggregate, s, driver_actor, writer)
     tracker = ResourceTracker(host_aggregate)
     networks, groups = NetworkBook(store), SecurityGroupBook(store)
+    placement = ViewPlacement(projector, views, s.cell)
     moves = MoveCoordinator(
-        host, Peers(nc, s.call_timeout), ViewPlacement(projector, views), tracker,
-        driver_actor, allow_resize_to_same_host=s.allow_resize_to_same_host,
+        host, Peers(nc, s.call_timeout), placement, tracker, driver_actor,
+        cell=s.cell, known_hosts=placement.hosts,
+        allow_resize_to_same_host=s.allow_resize_to_same_host,
         max_concurrent_live_migrations=s.max_concurrent_live_migrations,
         hypervisor_type=driver.domain_type)
     replies = ReplyChannel(nc, metrics)
@@ -168,7 +170,8 @@ async def wire(settings: Settings, driver: LibvirtDriver) -> HostParts:
     lifecycle = LifecycleEvents(driver.connect, follower.lifecycle_event, reset=driver.close)
     host_calls = HostCalls(host, tracker, writer, driver_actor, store, projector, networks,
                            groups, sweeps, nc=nc, router=router, lifecycle=lifecycle,
-                           store_health=store_health, console_secret=secrets.token_bytes(32))
+                           store_health=store_health, console_secret=secrets.token_bytes(32),
+                           cell=s.cell)
     move_steps = MoveParticipant(host, tracker, driver_actor, writer, store, follower.arrived,
                                  allow_resize_to_same_host=s.allow_resize_to_same_host,
                                  hypervisor_type=driver.domain_type)

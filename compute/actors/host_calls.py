@@ -67,9 +67,10 @@ class HostCalls:
                  driver: DriverActor, store: ComputeStore, projector: Projector,
                  networks: NetworkBook, groups: SecurityGroupBook, sweeps: InstanceSweeps,
                  *, nc: Connection, router: Router, lifecycle: LifecycleEvents,
-                 store_health: StoreHealth, console_secret: bytes) -> None:
+                 store_health: StoreHealth, console_secret: bytes, cell: str) -> None:
         """The keyword arguments are what ``get_host_status`` reports on."""
         self.host = host
+        self.cell = cell
         self.tracker = tracker
         self.writer = writer
         self.driver = driver
@@ -225,7 +226,8 @@ class HostCalls:
                           degraded=self.lifecycle.degraded or not self.store_health.writable,
                           actors=len(self.router.actors), instances=len(h.claims),
                           store_refuses=self.store_health.reason,
-                          bus_faults=dict(self.nc.faults))
+                          bus_faults=dict(self.nc.faults),
+                          cell=self.cell)
 
     async def get_backdoor_port(self, _: None) -> BackdoorPort:
         return BackdoorPort(host=self.host, port=self.backdoor_port)

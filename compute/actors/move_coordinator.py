@@ -26,6 +26,7 @@ from compute.actors.instance_journal import Commit
 from compute.actors.peers import Peers
 from compute.actors.refs import instance_ref
 from compute.actors.resource_tracker import ResourceTracker
+from compute.domain.cells import DEFAULT_CELL, check_same_cell, in_cell
 from compute.domain.errors import (
     InstanceFaultRollback,
     InstanceInvalidState,
@@ -51,6 +52,9 @@ ABORT_GRACE = 2.0
 """Seconds an aborted live migration gets to stop before it counts as cancelled."""
 
 Placement = Callable[[Flavor, set[str]], Awaitable[str | None]]
+KnownHosts = Callable[[], Awaitable[list[Any]]]
+"""The host views this host knows: its cell's at least, each with its cell
+(compute/domain/cells.py)."""
 
 
 class Preempted(Exception):
@@ -133,6 +137,7 @@ class MoveCoordinator:
 
     def __init__(self, host: str, peers: Peers, placement: Placement,
                  tracker: ResourceTracker, driver: DriverActor, *,
+                 cell: str = DEFAULT_CELL, known_hosts: KnownHosts | None = None,
                  allow_resize_to_same_host: bool = False,
                  max_concurrent_live_migrations: int = 1, hypervisor_type: str = "") -> None:
         self.host = host
@@ -140,6 +145,8 @@ class MoveCoordinator:
         self.placement = placement
         self.tracker = tracker
         self.driver = driver
+        self.cell = cell
+        self.known_hosts = known_hosts
         self.allow_resize_to_same_host = allow_resize_to_same_host
         self.hypervisor_type = hypervisor_type
         # Nova's max_concurrent_live_migrations (0 means no limit)
@@ -148,9 +155,13 @@ class MoveCoordinator:
 
     # -- accepting a move -----------------------------------------------------------------
     async def destination(self, inst: Instance, op: Operation, payload: c.Command) -> str:
-        """The host a move goes to: the one asked for, else the placement's choice."""
+        """The host a move goes to: the one asked for (a host of this cell), else the
+        placement's choice (which picks in this cell only)."""
         asked = getattr(payload, "host", None)
         if asked:
+            if self.known_hosts is not None and asked != self.host:
+                check_same_cell(str(inst.id), self.host, self.cell, str(asked),
+                                await self.known_hosts())
             return str(asked)
         flavor = payload.flavor if isinstance(payload, c.ResizeInstance) else inst.flavor
         same = op.may_stay and self.allow_resize_to_same_host
@@ -383,14 +394,20 @@ def _rollback(exc: Exception) -> Exception:
 
 
 class ViewPlacement:
-    """The enabled host with the most free RAM that fits a flavor, from the views (the
-    chosen host's own claim stays the final word)."""
+    """The enabled host of this cell with the most free RAM that fits a flavor, from the
+    views (the chosen host's own claim stays the final word; a move stays in its cell, as
+    Nova's scheduler is restricted to the instance's cell: compute/domain/cells.py)."""
 
-    def __init__(self, projector: Projector, views: ViewStore) -> None:
+    def __init__(self, projector: Projector, views: ViewStore, cell: str) -> None:
         self.projector = projector
         self.views = views
+        self.cell = cell
+
+    async def hosts(self) -> list[Any]:
+        """The host views, caught up with the store: this cell's hosts at least, each with
+        its cell (a move's destination must be one of them)."""
+        await asyncio.to_thread(self.projector.catch_up)
+        return await asyncio.to_thread(self.views.list_hosts)
 
     async def __call__(self, flavor: Flavor, exclude: set[str]) -> str | None:
-        await asyncio.to_thread(self.projector.catch_up)
-        hosts = await asyncio.to_thread(self.views.list_hosts)
-        return pick_host(hosts, flavor, exclude)
+        return pick_host(in_cell(await self.hosts(), self.cell), flavor, exclude)

@@ -50,7 +50,7 @@ async def report_resources(name: str, host: Host, settings: Settings, driver: Dr
         disk_allocation_ratio=s.disk_allocation_ratio,
         reserved_host_memory_mb=s.reserved_host_memory_mb,
         reserved_host_disk_mb=s.reserved_host_disk_mb,
-        reserved_host_cpus=s.reserved_host_cpus,
+        reserved_host_cpus=s.reserved_host_cpus, cell=s.cell,
     )
     if changed:
         await writer.append(host.collect_events())

@@ -132,6 +132,14 @@ class NoValidHost(ComputeError):
     error, code = ErrorCode.NO_VALID_HOST, 400
 
 
+class CrossCellMoveRefused(ComputeError):
+    """The destination of a move is not a host of the instance's cell (compute/domain/
+    cells.py: a move stays in its cell, as Nova's live migration always and its resize
+    without the cross-cell policy)."""
+
+    error, code = ErrorCode.CROSS_CELL_MOVE_REFUSED, 400
+
+
 class MigrationError(ComputeError):
     """A move failed at a host; the message says which step and why."""
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from compute.domain.named_events import StreamEvent
+from compute.events.cells import DEFAULT_CELL
+
 
 
 class HostEvent(StreamEvent, frozen=True, kw_only=True):
@@ -38,6 +40,10 @@ class HostResourcesReported(HostEvent, frozen=True, kw_only=True):
     reserved_host_memory_mb: int = 512
     reserved_host_disk_mb: int = 0
     reserved_host_cpus: int = 0
+    cell: str = DEFAULT_CELL
+    """The cell the host is in (``COMPUTE_CELL``): the hosts sharing its store (Nova's
+    HostMapping, nova/objects/host_mapping.py, maps a host to its CellMapping). A report
+    before cells existed has none: the default cell."""
 
     def apply(self, aggregate: Any) -> None:
         aggregate.host = self.host

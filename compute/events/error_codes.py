@@ -34,6 +34,9 @@ class ErrorCode(enum.StrEnum):
     NO_VALID_HOST = "NoValidHost"
     MIGRATION_ERROR = "MigrationError"
     COMPUTE_HOST_NOT_FOUND = "ComputeHostNotFound"
+    CROSS_CELL_MOVE_REFUSED = "CrossCellMoveRefused"
+    """A move's destination is not a host of the instance's cell (compute/domain/cells.py):
+    refused before anything is recorded, the instance stays as it was."""
     POSITION_NOT_REACHED = "PositionNotReached"
     """A query's ``min_position`` was not reached by the views within its wait."""
     INTERNAL_ERROR = "InternalError"

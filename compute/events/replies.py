@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from compute.events.cells import DEFAULT_CELL
+
 Counter = Annotated[str, msgspec.Meta(
     pattern=r"^[0-9]+$",
     description="An unsigned 64-bit counter as a decimal string (it can exceed 2^53, which "
@@ -59,6 +61,8 @@ class HostStatus(msgspec.Struct):
     bus_faults: dict[str, int] = {}
     """Faults of the host's NATS connection since it started (``compute.messaging.
     connection``: messages not UTF-8, dropped, read loop restarts); empty when none."""
+    cell: str = DEFAULT_CELL
+    """The cell the host is in (``COMPUTE_CELL``; compute/domain/cells.py)."""
 
 
 class ConsoleOutput(msgspec.Struct):

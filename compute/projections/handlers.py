@@ -211,7 +211,7 @@ def _(event: e.PowerStateChanged, db: PageWriter) -> set[str]:
 _HOST_FIELDS = ("hypervisor_type", "hypervisor_version", "hypervisor_hostname", "cpu_info",
                 "vcpus", "memory_mb", "local_gb", "cpu_allocation_ratio",
                 "ram_allocation_ratio", "disk_allocation_ratio", "reserved_host_memory_mb",
-                "reserved_host_disk_mb", "reserved_host_cpus")
+                "reserved_host_disk_mb", "reserved_host_cpus", "cell")
 _REPORT = (f"INSERT INTO hosts (host, {', '.join(_HOST_FIELDS)}, updated_at) "
            f"VALUES (?, {', '.join('?' for _ in _HOST_FIELDS)}, ?) ON CONFLICT(host) DO UPDATE "
            "SET " + ", ".join(f"{f} = excluded.{f}" for f in (*_HOST_FIELDS, "updated_at")))

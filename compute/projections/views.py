@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from compute.domain.states import TaskState, VmState, api_status
+from compute.events.cells import DEFAULT_CELL
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -43,7 +44,8 @@ CREATE TABLE IF NOT EXISTS hosts (
   free_ram_mb INTEGER DEFAULT 0, free_disk_gb REAL DEFAULT 0,
   running_vms INTEGER DEFAULT 0, current_workload INTEGER DEFAULT 0, updated_at TEXT,
   enabled INTEGER NOT NULL DEFAULT 1, disabled_reason TEXT NOT NULL DEFAULT '',
-  maintenance INTEGER NOT NULL DEFAULT 0, stats TEXT NOT NULL DEFAULT '{}');
+  maintenance INTEGER NOT NULL DEFAULT 0, stats TEXT NOT NULL DEFAULT '{}',
+  cell TEXT NOT NULL DEFAULT 'cell1');
 CREATE TABLE IF NOT EXISTS host_aggregates (
   host TEXT NOT NULL, aggregate TEXT NOT NULL, metadata TEXT NOT NULL,
   PRIMARY KEY (host, aggregate));
@@ -123,7 +125,7 @@ every instance of the host (2.8 ms per page with 10,000 instances, a third of th
 worker's store thread in bench/throughput.py). ``recursive_triggers`` makes the
 ``INSERT OR REPLACE`` of a row fire the delete trigger of the row it replaces."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped when a view's shape changes: an older view file is dropped and rebuilt from the
 log (views are disposable; the log is the truth)."""
 
@@ -238,6 +240,8 @@ class HostView(msgspec.Struct):
     aggregates: dict[str, dict[str, str]]
     stats: dict[str, int]
     """Nova's compute stats: num_instances, num_vm_<state>, num_task_<state>, io_workload."""
+    cell: str = DEFAULT_CELL
+    """The host's cell (``COMPUTE_CELL``, from its resources report; compute/domain/cells.py)."""
 
 
 def _status(vm_state: str, task_state: str | None) -> str:
