@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.outcomes import Failed, Rejected, Succeeded
@@ -109,7 +109,7 @@ async def test_each_host_reports_its_cell_and_its_cells_view_lists_only_its_host
             status = await client.nc.request(f"compute.call.{host.host}.get_host_status",
                                              b"", timeout=10)
             assert msgspec.json.decode(status.data)["cell"] == cell
-            listed = await host.known_hosts()
+            listed = await host.parts.moves.known_hosts()
             assert {(h.host, h.cell) for h in listed} == {(h.host, cell) for h in hosts}
 
 

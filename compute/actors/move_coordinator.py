@@ -147,6 +147,7 @@ class MoveCoordinator:
         self.driver = driver
         self.cell = cell
         self.known_hosts = known_hosts
+        """The hosts a move may name, with their cell (the placement's ``hosts``)."""
         self.allow_resize_to_same_host = allow_resize_to_same_host
         self.hypervisor_type = hypervisor_type
         # Nova's max_concurrent_live_migrations (0 means no limit)
