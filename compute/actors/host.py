@@ -50,7 +50,7 @@ from compute.messaging.credentials import connect
 from compute.messaging.guard import guard_publishes
 from compute.messaging.notifier import Notifier
 from compute.messaging.outbox import OutboxProcess
-from compute.messaging.queries import QueryService
+from compute.messaging.queries import QueryService, fleet_hosts
 from compute.messaging.relay import Relay
 from compute.messaging.streams import cluster_replicas, ensure_streams
 from compute.messaging.subjects import (
@@ -64,6 +64,7 @@ from compute.messaging.subjects import (
 )
 from compute.messaging.users import host_user
 from compute.metrics import Metrics
+from compute.projections.local import LocalProjector, check_kind
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.app import ComputeStore, open_store
@@ -156,7 +157,9 @@ class HostService(HostTasks):
             raise
         use_key(self.store, key)
         self.views = await asyncio.to_thread(ViewStore, s.views)
-        self.projector = Projector(self.store, self.views)
+        self.projector = LocalProjector(self.store, self.views, self.host) if self.external \
+            else Projector(self.store, self.views)
+        await asyncio.to_thread(check_kind, self.views, self.projector.name)
         self.writer = GroupCommitWriter(self.store, on_commit=self._committed)
         self.metrics = Metrics()
         self.store_health = StoreHealth(on_change=self._store_writable)
@@ -170,7 +173,8 @@ class HostService(HostTasks):
         self.relay = Relay(self.store, self.js, host=self.host)
         self.shared_relay = Relay(self.store, self.js, host=SHARED_HOST)
         self.notifier = Notifier(self.store, self.js, host=self.host)
-        self.queries = QueryService(self.nc, self.views, self.projector, host=self.host)
+        self.queries = QueryService(self.nc, self.views, self.projector, host=self.host,
+                                    cell=s.cell)
         host = await asyncio.to_thread(self.store.get_host, self.host)
         await self._report_resources(host)
         self.tracker = ResourceTracker(host)
@@ -192,7 +196,8 @@ class HostService(HostTasks):
         self._inject_faults()
         await self._init_host()
         await self.update_available_resource()          # Nova's pre_start_hook
-        await self.queries.start()
+        if not self.external:         # else the fleet's views are `compute queries` replicas'
+            await self.queries.start()
         self.host_ops = HostOperations(self)
         self.micro = await self._serve_calls()
         if s.metrics_port >= 0:
@@ -237,7 +242,7 @@ class HostService(HostTasks):
         self.relay = self.shared_relay = self.notifier = OutboxProcess(
             s.store, s.nats_url, host=self.host, credentials=s.nats_credentials,
             seal_key=str(self.seal_key_path), views=s.views, notify=s.notifications,
-            on_views=self.queries.advance).start()
+            on_views=self.queries.advance, own_views=self.external).start()
         return [asyncio.create_task(self.relay.run(), name="outbox-worker")]
 
     async def stop(self) -> None:
@@ -523,6 +528,7 @@ class HostService(HostTasks):
         (``Nats-Service-Error``, ``Nats-Service-Error-Code``) and counts as an error of its
         endpoint in ``$SRV.STATS``, as a NATS micro client expects."""
         headers = None
+        answer = self._in_cell(answer)
         if isinstance(answer, Rejected):
             headers = service_error_headers(answer)
             self._count_error(name, answer)
@@ -562,11 +568,21 @@ class HostService(HostTasks):
         self._calls[msg.reply] = name          # its actor answers: _reply counts a refusal
         self.router.deliver(env)
 
+    @property
+    def external(self) -> bool:
+        """The fleet's views are served by ``compute queries`` replicas, not this host."""
+        return self.settings.queries == "external"
+
     async def placement(self, flavor: Flavor, exclude: set[str]) -> str | None:
         """The enabled host with the most free RAM that fits ``flavor`` (the host's own
-        claim stays the final word)."""
-        await asyncio.to_thread(self.projector.catch_up)
-        hosts = await asyncio.to_thread(self.views.list_hosts)
+        claim stays the final word). The fleet's hosts come from this host's views, or,
+        when it keeps only its own (``external``), from the query service, as a client's
+        ``place`` reads them."""
+        if self.external:
+            hosts = await fleet_hosts(self.nc, self.settings.call_timeout)
+        else:
+            await asyncio.to_thread(self.projector.catch_up)
+            hosts = await asyncio.to_thread(self.views.list_hosts)
         return pick_host(hosts, flavor, exclude)
 
     # -- outbound -------------------------------------------------------------------------
@@ -579,6 +595,7 @@ class HostService(HostTasks):
         answer no one either; the bad address is logged and counted
         (``compute_replies_refused``). A rejected call's answer carries the micro error
         headers, so ``$SRV.STATS`` counts it."""
+        outcome = self._in_cell(outcome)
         call = self._calls.pop(reply_to, None) if reply_to else None
         if call is not None and isinstance(outcome, Rejected):
             self._count_error(call, outcome)
@@ -593,6 +610,13 @@ class HostService(HostTasks):
             await self.nc.publish(reply_to, _encoder.encode(outcome),
                                   headers=service_error_headers(outcome)
                                   if isinstance(outcome, Rejected) else None)
+
+    def _in_cell(self, answer: Any) -> Any:
+        """An outcome's ``position`` counts in this host's cell's store: it says which, so
+        the asker's queries wait for that cell (``QueryRequest.cell``)."""
+        if getattr(answer, "cell", False) is None and getattr(answer, "position", 0):
+            return msgspec.structs.replace(answer, cell=self.settings.cell)
+        return answer
 
     def _refused_reply(self) -> None:
         metrics = getattr(self, "metrics", None)
