@@ -335,7 +335,7 @@ class ComputeClient:
                            f"({', '.join(consumer_names(self.user)[1:])}); delete one")
 
     async def query(self, view: str, key: str | None = None, *, timeout: float = 10.0,
-                    **params: Any) -> Any:
+                    retries: int = 0, **params: Any) -> Any:
         """Ask the projections; returns plain data (dicts/lists), raises QueryFailed.
 
         Without ``min_position`` the query reads at least this client's own writes (the
@@ -350,11 +350,17 @@ class ComputeClient:
         if params.get("min_position") or params.get("positions") or params.get("latest"):
             params["timeout"] = max(timeout - 1.0, 0.5)
         body = msgspec.json.encode({k: v for k, v in params.items() if v is not None})
-        try:
-            reply = await self.nc.request(query(view, key), body, timeout=timeout)
-        except nats.errors.TimeoutError:
-            self._refused(query(view, key))
-            raise
+        for attempt in range(retries + 1):
+            try:
+                reply = await self.nc.request(query(view, key), body, timeout=timeout)
+                break
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                # ``retries``: a query is a read, asked again as it is. A replica that dies
+                # (or is killed) with the request in hand never answers it, and NATS does
+                # not tell; the queue group gives the next one to a live replica.
+                self._refused(query(view, key))
+                if attempt == retries:
+                    raise
         data = msgspec.json.decode(reply.data)
         if isinstance(data, dict) and data.get("outcome") == "Rejected":
             raise QueryFailed(data["error"], data["message"])

@@ -53,12 +53,12 @@ async def cmd_queries(args: argparse.Namespace, settings: Settings) -> int:
     except BaseException:
         await replica.stop()
         raise
-    print(f"query replica {name} is up on {redact(settings.nats_url)}, cells "
-          f"{', '.join(replica.cells)}, views {views}; Ctrl-C stops it", file=sys.stderr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    print(f"query replica {name} is up on {redact(settings.nats_url)}, cells "
+          f"{', '.join(replica.cells)}, views {views}; Ctrl-C stops it", file=sys.stderr)
     try:
         await stop.wait()
     finally:

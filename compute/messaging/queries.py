@@ -37,6 +37,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 
 from compute.events.outcomes import ErrorCode, Rejected
+from compute.messaging.guard import relaying
 from compute.projections.projector import Projector
 from compute.projections.views import (
     ActionView,
@@ -269,11 +270,15 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
 
 async def fleet_hosts(nc: NATS, timeout: float = 10.0) -> list[HostView]:
     """Every compute host's view, page by page, from the query service (``latest``: each
-    host's last report): what a host that keeps only its own views places a move with."""
+    host's last report): what a host that keeps only its own views places a move with.
+    (A host's connection publishes to ``compute.query.`` only inside ``relaying()``: its
+    guard keeps any requester from making it publish there by a reply address.)"""
     hosts: list[HostView] = []
     body: dict[str, Any] = {"latest": True, "timeout": max(timeout - 1.0, 0.5)}
     while True:
-        reply = await nc.request("compute.query.hosts", _encoder.encode(body), timeout=timeout)
+        with relaying():     # a host's guarded connection asks a query only from here
+            reply = await nc.request("compute.query.hosts", _encoder.encode(body),
+                                     timeout=timeout)
         page = msgspec.json.decode(reply.data)
         if isinstance(page, dict) and page.get("outcome") == "Rejected":
             raise QueryRefused(ErrorCode(page["error"]), page["message"])

@@ -11,12 +11,14 @@ row of its store (the relay does too: the log has no per-host index), but decode
 few fields of each (``_Head``) and applies only its own: a few microseconds per foreign event.
 
 Which events are its own: those written with this host's name (an event's ``host`` is its
-writer, the instance's owner, who alone writes it; a host's own resource events), and every
+writer, the instance's owner, who alone writes it; a host's own resource events), those of a
+move to this host (``MigrationCreated`` naming it ``dest``, the final event naming it
+``owner``: the source writes both), and every
 later event of an aggregate once its views hold it, whoever wrote it (a move's source keeps
 following the instance it gave away until its final event, so the instance leaves its list;
 see ``compute/events/moves.py``). An instance that arrives by a move was created by another
-host: the first time this host writes one of its events, the instance's earlier events are
-read from the store (``select_events``) and applied before it, in version order, so its row
+host: the first event of it that concerns this host brings the instance's earlier events,
+read from the store (``select_events``) and applied before it in version order, so its row
 is the same as the fleet's views would hold.
 """
 
@@ -41,12 +43,25 @@ LOCAL_TRACKING = "views:local"
 views file of one kind is never taken for the other (``check_kind``)."""
 
 
+class _Move(msgspec.Struct):
+    dest: str = ""
+
+
 class _Head(msgspec.Struct):
-    """What the filter reads of an event: its writer and aggregate (no full decode)."""
+    """What the filter reads of an event: its aggregate, its writer, and the host a move
+    brings it to (no full decode)."""
 
     uuid: str = ""
     version: int = 0
     host: str = ""
+    owner: str = ""
+    """A move's last event: the host that owns the instance from then on."""
+    migration: _Move | None = None
+    """A move's first event: its destination (which keeps the move's claim and row)."""
+
+    def concerns(self, host: str) -> bool:
+        return host in (self.host, self.owner) or (
+            self.migration is not None and self.migration.dest == host)
 
 
 _head = msgspec.json.Decoder(_Head)
@@ -102,15 +117,15 @@ class LocalProjector(Projector):
         for row in page:
             try:
                 head = _head.decode(row[2])
-            except msgspec.DecodeError:
-                yield row              # the projector says why it skips it
+            except msgspec.DecodeError as exc:     # whose it is cannot be told: not ours
+                log.warning("own views skip notification %d (%s): %s", row[0], row[1], exc)
                 continue
             key = head.uuid.replace("-", "")
             if key in known:
                 self.kept += 1
                 yield row
                 continue
-            if head.host != self.host:
+            if not head.concerns(self.host):
                 continue
             known.add(key)
             if head.version > 1 and head.uuid:   # arrived by a move: its history first
