@@ -21,6 +21,7 @@ from compute.config import Settings
 from compute.events.outcomes import Succeeded
 from compute.messaging.replica import QueryReplica
 from compute.messaging.server import NatsServer
+from compute.projections.audit import verify
 from compute.projections.local import LocalProjector, ViewsOfAnotherKind, check_kind
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
@@ -72,6 +73,10 @@ async def test_an_instance_that_arrives_brings_its_history_and_leaves_the_source
     assert rows_of(dst.views.dump(), mover) == rows_of(fleet, mover)
     assert rows_of(src.views.dump(), mover) == rows_of(fleet, mover)
     assert theirs not in {v.uuid for v in src.views.list_instances()}
+    for host in (src, dst):         # `compute audit`: a host's own views equal their replay
+        report = await asyncio.to_thread(verify, host.store, host.views, None, None, host.host)
+        assert report.equal, report.differences
+        assert report.position == host.views.position("views:local") > 0
 
 
 async def test_a_foreign_event_is_read_but_not_applied(
@@ -116,3 +121,18 @@ def test_a_views_file_of_the_other_kind_is_refused(tmp_path: Path) -> None:
         check_kind(views, "views")
     finally:
         views.close()
+
+
+async def test_the_outbox_worker_of_an_external_host_projects_only_its_own(
+        start_host: StartHost, client: ComputeClient) -> None:
+    """Under ``compute up`` the projector runs in the outbox worker process: with
+    ``external`` it keeps the host's own views there too."""
+    one = await start_host(queries="external", outbox="process")
+    other = await start_host(queries="external")
+    mine, theirs = await boot(client, one.host), await boot(client, other.host)
+    done = await client.send(one.host, mine, "stop_instance")
+    assert isinstance(done, Succeeded)
+    assert await one.queries.wait_for(done.position, 30)   # the worker reports its position
+    assert {v.uuid for v in one.views.list_instances()} == {mine}
+    assert one.views.position("views:local") >= done.position
+    assert one.views.position("views") == 0 and theirs

@@ -490,7 +490,7 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
             print(f"\rrebuilt {done}/{total} events ({100 * done // max(total, 1)}%)",
                   end="\n" if done == total else "", file=sys.stderr, flush=True)
 
-    report = await asyncio.to_thread(verify, store, live, None, progress)
+    report = await asyncio.to_thread(verify, store, live, None, progress, settings.host)
     if args.json:
         emit({"events": events, "report": report}, as_json=True)
     else:
