@@ -188,6 +188,12 @@ async def test_a_host_in_a_fleet_serves_no_queries_and_keeps_only_its_own_views(
         assert [h.host for h in host.views.list_hosts()] == [host.host]
 
 
+async def test_without_a_replica_the_cli_says_queries_need_one(
+        fleet: Fleet, bus: NatsServer) -> None:
+    code, _, err = await cli(bus, "list")
+    assert code == 3 and "`compute queries`" in err, err
+
+
 async def test_the_client_and_the_cli_list_both_cells_page_by_page(
         fleet: Fleet, replicas: list[Replica], operator: ComputeClient, bus: NatsServer
         ) -> None:
