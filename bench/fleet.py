@@ -21,6 +21,7 @@ Printed, never asserted. On a shared 2-core machine the absolute figures say lit
 growth is the point (issue 22's target: flat within 20 % from N=1 to N=12).
 
     .venv/bin/python bench/fleet.py [--quick] [--hosts 1,2,4] [--rate 10] [--seconds 20]
+                                    [--queries embedded|external]
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ from compute.messaging.subjects import command  # noqa: E402
 
 
 @contextlib.asynccontextmanager
-async def fleet_host(url: str, work: Path, name: str, store: str, app: str
-                     ) -> AsyncIterator[subprocess.Popen[bytes]]:
+async def fleet_host(url: str, work: Path, name: str, store: str, app: str,
+                     queries: str = "embedded") -> AsyncIterator[subprocess.Popen[bytes]]:
     """``compute up`` as host ``name`` on the shared store; its PostgreSQL connections
     carry ``application_name`` ``app`` (libpq's ``PGAPPNAME``)."""
     (work / name).mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,8 @@ async def fleet_host(url: str, work: Path, name: str, store: str, app: str
            "COMPUTE_VOLUMES_DIR": str(work / name / "volumes"),
            "COMPUTE_LIBVIRT_URI": hypervisor_xml(work / name),
            "COMPUTE_SEAL_KEY": str(work / "seal.key"),     # hosts sharing a store share it
-           "COMPUTE_MAX_ACK_PENDING": "50000", "PGAPPNAME": app}
+           "COMPUTE_MAX_ACK_PENDING": "50000", "PGAPPNAME": app,
+           "COMPUTE_QUERIES": queries}
     log = open(work / name / "host.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "compute.cli", "up"], env=env, cwd=ROOT,
                             stdout=log, stderr=log)
@@ -92,6 +94,27 @@ async def fleet_host(url: str, work: Path, name: str, store: str, app: str
         yield proc
     finally:
         _stop(proc, log, timeout=120)
+
+
+@contextlib.asynccontextmanager
+async def query_replica(url: str, work: Path, store: str, app: str
+                        ) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``compute queries`` on the fleet's store (``--queries external``): the fleet's views."""
+    env = {**os.environ, "COMPUTE_NATS_URL": _SERVERS[url].add_user("queries", "queries"),
+           "COMPUTE_STORE": store, "COMPUTE_VIEWS": str(work / "query-views.sqlite"),
+           "PGAPPNAME": app}
+    path = work / "queries.log"
+    log = open(path, "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "compute.cli", "queries", "--name", "q1"],
+                            env=env, cwd=ROOT, stdout=log, stderr=log)
+    try:
+        while b"is up" not in path.read_bytes():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the query replica exited: {path.read_text()[-2000:]}")
+            await asyncio.sleep(0.1)
+        yield proc
+    finally:
+        _stop(proc, log, timeout=60)
 
 
 def backends(pg_url: str, app: str) -> list[int]:
@@ -157,10 +180,14 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
     with database(pg_url, db) as store, nats_server() as server:
         url = server.url
         async with contextlib.AsyncExitStack() as stack:
+            if args.queries == "external":   # its user before the load (a reload is slow then)
+                _SERVERS[url].add_user("queries", "queries")
             procs = {}
             for name in names:           # one at a time: the first makes the tables, the key
                 procs[name] = await stack.enter_async_context(
-                    fleet_host(url, work, name, store, app))
+                    fleet_host(url, work, name, store, app, args.queries))
+            replica = await stack.enter_async_context(
+                query_replica(url, work, store, app)) if args.queries == "external" else None
             loads = {name: await stack.enter_async_context(Load(
                 url, events=f"compute.evt.{name}.>",
                 subject=lambda vm, op, h=name: command(h, vm, op))) for name in names}
@@ -177,6 +204,7 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
                        for name, p in procs.items()}
             before_hosts = {name: cpu_seconds(p.pid) for name, p in procs.items()}
             before_nats = cpu_seconds(nats_pid(url), children=False)
+            before_replica = cpu_seconds(replica.pid) if replica else 0.0
             before_pg = cpu_of(pg_pids)
             before_xact = await asyncio.to_thread(commits, pg_url, db)
             t0 = time.perf_counter()
@@ -186,6 +214,7 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
             host_cpu = {name: cpu_seconds(p.pid) - before_hosts[name]
                         for name, p in procs.items()}
             nats_cpu = cpu_seconds(nats_pid(url), children=False) - before_nats
+            replica_cpu = cpu_seconds(replica.pid) - before_replica if replica else 0.0
             after_pg = cpu_of(pg_pids)
             xacts = await asyncio.to_thread(commits, pg_url, db) - before_xact
             pg_cpu = sum(after_pg[p] - before_pg[p] for p in pg_pids if after_pg[p])
@@ -200,6 +229,8 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
             host_cpu[h] * 1000 / own[h] for h in names),
         "host_cpu_s": host_cpu, "worker_pids": workers,
         "nats_cpu_ms_per_fleet_command": nats_cpu * 1000 / fleet_commands,
+        "queries": args.queries,
+        "replica_cpu_ms_per_fleet_command": replica_cpu * 1000 / fleet_commands,
         "pg_cpu_ms_per_fleet_command": pg_cpu * 1000 / fleet_commands,
         "pg_backends": len(pg_pids),
         "pg_xact_per_fleet_command": xacts / fleet_commands,
@@ -221,6 +252,8 @@ def growth(points: list[tuple[int, float]]) -> tuple[float, float]:
 
 FIGURES = (("host_cpu_ms_per_own_command", "per-host CPU per own command", "ms"),
            ("nats_cpu_ms_per_fleet_command", "nats-server CPU per fleet command", "ms"),
+           ("replica_cpu_ms_per_fleet_command", "query replica CPU per fleet command "
+            "(--queries external)", "ms"),
            ("pg_cpu_ms_per_fleet_command", "PostgreSQL backends' CPU per fleet command", "ms"),
            ("pg_xact_per_fleet_command", "PostgreSQL transactions per fleet command", "1"),
            ("reply_p50_ms", "command to outcome event p50", "ms"),
@@ -228,11 +261,13 @@ FIGURES = (("host_cpu_ms_per_own_command", "per-host CPU per own command", "ms")
 
 
 def rows(runs: list[dict[str, Any]]) -> list[Result]:
+    figures = [f for f in FIGURES if f[0] != "replica_cpu_ms_per_fleet_command"
+               or any(m["queries"] == "external" for m in runs)]
     out = [Result(bench="7 fleet", metric=f"{label}, N={m['hosts']}", unit=unit,
                   figure=round(m[key], 3), target="printed", met=None,
                   details={k: v for k, v in m.items() if k not in ("worker_pids",)})
-           for m in runs for key, label, unit in FIGURES]
-    for key, label, _ in FIGURES:
+           for m in runs for key, label, unit in figures]
+    for key, label, _ in figures:
         a, b = growth([(m["hosts"], m[key]) for m in runs])
         out.append(Result(bench="7 fleet", metric=f"{label}: growth per added host",
                           unit="% of a", figure=round(100 * b / a, 1) if a else float("nan"),
@@ -267,6 +302,9 @@ def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=None,
                    help="instances per host (default 20)")
     p.add_argument("--pg-url", default=DEFAULT_URL)
+    p.add_argument("--queries", choices=("embedded", "external"), default="embedded",
+                   help="COMPUTE_QUERIES of the hosts; external: one `compute queries` "
+                        "replica serves the fleet's views")
     p.add_argument("--json", action="store_true")
     return p
 

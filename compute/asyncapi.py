@@ -58,7 +58,10 @@ Rules every client follows (the schemas below say the rest):
   `{"min_position": p}` with p = the `position` of a command's outcome answers only once
   the views show that command's effect (or `Rejected` `PositionNotReached` after `timeout`
   seconds, at most 30). Without a position, `{"latest": true}` waits for everything
-  committed when the query arrived.
+  committed when the query arrived. Each cell has its own store and positions: an outcome
+  names its `cell`, and the query says it (`{"min_position": p, "cell": c}`, or
+  `{"positions": {c: p, ...}}`; a bare `min_position` is refused where the views follow
+  more than one cell); a page's `positions` are what to ask the next page with.
 - **Requests** (queries `compute.query.*`, calls `compute.call.<host>.*`, `$SRV.*`) are NATS
   request/reply: the reply comes on the request's reply subject. An empty request body
   means `{}`. Every refusal is a
@@ -295,8 +298,9 @@ def document() -> dict[str, Any]:
                                            query.summary)},
                         query.summary + (f" (of one {query.key})" if len(keyed) > 1 and with_key
                                          else "") +
-                        ". Request/reply against the host's projections (queue group "
-                        "compute-query); an empty body is the defaults.")
+                        ". Request/reply against the projections of the hosts "
+                        "(COMPUTE_QUERIES=embedded) or of the `compute queries` replicas "
+                        "(queue group compute-query); an empty body is the defaults.")
             doc.send(channel, channel, query.summary,
                      _request_reply(doc, [reply_name, rejected]))
 

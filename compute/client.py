@@ -89,6 +89,9 @@ class ComputeClient:
         self.position = 0
         """The highest ``position`` of an outcome this client received: its queries pass
         it as ``min_position``, so a read after a command sees the command's effect."""
+        self.positions: dict[str, int] = {}
+        """The same per cell (an outcome's ``cell``: each cell's store counts on its own);
+        queries pass it as ``positions`` when the outcomes named their cell."""
 
     @classmethod
     async def connect(cls, url: str, *, user: str = "operator",
@@ -163,10 +166,18 @@ class ComputeClient:
             msg = await sub.next_msg(timeout=max(deadline - asyncio.get_running_loop().time(),
                                                  0.001))
             outcome = _decoder.decode(msg.data)
-            self.position = max(self.position, getattr(outcome, "position", 0))
+            self.saw(outcome)
             return outcome
         finally:
             await sub.unsubscribe()
+
+    def saw(self, outcome: Any) -> None:
+        """Remember an outcome's position (in its cell), for reading one's own writes."""
+        position = getattr(outcome, "position", 0) or 0
+        self.position = max(self.position, position)
+        cell = getattr(outcome, "cell", None)
+        if cell and position:
+            self.positions[cell] = max(self.positions.get(cell, 0), position)
 
     async def place(self, flavor: Flavor, exclude: set[str] = frozenset()) -> str | None:
         """The host a new instance of ``flavor`` should go to (most free RAM that fits),
@@ -324,22 +335,32 @@ class ComputeClient:
                            f"({', '.join(consumer_names(self.user)[1:])}); delete one")
 
     async def query(self, view: str, key: str | None = None, *, timeout: float = 10.0,
-                    **params: Any) -> Any:
+                    retries: int = 0, **params: Any) -> Any:
         """Ask the projections; returns plain data (dicts/lists), raises QueryFailed.
 
         Without ``min_position`` the query reads at least this client's own writes (the
         highest outcome ``position`` it received): a list right after a ``Succeeded``
         shows it. The server is asked to give up a second before this client does, so a
         view that lags answers ``PositionNotReached`` rather than nothing."""
-        params.setdefault("min_position", self.position or None)
-        if params["min_position"] or params.get("latest"):     # the server's wait
+        if "min_position" not in params and "positions" not in params:
+            if self.positions:       # the outcomes said their cells
+                params["positions"] = dict(self.positions)
+            else:
+                params["min_position"] = self.position or None
+        if params.get("min_position") or params.get("positions") or params.get("latest"):
             params["timeout"] = max(timeout - 1.0, 0.5)
         body = msgspec.json.encode({k: v for k, v in params.items() if v is not None})
-        try:
-            reply = await self.nc.request(query(view, key), body, timeout=timeout)
-        except nats.errors.TimeoutError:
-            self._refused(query(view, key))
-            raise
+        for attempt in range(retries + 1):
+            try:
+                reply = await self.nc.request(query(view, key), body, timeout=timeout)
+                break
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                # ``retries``: a query is a read, asked again as it is. A replica that dies
+                # (or is killed) with the request in hand never answers it, and NATS does
+                # not tell; the queue group gives the next one to a live replica.
+                self._refused(query(view, key))
+                if attempt == retries:
+                    raise
         data = msgspec.json.decode(reply.data)
         if isinstance(data, dict) and data.get("outcome") == "Rejected":
             raise QueryFailed(data["error"], data["message"])
@@ -363,8 +384,14 @@ class ComputeClient:
                 return
             params.pop("latest", None)
             params["after"] = page["next"]
-            params["min_position"] = max(params.get("min_position") or 0,
-                                         page.get("position") or 0, self.position) or None
+            if page.get("positions"):       # each cell at least where this page was read
+                positions = dict(params.get("positions") or {})
+                for cell, position in [*page["positions"].items(), *self.positions.items()]:
+                    positions[cell] = max(positions.get(cell, 0), position)
+                params["positions"] = positions
+            else:
+                params["min_position"] = max(params.get("min_position") or 0,
+                                             page.get("position") or 0, self.position) or None
 
     async def list_all(self, view: str, key: str | None = None, **params: Any
                        ) -> AsyncIterator[dict[str, Any]]:

@@ -66,6 +66,14 @@ class Settings(msgspec.Struct, kw_only=True):
     commit woke it (0: 0.2 s inline, 0.5 s in the outbox worker). A host's commits wake its
     relays, other hosts' commits of shared events wake the ``_shared`` lease holder
     (PostgreSQL NOTIFY, ``compute.store.notices``): the poll is only the safety net."""
+    queries: str = "embedded"
+    """Who serves the fleet's views (``compute.query.>``): ``embedded``, this host (its
+    projector follows the whole log); ``external``, ``compute queries`` replicas, and this
+    host keeps only its own instances and resources in its views (issue 22: every host
+    projecting the whole fleet made the fleet's cost O(N²))."""
+    cells: str = ""
+    """``compute queries``: the cells it follows, ``cell1=<store url>,cell2=<store url>``
+    (empty: ``store`` as the one cell ``cell``)."""
     notifications: bool = True
     """Publish Nova's versioned notifications (``COMPUTE_NOTIFICATIONS``). A deployment
     nobody listens to for them turns them off, as Nova's ``noop`` notification driver
@@ -123,4 +131,20 @@ class Settings(msgspec.Struct, kw_only=True):
                 values[field.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return msgspec.convert(values, cls, strict=False)
+
+
+def cell_stores(settings: Settings) -> dict[str, str]:
+    """The cells a query replica follows and their stores: ``COMPUTE_CELLS`` (``name=url``,
+    comma-separated), else ``COMPUTE_STORE`` as the one cell ``COMPUTE_CELL``."""
+    if not settings.cells.strip():
+        return {settings.cell: settings.store}
+    cells: dict[str, str] = {}
+    for item in filter(None, (i.strip() for i in settings.cells.split(","))):
+        name, sep, url = item.partition("=")
+        if not sep or not name.strip() or not url.strip():
+            raise ValueError(f"COMPUTE_CELLS: {item!r} is not <cell>=<store url>")
+        if name.strip() in cells:
+            raise ValueError(f"COMPUTE_CELLS: cell {name.strip()!r} named twice")
+        cells[name.strip()] = url.strip()
+    return cells
 

@@ -585,3 +585,33 @@ async def test_a_reader_lists_events_with_the_cli_through_its_own_consumer(
     async with connected(readers[1]) as reader:    # (its consumer went with it)
         with pytest.raises(nats.js.errors.NotFoundError):
             await reader.nc.jetstream().consumer_info(EVENTS_STREAM, f"{_user(readers[1])}~1")
+
+
+# -- queries (a query replica, issue 22) ---------------------------------------------------
+@pytest.mark.parametrize("subject", ["compute.cmd.{host}.{uuid}.terminate_instance",
+                                     "compute.evt.{host}.{uuid}.Terminated",
+                                     "compute.call.{host}.get_host_uptime"])
+async def test_a_query_replica_may_not_command_write_events_or_call(
+        service, nats_server: NatsServer, subject: str) -> None:
+    """It serves ``compute.query.>`` and answers inboxes; nothing else."""
+    subject = subject.format(host=service.host, uuid=uuid.uuid4())
+    async with connected(nats_server.add_user("queries", "queries")) as replica:
+        await replica.nc.publish(subject, b"{}")
+        await replica.refused("Publish", subject)
+
+
+async def test_a_query_replica_may_not_read_commands(
+        service, nats_server: NatsServer) -> None:
+    async with connected(nats_server.add_user("queries", "queries")) as replica:
+        await replica.nc.subscribe("compute.cmd.>")
+        await replica.refused("Subscription", "compute.cmd.>")
+
+
+async def test_a_host_may_ask_the_fleets_hosts_but_no_other_query(
+        service, nats_server: NatsServer, intruder: str) -> None:
+    """``compute.query.hosts`` is a move's placement under COMPUTE_QUERIES=external."""
+    async with connected(intruder) as host:
+        await host.nc.publish("compute.query.instances", b"{}")
+        await host.refused("Publish", "compute.query.instances")
+        reply = await host.nc.request("compute.query.hosts", b"{}", timeout=10)
+        assert b'"items"' in reply.data

@@ -26,7 +26,7 @@ from compute.actors.host_calls import HostCalls
 from compute.actors.host_outbox import HostOutbox, TaskOutbox, WorkerOutbox
 from compute.actors.instance_journal import StoreUnavailable
 from compute.actors.instance_sweeps import InstanceSweeps
-from compute.actors.move_coordinator import MoveCoordinator, ViewPlacement
+from compute.actors.move_coordinator import FleetPlacement, MoveCoordinator, ViewPlacement
 from compute.actors.move_participant import MoveParticipant
 from compute.actors.periodic import MetricsSampler
 from compute.actors.peers import Peers
@@ -49,6 +49,7 @@ from compute.messaging.streams import cluster_replicas, ensure_streams
 from compute.messaging.subjects import SHARED_HOST
 from compute.messaging.users import host_user
 from compute.metrics import Metrics
+from compute.projections.local import LocalProjector, check_kind
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 from compute.store.answers import AnswerBook
@@ -134,7 +135,9 @@ async def wire(settings: Settings, driver: LibvirtDriver) -> HostParts:
     await ensure_streams(js, cluster_replicas(nc), update=False, settings=s)  # create only
     store = await _open_store(s, nc)
     views = await asyncio.to_thread(ViewStore, s.views)
-    projector = Projector(store, views)
+    external = s.queries == "external"   # the fleet's views are `compute queries` replicas'
+    projector = LocalProjector(store, views, host) if external else Projector(store, views)
+    await asyncio.to_thread(check_kind, views, projector.name)
     writer = GroupCommitWriter(store)
     store_health = StoreHealth()
     answers = AnswerBook(store, host, answer_window(s))
@@ -142,21 +145,22 @@ async def wire(settings: Settings, driver: LibvirtDriver) -> HostParts:
     metrics.watch_bus(nc.faults)
     driver_actor = DriverActor(driver, threads=driver_threads(s, driver),
                                timeout=s.driver_timeout, observe=metrics.driver_call)
-    queries = QueryService(nc, views, projector, host=host)
+    queries = QueryService(nc, views, projector, host=host, cell=s.cell)
     outbox = _outbox(s, store, js, queries)
     writer.on_commit = outbox.committed
     host_aggregate = await asyncio.to_thread(store.get_host, host)
     await report_resources(host, host_aggregate, s, driver_actor, writer)
     tracker = ResourceTracker(host_aggregate)
     networks, groups = NetworkBook(store), SecurityGroupBook(store)
-    placement = ViewPlacement(projector, views, s.cell)
+    placement = FleetPlacement(nc, s.cell, s.call_timeout) if external \
+        else ViewPlacement(projector, views, s.cell)
     moves = MoveCoordinator(
         host, Peers(nc, s.call_timeout), placement, tracker, driver_actor,
         cell=s.cell, known_hosts=placement.hosts,
         allow_resize_to_same_host=s.allow_resize_to_same_host,
         max_concurrent_live_migrations=s.max_concurrent_live_migrations,
         hypervisor_type=driver.domain_type)
-    replies = ReplyChannel(nc, metrics)
+    replies = ReplyChannel(nc, metrics, s.cell)
     ctx = ActorContext(host=host, store=store, writer=writer, driver=driver_actor,
                        tracker=tracker, networks=networks, groups=groups, reply=replies.reply,
                        moves=moves, metrics=metrics, passivate_after=s.passivate_after,
@@ -237,7 +241,8 @@ def _outbox(s: Settings, store: ComputeStore, js: JetStreamContext,
         return WorkerOutbox(OutboxProcess(
             s.store, s.nats_url, host=s.host, credentials=s.nats_credentials,
             seal_key=str(key_path(s.nats_credentials, s.seal_key)), views=s.views,
-            notify=s.notifications, relay_poll=s.relay_poll, on_views=queries.advance))
+            notify=s.notifications, relay_poll=s.relay_poll, on_views=queries.advance,
+            own_views=s.queries == "external"))
     poll = {"idle_poll": s.relay_poll} if s.relay_poll > 0 else {}
     return TaskOutbox(Relay(store, js, host=s.host, **poll),
                       Relay(store, js, host=SHARED_HOST, **poll),

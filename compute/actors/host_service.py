@@ -64,7 +64,8 @@ class HostService:
         p = self._parts = await wire(s, self.driver)
         await p.follower.init_host(s.resume_guests_state_on_host_boot)
         await p.audit.update_available_resource()          # Nova's pre_start_hook
-        await p.queries.start()
+        if s.queries != "external":    # else the fleet's views are `compute queries` replicas'
+            await p.queries.start()
         await p.calls.serve()
         if s.metrics_port >= 0:
             port = await asyncio.to_thread(p.metrics.serve, s.metrics_port)

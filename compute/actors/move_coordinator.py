@@ -42,6 +42,7 @@ from compute.domain.states import PowerState, TaskState, VmState
 from compute.events import commands as c
 from compute.events.commands import Flavor
 from compute.events.steps import StepReply, StepRequest
+from compute.messaging.queries import fleet_hosts
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
 
@@ -412,3 +413,17 @@ class ViewPlacement:
 
     async def __call__(self, flavor: Flavor, exclude: set[str]) -> str | None:
         return pick_host(in_cell(await self.hosts(), self.cell), flavor, exclude)
+
+
+class FleetPlacement(ViewPlacement):
+    """The same choice from the query service's host views (``compute.query.hosts``), for a
+    host that keeps only its own views (``COMPUTE_QUERIES=external``), as a client's
+    ``place`` reads them; they list every cell's hosts, each with its cell."""
+
+    def __init__(self, nc: Any, cell: str, timeout: float) -> None:
+        self.nc = nc
+        self.cell = cell
+        self.timeout = timeout
+
+    async def hosts(self) -> list[Any]:
+        return await fleet_hosts(self.nc, self.timeout)

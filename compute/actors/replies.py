@@ -11,6 +11,7 @@ import msgspec
 
 from compute.messaging.envelope import Envelope
 from compute.domain.errors import ComputeError
+from compute.events.cells import DEFAULT_CELL
 from compute.events.outcomes import Outcome, Rejected
 from compute.messaging.connection import Connection
 from compute.messaging.subjects import is_inbox
@@ -34,9 +35,10 @@ def _subclasses(cls: type) -> list[type]:
 
 
 class ReplyChannel:
-    def __init__(self, nc: Connection, metrics: Metrics) -> None:
+    def __init__(self, nc: Connection, metrics: Metrics, cell: str = DEFAULT_CELL) -> None:
         self.nc = nc
         self.metrics = metrics
+        self.cell = cell
         self.endpoints: dict[str, Any] = {}  # micro endpoints by call name (their stats)
         self.pending: dict[str, str] = {}    # inbox -> call, for an actor's answer
 
@@ -50,6 +52,7 @@ class ReplyChannel:
         answer no one either; the bad address is logged and counted
         (``compute_replies_refused``). A rejected call's answer carries the micro error
         headers, so ``$SRV.STATS`` counts it."""
+        outcome = self.in_cell(outcome)
         call = self.pending.pop(reply_to, None) if reply_to else None
         if call is not None and isinstance(outcome, Rejected):
             self.count_error(call, outcome)
@@ -70,12 +73,20 @@ class ReplyChannel:
         (``Nats-Service-Error``, ``Nats-Service-Error-Code``) and counts as an error of its
         endpoint in ``$SRV.STATS``, as a NATS micro client expects."""
         headers = None
+        answer = self.in_cell(answer)
         if isinstance(answer, Rejected):
             headers = service_error_headers(answer)
             self.count_error(name, answer)
         if msg.reply:
             with contextlib.suppress(Exception):
                 await self.nc.publish(msg.reply, _encoder.encode(answer), headers=headers)
+
+    def in_cell(self, answer: Any) -> Any:
+        """An outcome's ``position`` counts in this host's cell's store: it says which, so
+        the asker's queries wait for that cell (``QueryRequest.cell``)."""
+        if getattr(answer, "cell", False) is None and getattr(answer, "position", 0):
+            return msgspec.structs.replace(answer, cell=self.cell)
+        return answer
 
     def count_error(self, name: str, rejected: Rejected) -> None:
         stats = self.endpoints.get(name)

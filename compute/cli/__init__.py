@@ -35,7 +35,7 @@ from compute.messaging.users import load_roles
 ROLES = load_roles(NATS_CONF)
 
 
-VERB_MODULES: list[str] = ["dead"]
+VERB_MODULES: list[str] = ["dead", "queries"]
 """Modules (``compute.cli.<name>``) that add verbs: ``add_parser(sub)``."""
 
 

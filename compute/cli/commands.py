@@ -64,7 +64,8 @@ async def client_for(settings: Settings, user: str = "operator"
             await asyncio.wait_for(client.close(), 5)
     except nats.errors.NoRespondersError:
         raise CliError(f"no compute host answers on NATS at {redact(settings.nats_url)}: "
-                       "start one (`compute up`) or name a running one (--host)",
+                       "start one (`compute up`) or name a running one (--host); where the "
+                       "hosts run COMPUTE_QUERIES=external, queries need a `compute queries`",
                        Exit.UNREACHABLE, "NoResponders") from None
     except NoCommandStream as exc:
         raise CliError(f"{exc}: start a host (`compute up`)", Exit.UNREACHABLE,
@@ -495,7 +496,7 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
             print(f"\rrebuilt {done}/{total} events ({100 * done // max(total, 1)}%)",
                   end="\n" if done == total else "", file=sys.stderr, flush=True)
 
-    report = await asyncio.to_thread(verify, store, live, None, progress)
+    report = await asyncio.to_thread(verify, store, live, None, progress, settings.host)
     if args.json:
         emit({"events": events, "report": report}, as_json=True)
     else:

@@ -93,6 +93,7 @@ async def _started(servers: Any, first: Any, host: str, what: str) -> AsyncItera
 async def host_service(settings: Settings) -> AsyncIterator[Any]:
     from compute.actors.host_service import HostService
     from compute.actors.instance_journal import StoreUnavailable
+    from compute.projections.local import ViewsOfAnotherKind
     from compute.store.seal import SealKeyMismatch
 
     async with embedded_nats(settings):
@@ -102,7 +103,7 @@ async def host_service(settings: Settings) -> AsyncIterator[Any]:
         except nats.errors.Error as exc:
             raise refused(settings, exc, host_user(settings.host),
                           f"host {settings.host}") from None
-        except (StoreUnavailable, SealKeyMismatch) as exc:   # one line, exit 1: a store that
+        except (StoreUnavailable, SealKeyMismatch, ViewsOfAnotherKind) as exc:   # one line, exit 1: a store that
             # refuses writes, or a seal key that does not fit the store's sealed events
             raise CliError(str(exc)) from None
         try:

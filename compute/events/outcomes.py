@@ -32,6 +32,8 @@ class Succeeded(Outcome, frozen=True, kw_only=True):
     power_state: int
     position: int = 0
     """Notification id of the last event: a query with ``min_position`` sees its effect."""
+    cell: str | None = None
+    """The cell whose store ``position`` counts in: a query's ``cell`` (issue 22)."""
     duplicate: bool = False
     result: dict[str, Any] = {}
     """What the operation produced (a device name, an image id, an address...)."""
@@ -49,6 +51,7 @@ class Failed(Outcome, frozen=True, kw_only=True):
     code: int
     message: str
     position: int = 0
+    cell: str | None = None
     duplicate: bool = False
 
 
@@ -71,6 +74,7 @@ class HostUpdated(Outcome, frozen=True, kw_only=True):
     maintenance: bool
     aggregates: list[str]
     message: str = ""
+    cell: str | None = None
 
 
 class Moved(Outcome, frozen=True, kw_only=True):

@@ -57,7 +57,7 @@ class OutboxProcess:
                  credentials: str | None = None, views: str | None = None,
                  notify: bool = True, seal_key: str | None = None,
                  on_views: Callable[[int], Any] | None = None,
-                 relay_poll: float = 0.0) -> None:
+                 relay_poll: float = 0.0, own_views: bool = False) -> None:
         self.args = [sys.executable, "-m", "compute.messaging.outbox", "--store", store_url,
                      "--nats-url", nats_url, "--host", host]
         if credentials:
@@ -66,6 +66,8 @@ class OutboxProcess:
             self.args += ["--seal-key", seal_key]
         if views:
             self.args += ["--views", views]
+            if own_views:     # COMPUTE_QUERIES=external: this host's own views only
+                self.args.append("--own-views")
         if not notify:
             self.args.append("--no-notify")
         if relay_poll > 0:
@@ -162,7 +164,7 @@ async def start_outbox(store: Any, store_url: str, nats_url: str, js: Any, *, mo
 # -- the worker process ---------------------------------------------------------------------
 async def worker(store_url: str, nats_url: str, views_path: str | None, notify: bool,
                  host: str, credentials: str | None, seal_key: str | None = None,
-                 relay_poll: float = 0.5) -> None:
+                 relay_poll: float = 0.5, own_views: bool = False) -> None:
     from compute.messaging.credentials import connect
     from compute.messaging.notifier import Notifier
     from compute.messaging.relay import Relay
@@ -203,7 +205,10 @@ async def worker(store_url: str, nats_url: str, views_path: str | None, notify: 
     views = None
     if views_path:
         views = await asyncio.to_thread(ViewStore, views_path)
-        parts.append(_Projecting(Projector(store, views), lambda p: report("views", p)))
+        from compute.projections.local import LocalProjector
+
+        projector = LocalProjector(store, views, host) if own_views else Projector(store, views)
+        parts.append(_Projecting(projector, lambda p: report("views", p)))
     eof = asyncio.Event()
 
     def readable() -> None:
@@ -274,6 +279,9 @@ def main() -> None:
     p.add_argument("--nats-url", required=True)
     p.add_argument("--views")
     p.add_argument("--no-notify", action="store_true")
+    p.add_argument("--own-views", action="store_true",
+                   help="project only this host's own instances and resources "
+                        "(COMPUTE_QUERIES=external)")
     p.add_argument("--host", required=True, help="the compute host (its NATS user: host-<host>)")
     p.add_argument("--credentials", help="where its password is, if not in the URL")
     p.add_argument("--seal-key", help="the deployment's seal key (compute.store.seal)")
@@ -286,7 +294,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s outbox %(levelname)s %(message)s")
     asyncio.run(worker(a.store, a.nats_url, a.views, not a.no_notify, a.host, a.credentials,
-                       a.seal_key, a.relay_poll))
+                       a.seal_key, a.relay_poll, a.own_views))
 
 
 if __name__ == "__main__":

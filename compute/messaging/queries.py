@@ -38,6 +38,7 @@ from nats.aio.client import Client as NATS
 
 from compute.events.error_codes import ErrorCode
 from compute.events.outcomes import Rejected
+from compute.messaging.guard import relaying
 from compute.projections.projector import Projector
 from compute.projections.views import (
     ActionView,
@@ -73,7 +74,14 @@ class QueryRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     min_position: int = 0
     """Answer only once the views have applied this notification id: the ``position`` of a
-    command's ``Succeeded``/``Failed``/``HostUpdated`` outcome (read your own writes)."""
+    command's ``Succeeded``/``Failed``/``HostUpdated`` outcome (read your own writes), in
+    the store of ``cell`` (the outcome's ``cell``)."""
+    cell: str | None = None
+    """The cell whose store ``min_position`` counts in (issue 22: each cell has its own
+    store and its own notification ids). May be left out where the views follow one cell."""
+    positions: dict[str, int] = {}
+    """The least position per cell (a client that wrote in several cells; a page's
+    ``positions`` when asking the next page)."""
     host: str | None = None
     """instances, migrations: only those of this compute host."""
     vm_state: str | None = None
@@ -100,7 +108,11 @@ class Page(msgspec.Struct, kw_only=True):
     next: str | None = None
     position: int = 0
     """The views' position this page was read at: ask the next pages with
-    ``min_position`` = it, so a replica further behind does not serve them."""
+    ``min_position`` = it, so a replica further behind does not serve them (views that
+    follow several cells: 0, see ``positions``)."""
+    positions: dict[str, int] = {}
+    """The views' position in each cell's store this page was read at: ask the next pages
+    with ``positions`` = it."""
 
 
 class InstancePage(Page, kw_only=True):
@@ -257,18 +269,55 @@ QUERIES: dict[str, Query] = {q.name: q for q in (
 )}
 
 
+async def fleet_hosts(nc: NATS, timeout: float = 10.0) -> list[HostView]:
+    """Every compute host's view, page by page, from the query service (``latest``: each
+    host's last report): what a host that keeps only its own views places a move with.
+    (A host's connection publishes to ``compute.query.`` only inside ``relaying()``: its
+    guard keeps any requester from making it publish there by a reply address.)"""
+    hosts: list[HostView] = []
+    body: dict[str, Any] = {"latest": True, "timeout": max(timeout - 1.0, 0.5)}
+    while True:
+        with relaying():     # a host's guarded connection asks a query only from here
+            reply = await nc.request("compute.query.hosts", _encoder.encode(body),
+                                     timeout=timeout)
+        page = msgspec.json.decode(reply.data)
+        if isinstance(page, dict) and page.get("outcome") == "Rejected":
+            raise QueryRefused(ErrorCode(page["error"]), page["message"])
+        page = msgspec.convert(page, HostPage)
+        hosts += page.items
+        if page.next is None:
+            return hosts
+        body = {"after": page.next, "positions": page.positions,
+                "timeout": body["timeout"]}
+
+
 class QueryService:
-    def __init__(self, nc: NATS, views: ViewStore, projector: Projector, *,
-                 host: str = "") -> None:
+    """Serves ``compute.query.>`` from ``views``, which ``projectors`` keep (one per cell,
+    each following its cell's store with its own position: a host's embedded views follow
+    its one store; a ``compute queries`` replica follows every cell's)."""
+
+    def __init__(self, nc: NATS, views: ViewStore, projector: Projector | dict[str, Projector],
+                 *, host: str = "", cell: str = "cell1") -> None:
         self.nc = nc
         self.views = views
-        self.projector = projector
+        self.projectors = projector if isinstance(projector, dict) else {cell: projector}
+        self.projector = next(iter(self.projectors.values()))
+        self.cell = next(iter(self.projectors))
         self.host = host
-        self.position = 0
-        self._wake = asyncio.Event()
+        self.positions = dict.fromkeys(self.projectors, 0)
+        self._wakes = {c: asyncio.Event() for c in self.projectors}
         self._advanced = asyncio.Event()
         self._sub: Any = None
         self._in_flight: set[asyncio.Task[None]] = set()
+
+    @property
+    def position(self) -> int:
+        """The views' position in the (first) cell's store."""
+        return self.positions[self.cell]
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self.positions[self.cell] = value
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe("compute.query.>", queue=QUEUE_GROUP,
@@ -281,43 +330,85 @@ class QueryService:
         for task in list(self._in_flight):
             task.cancel()
 
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, cell: str | None = None) -> None:
+        """New events may be waiting in ``cell``'s store (None: in any)."""
+        for name, event in self._wakes.items():
+            if cell is None or cell == name:
+                event.set()
 
-    async def follow(self, idle_poll: float = 0.2) -> None:
-        """Keep the projections caught up with the log (woken by commits, else polling)."""
+    async def follow(self, idle_poll: float = 0.2, every: float = 0.0) -> None:
+        """Keep the projections caught up with their logs (woken by commits, else polling),
+        one loop per cell, at most one catch-up per ``every`` seconds per cell."""
+        await asyncio.gather(*(self._follow(cell, idle_poll, every)
+                               for cell in self.projectors))
+
+    async def _follow(self, cell: str, idle_poll: float, every: float) -> None:
+        projector, wake = self.projectors[cell], self._wakes[cell]
+        loop = asyncio.get_running_loop()
         while True:
-            self._wake.clear()
+            wake.clear()
+            started = loop.time()
             try:
-                await asyncio.to_thread(self.projector.catch_up)
-                self.position = await asyncio.to_thread(self.views.position, self.projector.name)
+                await asyncio.to_thread(projector.catch_up)
+                position = await asyncio.to_thread(self.views.position, projector.name)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("projection update failed; retrying")
-            self.advance(self.position)
+                log.exception("projection of cell %s failed; retrying", cell)
+            else:
+                self.advance(position, cell)
+            if every:
+                await asyncio.sleep(max(0.0, started + every - loop.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), idle_poll)
+                await asyncio.wait_for(wake.wait(), idle_poll)
 
-    def advance(self, position: int) -> None:
-        """The views reached ``position`` (also called by an outbox worker's report): wake
-        every waiting request, each of which checks its own position."""
-        self.position = max(self.position, position)
+    def advance(self, position: int, cell: str | None = None) -> None:
+        """The views reached ``position`` in ``cell``'s store (also called by an outbox
+        worker's report): wake every waiting request, each of which checks its own."""
+        cell = cell or self.cell
+        self.positions[cell] = max(self.positions[cell], position)
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
-    async def wait_for(self, position: int, timeout: float) -> bool:
-        """True once the views reached ``position``; False after ``timeout``. Holds nothing
-        while it waits (an event per advance, no lock)."""
+    async def wait_for(self, position: int | dict[str, int], timeout: float) -> bool:
+        """True once the views reached ``position`` (per cell: a dict); False after
+        ``timeout``. Holds nothing while it waits (an event per advance, no lock)."""
+        targets = position if isinstance(position, dict) else {self.cell: position}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.position < position:
+        while any(self.positions[c] < p for c, p in targets.items()):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._advanced.wait(), remaining)
         return True
+
+    def targets(self, req: QueryRequest) -> dict[str, int]:
+        """The least position per cell the request asks (``min_position`` in ``cell``, and
+        ``positions``); a cell these views do not follow is refused."""
+        targets = dict(req.positions)
+        if req.min_position:
+            if req.cell is None and len(self.projectors) > 1:
+                raise QueryRefused(ErrorCode.INVALID_PAYLOAD,
+                                   "min_position: say which cell's store it counts in "
+                                   f"(cell: one of {', '.join(self.projectors)})")
+            cell = req.cell or self.cell
+            targets[cell] = max(targets.get(cell, 0), req.min_position)
+        unknown = sorted(set(targets) - set(self.projectors))
+        if unknown:
+            raise QueryRefused(ErrorCode.INVALID_PAYLOAD,
+                               f"cell {', '.join(unknown)}: these views follow "
+                               f"{', '.join(self.projectors)}")
+        return targets
+
+    async def _heads(self) -> dict[str, int]:
+        """Every cell's last committed notification id (what ``latest`` waits for)."""
+        heads = {}
+        for cell, projector in self.projectors.items():
+            heads[cell] = await asyncio.to_thread(
+                projector.store.recorder.max_notification_id) or 0
+        return heads
 
     async def _on_request(self, msg: Any) -> None:
         """The subscription's callback: hand the request to its own task and return."""
@@ -360,16 +451,19 @@ class QueryService:
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise QueryRefused(ErrorCode.INVALID_PAYLOAD, f"invalid query body: {exc}") from None
         wait = min(max(req.timeout, 0.0), MAX_WAIT)
-        target = req.min_position
+        targets = self.targets(req)
         if req.latest:
-            head = await asyncio.to_thread(self.projector.store.recorder.max_notification_id)
-            target = max(target, head or 0)
-            if target > self.position:
-                self.wake()
-        if target and not await self.wait_for(target, wait):
+            for cell, head in (await self._heads()).items():
+                targets[cell] = max(targets.get(cell, 0), head)
+        behind = {c: p for c, p in targets.items() if p > self.positions[c]}
+        for cell in behind:
+            self.wake(cell)
+        if behind and not await self.wait_for(behind, wait):
+            at = ", ".join(f"{c} {self.positions[c]} (not {p})" for c, p in behind.items()
+                           if self.positions[c] < p)
             raise QueryRefused(ErrorCode.POSITION_NOT_REACHED,
-                               f"the views of host {self.host} are at position "
-                               f"{self.position}, not {target}, after {wait:g} s")
+                               f"the views of {self.host} are at position {at}, "
+                               f"after {wait:g} s")
         if query.rows is not None:
             return await asyncio.to_thread(self._page, query, key, req)
         assert query.handler is not None
@@ -380,7 +474,7 @@ class QueryService:
         (each item is encoded once, the page is assembled from the encodings), and the
         cursor after the last one when more follow (one row more is read to know)."""
         assert query.rows is not None and query.order is not None
-        position = self.position
+        positions = dict(self.positions)
         try:
             rows = query.rows(self.views, key, req, decode_cursor(query.name, req.after),
                               req.limit + 1)
@@ -397,7 +491,8 @@ class QueryService:
             size += len(item) + 1
         more = len(items) < len(rows)
         return msgspec.json.encode(query.reply(
-            items=items, position=position,
+            items=items, positions=positions,
+            position=positions[self.cell] if len(positions) == 1 else 0,
             next=encode_cursor(query.name, query.order(rows[len(items) - 1])) if more
             else None))
 

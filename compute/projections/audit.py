@@ -52,14 +52,23 @@ def history(store: ComputeStore, uuid: UUID | None = None) -> list[dict[str, Any
 
 
 def verify(store: ComputeStore, live: ViewStore, scratch_path: str | None = None,
-           progress: Callable[[int, int], None] | None = None) -> AuditReport:
+           progress: Callable[[int, int], None] | None = None,
+           host: str | None = None) -> AuditReport:
+    """Rebuild the views from the log up to the live views' position and compare. A host's
+    own views (``COMPUTE_QUERIES=external``: tracking ``views:local``) are rebuilt by the
+    same filter for ``host``, so they too must equal a replay."""
+    from compute.projections.local import LOCAL_TRACKING, LocalProjector
+
     t0 = time.perf_counter()
-    projector_name = "views"
+    own = host is not None and live.position(LOCAL_TRACKING) > 0
+    projector_name = LOCAL_TRACKING if own else "views"
     position = live.position(projector_name)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = ViewStore(scratch_path or str(Path(tmp) / "scratch.sqlite"), scratch=True)
         try:
-            replayed = Projector(store, scratch, projector_name).catch_up(
+            rebuild = LocalProjector(store, scratch, host) if own and host is not None \
+                else Projector(store, scratch, projector_name)
+            replayed = rebuild.catch_up(
                 stop=position,
                 progress=(lambda done: progress(done, position)) if progress else None)
             differences = compare(live.dump(), scratch.dump())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -101,7 +101,7 @@ class Projector:
             writer = PageWriter(db)
             begin = writer.begin
             decoders: dict[str, msgspec.json.Decoder[Any]] = {}    # per topic, this page
-            for nid, topic, state in page:
+            for nid, topic, state in self.select(page, db):
                 try:
                     decoder = decoders.get(topic)
                     if decoder is None:
@@ -119,6 +119,11 @@ class Projector:
             db.execute("INSERT INTO tracking VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
                        "SET position = excluded.position", (self.name, page[-1][0]))
         return len(page)
+
+    def select(self, page: Sequence[Any], db: sqlite3.Connection) -> Iterable[Any]:
+        """The (id, topic, state) rows of ``page`` these views apply: all of them (the
+        fleet's views); ``compute.projections.local`` keeps only a host's own."""
+        return page
 
     def catch_up(self, stop: int | None = None, limit: int | None = None,
                  progress: Callable[[int], None] | None = None) -> int:
