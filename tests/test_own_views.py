@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
 from compute.events.outcomes import Succeeded

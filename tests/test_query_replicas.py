@@ -26,7 +26,7 @@ import nats.errors
 import pytest
 
 from bench.seed import seed
-from compute.actors.host import HostService
+from compute.actors.host_service import HostService
 from compute.client import ComputeClient, QueryFailed
 from compute.config import Settings
 from compute.events.outcomes import Succeeded

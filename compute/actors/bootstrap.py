@@ -26,7 +26,12 @@ from compute.actors.host_calls import HostCalls
 from compute.actors.host_outbox import HostOutbox, TaskOutbox, WorkerOutbox
 from compute.actors.instance_journal import StoreUnavailable
 from compute.actors.instance_sweeps import InstanceSweeps
-from compute.actors.move_coordinator import FleetPlacement, MoveCoordinator, ViewPlacement
+from compute.actors.move_coordinator import (
+    FleetPlacement,
+    MoveCoordinator,
+    StoreCells,
+    ViewPlacement,
+)
 from compute.actors.move_participant import MoveParticipant
 from compute.actors.periodic import MetricsSampler
 from compute.actors.peers import Peers
@@ -156,7 +161,7 @@ async def wire(settings: Settings, driver: LibvirtDriver) -> HostParts:
         else ViewPlacement(projector, views, s.cell)
     moves = MoveCoordinator(
         host, Peers(nc, s.call_timeout), placement, tracker, driver_actor,
-        cell=s.cell, known_hosts=placement.hosts,
+        cell=s.cell, cell_of=StoreCells(store),
         allow_resize_to_same_host=s.allow_resize_to_same_host,
         max_concurrent_live_migrations=s.max_concurrent_live_migrations,
         hypervisor_type=driver.domain_type)

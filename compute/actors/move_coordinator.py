@@ -53,9 +53,21 @@ ABORT_GRACE = 2.0
 """Seconds an aborted live migration gets to stop before it counts as cancelled."""
 
 Placement = Callable[[Flavor, set[str]], Awaitable[str | None]]
-KnownHosts = Callable[[], Awaitable[list[Any]]]
-"""The host views this host knows: its cell's at least, each with its cell
-(compute/domain/cells.py)."""
+CellOf = Callable[[str], Awaitable[str | None]]
+"""The cell a host reported into this host's store, None if it never did (a host of
+another cell: compute/domain/cells.py)."""
+
+
+class StoreCells:
+    """A host's cell as its own reports in this cell's store say (compute/domain/cells.py:
+    another cell's hosts report into another store)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def __call__(self, host: str) -> str | None:
+        found = await asyncio.to_thread(self.store.get_host, host)
+        return found.resources.cell if found.resources is not None else None
 
 
 class Preempted(Exception):
@@ -138,7 +150,7 @@ class MoveCoordinator:
 
     def __init__(self, host: str, peers: Peers, placement: Placement,
                  tracker: ResourceTracker, driver: DriverActor, *,
-                 cell: str = DEFAULT_CELL, known_hosts: KnownHosts | None = None,
+                 cell: str = DEFAULT_CELL, cell_of: CellOf | None = None,
                  allow_resize_to_same_host: bool = False,
                  max_concurrent_live_migrations: int = 1, hypervisor_type: str = "") -> None:
         self.host = host
@@ -147,8 +159,8 @@ class MoveCoordinator:
         self.tracker = tracker
         self.driver = driver
         self.cell = cell
-        self.known_hosts = known_hosts
-        """The hosts a move may name, with their cell (the placement's ``hosts``)."""
+        self.cell_of = cell_of
+        """The cell a host reported into this cell's store (None: not a host of it)."""
         self.allow_resize_to_same_host = allow_resize_to_same_host
         self.hypervisor_type = hypervisor_type
         # Nova's max_concurrent_live_migrations (0 means no limit)
@@ -161,9 +173,9 @@ class MoveCoordinator:
         placement's choice (which picks in this cell only)."""
         asked = getattr(payload, "host", None)
         if asked:
-            if self.known_hosts is not None and asked != self.host:
+            if self.cell_of is not None and asked != self.host:
                 check_same_cell(str(inst.id), self.host, self.cell, str(asked),
-                                await self.known_hosts())
+                                await self.cell_of(str(asked)))
             return str(asked)
         flavor = payload.flavor if isinstance(payload, c.ResizeInstance) else inst.flavor
         same = op.may_stay and self.allow_resize_to_same_host

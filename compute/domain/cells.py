@@ -29,14 +29,14 @@ differs, and ``_find_destination`` sets ``requested_destination.cell`` to the so
 (nova/conductor/tasks/live_migrate.py). Here all three are refused alike, with a typed error
 of their own rather than Nova's "not found".
 
-**Where a host learns a peer's cell**: from its own cell's host view (the projection of its
-store). The store holds a ``HostResourcesReported`` of every host of the cell, written when
-the host starts, so the view lists exactly the cell's hosts with their cell; a host of
-another cell is absent (its reports are in another store), as it is absent from Nova's cell
-database. That needs no extra call (a host may call another only for a move's steps,
-nats.conf) and answers when the peer is down; a move's first step could tell the peer's
-cell too, but only after the move was recorded. A view that also lists other cells' hosts
-(a fleet-wide one) gives their cell, and the rule below reads it the same way.
+**Where a host learns a peer's cell**: from its own cell's store. Every host of the cell
+writes a ``HostResourcesReported`` (with its cell) into it when it starts, so the peer's
+``Host`` aggregate there says its cell, and a host of another cell has none (its reports are
+in another store), as it is absent from Nova's cell database. That needs no extra call (a
+host may call another only for a move's steps, nats.conf), answers when the peer is down,
+needs no views (a host with ``COMPUTE_QUERIES=external`` keeps only its own) and decides
+before anything is recorded; a move's first step could tell the peer's cell too, but only
+after the move was recorded.
 """
 
 from __future__ import annotations
@@ -55,18 +55,16 @@ def in_cell(hosts: Iterable[Any], cell: str) -> list[Any]:
     return [h for h in hosts if getattr(h, "cell", DEFAULT_CELL) == cell]
 
 
-def check_same_cell(uuid: str, source: str, cell: str, dest: str,
-                    hosts: Iterable[Any]) -> None:
+def check_same_cell(uuid: str, source: str, cell: str, dest: str, dest_cell: str | None) -> None:
     """Refuse a move of instance ``uuid`` from ``source`` (in ``cell``) to ``dest`` unless
-    ``dest`` is a host of ``cell`` according to ``hosts`` (the cell's host view)."""
+    ``dest`` is a host of ``cell``: ``dest_cell`` is the cell ``dest`` reported into this
+    cell's store, None when it never did (a host of another cell, or no host at all)."""
     if dest == source:
         return
-    found = next((h for h in hosts if h.host == dest), None)
-    if found is None:
+    if dest_cell is None:
         raise CrossCellMoveRefused(
             f"cannot move instance {uuid} to host {dest}: it is not a host of cell {cell} "
             f"(a host of another cell, or no host at all); a move stays in its cell")
-    dest_cell = getattr(found, "cell", DEFAULT_CELL)
     if dest_cell != cell:
         raise CrossCellMoveRefused(
             f"cannot move instance {uuid} from {source} (cell {cell}) to {dest} "
