@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import signal
+import threading
 import uuid
 from pathlib import Path
 
@@ -109,7 +110,19 @@ async def test_a_resize_interrupted_after_the_source_powered_off_is_undone(
         vm = str(uuid.uuid4())
         assert isinstance(await client.send(src, vm, "run_instance", boot_payload("k"),
                                             timeout=30), Succeeded)
-        dst.driver.inject_fault("finish_migration", None, delay=3.0)
+        # the destination's finish_migration is held until the move was undone, so it
+        # always lands late (a delay raced the restarted source's rollback under load)
+        undone, landed = threading.Event(), threading.Event()
+        finish = dst.driver.finish_migration
+
+        def late_finish(*args: object, **kwargs: object) -> object:
+            undone.wait(60)
+            try:
+                return finish(*args, **kwargs)
+            finally:
+                landed.set()
+
+        dst.driver.finish_migration = late_finish        # type: ignore[method-assign]
         resizing = asyncio.create_task(client.send(
             src, vm, "resize_instance", {"flavor": FLAVORS[1], "host": dst.host}, timeout=60))
 
@@ -121,14 +134,15 @@ async def test_a_resize_interrupted_after_the_source_powered_off_is_undone(
         first.wait(timeout=10)
         second = start_host_process(env, tmp_path / "src.log")
         outcome = await resizing                # redelivered to the new process, undone
+        undone.set()
         assert outcome.task_state is None and outcome.vm_state == "active", outcome
         inst = instance(dst, vm)
         assert inst.host == src and inst.migration.status == "error"
         assert inst.power_state == 1 and inst.flavor.name == "m1.tiny"
         assert dst.tracker.host.claims == {}
 
-        async def finish_landed() -> bool:     # the slow step at the destination ends late
-            return domain_state(dst, vm) is not None
+        async def finish_landed() -> bool:     # the held step at the destination ends late
+            return landed.is_set() and domain_state(dst, vm) is not None
 
         await wait_for(finish_landed)
         await dst.update_available_resource()  # and the audit removes what it left
