@@ -1,8 +1,9 @@
 """Cells (issue 22): two cells of two hosts each, each cell on its own PostgreSQL schema, all
 four hosts on one 3-node NATS cluster. Hosts boot and operate instances in both cells, a move
 stays inside its cell (one to the other cell is refused, typed, and changes nothing), each
-cell relays its own ``_shared`` events under its own lease, and a host killed mid-load loses
-nothing (compute/domain/cells.py)."""
+cell relays its own ``_shared`` events under its own lease, a host killed mid-load loses
+nothing, and two query replicas serve both cells, one SIGKILLed mid-load without a query lost
+(compute/domain/cells.py, compute/messaging/replica.py)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,14 @@ from compute.events.error_codes import ErrorCode
 from compute.messaging.cluster import NatsCluster
 from compute.domain.network import network_aggregate_id
 from compute.messaging.subjects import EVENTS_STREAM, MSG_ID
+from compute.projections.audit import compare
+from compute.projections.views import ViewStore
 from compute.store.app import open_store
 from tests.conftest import boot_payload
 from tests.moves_fixtures import instance, settled
-from tests.scenarios import assert_log_on_stream, during_failover
+from tests.scenarios import assert_log_on_stream, during_failover, until
 from tests.stores import postgres_schema, postgres_unavailable
+from tests.test_query_replicas import Replica, replayed
 from tests.test_recovery import ROOT, consumer_exists, wait_for
 from tests.test_recovery import start_host as start_host_process
 
@@ -63,29 +67,39 @@ class Cells:
         return self.hosts[cell][0].store
 
 
-@pytest.fixture
-async def cells(schemas: tuple[str, str], nats_cluster: NatsCluster, tmp_path: Path,
-                hypervisor_uri: Callable[..., str]) -> AsyncIterator[Cells]:
+@contextlib.asynccontextmanager
+async def two_cells(schemas: tuple[str, str], cluster: NatsCluster, tmp_path: Path,
+                    hypervisor_uri: Callable[..., str], **common: Any) -> AsyncIterator[Cells]:
+    """Two hosts in each cell, every host with the ``common`` settings."""
     started: list[HostService] = []
     names = iter(range(1, 100))
 
     async def start(cell: str, store: str, **overrides: Any) -> HostService:
         name = f"{cell}h{next(names)}{uuid.uuid4().hex[:4]}"
         host = await HostService(Settings(
-            host=name, cell=cell, store=store, nats_url=nats_cluster.add_user("host", name),
+            host=name, cell=cell, store=store, nats_url=cluster.add_user("host", name),
             views=str(tmp_path / f"views-{name}.sqlite"),
             volumes_dir=str(tmp_path / f"volumes-{name}"),
             libvirt_uri=hypervisor_uri(name=name), driver_timeout=10.0, ack_wait=5.0,
-            call_timeout=15.0, **overrides)).start()
+            call_timeout=15.0, **{**common, **overrides})).start()
         started.append(host)
         return host
 
     stores = {"cell1": schemas[0], "cell2": schemas[1]}
-    hosts = {cell: [await start(cell, store) for _ in range(2)]
-             for cell, store in stores.items()}
-    yield Cells(nats_cluster, stores, hosts, start)
-    for host in reversed(started):
-        await host.stop()
+    try:
+        hosts = {cell: [await start(cell, store) for _ in range(2)]
+                 for cell, store in stores.items()}
+        yield Cells(cluster, stores, hosts, start)
+    finally:
+        for host in reversed(started):
+            await host.stop()
+
+
+@pytest.fixture
+async def cells(schemas: tuple[str, str], nats_cluster: NatsCluster, tmp_path: Path,
+                hypervisor_uri: Callable[..., str]) -> AsyncIterator[Cells]:
+    async with two_cells(schemas, nats_cluster, tmp_path, hypervisor_uri) as both:
+        yield both
 
 
 @pytest.fixture
@@ -139,8 +153,7 @@ async def test_instances_boot_and_operate_on_the_four_hosts_of_both_cells(
             got = {vm: host.views.get_instance(vm) for vm in placed}
             assert {vm: (v.host, v.vm_state, v.task_state) for vm, v in got.items()
                     if v is not None} == {vm: (placed[vm].host, "active", None) for vm in ours}
-    # TODO(h/queries): the fleet-wide list across cells (compute.query.instances) is built
-    # by the query service; today each cell's hosts answer from their own cell's views.
+    # the fleet's list across both cells is the query replicas' (the last test here)
 
 
 async def test_a_cold_migration_placed_by_the_scheduler_stays_in_its_cell(
@@ -292,3 +305,68 @@ async def test_a_network_of_the_same_name_in_both_cells_reaches_the_stream_from_
             if len(ids) == 2:
                 break
     assert len(set(ids)) == 2 and all(i.startswith(f"{uid}:1:") for i in ids), ids
+
+
+async def test_two_query_replicas_serve_both_cells_and_one_killed_mid_load_costs_nothing(
+        schemas: tuple[str, str], nats_cluster: NatsCluster, tmp_path: Path,
+        hypervisor_uri: Callable[..., str], client: ComputeClient) -> None:
+    """The fleet's views as a service over cells: hosts keep their own views
+    (``COMPUTE_QUERIES=external``), two ``compute queries`` processes follow both cells'
+    stores; the fleet's list spans both cells, a replica SIGKILLed while readers and commands
+    run costs no query (the client asks a lost one again), a placed move stays in its cell
+    (placement from the replicas' host views), and each replica's views equal a replay of
+    both cells' logs."""
+    async with two_cells(schemas, nats_cluster, tmp_path, hypervisor_uri,
+                         queries="external") as cells:
+        replicas = [Replica(nats_cluster, cells.stores, tmp_path / f"q{i}.sqlite", f"q{i}")
+                    for i in range(2)]
+        try:
+            for replica in replicas:
+                await replica.start()
+            placed = {await booted(client, h.host): h.host
+                      for hs in cells.hosts.values() for h in hs}
+            uuids = sorted(placed)
+            listed = {v["uuid"]: v["host"] async for v in client.list_all(
+                "instances", limit=3, timeout=5, retries=2)}
+            assert listed == placed
+            answered: list[Any] = []
+
+            async def reader(n: int) -> None:
+                for i in range(n):
+                    answered.append([v async for v in client.list_all(
+                        "instances", limit=2, timeout=3, retries=2)])
+
+            async def writer() -> None:
+                for vm in uuids:
+                    out = await client.send(placed[vm], vm, "reboot_instance",
+                                            {"reboot_type": "SOFT"})
+                    assert isinstance(out, Succeeded), out
+
+            readers = [asyncio.create_task(reader(15)) for _ in range(3)]
+            writing = asyncio.create_task(writer())
+            await until(lambda: len(answered) >= 10, timeout=60, what="ten lists read")
+            replicas[0].kill()                                   # SIGKILL, mid-load
+            await asyncio.gather(*readers, writing)
+            assert len(answered) == 45 and all(len(a) == len(uuids) for a in answered)
+
+            a1, a2 = cells.hosts["cell1"]
+            vm = next(v for v, h in placed.items() if h == a1.host)
+            moved = await client.send(a1.host, vm, "migrate_instance", {}, timeout=60)
+            assert isinstance(moved, Succeeded), moved
+            assert instance(a1, vm).host == a2.host              # placed in its cell
+            await replicas[0].start()                            # again: it catches up
+            confirmed = await client.send(a2.host, vm, "confirm_resize")
+            assert isinstance(confirmed, Succeeded), confirmed
+            for _ in range(6):                                   # whichever replica answers
+                got = await client.query("instance", vm)
+                assert got["instance"]["host"] == a2.host
+        finally:
+            for replica in replicas:
+                await replica.stop()
+        expected = replayed(cells.stores, tmp_path / "replay.sqlite")
+    for replica in replicas:
+        views = ViewStore(str(replica.views))
+        try:
+            assert compare(views.dump(), expected) == []
+        finally:
+            views.close()
