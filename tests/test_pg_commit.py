@@ -146,3 +146,34 @@ async def test_a_shared_event_written_by_another_host_is_relayed_without_waiting
     finally:
         await network.unsubscribe()
     assert (event["event"], event["network_id"]) == ("NetworkDefined", name)
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
+async def test_with_outbox_workers_each_hosts_shared_events_arrive_without_the_poll(
+        settings: Settings, tmp_path: Path, nats_server: NatsServer,
+        hypervisor_uri: Callable[..., str], client: ComputeClient) -> None:
+    """As ``compute up`` runs (relays in the outbox worker): a network defined through each
+    host reaches the stream long before the 30 s poll, whichever worker holds the lease
+    (one of the two was written by the host that does not)."""
+    slow = msgspec.structs.replace(settings, relay_poll=30.0, outbox="process")
+    first = await HostService(slow).start()
+    second = await HostService(another_host(slow, f"{slow.host}b", tmp_path, nats_server,
+                                            hypervisor_uri)).start()
+    network = await client.reader("compute.evt._shared.>", deliver_new=True)
+
+    async def defined_and_relayed(host: HostService, timeout: float) -> None:
+        name = str(uuid.uuid4())
+        defined = await client.send(host.host, "_host", "define_network",
+                                    {"network_id": name, "cidr": "10.9.0.0/24"})
+        assert defined.events == ["NetworkDefined"], defined
+        event = msgspec.json.decode((await network.next_msg(timeout=timeout)).data)
+        assert event["network_id"] == name
+
+    try:
+        await defined_and_relayed(first, 30)   # (a worker holds the lease and is caught up)
+        for host in (first, second):           # one at a time: nothing else wakes the holder
+            await defined_and_relayed(host, 10)
+    finally:
+        await network.unsubscribe()
+        await second.stop()
+        await first.stop()
