@@ -105,8 +105,8 @@ NETWORK_INFO_SAFE = ("the driver publishes the instance's whole network info fro
 MOVE_UNDONE = ("an interrupted move that creates a Migration is rolled back, never "
                "repeated (compute/domain/redelivery.py Undo; Nova's _init_instance)")
 MOVE_STEPS_SAFE = ("confirm and revert are redone by their redelivery (a restarted "
-                   "owner leaves them to it: compute/actors/moves.py recover), and each "
-                   "step on the other host is idempotent (compute/actors/move_steps.py)")
+                   "owner leaves them to it: compute/actors/move_coordinator.py recover), and each "
+                   "step on the other host is idempotent (compute/actors/move_participant.py)")
 
 
 class OnFailure(enum.Enum):
@@ -194,7 +194,7 @@ class Operation:
     must_have_launched: bool = True            # refused until the guest first launched
     ports: Ports = Ports.NONE                  # what it does to the instance's ports
     needs_rules: bool = False                  # gets its security groups' rules
-    flow: str = ""                             # a move across hosts (actors/moves.py) runs
+    flow: str = ""                             # a move across hosts (actors/move_coordinator.py) runs
                                                # instead of the single driver call
     creates_migration: bool = False            # a move that creates a Migration (resize,
                                                # migrate, live migration): half of one is

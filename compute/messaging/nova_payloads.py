@@ -387,7 +387,7 @@ def action_payload(name: str, inst: Instance, uuid: str, request_id: str | None,
     elif cls is InstanceActionRebuildPayload:
         data.update(trusted_image_certificates=None)
     elif cls is InstanceActionSnapshotPayload:
-        # the image id is the command id (actors/instance.py: a redelivery makes the same)
+        # the image id is the command id (actors/instance_actor.py: a redelivery makes the same)
         data.update(snapshot_image_id=str(params.get("image_id") or command_id))
     elif cls is InstanceActionRescuePayload:
         data.update(rescue_image_ref=params.get("rescue_image_ref"))

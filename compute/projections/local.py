@@ -5,7 +5,7 @@ Under ``COMPUTE_QUERIES=external`` (issue 22) the fleet-wide views are a service
 It reads its views for its own instances (Nova's ``init_host`` recovery, the power sync, the
 reclaim of soft-deleted instances, the security group refresh, the evacuation of maintenance
 mode, ``update_available_resource``) and its own migrations rows, never another host's
-(``compute/actors/host_tasks.py``, ``host.py``). Projecting the whole log cost every host
+(``compute/actors/power_follower.py``, ``instance_sweeps.py``, ``resource_audit.py``). Projecting the whole log cost every host
 0.084 ms of CPU per *fleet* event (the fleet's cost O(N²)); this projector still reads every
 row of its store (the relay does too: the log has no per-host index), but decodes only a
 few fields of each (``_Head``) and applies only its own: a few microseconds per foreign event.
@@ -16,7 +16,7 @@ move to this host (``MigrationCreated`` naming it ``dest``, the final event nami
 ``owner``: the source writes both), and every
 later event of an aggregate once its views hold it, whoever wrote it (a move's source keeps
 following the instance it gave away until its final event, so the instance leaves its list;
-see ``compute/events/moves.py``). An instance that arrives by a move was created by another
+see ``compute/domain/instance_move_events.py``). An instance that arrives by a move was created by another
 host: the first event of it that concerns this host brings the instance's earlier events,
 read from the store (``select_events``) and applied before it in version order, so its row
 is the same as the fleet's views would hold.
