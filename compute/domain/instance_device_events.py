@@ -66,12 +66,6 @@ class VolumeAttached(Completed, frozen=True, kw_only=True):
         path = params.get("connection_info", {}).get("path") or f"{volume_id}.img"
         return {**params, "device": device, "path": path}
 
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"volume_id": params["volume_id"], "device": params["device"],
-                "path": params["path"]}
-
     def apply(self, aggregate: Instance) -> None:
         super().apply(aggregate)
         aggregate.block_devices[self.device] = self.volume_id
@@ -92,11 +86,6 @@ class VolumeDetached(Completed, frozen=True, kw_only=True):
         device, path = instance.volumes[params["volume_id"]]
         return {**params, "device": device, "path": path}
 
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"volume_id": params["volume_id"], "device": params["device"]}
-
     def apply(self, aggregate: Instance) -> None:
         super().apply(aggregate)
         aggregate.block_devices.pop(self.device, None)
@@ -107,11 +96,6 @@ class VolumeConnectionRemoved(Completed, frozen=True, kw_only=True):
     """The host's connection to a volume was torn down (after a move, or a failed attach)."""
 
     volume_id: str
-
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"volume_id": params["volume_id"]}
 
     def apply(self, aggregate: Instance) -> None:
         super().apply(aggregate)
@@ -166,12 +150,6 @@ class InterfaceDetached(Completed, frozen=True, kw_only=True):
         return {**params, "network_id": port["network_id"], "mac": port["mac"],
                 "addresses": list(port["addresses"])}
 
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"port_id": params["port_id"], "network_id": params["network_id"],
-                "addresses": params["addresses"]}
-
     def apply(self, aggregate: Instance) -> None:
         super().apply(aggregate)
         aggregate.interfaces.pop(self.port_id, None)
@@ -190,12 +168,6 @@ class FixedIpAdded(Completed, frozen=True, kw_only=True):
             raise FixedIpInvalid(f"{instance.id} has no interface on {params['network_id']}")
         return {**params, "port_id": ports[0]}
 
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"port_id": params["port_id"], "network_id": params["network_id"],
-                "address": params["address"]}
-
     def apply(self, aggregate: Instance) -> None:
         super().apply(aggregate)
         aggregate.interfaces[self.port_id]["addresses"].append(self.address)
@@ -212,12 +184,6 @@ class FixedIpRemoved(Completed, frozen=True, kw_only=True):
             if params["address"] in iface["addresses"]:
                 return {**params, "port_id": port, "network_id": iface["network_id"]}
         raise FixedIpInvalid(f"{params['address']} is not an address of {instance.id}")
-
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"port_id": params["port_id"], "network_id": params["network_id"],
-                "address": params["address"]}
 
     def apply(self, aggregate: Instance) -> None:
         super().apply(aggregate)
@@ -238,7 +204,3 @@ class SecurityRulesApplied(Completed, frozen=True, kw_only=True):
 
     rules: list[dict[str, Any]]
 
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"rules": params["rules"]}

@@ -16,6 +16,7 @@ aggregate passed in; the creation event finds the aggregate class by its topic
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
@@ -126,6 +127,14 @@ class TaskStateChanged(Event, frozen=True, kw_only=True):
         aggregate.vm_state = self.vm_state
 
 
+@functools.cache
+def _added_fields(cls: type) -> tuple[tuple[str, bool, bool, Any], ...]:
+    """The fields ``cls`` adds to ``Completed``: name, a datetime?, required?, default."""
+    base = {f.name for f in msgspec.structs.fields(Completed)}
+    return tuple((f.name, f.type is datetime, f.default is msgspec.NODEFAULT, f.default)
+                 for f in msgspec.structs.fields(cls) if f.name not in base)
+
+
 class Completed(Event, frozen=True, kw_only=True):
     """Base of the events that end an operation successfully: the final Nova states."""
 
@@ -147,9 +156,13 @@ class Completed(Event, frozen=True, kw_only=True):
     @classmethod
     def details(cls, params: dict[str, Any], now: datetime,
                 instance: Instance) -> dict[str, Any]:
-        """Event-specific fields, from the command's parameters, the completion time and
-        the instance as it is before the event."""
-        return {}
+        """Event-specific fields, from the command's parameters (after ``prepare``), the
+        completion time and the instance as it is before the event. Declared by default:
+        each field the event adds to ``Completed`` is the completion time if it is a
+        datetime (``launched_at``, ``terminated_at``...), else the parameter of its name; an
+        event whose fields are computed otherwise says how in its own ``details``."""
+        return {name: now if is_time else params[name] if required else params.get(name, default)
+                for name, is_time, required, default in _added_fields(cls)}
 
     @classmethod
     def vm_state_after(cls, default: VmState, power: PowerState,
@@ -166,11 +179,6 @@ class Spawned(Completed, frozen=True, kw_only=True):
 
     launched_at: datetime
 
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"launched_at": now}
-
     def apply(self, aggregate: Instance) -> None:
         super().apply(aggregate)
         aggregate.launched_at = self.launched_at
@@ -180,11 +188,6 @@ class Terminated(Completed, frozen=True, kw_only=True):
     """The guest was destroyed and its resources released."""
 
     terminated_at: datetime
-
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"terminated_at": now}
 
     def apply(self, aggregate: Instance) -> None:
         super().apply(aggregate)
@@ -231,11 +234,6 @@ class SoftDeleted(Completed, frozen=True, kw_only=True):
 
     deleted_at: datetime
 
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"deleted_at": now}
-
     def apply(self, aggregate: Instance) -> None:
         super().apply(aggregate)
         aggregate.deleted_at = self.deleted_at
@@ -270,11 +268,6 @@ class Rebuilt(Completed, frozen=True, kw_only=True):
     image_ref: str
     launched_at: datetime
 
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"image_ref": params["image_ref"], "launched_at": now}
-
     def apply(self, aggregate: Instance) -> None:
         super().apply(aggregate)
         aggregate.image_ref = self.image_ref
@@ -301,11 +294,6 @@ class MetadataChanged(Completed, frozen=True, kw_only=True):
     """The metadata published to the guest changed."""
 
     metadata: dict[str, str]
-
-    @classmethod
-    def details(cls, params: dict[str, Any], now: datetime,
-                instance: Instance) -> dict[str, Any]:
-        return {"metadata": params["metadata"]}
 
     def apply(self, aggregate: Instance) -> None:
         super().apply(aggregate)
