@@ -21,7 +21,11 @@ Printed, never asserted. On a shared 2-core machine the absolute figures say lit
 growth is the point (issue 22's target: flat within 20 % from N=1 to N=12).
 
     .venv/bin/python bench/fleet.py [--quick] [--hosts 1,2,4] [--rate 10] [--seconds 20]
-                                    [--queries embedded|external]
+                                    [--queries embedded|external] [--cell-size K]
+
+``--cell-size K`` puts the hosts in cells of K (a PostgreSQL schema each, on the one server):
+a host's relays, notifier and projector read its cell's log, so with cells of a fixed size
+its cost stops growing with the fleet (README, Scale-out: the 1,000-host arithmetic).
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ from compute.messaging.subjects import command  # noqa: E402
 
 @contextlib.asynccontextmanager
 async def fleet_host(url: str, work: Path, name: str, store: str, app: str,
-                     queries: str = "embedded") -> AsyncIterator[subprocess.Popen[bytes]]:
+                     queries: str = "embedded", cell: str = "cell1"
+                     ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """``compute up`` as host ``name`` on the shared store; its PostgreSQL connections
     carry ``application_name`` ``app`` (libpq's ``PGAPPNAME``)."""
     (work / name).mkdir(parents=True, exist_ok=True)
@@ -79,7 +84,7 @@ async def fleet_host(url: str, work: Path, name: str, store: str, app: str,
            "COMPUTE_LIBVIRT_URI": hypervisor_xml(work / name),
            "COMPUTE_SEAL_KEY": str(work / "seal.key"),     # hosts sharing a store share it
            "COMPUTE_MAX_ACK_PENDING": "50000", "PGAPPNAME": app,
-           "COMPUTE_QUERIES": queries}
+           "COMPUTE_QUERIES": queries, "COMPUTE_CELL": cell}
     log = open(work / name / "host.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "compute.cli", "up"], env=env, cwd=ROOT,
                             stdout=log, stderr=log)
@@ -97,12 +102,12 @@ async def fleet_host(url: str, work: Path, name: str, store: str, app: str,
 
 
 @contextlib.asynccontextmanager
-async def query_replica(url: str, work: Path, store: str, app: str
+async def query_replica(url: str, work: Path, cells: dict[str, str], app: str
                         ) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """``compute queries`` on the fleet's store (``--queries external``): the fleet's views."""
+    """``compute queries`` on every cell's store (``--queries external``): the fleet's views."""
     env = {**os.environ, "COMPUTE_NATS_URL": _SERVERS[url].add_user("queries", "queries"),
-           "COMPUTE_STORE": store, "COMPUTE_VIEWS": str(work / "query-views.sqlite"),
-           "PGAPPNAME": app}
+           "COMPUTE_CELLS": ",".join(f"{c}={u}" for c, u in cells.items()),
+           "COMPUTE_VIEWS": str(work / "query-views.sqlite"), "PGAPPNAME": app}
     path = work / "queries.log"
     log = open(path, "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "compute.cli", "queries", "--name", "q1"],
@@ -177,17 +182,21 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
     db, app = f"bench_fleet_{tag}", f"fleet-{tag}"
     work = work_dir(f"fleet{n}")
     names = [f"fleet{i + 1}" for i in range(n)]
+    size = args.cell_size or n
+    cell_of = {name: f"cell{i // size + 1}" for i, name in enumerate(names)}
     with database(pg_url, db) as store, nats_server() as server:
+        # a cell is a schema of the run's database (one store per cell, one PostgreSQL)
+        cells = {c: f"{store}?schema={c}" for c in dict.fromkeys(cell_of.values())}
         url = server.url
         async with contextlib.AsyncExitStack() as stack:
             if args.queries == "external":   # its user before the load (a reload is slow then)
                 _SERVERS[url].add_user("queries", "queries")
             procs = {}
             for name in names:           # one at a time: the first makes the tables, the key
-                procs[name] = await stack.enter_async_context(
-                    fleet_host(url, work, name, store, app, args.queries))
+                procs[name] = await stack.enter_async_context(fleet_host(
+                    url, work, name, cells[cell_of[name]], app, args.queries, cell_of[name]))
             replica = await stack.enter_async_context(
-                query_replica(url, work, store, app)) if args.queries == "external" else None
+                query_replica(url, work, cells, app)) if args.queries == "external" else None
             loads = {name: await stack.enter_async_context(Load(
                 url, events=f"compute.evt.{name}.>",
                 subject=lambda vm, op, h=name: command(h, vm, op))) for name in names}
@@ -229,7 +238,7 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
             host_cpu[h] * 1000 / own[h] for h in names),
         "host_cpu_s": host_cpu, "worker_pids": workers,
         "nats_cpu_ms_per_fleet_command": nats_cpu * 1000 / fleet_commands,
-        "queries": args.queries,
+        "queries": args.queries, "cells": len(cells),
         "replica_cpu_ms_per_fleet_command": replica_cpu * 1000 / fleet_commands,
         "pg_cpu_ms_per_fleet_command": pg_cpu * 1000 / fleet_commands,
         "pg_backends": len(pg_pids),
@@ -305,6 +314,9 @@ def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p.add_argument("--queries", choices=("embedded", "external"), default="embedded",
                    help="COMPUTE_QUERIES of the hosts; external: one `compute queries` "
                         "replica serves the fleet's views")
+    p.add_argument("--cell-size", type=int, default=0,
+                   help="hosts per cell (a schema each; 0: one cell); with --queries "
+                        "external the replica follows every cell")
     p.add_argument("--json", action="store_true")
     return p
 
