@@ -251,17 +251,24 @@ async def _host_of(client: ComputeClient, uuid: str, default: str) -> str:
 
 
 # -- reading -------------------------------------------------------------------------------
+RETRIES = 1
+"""A read is asked once more when no answer came: a query replica killed with the request in
+hand never answers it, and NATS does not say so (the queue group gives the next one to a live
+replica); a query is a read, so asking again is harmless."""
+
+
 async def read(client: ComputeClient, view: str, key: str | None = None, **params: Any) -> Any:
     """A query that sees every command answered before it (``latest``: one CLI process does
     not know the last outcome's position); views that lag past the wait are shown as they
     are, with a line on stderr saying so."""
     try:
-        return await client.query(view, key, latest=True, timeout=10, **params)
+        return await client.query(view, key, latest=True, timeout=10, retries=RETRIES,
+                                  **params)
     except QueryFailed as exc:
         if exc.error != "PositionNotReached":
             raise
         print(f"compute: {exc.message}; showing the views as they are", file=sys.stderr)
-        return await client.query(view, key, **params)
+        return await client.query(view, key, retries=RETRIES, **params)
 
 
 async def read_list(client: ComputeClient, view: str, as_json: bool, **params: Any
@@ -271,7 +278,7 @@ async def read_list(client: ComputeClient, view: str, as_json: bool, **params: A
     ``--json``: stderr stays quiet for machines)."""
     rows: list[dict[str, Any]] = []
     try:
-        pages = client.pages(view, latest=True, timeout=10, **params)
+        pages = client.pages(view, latest=True, timeout=10, retries=RETRIES, **params)
         async for page in pages:
             rows += page["items"]
             if page.get("next") is not None and not as_json:
@@ -281,7 +288,7 @@ async def read_list(client: ComputeClient, view: str, as_json: bool, **params: A
         if exc.error != "PositionNotReached" or rows:
             raise
         print(f"compute: {exc.message}; showing the views as they are", file=sys.stderr)
-        return [item async for item in client.list_all(view, **params)]
+        return [item async for item in client.list_all(view, retries=RETRIES, **params)]
     return rows
 
 
