@@ -51,7 +51,7 @@ def test_a_guest_with_every_virtio_name_taken_has_no_free_device() -> None:
     inst = booted()
     for letter in "bcdefghijklmnopqrstuvwxyz":
         inst.block_devices[f"/dev/vd{letter}"] = None
-    with pytest.raises(ValueError, match="no free device name"):
+    with pytest.raises(ValueError, match="^no free device name: 25 disks attached$"):
         d.next_device(inst)
 
 
@@ -160,6 +160,28 @@ def test_removing_the_connection_of_a_volume_not_attached_changes_no_device() ->
     assert inst.block_devices == {"/dev/vda": None, "/dev/vdb": "v1", "/dev/vdc": None}
 
 
+def test_a_detach_folded_after_the_volume_is_gone_changes_nothing() -> None:
+    """A fold never fails on a device or volume already forgotten (a connection removed
+    before the detach's event)."""
+    inst = booted()
+    run(inst, "attach_volume", volume_id="v2")
+    op = OPERATIONS["detach_volume"]
+    inst.accept(op, "c1", payload("detach_volume", volume_id="v1"))
+    params = dict(inst.action_params)
+    del inst.volumes["v1"], inst.block_devices["/dev/vdb"]
+    inst.complete(op, "c1", P.RUNNING, params)
+    assert inst.volumes == {"v2": ("/dev/vdc", "v2.img")}
+    assert inst.block_devices == {"/dev/vda": None, "/dev/vdc": "v2"}
+
+
+def test_a_completion_missing_a_parameter_its_event_needs_is_refused() -> None:
+    inst = booted()
+    op = OPERATIONS["detach_volume"]
+    inst.accept(op, "c1", payload("detach_volume", volume_id="v1"))
+    with pytest.raises(KeyError, match="device"):
+        inst.complete(op, "c1", P.RUNNING, {"volume_id": "v1"})
+
+
 # -- interfaces and addresses -----------------------------------------------------------
 def test_a_port_gets_a_stable_mac_in_novas_range() -> None:
     mac = d.mac_for("p2")
@@ -205,6 +227,16 @@ def test_a_detached_interface_is_unplugged_and_gives_back_its_addresses() -> Non
     (detached,) = [ev for ev in inst.collect_events() if isinstance(ev, d.InterfaceDetached)]
     assert (detached.port_id, detached.network_id, detached.addresses) == (
         "p1", "n1", ["10.0.0.2"])
+    assert inst.interfaces == {}
+
+
+def test_an_interface_detach_folded_after_the_port_is_gone_changes_nothing() -> None:
+    inst = booted()
+    op = OPERATIONS["detach_interface"]
+    inst.accept(op, "c1", payload("detach_interface", port_id="p1"))
+    params = dict(inst.action_params)
+    inst.interfaces.clear()
+    inst.complete(op, "c1", P.RUNNING, params)
     assert inst.interfaces == {}
 
 
