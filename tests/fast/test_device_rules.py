@@ -8,6 +8,7 @@ remove_fixed_ip_from_instance, refresh_instance_security_rules."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -187,7 +188,7 @@ def test_a_port_gets_a_stable_mac_in_novas_range() -> None:
     mac = d.mac_for("p2")
     assert mac == d.mac_for("p2") != d.mac_for("p3")
     assert mac == "fa:16:3e:" + ":".join(
-        __import__("hashlib").sha1(b"p2").hexdigest()[i:i + 2] for i in (0, 2, 4))
+        hashlib.sha1(b"p2").hexdigest()[i:i + 2] for i in (0, 2, 4))
 
 
 def test_an_attached_interface_is_plugged_with_its_mac_and_address() -> None:

@@ -26,7 +26,9 @@ def folded(events: list[Any]) -> Host:
 
 
 def fields(host: Host) -> dict[str, Any]:
-    return {k: v for k, v in vars(host).items() if k not in ("_pending_events", "_usage", "_created_on")}
+    """The host's state (its creation time is the moment it was first built or replayed)."""
+    return {k: v for k, v in vars(host).items()
+            if k not in ("_pending_events", "_usage", "_created_on")}
 
 
 def next_event(host: Host, cls: type, **kw: Any) -> Any:
