@@ -27,10 +27,11 @@ from compute.actors.host_outbox import HostOutbox, TaskOutbox, WorkerOutbox
 from compute.actors.instance_journal import StoreUnavailable
 from compute.actors.instance_sweeps import InstanceSweeps
 from compute.actors.move_coordinator import (
-    FleetPlacement,
+    CellPlacement,
+    FleetHosts,
     MoveCoordinator,
     StoreCells,
-    ViewPlacement,
+    ViewHosts,
 )
 from compute.actors.move_participant import MoveParticipant
 from compute.actors.periodic import MetricsSampler
@@ -157,8 +158,8 @@ async def wire(settings: Settings, driver: LibvirtDriver) -> HostParts:
     await report_resources(host, host_aggregate, s, driver_actor, writer)
     tracker = ResourceTracker(host_aggregate)
     networks, groups = NetworkBook(store), SecurityGroupBook(store)
-    placement = FleetPlacement(nc, s.cell, s.call_timeout) if external \
-        else ViewPlacement(projector, views, s.cell)
+    placement = CellPlacement(s.cell, FleetHosts(nc, s.call_timeout) if external
+                              else ViewHosts(projector, views))
     moves = MoveCoordinator(
         host, Peers(nc, s.call_timeout), placement, tracker, driver_actor,
         cell=s.cell, cell_of=StoreCells(store),

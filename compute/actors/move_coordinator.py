@@ -407,35 +407,41 @@ def _rollback(exc: Exception) -> Exception:
     return exc if isinstance(exc, Preempted) else InstanceFaultRollback(exc)
 
 
-class ViewPlacement:
-    """The enabled host of this cell with the most free RAM that fits a flavor, from the
-    views (the chosen host's own claim stays the final word; a move stays in its cell, as
-    Nova's scheduler is restricted to the instance's cell: compute/domain/cells.py)."""
+class CellPlacement:
+    """The enabled host of this cell with the most free RAM that fits a flavor (the chosen
+    host's own claim stays the final word; a move stays in its cell, as Nova's scheduler is
+    restricted to the instance's cell: compute/domain/cells.py), among the host views
+    ``hosts`` gives: this host's own views, or the query service's."""
 
-    def __init__(self, projector: Projector, views: ViewStore, cell: str) -> None:
-        self.projector = projector
-        self.views = views
+    def __init__(self, cell: str, hosts: Callable[[], Awaitable[list[Any]]]) -> None:
         self.cell = cell
-
-    async def hosts(self) -> list[Any]:
-        """The host views, caught up with the store: this cell's hosts at least, each with
-        its cell (a move's destination must be one of them)."""
-        await asyncio.to_thread(self.projector.catch_up)
-        return await asyncio.to_thread(self.views.list_hosts)
+        self.hosts = hosts
 
     async def __call__(self, flavor: Flavor, exclude: set[str]) -> str | None:
         return pick_host(in_cell(await self.hosts(), self.cell), flavor, exclude)
 
 
-class FleetPlacement(ViewPlacement):
-    """The same choice from the query service's host views (``compute.query.hosts``), for a
-    host that keeps only its own views (``COMPUTE_QUERIES=external``), as a client's
-    ``place`` reads them; they list every cell's hosts, each with its cell."""
+class ViewHosts:
+    """The host views of this host's own views, caught up with the store: its cell's hosts,
+    each with its cell."""
 
-    def __init__(self, nc: Any, cell: str, timeout: float) -> None:
+    def __init__(self, projector: Projector, views: ViewStore) -> None:
+        self.projector = projector
+        self.views = views
+
+    async def __call__(self) -> list[Any]:
+        await asyncio.to_thread(self.projector.catch_up)
+        return await asyncio.to_thread(self.views.list_hosts)
+
+
+class FleetHosts:
+    """The query service's host views (``compute.query.hosts``), for a host that keeps only
+    its own views (``COMPUTE_QUERIES=external``), as a client's ``place`` reads them; they
+    list every cell's hosts, each with its cell."""
+
+    def __init__(self, nc: Any, timeout: float) -> None:
         self.nc = nc
-        self.cell = cell
         self.timeout = timeout
 
-    async def hosts(self) -> list[Any]:
+    async def __call__(self) -> list[Any]:
         return await fleet_hosts(self.nc, self.timeout)
