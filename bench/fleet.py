@@ -22,10 +22,14 @@ growth is the point (issue 22's target: flat within 20 % from N=1 to N=12).
 
     .venv/bin/python bench/fleet.py [--quick] [--hosts 1,2,4] [--rate 10] [--seconds 20]
                                     [--queries embedded|external] [--cell-size K]
+                                    [--replica-per-cell]
 
 ``--cell-size K`` puts the hosts in cells of K (a PostgreSQL schema each, on the one server):
 a host's relays, notifier and projector read its cell's log, so with cells of a fixed size
 its cost stops growing with the fleet (README, Scale-out: the 1,000-host arithmetic).
+``--replica-per-cell`` (with ``--queries external``) runs one query replica per cell, each
+following only its own cell, instead of one following them all: the busiest replica's share
+of a core then stays flat with N instead of growing with the fleet.
 """
 
 from __future__ import annotations
@@ -102,15 +106,18 @@ async def fleet_host(url: str, work: Path, name: str, store: str, app: str,
 
 
 @contextlib.asynccontextmanager
-async def query_replica(url: str, work: Path, cells: dict[str, str], app: str
-                        ) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """``compute queries`` on every cell's store (``--queries external``): the fleet's views."""
+async def query_replica(url: str, work: Path, cells: dict[str, str], app: str,
+                        follows: str = "") -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``compute queries`` (``--queries external``): the fleet's views, of every cell's store
+    or of the one cell ``follows`` (``--replica-per-cell``: it asks the others the rest)."""
+    name = f"q-{follows}" if follows else "q1"
     env = {**os.environ, "COMPUTE_NATS_URL": _SERVERS[url].add_user("queries", "queries"),
            "COMPUTE_CELLS": ",".join(f"{c}={u}" for c, u in cells.items()),
-           "COMPUTE_VIEWS": str(work / "query-views.sqlite"), "PGAPPNAME": app}
-    path = work / "queries.log"
+           "COMPUTE_VIEWS": str(work / f"views-{name}.sqlite"), "PGAPPNAME": app}
+    path = work / f"{name}.log"
     log = open(path, "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "compute.cli", "queries", "--name", "q1"],
+    proc = subprocess.Popen([sys.executable, "-m", "compute.cli", "queries", "--name", name,
+                             *(["--cells", follows] if follows else [])],
                             env=env, cwd=ROOT, stdout=log, stderr=log)
     try:
         while b"is up" not in path.read_bytes():
@@ -204,8 +211,10 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
             for name in names:           # one at a time: the first makes the tables, the key
                 procs[name] = await stack.enter_async_context(fleet_host(
                     url, work, name, cells[cell_of[name]], app, args.queries, cell_of[name]))
-            replica = await stack.enter_async_context(
-                query_replica(url, work, cells, app)) if args.queries == "external" else None
+            follows = list(cells) if args.replica_per_cell else [""]
+            replicas = {f: await stack.enter_async_context(query_replica(
+                url, work, cells, app, f)) for f in follows} \
+                if args.queries == "external" else {}
             loads = {name: await stack.enter_async_context(Load(
                 url, events=f"compute.evt.{name}.>",
                 subject=lambda vm, op, h=name: command(h, vm, op))) for name in names}
@@ -222,7 +231,7 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
                        for name, p in procs.items()}
             before_hosts = {name: cpu_seconds(p.pid) for name, p in procs.items()}
             before_nats = cpu_seconds(nats_pid(url), children=False)
-            before_replica = cpu_seconds(replica.pid) if replica else 0.0
+            before_replicas = {f: cpu_seconds(r.pid) for f, r in replicas.items()}
             before_pg = cpu_of(pg_pids)
             before_xact = await asyncio.to_thread(commits, pg_url, db)
             t0 = time.perf_counter()
@@ -233,13 +242,16 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
             host_cpu = {name: cpu_seconds(p.pid) - before_hosts[name]
                         for name, p in procs.items()}
             nats_cpu = cpu_seconds(nats_pid(url), children=False) - before_nats
-            replica_cpu = cpu_seconds(replica.pid) - before_replica if replica else 0.0
+            replica_cpu = {f: cpu_seconds(r.pid) - before_replicas[f]
+                           for f, r in replicas.items()}
             after_pg = cpu_of(pg_pids)
             xacts = await asyncio.to_thread(commits, pg_url, db) - before_xact
             pg_cpu = sum(after_pg[p] - before_pg[p] for p in pg_pids if after_pg[p])
             listed, count = await list_seconds(url, n * args.instances)
     own = {name: len(jobs[name]) for name in names}
     fleet_commands = sum(own.values())
+    followed = {f: sum(own[h] for h in names if not f or cell_of[h] == f)
+                for f in replica_cpu}      # the commands of the cells each replica follows
     all_latencies = sorted(x for lat in latencies for x in lat)
     return {
         "hosts": n, "instances_per_host": args.instances, "rate_per_host": args.rate,
@@ -249,7 +261,10 @@ async def measure(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, An
         "host_cpu_s": host_cpu, "worker_pids": workers,
         "nats_cpu_ms_per_fleet_command": nats_cpu * 1000 / fleet_commands,
         "queries": args.queries, "cells": len(cells),
-        "replica_cpu_ms_per_fleet_command": replica_cpu * 1000 / fleet_commands,
+        "replicas": len(replica_cpu),
+        "replica_cpu_ms_per_followed_command": statistics.mean(
+            replica_cpu[f] * 1000 / followed[f] for f in replica_cpu) if replica_cpu else 0.0,
+        "replica_busiest_core_share": max(replica_cpu.values(), default=0.0) / elapsed,
         "pg_cpu_ms_per_fleet_command": pg_cpu * 1000 / fleet_commands,
         "pg_backends": len(pg_pids),
         "pg_xact_per_fleet_command": xacts / fleet_commands,
@@ -271,8 +286,10 @@ def growth(points: list[tuple[int, float]]) -> tuple[float, float]:
 
 FIGURES = (("host_cpu_ms_per_own_command", "per-host CPU per own command", "ms"),
            ("nats_cpu_ms_per_fleet_command", "nats-server CPU per fleet command", "ms"),
-           ("replica_cpu_ms_per_fleet_command", "query replica CPU per fleet command "
-            "(--queries external)", "ms"),
+           ("replica_cpu_ms_per_followed_command", "query replica CPU per command of the "
+            "cells it follows (--queries external)", "ms"),
+           ("replica_busiest_core_share", "busiest query replica's share of a core "
+            "(--queries external)", "1"),
            ("pg_cpu_ms_per_fleet_command", "PostgreSQL backends' CPU per fleet command", "ms"),
            ("pg_xact_per_fleet_command", "PostgreSQL transactions per fleet command", "1"),
            ("reply_p50_ms", "command to outcome event p50", "ms"),
@@ -280,7 +297,7 @@ FIGURES = (("host_cpu_ms_per_own_command", "per-host CPU per own command", "ms")
 
 
 def rows(runs: list[dict[str, Any]]) -> list[Result]:
-    figures = [f for f in FIGURES if f[0] != "replica_cpu_ms_per_fleet_command"
+    figures = [f for f in FIGURES if not f[0].startswith("replica_")
                or any(m["queries"] == "external" for m in runs)]
     out = [Result(bench="7 fleet", metric=f"{label}, N={m['hosts']}", unit=unit,
                   figure=round(m[key], 3), target="printed", met=None,
@@ -327,6 +344,9 @@ def parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p.add_argument("--cell-size", type=int, default=0,
                    help="hosts per cell (a schema each; 0: one cell); with --queries "
                         "external the replica follows every cell")
+    p.add_argument("--replica-per-cell", action="store_true",
+                   help="with --queries external: one replica per cell, each following "
+                        "only its cell (sharded query service) instead of one following all")
     p.add_argument("--json", action="store_true")
     return p
 

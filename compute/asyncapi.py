@@ -61,7 +61,11 @@ Rules every client follows (the schemas below say the rest):
   committed when the query arrived. Each cell has its own store and positions: an outcome
   names its `cell`, and the query says it (`{"min_position": p, "cell": c}`, or
   `{"positions": {c: p, ...}}`; a bare `min_position` is refused where the views follow
-  more than one cell); a page's `positions` are what to ask the next page with.
+  more than one cell); a page's `positions` are what to ask the next page with. Any
+  replica answers for every cell, also one that follows only some of them (it asks the
+  others' replicas on `compute.cellquery.<cell>.<view>`, a subject between replicas, not
+  for clients): a list or view is never one cell's part of the fleet, and a cell that no
+  replica answers for is a `Rejected` `ComputeServiceUnavailable` naming it.
 - **Requests** (queries `compute.query.*`, calls `compute.call.<host>.*`, `$SRV.*`) are NATS
   request/reply: the reply comes on the request's reply subject. An empty request body
   means `{}`. Every refusal is a

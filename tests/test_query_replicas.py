@@ -55,9 +55,11 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
 class Replica:
     """``compute queries`` as its own process (so it can be killed for real)."""
 
-    def __init__(self, bus: NatsServer, cells: dict[str, str], views: Path, name: str) -> None:
+    def __init__(self, bus: NatsServer, cells: dict[str, str], views: Path, name: str,
+                 follows: tuple[str, ...] = ()) -> None:
         self.views = views
         self.name = name
+        self.follows = ["--cells", ",".join(follows)] if follows else []
         self.log = views.with_suffix(".log")
         self.env = {**os.environ, "PYTHONPATH": str(ROOT),
                     "COMPUTE_NATS_URL": bus.add_user("queries", "queries"),
@@ -70,7 +72,8 @@ class Replica:
         before = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "compute.cli", "queries", "--name", self.name],
+                [sys.executable, "-m", "compute.cli", "queries", "--name", self.name,
+                 *self.follows],
                 env=self.env, stdout=subprocess.DEVNULL, stderr=log, cwd=self.views.parent)
         await until(lambda: b"is up" in self.log.read_bytes()[before:]
                     or self.proc.poll() is not None)
@@ -286,6 +289,71 @@ async def test_a_replica_killed_mid_load_costs_no_query_and_catches_up_to_a_repl
             views.close()
 
 
+@pytest.fixture
+async def shards(fleet: Fleet, bus: NatsServer) -> AsyncIterator[dict[str, Replica]]:
+    """One replica per cell, each following its own cell only."""
+    started = {cell: await Replica(bus, fleet.stores, fleet.root / f"s-{cell}.sqlite",
+                                   f"s-{cell}", follows=(cell,)).start() for cell in CELLS}
+    yield started
+    for replica in started.values():
+        if replica.proc is not None and replica.proc.poll() is None:
+            replica.proc.kill()
+            replica.proc.wait(10)
+
+
+async def test_replicas_that_each_follow_one_cell_answer_for_the_whole_fleet(
+        fleet: Fleet, shards: dict[str, Replica], operator: ComputeClient, bus: NatsServer
+        ) -> None:
+    """Whichever replica a request reaches, the list is both cells' (merged page by page
+    in key order), any instance is found, and a read after a write in the other cell
+    waits for it; each replica's views hold only its own cell's (a replay of its log)."""
+    placed = await boot_both(operator, fleet, 3)
+    for _ in range(4):                                 # the queue group picks either replica
+        pages = [p async for p in operator.pages("instances", limit=2)]
+        listed = [i for p in pages for i in p["items"]]
+        assert [i["uuid"] for i in listed] == [i["uuid"] for i in sorted(
+            listed, key=lambda i: (i["created_at"], i["uuid"]))]
+        assert sorted(i["uuid"] for i in listed) == sorted(placed) and len(pages) == 3
+        assert all(set(p["positions"]) == set(CELLS) for p in pages)
+    assert {h["host"] async for h in operator.list_all("hosts")} == set(placed.values())
+    for vm, host in placed.items():
+        assert (await operator.query("instance", vm))["instance"]["host"] == host
+    vm = next(vm for vm, host in placed.items() if host == fleet.hosts["cell2"].host)
+    stopped = await operator.send(placed[vm], vm, "stop_instance")
+    assert isinstance(stopped, Succeeded) and stopped.cell == "cell2"
+    for _ in range(4):
+        reply = await operator.nc.request("compute.query.instances", msgspec.json.encode(
+            QueryRequest(min_position=stopped.position, cell="cell2")), timeout=10)
+        assert {i["uuid"]: i["vm_state"] for i in json.loads(reply.data)["items"]}[vm] \
+            == "stopped"
+    code, out, err = await cli(bus, "list", "--json")
+    assert code == 0, err
+    assert sorted(row["uuid"] for row in json.loads(out)) == sorted(placed)
+    for cell, replica in shards.items():
+        await replica.stop()
+        views = ViewStore(str(replica.views))
+        try:
+            expected = replayed({cell: fleet.stores[cell]}, fleet.root / f"r-{cell}.sqlite")
+            assert compare(views.dump(), expected) == []
+        finally:
+            views.close()
+
+
+async def test_a_cell_no_replica_follows_is_a_refusal_naming_it_not_a_shorter_list(
+        fleet: Fleet, shards: dict[str, Replica], operator: ComputeClient, bus: NatsServer
+        ) -> None:
+    placed = await boot_both(operator, fleet, 1)
+    shards["cell2"].kill()
+    with pytest.raises(QueryFailed) as refused:
+        await operator.query("instances")
+    assert refused.value.error == "ComputeServiceUnavailable"
+    assert "cell2" in refused.value.message
+    mine = next(vm for vm, host in placed.items() if host == fleet.hosts["cell1"].host)
+    assert (await operator.query("instance", mine))["instance"]["uuid"] == mine
+    code, _, err = await cli(bus, "list")
+    assert code != 0 and "cell2" in err and "Traceback" not in err, err
+
+
 @pytest.fixture(scope="module")
 def two_cells_of_5000(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str],
                                                                         set[str]]:
@@ -304,8 +372,10 @@ def two_cells_of_5000(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[st
 async def test_ten_thousand_instances_in_two_cells_are_read_page_by_page(
         two_cells_of_5000: tuple[dict[str, str], set[str]], bus: NatsServer,
         operator: ComputeClient, tmp_path: Path) -> None:
+    """Through two replicas that each follow one cell: every page merges both cells'."""
     stores, uuids = two_cells_of_5000
-    replica = await Replica(bus, stores, tmp_path / "big.sqlite", "big").start()
+    shards = [await Replica(bus, stores, tmp_path / f"big-{cell}.sqlite", f"big-{cell}",
+                            follows=(cell,)).start() for cell in CELLS]
     try:
         pages = [p async for p in operator.pages("instances", latest=True)]
         listed = [i["uuid"] for p in pages for i in p["items"]]
@@ -316,4 +386,5 @@ async def test_ten_thousand_instances_in_two_cells_are_read_page_by_page(
         assert {row["uuid"] for row in json.loads(out)} == uuids
         assert len(json.loads(out)) == 10_000
     finally:
-        await replica.stop()
+        for replica in shards:
+            await replica.stop()

@@ -31,6 +31,9 @@ def add_parser(sub: Any) -> None:
                                           "compute.query.> (COMPUTE_QUERIES=external)")
     verb.set_defaults(handler=cmd_queries)
     verb.add_argument("--name", help="this replica's name (default queries-<host name>)")
+    verb.add_argument("--cells", default="",
+                      help="the cells this replica follows, comma-separated (default: every "
+                           "cell of COMPUTE_CELLS); it asks the other cells' replicas the rest")
 
 
 async def cmd_queries(args: argparse.Namespace, settings: Settings) -> int:
@@ -42,7 +45,8 @@ async def cmd_queries(args: argparse.Namespace, settings: Settings) -> int:
     views = args.views or os.environ.get("COMPUTE_VIEWS") or DEFAULT_VIEWS
     name = args.name or f"queries-{settings.host}"
     try:
-        replica = QueryReplica(settings, name=name, views=views)
+        replica = QueryReplica(settings, name=name, views=views,
+                               cells=[c.strip() for c in args.cells.split(",") if c.strip()])
     except ValueError as exc:             # COMPUTE_CELLS that does not parse
         raise CliError(str(exc)) from None
     try:

@@ -27,7 +27,7 @@ import base64
 import binascii
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
@@ -38,7 +38,9 @@ from nats.aio.client import Client as NATS
 
 from compute.events.error_codes import ErrorCode
 from compute.events.outcomes import Rejected
+from compute.messaging import query_shards
 from compute.messaging.guard import relaying
+from compute.messaging.subjects import CELL_QUERY_PREFIX
 from compute.projections.projector import Projector
 from compute.projections.views import (
     ActionView,
@@ -297,13 +299,19 @@ class QueryService:
     its one store; a ``compute queries`` replica follows every cell's)."""
 
     def __init__(self, nc: NATS, views: ViewStore, projector: Projector | dict[str, Projector],
-                 *, host: str = "", cell: str = "cell1") -> None:
+                 *, host: str = "", cell: str = "cell1", fleet: Sequence[str] = ()) -> None:
         self.nc = nc
         self.views = views
         self.projectors = projector if isinstance(projector, dict) else {cell: projector}
         self.projector = next(iter(self.projectors.values()))
         self.cell = next(iter(self.projectors))
         self.host = host
+        self.fleet = tuple(fleet) or tuple(self.projectors)
+        """Every cell of the deployment (a replica's ``COMPUTE_CELLS``)."""
+        self.elsewhere = tuple(c for c in self.fleet if c not in self.projectors)
+        """The cells these views do not follow: asked on ``compute.cellquery.<cell>.>``."""
+        self._answers_cells = bool(fleet)
+        self._cell_subs: list[Any] = []
         self.positions = dict.fromkeys(self.projectors, 0)
         self._wakes = {c: asyncio.Event() for c in self.projectors}
         self._advanced = asyncio.Event()
@@ -320,13 +328,21 @@ class QueryService:
         self.positions[self.cell] = value
 
     async def start(self) -> None:
+        """Serve the fleet's queries and, for a replica (given its ``fleet``), the questions
+        of the replicas of other cells about the cells these views follow."""
         self._sub = await self.nc.subscribe("compute.query.>", queue=QUEUE_GROUP,
                                             cb=self._on_request)
+        if self._answers_cells:
+            for cell in self.projectors:
+                self._cell_subs.append(await self.nc.subscribe(
+                    f"{CELL_QUERY_PREFIX}{cell}.>", queue=f"{QUEUE_GROUP}-{cell}",
+                    cb=self._on_request))
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        for sub in [self._sub, *self._cell_subs]:
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         for task in list(self._in_flight):
             task.cancel()
 
@@ -389,18 +405,18 @@ class QueryService:
         ``positions``); a cell these views do not follow is refused."""
         targets = dict(req.positions)
         if req.min_position:
-            if req.cell is None and len(self.projectors) > 1:
+            if req.cell is None and len(self.fleet) > 1:
                 raise QueryRefused(ErrorCode.INVALID_PAYLOAD,
                                    "min_position: say which cell's store it counts in "
-                                   f"(cell: one of {', '.join(self.projectors)})")
+                                   f"(cell: one of {', '.join(self.fleet)})")
             cell = req.cell or self.cell
             targets[cell] = max(targets.get(cell, 0), req.min_position)
-        unknown = sorted(set(targets) - set(self.projectors))
+        unknown = sorted(set(targets) - set(self.fleet))
         if unknown:
             raise QueryRefused(ErrorCode.INVALID_PAYLOAD,
                                f"cell {', '.join(unknown)}: these views follow "
-                               f"{', '.join(self.projectors)}")
-        return targets
+                               f"{', '.join(self.fleet)}")
+        return {c: p for c, p in targets.items() if c in self.projectors}
 
     async def _heads(self) -> dict[str, int]:
         """Every cell's last committed notification id (what ``latest`` waits for)."""
@@ -423,11 +439,12 @@ class QueryService:
         task.add_done_callback(self._in_flight.discard)
 
     async def _serve(self, msg: Any) -> None:
-        tokens = msg.subject.split(".", 3)
+        local = msg.subject.startswith(CELL_QUERY_PREFIX)   # another cell's replica asks
+        tokens = msg.subject.split(".", 4 if local else 3)[1 if local else 0:]
         view = tokens[2] if len(tokens) > 2 else ""
         key = tokens[3] if len(tokens) > 3 else None
         try:
-            data = await self._answer(view, key, msg.data)
+            data = await self._answer(view, key, msg.data, local)
         except QueryRefused as exc:
             data = self._rejected(view, exc.error, str(exc))
         except asyncio.CancelledError:
@@ -437,7 +454,8 @@ class QueryService:
             data = self._rejected(view, ErrorCode.INTERNAL_ERROR, str(exc))
         await self._respond(msg, data, view)
 
-    async def _answer(self, view: str, key: str | None, data: bytes) -> bytes:
+    async def _answer(self, view: str, key: str | None, data: bytes, local: bool = False
+                      ) -> bytes:
         query = QUERIES.get(view)
         if query is None:
             raise QueryRefused(ErrorCode.UNKNOWN_OPERATION,
@@ -452,6 +470,13 @@ class QueryService:
             raise QueryRefused(ErrorCode.INVALID_PAYLOAD, f"invalid query body: {exc}") from None
         wait = min(max(req.timeout, 0.0), MAX_WAIT)
         targets = self.targets(req)
+        if self.elsewhere and not local:
+            return await self._fleet(query, key, req, data, wait, targets)
+        return await self._local(query, key, req, wait, targets)
+
+    async def _local(self, query: Query, key: str | None, req: QueryRequest, wait: float,
+                     targets: dict[str, int]) -> bytes:
+        """The answer from these views alone, once they reached ``targets``."""
         if req.latest:
             for cell, head in (await self._heads()).items():
                 targets[cell] = max(targets.get(cell, 0), head)
@@ -469,6 +494,36 @@ class QueryService:
         assert query.handler is not None
         return _encoder.encode(await asyncio.to_thread(query.handler, self.views, key, req))
 
+    async def _fleet(self, query: Query, key: str | None, req: QueryRequest, data: bytes,
+                     wait: float, targets: dict[str, int]) -> bytes:
+        """The whole fleet's answer: these views' and the other cells' (``query_shards``)."""
+        try:
+            if query.rows is None:
+                try:
+                    return await self._local(query, key, req, wait, targets)
+                except QueryRefused as exc:
+                    if exc.error not in query_shards.NOT_FOUND:
+                        raise
+                return _encoder.encode(query_shards.first_found(await query_shards.ask_cells(
+                    self.nc, self.elsewhere, query.name, key, data, wait)))
+            mine, theirs = await asyncio.gather(
+                self._local(query, key, req, wait, targets),
+                query_shards.ask_cells(self.nc, self.elsewhere, query.name, key, data, wait))
+        except query_shards.ShardRefused as exc:
+            raise QueryRefused(exc.error, str(exc)) from None
+        for answer in theirs:
+            refused = query_shards.refusal(answer)
+            if refused is not None:
+                raise QueryRefused(refused.error, str(refused))
+        pages = [msgspec.json.decode(mine, type=query.reply),
+                 *(msgspec.convert(answer, query.reply) for answer in theirs)]
+        assert query.order is not None
+        items, more = query_shards.merge(pages, query.order, req.limit)
+        positions: dict[str, int] = {}
+        for page in pages:
+            positions.update(page.positions)
+        return await asyncio.to_thread(self._assemble, query, items, more, positions)
+
     def _page(self, query: Query, key: str | None, req: QueryRequest) -> bytes:
         """One page: up to ``limit`` items within ``PAGE_SHARE`` of ``max_payload``
         (each item is encoded once, the page is assembled from the encodings), and the
@@ -480,21 +535,28 @@ class QueryService:
                               req.limit + 1)
         except ValueError as exc:          # a cursor's key of the wrong shape
             raise QueryRefused(ErrorCode.INVALID_PAYLOAD, f"after: {exc}") from None
+        return self._assemble(query, rows[:req.limit], len(rows) > req.limit, positions)
+
+    def _assemble(self, query: Query, rows: list[Any], more: bool,
+                  positions: dict[str, int]) -> bytes:
+        """The page of ``rows`` (more follow them if ``more``) cut at ``PAGE_SHARE`` of
+        ``max_payload``: each item is encoded once, the page assembled from the encodings."""
+        assert query.order is not None
         budget = int(self.nc.max_payload * PAGE_SHARE)
         items: list[msgspec.Raw] = []
         size = 0
-        for row in rows[:req.limit]:       # (on a worker thread: msgspec's plain encode)
+        for row in rows:                   # (on a worker thread: msgspec's plain encode)
             item = msgspec.json.encode(row)
             if items and size + len(item) + 1 > budget:
                 break
             items.append(msgspec.Raw(item))
             size += len(item) + 1
-        more = len(items) < len(rows)
+        more = more or len(items) < len(rows)
         return msgspec.json.encode(query.reply(
             items=items, positions=positions,
             position=positions[self.cell] if len(positions) == 1 else 0,
-            next=encode_cursor(query.name, query.order(rows[len(items) - 1])) if more
-            else None))
+            next=encode_cursor(query.name, query.order(rows[len(items) - 1]))
+            if more and items else None))
 
     def _rejected(self, view: str, error: ErrorCode, message: str) -> bytes:
         return _encoder.encode(Rejected(command_id=None, uuid=None, operation=f"query.{view}",

@@ -5,8 +5,9 @@ Under ``COMPUTE_QUERIES=external`` the hosts keep only their own instances and r
 queue group every query server joins (``queries.QUEUE_GROUP``), so NATS spreads the requests
 over the live ones and a replica that stops just stops getting them. Each replica follows every
 cell's store (``COMPUTE_CELLS``: one projector per cell, each with its own tracking row
-``views:<cell>`` in the replica's own views file), so its cost grows with the fleet's events
-and not with the number of hosts, and replicas are added for the query load alone.
+``views:<cell>`` in the replica's own views file), or only some of them (``--cells``): it
+asks the others' replicas what their cells hold (``query_shards.py``), so no replica has to
+follow the whole fleet, and replicas are added for the query load or the fleet's size.
 
 Why the stores' notification logs and not ``COMPUTE_EVENTS``: a query's ``min_position`` is a
 store's notification id (what a command's outcome reports, with its ``cell``), which the
@@ -30,10 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from compute.config import Settings, cell_stores
 from compute.messaging.credentials import connect
+from compute.messaging.guard import guard_publishes
 from compute.messaging.queries import QueryService
 from compute.projections.projector import Projector
 from compute.projections.views import ViewStore
@@ -58,12 +61,17 @@ class QueryReplica:
     """One replica: its NATS connection, a store per cell, its views, the query service."""
 
     def __init__(self, settings: Settings, *, name: str, views: str,
-                 user: str = QUERIES_USER) -> None:
+                 user: str = QUERIES_USER, cells: Sequence[str] = ()) -> None:
         self.settings = settings
         self.name = name
         self.views_path = views
         self.user = user
-        self.cells = cell_stores(settings)
+        self.fleet = cell_stores(settings)
+        unknown = sorted(set(cells) - set(self.fleet))
+        if unknown:
+            raise ValueError(f"--cells {', '.join(unknown)}: not in COMPUTE_CELLS "
+                             f"({', '.join(self.fleet)})")
+        self.cells = {c: url for c, url in self.fleet.items() if not cells or c in cells}
         self.stores: dict[str, ComputeStore] = {}
         self.views: ViewStore | None = None
         self.service: QueryService | None = None
@@ -85,11 +93,17 @@ class QueryReplica:
                                 self.settings.nats_credentials,
                                 name=f"compute-queries-{self.name}",
                                 max_reconnect_attempts=-1, reconnect_time_wait=0.5)
-        self.service = QueryService(self.nc, self.views, projectors, host=self.name)
+        guard_publishes(self.nc)          # a requester's reply address is never a query
+        self.service = QueryService(self.nc, self.views, projectors, host=self.name,
+                                    fleet=list(self.fleet))
         for cell, projector in projectors.items():
             self.service.advance(await asyncio.to_thread(self.views.position, projector.name),
                                  cell)
-        self._doorbell = await self.nc.subscribe("compute.evt.>", cb=self._ring)
+        if len(self.cells) == len(self.fleet):
+            # The doorbell hears every cell's events: only a replica that follows every
+            # cell takes it (one of some cells would pay for the whole fleet's messages;
+            # it polls, and a query's position wakes its cell at once).
+            self._doorbell = await self.nc.subscribe("compute.evt.>", cb=self._ring)
         self._tasks = [asyncio.create_task(
             self.service.follow(idle_poll=IDLE_POLL, every=PROJECT_EVERY),
             name="query-projectors")]

@@ -69,6 +69,15 @@ def query(view: str, key: str | None = None) -> str:
     return f"compute.query.{view}" + (f".{key}" if key else "")
 
 
+def cell_query(cell: str, view: str, key: str | None = None) -> str:
+    """A query to the replicas that follow ``cell`` (``query_shards.py``): answered from
+    their own views only, never passed on (a replica asks the cells it does not follow)."""
+    return f"compute.cellquery.{cell}.{view}" + (f".{key}" if key else "")
+
+
+CELL_QUERY_PREFIX = "compute.cellquery."
+
+
 def call(host: str, operation: str) -> str:
     return f"compute.call.{host}.{operation}"
 
@@ -85,7 +94,9 @@ def is_inbox(subject: str | None) -> bool:
     return bool(subject) and _INBOX.match(subject) is not None
 
 
-NEVER_A_REPLY = ("compute.evt.", "compute.notify.", "compute.cmd.", "compute.query.")
-"""Subjects a host's connection never answers to (``guard.py``): events and notifications go
-out only through the relay's and the notifier's publisher (``pipeline.PagePublisher``), and
-a host publishes no command or query at all."""
+NEVER_A_REPLY = ("compute.evt.", "compute.notify.", "compute.cmd.", "compute.query.",
+                 CELL_QUERY_PREFIX)
+"""Subjects a host's or a query replica's connection never answers to (``guard.py``): events
+and notifications go out only through the relay's and the notifier's publisher
+(``pipeline.PagePublisher``), and a query is asked only from inside ``relaying()`` (a
+host's placement, a replica asking the cells it does not follow)."""
