@@ -274,6 +274,13 @@ class ComputeClient:
                     if idle is not None and loop.time() - quiet_since >= idle:
                         return
                     continue
+                except nats.js.errors.ServiceUnavailableError:
+                    # no responder for the pull: in a cluster, the new consumer's leader
+                    # is still being elected (or moved with a node); it answers shortly
+                    if idle is not None and loop.time() - quiet_since >= idle:
+                        return
+                    await asyncio.sleep(0.2)
+                    continue
                 quiet_since = loop.time()
                 while pending:
                     msg = pending.pop(0)
@@ -414,8 +421,18 @@ class Reader:
         self.client, self.stream, self.name, self.sub = client, stream, name, sub
 
     async def next_msg(self, timeout: float = 1.0) -> Any:
-        """The next message, or ``nats.errors.TimeoutError`` after ``timeout`` seconds."""
-        (msg,) = await self.sub.fetch(1, timeout=timeout)
+        """The next message, or ``nats.errors.TimeoutError`` after ``timeout`` seconds
+        (a consumer whose leader a cluster is still electing answers 503 meanwhile)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                (msg,) = await self.sub.fetch(1, timeout=max(deadline - loop.time(), 0.05))
+                break
+            except nats.js.errors.ServiceUnavailableError:
+                if loop.time() >= deadline:
+                    raise nats.errors.TimeoutError from None
+                await asyncio.sleep(0.1)
         with contextlib.suppress(Exception):
             await msg.ack()
         return msg
