@@ -227,6 +227,84 @@ FAILURE: dict[str, list[str]] = {
 }
 
 
+# -- the task_state each .start shows: compute's at that point in Nova's code ------------
+
+ACTING = {"pause": "pausing", "unpause": "unpausing", "suspend": "suspending",
+          "resume": "resuming", "power_off": "powering-off", "power_on": "powering-on",
+          "soft_delete": "soft-deleting", "restore": "restoring", "rescue": "rescuing",
+          "unrescue": "unrescuing"}
+"""The action's own task_state, set by the API and unchanged by compute before .start
+(pause_instance, stop_instance, soft_delete_instance (notify_about_instance_delete), ...)."""
+STARTS: dict[str, dict[str, str | None]] = {
+    **{f"{op}": {f"instance.{action}.start": state} for op, action, state in [
+        ("stop_instance", "power_off", ACTING["power_off"]),
+        ("start_instance", "power_on", ACTING["power_on"]),
+        ("pause_instance", "pause", ACTING["pause"]),
+        ("unpause_instance", "unpause", ACTING["unpause"]),
+        ("suspend_instance", "suspend", ACTING["suspend"]),
+        ("resume_instance", "resume", ACTING["resume"]),
+        ("soft_delete_instance", "soft_delete", ACTING["soft_delete"]),
+        ("restore_instance", "restore", ACTING["restore"]),
+        ("rescue_instance", "rescue", ACTING["rescue"]),
+        ("unrescue_instance", "unrescue", ACTING["unrescue"]),
+        # the driver's calls need no task_state (attach_volume, attach_interface: none set)
+        ("attach_volume", "volume_attach", None), ("detach_volume", "volume_detach", None),
+        ("attach_interface", "interface_attach", None),
+        ("detach_interface", "interface_detach", None),
+        # _do_build_and_run_instance: vm_state BUILDING, task_state None, then create.start
+        ("run_instance", "create", None),
+        # reboot_instance sets REBOOT_PENDING(_HARD), then sends reboot.start
+        ("reboot_instance", "reboot", "reboot_pending"),
+        ("reboot_instance:HARD", "reboot", "reboot_pending_hard"),
+        # snapshot_instance sets IMAGE_SNAPSHOT, then _snapshot_instance sends snapshot.start;
+        # backup_instance keeps the API's IMAGE_BACKUP (_do_snapshot_instance)
+        ("snapshot_instance", "snapshot", "image_snapshot"),
+        ("snapshot_instance:backup", "snapshot", "image_backup"),
+        # _do_rebuild_instance: rebuild.start, then REBUILDING saved again, then the BDM step
+        ("rebuild_instance", "rebuild", "rebuilding"),
+        # confirm_resize: the API sets no task_state
+        ("confirm_resize", "resize_confirm", None),
+        # _finish_revert_resize on the source: still RESIZE_REVERTING
+        ("revert_resize", "resize_revert", "resize_reverting")]},
+    # _delete_instance: delete.start, then _shutdown_instance's shutdown.start, both DELETING
+    "terminate_instance": {"instance.delete.start": "deleting",
+                           "instance.shutdown.start": "deleting"},
+    # _do_rebuild_instance of a STOPPED instance sets POWERING_OFF before stop_instance
+    "rebuild_instance:stopped": {"instance.rebuild.start": "rebuilding",
+                                 "instance.power_off.start": "powering-off"},
+    # _send_prep_resize_notifications (RESIZE_PREP), resize_instance (after RESIZE_MIGRATING),
+    # _finish_resize (after RESIZE_FINISH)
+    "resize_instance": {"instance.resize_prep.start": "resize_prep",
+                        "instance.resize.start": "resize_migrating",
+                        "instance.resize_finish.start": "resize_finish"},
+    # _do_pre_live_migration, _post_live_migration, _do_post_live_migration_at_destination,
+    # _rollback_live_migration (before it clears the task_state), the rollback cast to the
+    # destination (the instance as it was cast), live_migration_abort: all MIGRATING
+    "live_migration": {**{f"instance.{a}.start": "migrating" for a in (
+        "live_migration_pre", "live_migration_post", "live_migration_post_dest",
+        "live_migration_rollback", "live_migration_rollback_dest", "live_migration_abort")},
+        # the destination clears it before post_dest.end; the source's post.end shows its
+        # own copy, still migrating (Nova's sample instance-live_migration_post-end.json)
+        "instance.live_migration_post_dest.end": None,
+        "instance.live_migration_post.end": "migrating"},
+}
+STARTS["migrate_instance"] = STARTS["resize_instance"]
+STARTS["live_migration:aborted"] = STARTS["live_migration"]
+
+
+def start_problems(label: str, note: dict[str, Any]) -> list[str]:
+    """The task_state of a .start (and of the other notifications ``STARTS`` names) against
+    the one Nova's compute has when it sends it; every .start must be listed."""
+    want = STARTS.get(label, {})
+    if note["event_type"] not in want:
+        return [f"{label}: {note['event_type']}: no expected task_state in this test"] \
+            if note["event_type"].endswith(".start") else []
+    got = note["payload"]["nova_object.data"]["task_state"]
+    expected = want[note["event_type"]]
+    return [] if got == expected else \
+        [f"{label}: {note['event_type']} shows task_state {got}, Nova's {expected}"]
+
+
 # -- the run ----------------------------------------------------------------------------
 
 
@@ -239,6 +317,9 @@ class Run:
         self.versions: dict[str, int] = {}
         self.commands: list[tuple[str, int, int, str, bool]] = []
         self.hosts: set[str] = set()
+        self.sequences = 0                       # commands whose event_types were compared
+        self.starts = 0                          # .start task_states compared
+        self.event_types: set[str] = set()
 
     async def do(self, host: HostService, vm: str, operation: str,
                  payload: dict[str, Any] | None = None, *, fail: bool = False,
@@ -294,8 +375,11 @@ class Run:
             elif got != want:
                 problems.append(f"{label} ({'failure' if fail else 'success'}): {got}, "
                                 f"Nova sends {want}")
+            self.sequences += 1
             for note in mine:
-                problems += check_notification(note)
+                problems += check_notification(note) + start_problems(label, note)
+                self.event_types.add(note["event_type"])
+                self.starts += note["event_type"] in STARTS.get(label, {})
                 name = note["payload"]["nova_object.name"]
                 counts[name] = counts.get(name, 0) + 1
         return problems, counts
@@ -303,7 +387,9 @@ class Run:
 
 def report(counts: dict[str, int], run: Run) -> str:
     return (f"{sum(counts.values())} notifications of {len(run.commands)} commands checked "
-            f"against nova {NOVA_VERSION}: " +
+            f"against nova {NOVA_VERSION}; {len(run.event_types)} distinct event_types, "
+            f"{len(counts)} payload classes, {run.sequences} sequences compared, "
+            f"{run.starts} task_states compared: " +
             ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 

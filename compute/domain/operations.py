@@ -26,7 +26,9 @@ Row by row against Nova (api.py guard; manager.py on failure):
 - set_admin_password [ACTIVE] idle: InstancePasswordSetFailed, reverts only.
 - change_instance_metadata: ``update_instance_metadata`` [ACTIVE, PAUSED, SUSPENDED, STOPPED],
   task_state=None (any).
-- snapshot / backup [ACTIVE, STOPPED, PAUSED, SUSPENDED] idle: reverts only.
+- snapshot / backup [ACTIVE, STOPPED, PAUSED, SUSPENDED] idle: reverts only; snapshot.start
+  once compute has set IMAGE_SNAPSHOT (``snapshot_instance``), a backup's with the API's
+  IMAGE_BACKUP (``backup_instance``); the upload states are the driver's, after it.
 - attach/detach volume (and reserve_block_device_name, part of attach): [ACTIVE, PAUSED,
   STOPPED, RESIZED, SOFT_DELETED, SHELVED, SHELVED_OFFLOADED] idle.
 - attach/detach interface [ACTIVE, PAUSED, STOPPED], task_state=[None].
@@ -378,7 +380,8 @@ _ROWS += (
               vm_states=IMAGE_STATES, task_state=T.IMAGE_SNAPSHOT_PENDING,
               steps=(T.IMAGE_SNAPSHOT, T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING),
               driver="snapshot", event=e.Snapshotted, repeat_safe=SNAPSHOT_SAFE,
-              notify="snapshot", notify_payload="InstanceActionSnapshotPayload"),
+              notify="snapshot", notify_payload="InstanceActionSnapshotPayload",
+              notify_after_steps=1),
 )
 
 VOLUME_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED, V.RESIZED, V.SOFT_DELETED,
@@ -517,6 +520,7 @@ BACKUP = replace(
     OPERATIONS["snapshot_instance"], action="createBackup", cli="backup",
     summary="Take a backup image, rotating older ones.",
     task_state=T.IMAGE_BACKUP, steps=(T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING),
+    notify_after_steps=0,   # backup_instance keeps IMAGE_BACKUP for snapshot.start
 )
 
 # Hard reboot is a variant of reboot_instance with its own guard and progression

@@ -19,6 +19,7 @@ move_notifications. tests/test_nova_conformance.py checks all of them against No
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -210,7 +211,8 @@ def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | 
 
 
 def after_notes(event: Any, started: Operation | None, after: Instance,
-                prior: MigrationStatus | None, end_deferred: bool = False) -> list[Note]:
+                prior: MigrationStatus | None, end_deferred: bool = False,
+                before: Instance | None = None) -> list[Note]:
     """Notifications that show the instance once ``event`` has applied, in Nova's order
     (``started``: the row whose .start the event is, found before it applied;
     ``end_deferred``: the event completes an operation its command then stops, whose .end
@@ -236,7 +238,7 @@ def after_notes(event: Any, started: Operation | None, after: Instance,
     return [Note(t, "InstanceActionResizePrepPayload" if ".resize_prep." in t
                  else "InstanceExistsPayload" if t == "instance.exists"
                  else "InstanceActionPayload", state, host)
-            for t, state, host in move_notifications(event, after, prior)]
+            for t, state, host in move_notifications(event, after, prior, before)]
 
 
 def stop_follows(event: Any, before: Instance | None) -> bool:
@@ -267,7 +269,8 @@ def closed_by_its_stop(event: e.Completed) -> Operation | None:
                  if row.keeps_stopped and row.action == event.action), None)
 
 
-def move_notifications(event: Any, after: Instance, prior: MigrationStatus | None
+def move_notifications(event: Any, after: Instance, prior: MigrationStatus | None,
+                       before: Instance | None = None
                        ) -> list[tuple[str, Instance, str | None]]:
     """Nova's resize and live-migration notifications (nova/compute/manager.py's order), from the
     Migration record's steps; the destination publishes its own (prep, finish, *_dest).
@@ -279,10 +282,16 @@ def move_notifications(event: Any, after: Instance, prior: MigrationStatus | Non
         # _send_prep_resize_notifications: instance.exists, then resize_prep.start
         return [("instance.exists", after, dest), ("instance.resize_prep.start", after, dest)]
     if isinstance(event, mv.LiveMigrated):
-        return [("instance.live_migration_post.start", after, None),
-                ("instance.live_migration_post_dest.start", after, dest),
+        # _post_live_migration and _do_post_live_migration_at_destination send their
+        # .start while the instance is still MIGRATING on the source; only the destination
+        # moves it (host, task_state None) before post_dest.end, and the source's post.end
+        # shows its own copy, still migrating (Nova's samples
+        # instance-live_migration_post-end.json, instance-live_migration_post_dest-*.json)
+        was = before or after
+        return [("instance.live_migration_post.start", was, None),
+                ("instance.live_migration_post_dest.start", was, dest),
                 ("instance.live_migration_post_dest.end", after, dest),
-                ("instance.live_migration_post.end", after, None)]
+                ("instance.live_migration_post.end", was, None)]
     if isinstance(event, mv.Resized):
         return [("instance.resize_finish.end", after, dest)]
     if isinstance(event, e.TaskStateChanged) and m is not None:
@@ -397,12 +406,15 @@ class Notifier(LogFollower):
                 fault = await self._fault_before(event)
         notes = self._build(event, before_notes(event, before, fault), 0)
         started, deferred = started_by(event, before), stop_follows(event, before)
+        # the instance as it was, for the live migration's post notifications that show it
+        # so after the event (mutate applies in place; its fields are replaced, not changed)
+        was = copy.copy(before) if isinstance(event, mv.LiveMigrated) else None
         after = event.mutate(before)
         states[uuid] = after                # (a dict keeps insertion order: oldest first)
         if len(states) > self._cache:
             del states[next(iter(states))]
         return notes + self._build(event, after_notes(event, started, after, prior,
-                                                      deferred), len(notes))
+                                                      deferred, was), len(notes))
 
     async def _fault_before(self, event: e.TaskReverted | e.Completed
                             ) -> ExceptionPayload | None:
