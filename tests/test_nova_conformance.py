@@ -328,7 +328,7 @@ class Run:
         the command is answered ``Failed`` unless ``answered`` says otherwise (a failure
         Nova's code swallows)."""
         self.hosts.add(host.host)
-        if fail:
+        if fail and method != "-":             # "-": the test injected it elsewhere
             host.driver.inject_fault(method or OPERATIONS[operation].driver,
                                      HypervisorError(f"{operation} failed here"))
         outcome = await self.client.send(host.host, vm, operation, payload)
@@ -602,11 +602,18 @@ async def test_every_move_notifies_as_nova(start_host: StartHost, client: Comput
         action("live_migration_rollback", S, E) + action("live_migration_rollback_dest", S, E),
         "live_migration:aborted": action("live_migration_pre", S, E) +
         action("live_migration_abort", S, E) + action("live_migration_rollback", S, E),
+        # confirm_resize: _confirm_resize sends resize_confirm.start, then the source's
+        # driver.confirm_migration fails inside _error_out_instance_on_exception
+        "confirm_resize": action("resize_confirm", S) + [EXC],
+        # revert_resize on the destination: notify_usage_exists, then its destroy fails
+        # inside _error_out_instance_on_exception (resize_revert.start is the source's,
+        # in _finish_revert_resize, never reached)
+        "revert_resize": [EXISTS, EXC],
     }
-    vms = [str(uuid.uuid4()) for _ in range(5)]
+    vms = [str(uuid.uuid4()) for _ in range(7)]
     for vm in vms:
         await run.do(src, vm, "run_instance", boot_payload("mover"))
-    r, m, lm, ab, f = vms
+    r, m, lm, ab, f, cf, rf = vms
     await run.do(src, r, "resize_instance", {"flavor": SMALL, "host": dst.host})
     await run.do(dst, r, "revert_resize")
     await run.do(src, r, "resize_instance", {"flavor": SMALL, "host": dst.host})
@@ -631,12 +638,29 @@ async def test_every_move_notifies_as_nova(start_host: StartHost, client: Comput
     first, last = run.versions[ab], max(abort.version, aborted.version)
     run.versions[ab] = last
     run.commands.append((ab, first, last, "live_migration:aborted", True))
-    owners = {r: dst, m: dst, lm: dst, ab: src, f: src}
+    for vm in (cf, rf):
+        await run.do(src, vm, "resize_instance", {"flavor": SMALL, "host": dst.host})
+    src.driver.inject_fault("confirm_migration", HypervisorError("confirm failed here"))
+    await run.do(dst, cf, "confirm_resize", fail=True, method="-")
+    dst.driver.inject_fault("destroy", HypervisorError("revert failed here"))
+    await run.do(dst, rf, "revert_resize", fail=True, method="-")
+    owners = {r: dst, m: dst, lm: dst, ab: src, f: src, cf: dst, rf: dst}
     for vm, owner in owners.items():
         await run.do(owner, vm, "terminate_instance")
 
     notes = await run.notifications({vm: "instance.delete.end" for vm in vms})
     problems, counts = run.check(notes, {False: exp_ok, True: exp_fail})
     assert problems == []
+    # the host each part runs on in Nova's code names itself (every move here is src -> dst)
+    side = {"resize_prep": dst, "resize": src, "resize_finish": dst, "resize_confirm": src,
+            "resize_revert": src, "live_migration_pre": dst, "live_migration_post": src,
+            "live_migration_post_dest": dst, "live_migration_rollback": src,
+            "live_migration_rollback_dest": dst, "live_migration_abort": src}
+    published = {(n["event_type"], n["publisher_id"]) for vm in vms for n in notes[vm]
+                 if n["event_type"].startswith("instance.") and
+                 n["event_type"].split(".")[1] in side}
+    assert {t.split(".")[1] for t, _ in published} == set(side)
+    assert {(t, p) for t, p in published
+            if p != f"nova-compute:{side[t.split('.')[1]].host}"} == set()
     with capsys.disabled():
         print(f"\nconformance (moves): {report(counts, run)}")

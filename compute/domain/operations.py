@@ -34,6 +34,10 @@ Row by row against Nova (api.py guard; manager.py on failure):
 - attach/detach interface [ACTIVE, PAUSED, STOPPED], task_state=[None].
 - resize / migrate [ACTIVE, STOPPED] idle; confirm / revert [RESIZED]; live_migrate [ACTIVE,
   PAUSED] idle; live_migrate_abort task_state=[MIGRATING], any vm_state.
+- confirm: ``_confirm_resize`` runs on the source (its resize_confirm.* name it), failures
+  ``_error_out_instance_on_exception``: ERROR. revert: ``revert_resize`` on the destination
+  sends instance.exists and errors out (ERROR) if its part fails; resize_revert.start and
+  .end are the source's ``_finish_revert_resize``, after it.
 - remove_volume_connection, refresh_instance_security_rules: compute-side calls, no API guard.
 
 A resumed command (issue 18 item 4: redelivered while its operation is in flight) must not
@@ -215,6 +219,14 @@ class Operation:
     notify_after_steps: int = 0                # compute steps taken before .start is sent
     notify_inner: str = ""                     # an action notified inside (delete: shutdown)
     exists: Exists = Exists.NO                 # where instance.exists goes
+    notify_start_at_end: bool = False          # .start comes from the part that ends the
+                                               # operation, just before .end (revert: the
+                                               # source's _finish_revert_resize, after the
+                                               # destination's part): a failure before it
+                                               # sends none
+    notified_by_source: bool = False           # .start/.end name the migration's source
+                                               # host: Nova runs that part there
+                                               # (_confirm_resize, _finish_revert_resize)
     on_failure_notice: FailureNotice = FailureNotice.EXCEPTION
     reaches: PowerState | None = None
     """The guest's power state once the driver call has acted, when that alone proves it
@@ -487,13 +499,14 @@ _ROWS += (
               vm_states=frozenset({V.RESIZED}),
               flow="confirm", event=mv.ResizeConfirmed, final_vm_state=V.ACTIVE,
               on_failure=OnFailure.ERROR, repeat_safe=MOVE_STEPS_SAFE,
-              notify="resize_confirm"),
+              notify="resize_confirm", notified_by_source=True),
     Operation(name="revert_resize", action="revertResize", cli="revert-resize",
               summary="Undo the move: back to the source with the old flavor.",
               vm_states=frozenset({V.RESIZED}), task_state=T.RESIZE_REVERTING,
               flow="revert", event=mv.ResizeReverted, final_vm_state=V.ACTIVE,
               on_failure=OnFailure.ERROR, repeat_safe=MOVE_STEPS_SAFE,
-              notify="resize_revert", exists=Exists.BEFORE_START),
+              notify="resize_revert", exists=Exists.BEFORE_START,
+              notify_start_at_end=True, notified_by_source=True),
     Operation(name="live_migration", payload=c.LiveMigration, action="live-migration",
               cli="live-migrate",
               summary="Move the running guest to another host (rolled back on any failure).",

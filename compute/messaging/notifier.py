@@ -163,6 +163,12 @@ def started_by(event: Any, before: Instance | None) -> Operation | None:
     return None
 
 
+def publisher(row: Operation, inst: Instance) -> str | None:
+    """The host a row's .start/.end name (None: the event's writer): the migration's source
+    for the parts Nova runs there (``notified_by_source``)."""
+    return inst.migration.source if row.notified_by_source and inst.migration else None
+
+
 def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | None
                  ) -> list[Note]:
     """Notifications that show the instance as it is before ``event`` applies: the state at
@@ -176,6 +182,11 @@ def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | 
             return []
         out = [Note("instance.exists", "InstanceExistsPayload", before)] \
             if row.exists is Exists.BEFORE_END else []
+        if row.notify_start_at_end:
+            # _finish_revert_resize: the source starts once the destination's part is
+            # done, showing the instance as it still is (RESIZED, resize_reverting)
+            out.append(Note(f"instance.{row.notify}.start", row.notify_payload, before,
+                            publisher(row, before)))
         if fault is not None and row.on_failure_notice is \
                 FailureNotice.ERROR_AND_END_IF_RUNNING:
             # _reboot_instance: the guest still runs after the failure, which is swallowed:
@@ -221,7 +232,9 @@ def after_notes(event: Any, started: Operation | None, after: Instance,
     if row is not None:
         out = [Note("instance.exists", "InstanceExistsPayload", after)] \
             if row.exists is Exists.BEFORE_START else []
-        out.append(Note(f"instance.{row.notify}.start", row.notify_payload, after))
+        if not row.notify_start_at_end:
+            out.append(Note(f"instance.{row.notify}.start", row.notify_payload, after,
+                            publisher(row, after)))
         if row.notify_inner:
             out.append(Note(f"instance.{row.notify_inner}.start", "InstanceActionPayload",
                             after))
@@ -230,7 +243,8 @@ def after_notes(event: Any, started: Operation | None, after: Instance,
         row = next(iter(rows(event.operation)), None)
         if row is not None and row.notify:
             out = [] if end_deferred else [Note(f"instance.{row.notify}.end",
-                                                row.notify_payload, after)]
+                                                row.notify_payload, after,
+                                                publisher(row, after))]
             outer = closed_by_its_stop(event)
             if outer is not None and outer.notify:
                 out.append(Note(f"instance.{outer.notify}.end", outer.notify_payload, after))
