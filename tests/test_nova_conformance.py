@@ -194,6 +194,13 @@ SUCCESS: dict[str, list[str]] = {
     "remove_fixed_ip_from_instance": [], "inject_network_info": [], "reset_network": [],
     "refresh_instance_security_rules": [], "remove_volume_connection": [],
 }
+# The class wrap_exception's compute.exception names: what the manager method raised, its own
+# in place of the driver's where it has one (rescue_instance, set_admin_password,
+# _attach_interface, _detach_interface); else the driver's failure (ours: HypervisorError).
+RAISES = {"rescue_instance": "InstanceNotRescuable",
+          "set_admin_password": "InstancePasswordSetFailed",
+          "attach_interface": "InterfaceAttachFailed",
+          "detach_interface": "InterfaceDetachFailed"}
 FAILURE: dict[str, list[str]] = {
     # _build_and_run_instance catches the failure: create.error, no wrap_exception
     "run_instance": action("create", S) + ["instance.create.error"],
@@ -356,6 +363,16 @@ class Run:
                         done.add(vm)
         finally:
             await sub.unsubscribe()
+        return out
+
+    def raised(self, notes: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+        """Each failed command's compute.exception: the class its payload names."""
+        out = {}
+        for vm, first, last, label, fail in self.commands:
+            for n in notes[vm]:
+                if fail and n["event_type"] == EXC and \
+                        first < int(n["message_id"].split(":")[1]) <= last:
+                    out[label] = n["payload"]["nova_object.data"]["exception"]
         return out
 
     def check(self, notes: dict[str, list[dict[str, Any]]],
@@ -560,6 +577,8 @@ async def test_every_instance_operation_notifies_as_nova_succeeding_and_failing(
     notes = await run.notifications({x: "instance.delete.end" for x in (vm, a, b, c, d)})
     problems, counts = run.check(notes, {False: SUCCESS, True: FAILURE})
     assert problems == []
+    assert run.raised(notes) == {label: RAISES.get(label, "HypervisorError")
+                                 for label, want in FAILURE.items() if EXC in want}
     covered = {label.split(":")[0] for _, _, _, label, fail in run.commands if not fail}
     failed = {label for _, _, _, label, fail in run.commands if fail}
     instance_ops = {name for name, op in OPERATIONS.items() if not op.flow}

@@ -24,6 +24,10 @@ Row by row against Nova (api.py guard; manager.py on failure):
 - rebuild [ACTIVE, STOPPED, ERROR]: ERROR; a STOPPED instance goes ACTIVE / powering-off and
   ``stop_instance`` ends it STOPPED (``_do_rebuild_instance``; ``keeps_stopped``).
 - set_admin_password [ACTIVE] idle: InstancePasswordSetFailed, reverts only.
+- The manager raises its own class in place of the driver's failure (``raises``, the
+  compute.exception's ``exception``): rescue_instance InstanceNotRescuable,
+  set_admin_password InstancePasswordSetFailed, _attach_interface InterfaceAttachFailed
+  (its interface_attach.error keeps the driver's), _detach_interface InterfaceDetachFailed.
 - change_instance_metadata: ``update_instance_metadata`` [ACTIVE, PAUSED, SUSPENDED, STOPPED],
   task_state=None (any).
 - snapshot / backup [ACTIVE, STOPPED, PAUSED, SUSPENDED] idle: reverts only; snapshot.start
@@ -228,6 +232,9 @@ class Operation:
                                                # host: Nova runs that part there
                                                # (_confirm_resize, _finish_revert_resize)
     on_failure_notice: FailureNotice = FailureNotice.EXCEPTION
+    raises: str = ""                           # the class Nova's manager raises in place of
+                                               # the driver's failure: compute.exception's
+                                               # ``exception`` (rescue: InstanceNotRescuable)
     reaches: PowerState | None = None
     """The guest's power state once the driver call has acted, when that alone proves it
     did (pause, unpause, stop, start, resume, restore): a resumed command that finds the
@@ -347,7 +354,7 @@ _ROWS += (
               summary="Boot from a rescue image with the instance's disk attached.",
               vm_states=frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), task_state=T.RESCUING,
               driver="rescue", event=e.Rescued, final_vm_state=V.RESCUED,
-              on_failure=OnFailure.ERROR, reached_if="rescued",
+              on_failure=OnFailure.ERROR, reached_if="rescued", raises="InstanceNotRescuable",
               notify="rescue", notify_payload="InstanceActionRescuePayload",
               exists=Exists.BEFORE_END),
     Operation(name="unrescue_instance", action="unrescue", cli="unrescue",
@@ -368,6 +375,7 @@ _ROWS += (
               summary="Set the guest's admin password (the guest must be running).",
               vm_states=frozenset({V.ACTIVE}), task_state=T.UPDATING_PASSWORD,
               driver="set_admin_password", event=e.PasswordChanged,
+              raises="InstancePasswordSetFailed",
               repeat_safe="the same password set again leaves the guest as the first call "
                           "did (setUserPassword replaces, it does not append)"),
     Operation(name="inject_file", payload=c.InjectFile, action="inject_file",
@@ -434,12 +442,14 @@ _ROWS += (
               vm_states=IFACE_STATES, ports=Ports.PLUG,
               driver="attach_interface", event=d.InterfaceAttached,
               reached_if="interface_attached", notify="interface_attach",
+              raises="InterfaceAttachFailed",
               on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
     Operation(name="detach_interface", payload=c.DetachInterface, action="detach_interface",
               cli="detach-interface", summary="Unplug a port from the guest.",
               vm_states=IFACE_STATES, ports=Ports.UNPLUG,
               driver="detach_interface", event=d.InterfaceDetached,
-              reached_if="interface_detached", notify="interface_detach"),
+              reached_if="interface_detached", notify="interface_detach",
+              raises="InterfaceDetachFailed"),
     Operation(name="add_fixed_ip_to_instance", payload=c.AddFixedIp, action="add_fixed_ip",
               cli="add-fixed-ip", summary="Another address on a network the guest is on.",
               vm_states=IFACE_STATES, ports=Ports.ADD_ADDRESS,

@@ -169,6 +169,15 @@ def publisher(row: Operation, inst: Instance) -> str | None:
     return inst.migration.source if row.notified_by_source and inst.migration else None
 
 
+def raised(row: Operation | None, fault: ExceptionPayload | None) -> ExceptionPayload | None:
+    """wrap_exception's payload names what the manager method raised: the row's own class
+    when Nova's manager raises one in place of the driver's failure (``raises``)."""
+    if row is None or not row.raises or fault is None:
+        return fault
+    return msgspec.structs.replace(fault, data=msgspec.structs.replace(
+        fault.data, exception=row.raises))
+
+
 def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | None
                  ) -> list[Note]:
     """Notifications that show the instance as it is before ``event`` applies: the state at
@@ -209,7 +218,8 @@ def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | 
             out.append(Note(f"instance.{row.notify}.end", row.notify_payload, before))
         if notice in (FailureNotice.EXCEPTION, FailureNotice.ERROR_AND_EXCEPTION,
                       FailureNotice.END_AND_EXCEPTION):
-            out.append(Note(EXCEPTION, "ExceptionPayload", before, fault=fault))
+            out.append(Note(EXCEPTION, "ExceptionPayload", before,
+                            fault=raised(row, fault)))
         return out
     if isinstance(event, e.TaskReverted):
         row = next(iter(rows(event.operation)), None)
