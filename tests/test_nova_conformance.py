@@ -234,7 +234,7 @@ FAILURE: dict[str, list[str]] = {
 }
 
 
-# -- the task_state each .start shows: compute's at that point in Nova's code ------------
+# -- the task_state each .start (and .end) shows: compute's at that point in Nova's code --
 
 ACTING = {"pause": "pausing", "unpause": "unpausing", "suspend": "suspending",
           "resume": "resuming", "power_off": "powering-off", "power_on": "powering-on",
@@ -275,7 +275,9 @@ STARTS: dict[str, dict[str, str | None]] = {
         ("revert_resize", "resize_revert", "resize_reverting")]},
     # _delete_instance: delete.start, then _shutdown_instance's shutdown.start, both DELETING
     "terminate_instance": {"instance.delete.start": "deleting",
-                           "instance.shutdown.start": "deleting"},
+                           "instance.shutdown.start": "deleting",
+                           # _shutdown_instance ends before _delete_instance clears it
+                           "instance.shutdown.end": "deleting"},
     # _do_rebuild_instance of a STOPPED instance sets POWERING_OFF before stop_instance
     "rebuild_instance:stopped": {"instance.rebuild.start": "rebuilding",
                                  "instance.power_off.start": "powering-off"},
@@ -283,7 +285,11 @@ STARTS: dict[str, dict[str, str | None]] = {
     # _finish_resize (after RESIZE_FINISH)
     "resize_instance": {"instance.resize_prep.start": "resize_prep",
                         "instance.resize.start": "resize_migrating",
-                        "instance.resize_finish.start": "resize_finish"},
+                        "instance.resize_finish.start": "resize_finish",
+                        # prep_resize ends before the source moves on; resize_instance sends
+                        # .end after RESIZE_MIGRATED (and its cast of finish_resize)
+                        "instance.resize_prep.end": "resize_prep",
+                        "instance.resize.end": "resize_migrated"},
     # _do_pre_live_migration, _post_live_migration, _do_post_live_migration_at_destination,
     # _rollback_live_migration (before it clears the task_state), the rollback cast to the
     # destination (the instance as it was cast), live_migration_abort: all MIGRATING
@@ -293,21 +299,41 @@ STARTS: dict[str, dict[str, str | None]] = {
         # the destination clears it before post_dest.end; the source's post.end shows its
         # own copy, still migrating (Nova's sample instance-live_migration_post-end.json)
         "instance.live_migration_post_dest.end": None,
-        "instance.live_migration_post.end": "migrating"},
+        "instance.live_migration_post.end": "migrating",
+        # _do_pre_live_migration, the destination's rollback and an abort of a running
+        # migration (live_migration_abort) change no task_state before their .end
+        "instance.live_migration_pre.end": "migrating",
+        "instance.live_migration_rollback_dest.end": "migrating",
+        "instance.live_migration_abort.end": "migrating",
+        # _rollback_live_migration clears the task_state before rollback.end
+        "instance.live_migration_rollback.end": None},
 }
+# What differs on purpose (README, "Notifications"): rollback.end is sent with the rollback's
+# own event, before the TaskReverted that clears the task_state follows it in the log.
+DOCUMENTED = {"instance.live_migration_rollback.end": "migrating"}
 STARTS["migrate_instance"] = STARTS["resize_instance"]
 STARTS["live_migration:aborted"] = STARTS["live_migration"]
 
 
-def start_problems(label: str, note: dict[str, Any]) -> list[str]:
+# a failure's own: the finally of notify_about_instance_delete sends soft_delete.end before
+# reverts_task_state (the outer decorator) clears the task_state
+FAILED_PHASES = {"soft_delete_instance": {"instance.soft_delete.end": "soft-deleting"}}
+
+
+def start_problems(label: str, note: dict[str, Any], fail: bool = False) -> list[str]:
     """The task_state of a .start (and of the other notifications ``STARTS`` names) against
-    the one Nova's compute has when it sends it; every .start must be listed."""
-    want = STARTS.get(label, {})
+    the one Nova's compute has when it sends it; every .start must be listed, and an .end
+    not listed shows the task done (None: Nova's compute clears it before it sends .end)."""
+    want = {**STARTS.get(label, {}), **(FAILED_PHASES.get(label, {}) if fail else {})}
     if note["event_type"] not in want:
-        return [f"{label}: {note['event_type']}: no expected task_state in this test"] \
-            if note["event_type"].endswith(".start") else []
+        if note["event_type"].endswith(".end"):
+            want = {note["event_type"]: None}
+        elif note["event_type"].endswith(".start"):
+            return [f"{label}: {note['event_type']}: no expected task_state in this test"]
+        else:
+            return []
     got = note["payload"]["nova_object.data"]["task_state"]
-    expected = want[note["event_type"]]
+    expected = DOCUMENTED.get(note["event_type"], want[note["event_type"]])
     return [] if got == expected else \
         [f"{label}: {note['event_type']} shows task_state {got}, Nova's {expected}"]
 
@@ -394,9 +420,9 @@ class Run:
                                 f"Nova sends {want}")
             self.sequences += 1
             for note in mine:
-                problems += check_notification(note) + start_problems(label, note)
+                problems += check_notification(note) + start_problems(label, note, fail)
                 self.event_types.add(note["event_type"])
-                self.starts += note["event_type"] in STARTS.get(label, {})
+                self.starts += note["event_type"].endswith((".start", ".end"))
                 name = note["payload"]["nova_object.name"]
                 counts[name] = counts.get(name, 0) + 1
         return problems, counts

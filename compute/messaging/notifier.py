@@ -320,7 +320,9 @@ def move_notifications(event: Any, after: Instance, prior: MigrationStatus | Non
         return [("instance.resize_finish.end", after, dest)]
     if isinstance(event, e.TaskStateChanged) and m is not None:
         if event.task_state is TaskState.RESIZE_MIGRATING:
-            return [("instance.resize_prep.end", after, dest),
+            # prep_resize's .end still shows RESIZE_PREP (_send_prep_resize_notifications
+            # runs before resize_instance sets RESIZE_MIGRATING on the source)
+            return [("instance.resize_prep.end", before or after, dest),
                     ("instance.resize.start", after, None)]
         if event.task_state is TaskState.RESIZE_MIGRATED:
             return [("instance.resize.end", after, None)]
@@ -430,9 +432,10 @@ class Notifier(LogFollower):
                 fault = await self._fault_before(event)
         notes = self._build(event, before_notes(event, before, fault), 0)
         started, deferred = started_by(event, before), stop_follows(event, before)
-        # the instance as it was, for the live migration's post notifications that show it
-        # so after the event (mutate applies in place; its fields are replaced, not changed)
-        was = copy.copy(before) if isinstance(event, mv.LiveMigrated) else None
+        # the instance as it was, for the move notifications that show it so after the event
+        # (mutate applies in place; its fields are replaced, not changed)
+        was = copy.copy(before) if before is not None and before.migration is not None \
+            else None
         after = event.mutate(before)
         states[uuid] = after                # (a dict keeps insertion order: oldest first)
         if len(states) > self._cache:
