@@ -317,7 +317,15 @@ STARTS["live_migration:aborted"] = STARTS["live_migration"]
 
 # a failure's own: the finally of notify_about_instance_delete sends soft_delete.end before
 # reverts_task_state (the outer decorator) clears the task_state
-FAILED_PHASES = {"soft_delete_instance": {"instance.soft_delete.end": "soft-deleting"}}
+# An .error shows the task_state at the failure (sent before reverts_task_state clears it):
+# _build_and_run_instance's spawn (SPAWNING), _do_rebuild_instance's (REBUILD_SPAWNING),
+# _reboot_instance's driver call (REBOOT_STARTED), attach's (none set).
+FAILED_PHASES = {"soft_delete_instance": {"instance.soft_delete.end": "soft-deleting"},
+                 "run_instance": {"instance.create.error": "spawning"},
+                 "rebuild_instance": {"instance.rebuild.error": "rebuild_spawning"},
+                 "reboot_instance": {"instance.reboot.error": "reboot_started"},
+                 "attach_volume": {"instance.volume_attach.error": None},
+                 "attach_interface": {"instance.interface_attach.error": None}}
 
 
 def start_problems(label: str, note: dict[str, Any], fail: bool = False) -> list[str]:
@@ -328,7 +336,7 @@ def start_problems(label: str, note: dict[str, Any], fail: bool = False) -> list
     if note["event_type"] not in want:
         if note["event_type"].endswith(".end"):
             want = {note["event_type"]: None}
-        elif note["event_type"].endswith(".start"):
+        elif note["event_type"].endswith((".start", ".error")):
             return [f"{label}: {note['event_type']}: no expected task_state in this test"]
         else:
             return []
@@ -351,7 +359,7 @@ class Run:
         self.commands: list[tuple[str, int, int, str, bool]] = []
         self.hosts: set[str] = set()
         self.sequences = 0                       # commands whose event_types were compared
-        self.starts = 0                          # .start task_states compared
+        self.phases = 0                          # task_states of .start/.end/.error compared
         self.event_types: set[str] = set()
 
     async def do(self, host: HostService, vm: str, operation: str,
@@ -422,7 +430,7 @@ class Run:
             for note in mine:
                 problems += check_notification(note) + start_problems(label, note, fail)
                 self.event_types.add(note["event_type"])
-                self.starts += note["event_type"].endswith((".start", ".end"))
+                self.phases += note["event_type"].endswith((".start", ".end", ".error"))
                 name = note["payload"]["nova_object.name"]
                 counts[name] = counts.get(name, 0) + 1
         return problems, counts
@@ -432,7 +440,7 @@ def report(counts: dict[str, int], run: Run) -> str:
     return (f"{sum(counts.values())} notifications of {len(run.commands)} commands checked "
             f"against nova {NOVA_VERSION}; {len(run.event_types)} distinct event_types, "
             f"{len(counts)} payload classes, {run.sequences} sequences compared, "
-            f"{run.starts} task_states compared: " +
+            f"{run.phases} task_states compared: " +
             ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
