@@ -104,7 +104,29 @@ FAILURES = [
     ("restore_instance", V.SOFT_DELETED, V.SOFT_DELETED),   # reverts_task_state
     ("set_admin_password", V.ACTIVE, V.ACTIVE),        # InstancePasswordSetFailed, reverts
     ("snapshot_instance", V.ACTIVE, V.ACTIVE),         # reverts_task_state
+    ("terminate_instance", V.ACTIVE, V.ERROR),         # do_terminate_instance:
+                                                       # _set_instance_obj_error_state
+    # no task_state to revert, vm_state kept (wrap_instance_fault / wrap_exception only):
+    ("attach_volume", V.ACTIVE, V.ACTIVE),             # _attach_volume re-raises
+    ("detach_volume", V.ACTIVE, V.ACTIVE),
+    ("attach_interface", V.ACTIVE, V.ACTIVE),          # InterfaceAttachFailed
+    ("detach_interface", V.ACTIVE, V.ACTIVE),          # InterfaceDetachFailed
+    ("add_fixed_ip_to_instance", V.ACTIVE, V.ACTIVE),
+    ("remove_fixed_ip_from_instance", V.ACTIVE, V.ACTIVE),
+    ("inject_network_info", V.ACTIVE, V.ACTIVE),
+    ("remove_volume_connection", V.ACTIVE, V.ACTIVE),
+    ("change_instance_metadata", V.ACTIVE, V.ACTIVE),  # (gone from Nova's manager)
+    ("reset_network", V.ACTIVE, V.ACTIVE),             # (gone from Nova's manager)
+    ("inject_file", V.ACTIVE, V.ACTIVE),               # (gone from Nova's manager)
+    ("refresh_instance_security_rules", V.ACTIVE, V.ACTIVE),  # (gone from Nova's manager)
 ]
+
+
+def test_every_single_host_hypervisor_call_has_its_failure_rule_here() -> None:
+    """Reboot (its own tests below), the build (a failed build: ERROR, test_domain) and the
+    moves (rolled back: test_moves) aside, every row with a driver call is in FAILURES."""
+    rows = {name for name, op in OPERATIONS.items() if op.driver and not op.flow}
+    assert rows - {"reboot_instance", "run_instance"} == {name for name, _, _ in FAILURES}
 
 
 @pytest.mark.parametrize("op_name, before, after", FAILURES)
@@ -298,3 +320,43 @@ async def test_a_rebuild_of_a_stopped_instance_is_one_action_with_a_stop_event(
     assert rebuild["action"] == "rebuild"
     assert [(ev["event"], ev["result"]) for ev in rebuild["events"]] == [
         ("compute_rebuild_instance", "Success"), ("compute_stop_instance", "Success")]
+
+
+# -- host calls: Nova's reject_instance_state -----------------------------------------------
+# nova/compute/api.py: get_vnc_console, get_spice_console (and serial, mks, which have no
+# call here) are @reject_instance_state(task_state=[DELETING, MIGRATING]); get_console_output
+# and get_diagnostics check only the host; validate_console_port is the proxy's RPC, no guard.
+NOVA_CALL_REJECTS = {"get_vnc_console": {T.DELETING, T.MIGRATING},
+                     "get_spice_console": {T.DELETING, T.MIGRATING}}
+
+
+def test_host_calls_refuse_the_task_states_nova_refuses() -> None:
+    from compute.domain.host_operations import HOST_OPERATIONS
+    assert {name: set(op.rejects_task_states) for name, op in HOST_OPERATIONS.items()
+            if op.rejects_task_states} == NOVA_CALL_REJECTS
+
+
+@pytest.mark.parametrize("call", sorted(NOVA_CALL_REJECTS))
+async def test_a_console_is_refused_while_the_instance_is_deleting(
+        call: str, service: HostService, client: ComputeClient) -> None:
+    import asyncio
+
+    import msgspec
+
+    from tests.scenarios import until
+    vm = str(uuid.uuid4())
+    await client.send(service.host, vm, "run_instance", boot_payload())
+    body = msgspec.json.encode({"uuid": vm, "console_type": call.split("_")[1]})
+    subject = f"compute.call.{service.host}.{call}"
+    before = msgspec.json.decode((await client.nc.request(subject, body, timeout=5)).data)
+    assert "port" in before, before
+    service.driver.inject_fault("destroy", None, delay=1.0)   # a delete that takes time
+    deleting = asyncio.create_task(client.send(service.host, vm, "terminate_instance"))
+    await until(lambda: service.store.get_instance(uuid.UUID(vm)).task_state is T.DELETING,
+                what="the delete in flight")
+    reply = await client.nc.request(subject, body, timeout=5)
+    refused = msgspec.json.decode(reply.data, type=Rejected)
+    assert (refused.error, reply.headers["Nats-Service-Error-Code"]) == (
+        "InstanceInvalidState", "409")
+    assert "deleting" in refused.message
+    assert isinstance(await deleting, Succeeded)

@@ -21,6 +21,7 @@ from compute.actors.router import Router
 from compute.actors.shared_aggregates import NetworkBook, SecurityGroupBook
 from compute.domain.errors import (
     ComputeError,
+    InstanceInvalidState,
     InstanceNotFound,
     InvalidPayload,
     NotSupported,
@@ -29,6 +30,7 @@ from compute.domain.errors import (
 from compute.domain.host import Host
 from compute.domain.host_operations import HOST_OPERATIONS
 from compute.domain.secgroup import PROVIDER_GROUP, SecurityGroup
+from compute.domain.states import TaskState
 from compute.events import commands as c
 from compute.events.error_codes import ErrorCode
 from compute.events.outcomes import HostUpdated, Rejected
@@ -105,6 +107,8 @@ class HostCalls:
             if op.payload is not None:
                 payload = decode(decoder(op.payload), data or b"{}", f"{name} payload")
                 command_id = str(getattr(payload, "command_id", "")) or None
+            if op.rejects_task_states:
+                await self._guard(name, payload.uuid, op.rejects_task_states)
             async with self._lock:
                 return await getattr(self, name)(payload)
         except ComputeError as exc:
@@ -292,6 +296,13 @@ class HostCalls:
     @property
     def _topic(self) -> str:
         return f"compute.call.{self.host}"
+
+    async def _guard(self, name: str, uuid: UUID, refused: frozenset[TaskState]) -> None:
+        """Nova's ``reject_instance_state`` (nova/compute/api.py): the call is refused while
+        the instance is in one of the row's task_states."""
+        inst = await asyncio.to_thread(self.store.get_instance, uuid)
+        if inst is not None and inst.task_state in refused:
+            raise InstanceInvalidState(uuid, "task_state", inst.task_state.value, name)
 
     async def _ref(self, uuid: UUID) -> InstanceRef:
         inst = await asyncio.to_thread(self.store.get_instance, uuid)

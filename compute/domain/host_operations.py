@@ -7,8 +7,14 @@ from dataclasses import dataclass
 
 import msgspec
 
+from compute.domain.states import TaskState as T
 from compute.events import commands as c
 from compute.events import replies as r
+
+# nova/compute/api.py get_vnc_console, get_spice_console (also serial, mks):
+# ``reject_instance_state(task_state=[DELETING, MIGRATING])``: a console of a guest being
+# deleted or moved would open onto a guest about to go away (409).
+NOT_WHILE_DELETING_OR_MIGRATING = frozenset({T.DELETING, T.MIGRATING})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -18,6 +24,9 @@ class HostOperation:
     summary: str
     reply: type[msgspec.Struct] | None = None
     """A call's answer (besides a typed Rejected); None: the ``HostUpdated`` outcome."""
+    rejects_task_states: frozenset[T] = frozenset()
+    """An instance call refused (InstanceInvalidState, 409) while the instance's task_state
+    is one of these: Nova's ``reject_instance_state`` on the API method."""
 
 
 HOST_OPERATIONS: dict[str, HostOperation] = {op.name: op for op in (
@@ -65,9 +74,11 @@ HOST_OPERATIONS: dict[str, HostOperation] = {op.name: op for op in (
         summary="The tail of the instance's serial console log."),
     HostOperation(
         name="get_vnc_console", payload=c.ConsoleCall, reply=r.Console,
+        rejects_task_states=NOT_WHILE_DELETING_OR_MIGRATING,
         summary="Host, port and token of the instance's VNC console."),
     HostOperation(
         name="get_spice_console", payload=c.ConsoleCall, reply=r.Console,
+        rejects_task_states=NOT_WHILE_DELETING_OR_MIGRATING,
         summary="Host, port and token of the instance's SPICE console."),
     HostOperation(
         name="validate_console_port", payload=c.ValidateConsolePort,

@@ -24,14 +24,24 @@ Row by row against Nova (api.py guard; manager.py on failure):
 - rebuild [ACTIVE, STOPPED, ERROR]: ERROR; a STOPPED instance goes ACTIVE / powering-off and
   ``stop_instance`` ends it STOPPED (``_do_rebuild_instance``; ``keeps_stopped``).
 - set_admin_password [ACTIVE] idle: InstancePasswordSetFailed, reverts only.
+- The manager raises its own class in place of the driver's failure (``raises``, the
+  compute.exception's ``exception``): rescue_instance InstanceNotRescuable,
+  set_admin_password InstancePasswordSetFailed, _attach_interface InterfaceAttachFailed
+  (its interface_attach.error keeps the driver's), _detach_interface InterfaceDetachFailed.
 - change_instance_metadata: ``update_instance_metadata`` [ACTIVE, PAUSED, SUSPENDED, STOPPED],
   task_state=None (any).
-- snapshot / backup [ACTIVE, STOPPED, PAUSED, SUSPENDED] idle: reverts only.
+- snapshot / backup [ACTIVE, STOPPED, PAUSED, SUSPENDED] idle: reverts only; snapshot.start
+  once compute has set IMAGE_SNAPSHOT (``snapshot_instance``), a backup's with the API's
+  IMAGE_BACKUP (``backup_instance``); the upload states are the driver's, after it.
 - attach/detach volume (and reserve_block_device_name, part of attach): [ACTIVE, PAUSED,
   STOPPED, RESIZED, SOFT_DELETED, SHELVED, SHELVED_OFFLOADED] idle.
 - attach/detach interface [ACTIVE, PAUSED, STOPPED], task_state=[None].
 - resize / migrate [ACTIVE, STOPPED] idle; confirm / revert [RESIZED]; live_migrate [ACTIVE,
   PAUSED] idle; live_migrate_abort task_state=[MIGRATING], any vm_state.
+- confirm: ``_confirm_resize`` runs on the source (its resize_confirm.* name it), failures
+  ``_error_out_instance_on_exception``: ERROR. revert: ``revert_resize`` on the destination
+  sends instance.exists and errors out (ERROR) if its part fails; resize_revert.start and
+  .end are the source's ``_finish_revert_resize``, after it.
 - remove_volume_connection, refresh_instance_security_rules: compute-side calls, no API guard.
 
 A resumed command (issue 18 item 4: redelivered while its operation is in flight) must not
@@ -213,7 +223,18 @@ class Operation:
     notify_after_steps: int = 0                # compute steps taken before .start is sent
     notify_inner: str = ""                     # an action notified inside (delete: shutdown)
     exists: Exists = Exists.NO                 # where instance.exists goes
+    notify_start_at_end: bool = False          # .start comes from the part that ends the
+                                               # operation, just before .end (revert: the
+                                               # source's _finish_revert_resize, after the
+                                               # destination's part): a failure before it
+                                               # sends none
+    notified_by_source: bool = False           # .start/.end name the migration's source
+                                               # host: Nova runs that part there
+                                               # (_confirm_resize, _finish_revert_resize)
     on_failure_notice: FailureNotice = FailureNotice.EXCEPTION
+    raises: str = ""                           # the class Nova's manager raises in place of
+                                               # the driver's failure: compute.exception's
+                                               # ``exception`` (rescue: InstanceNotRescuable)
     reaches: PowerState | None = None
     """The guest's power state once the driver call has acted, when that alone proves it
     did (pause, unpause, stop, start, resume, restore): a resumed command that finds the
@@ -333,7 +354,7 @@ _ROWS += (
               summary="Boot from a rescue image with the instance's disk attached.",
               vm_states=frozenset({V.ACTIVE, V.STOPPED, V.ERROR}), task_state=T.RESCUING,
               driver="rescue", event=e.Rescued, final_vm_state=V.RESCUED,
-              on_failure=OnFailure.ERROR, reached_if="rescued",
+              on_failure=OnFailure.ERROR, reached_if="rescued", raises="InstanceNotRescuable",
               notify="rescue", notify_payload="InstanceActionRescuePayload",
               exists=Exists.BEFORE_END),
     Operation(name="unrescue_instance", action="unrescue", cli="unrescue",
@@ -354,6 +375,7 @@ _ROWS += (
               summary="Set the guest's admin password (the guest must be running).",
               vm_states=frozenset({V.ACTIVE}), task_state=T.UPDATING_PASSWORD,
               driver="set_admin_password", event=e.PasswordChanged,
+              raises="InstancePasswordSetFailed",
               repeat_safe="the same password set again leaves the guest as the first call "
                           "did (setUserPassword replaces, it does not append)"),
     Operation(name="inject_file", payload=c.InjectFile, action="inject_file",
@@ -378,7 +400,8 @@ _ROWS += (
               vm_states=IMAGE_STATES, task_state=T.IMAGE_SNAPSHOT_PENDING,
               steps=(T.IMAGE_SNAPSHOT, T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING),
               driver="snapshot", event=e.Snapshotted, repeat_safe=SNAPSHOT_SAFE,
-              notify="snapshot", notify_payload="InstanceActionSnapshotPayload"),
+              notify="snapshot", notify_payload="InstanceActionSnapshotPayload",
+              notify_after_steps=1),
 )
 
 VOLUME_STATES = frozenset({V.ACTIVE, V.PAUSED, V.STOPPED, V.RESIZED, V.SOFT_DELETED,
@@ -419,12 +442,14 @@ _ROWS += (
               vm_states=IFACE_STATES, ports=Ports.PLUG,
               driver="attach_interface", event=d.InterfaceAttached,
               reached_if="interface_attached", notify="interface_attach",
+              raises="InterfaceAttachFailed",
               on_failure_notice=FailureNotice.ERROR_AND_EXCEPTION),
     Operation(name="detach_interface", payload=c.DetachInterface, action="detach_interface",
               cli="detach-interface", summary="Unplug a port from the guest.",
               vm_states=IFACE_STATES, ports=Ports.UNPLUG,
               driver="detach_interface", event=d.InterfaceDetached,
-              reached_if="interface_detached", notify="interface_detach"),
+              reached_if="interface_detached", notify="interface_detach",
+              raises="InterfaceDetachFailed"),
     Operation(name="add_fixed_ip_to_instance", payload=c.AddFixedIp, action="add_fixed_ip",
               cli="add-fixed-ip", summary="Another address on a network the guest is on.",
               vm_states=IFACE_STATES, ports=Ports.ADD_ADDRESS,
@@ -484,13 +509,14 @@ _ROWS += (
               vm_states=frozenset({V.RESIZED}),
               flow="confirm", event=mv.ResizeConfirmed, final_vm_state=V.ACTIVE,
               on_failure=OnFailure.ERROR, repeat_safe=MOVE_STEPS_SAFE,
-              notify="resize_confirm"),
+              notify="resize_confirm", notified_by_source=True),
     Operation(name="revert_resize", action="revertResize", cli="revert-resize",
               summary="Undo the move: back to the source with the old flavor.",
               vm_states=frozenset({V.RESIZED}), task_state=T.RESIZE_REVERTING,
               flow="revert", event=mv.ResizeReverted, final_vm_state=V.ACTIVE,
               on_failure=OnFailure.ERROR, repeat_safe=MOVE_STEPS_SAFE,
-              notify="resize_revert", exists=Exists.BEFORE_START),
+              notify="resize_revert", exists=Exists.BEFORE_START,
+              notify_start_at_end=True, notified_by_source=True),
     Operation(name="live_migration", payload=c.LiveMigration, action="live-migration",
               cli="live-migrate",
               summary="Move the running guest to another host (rolled back on any failure).",
@@ -517,6 +543,7 @@ BACKUP = replace(
     OPERATIONS["snapshot_instance"], action="createBackup", cli="backup",
     summary="Take a backup image, rotating older ones.",
     task_state=T.IMAGE_BACKUP, steps=(T.IMAGE_PENDING_UPLOAD, T.IMAGE_UPLOADING),
+    notify_after_steps=0,   # backup_instance keeps IMAGE_BACKUP for snapshot.start
 )
 
 # Hard reboot is a variant of reboot_instance with its own guard and progression

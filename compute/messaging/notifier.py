@@ -19,6 +19,7 @@ move_notifications. tests/test_nova_conformance.py checks all of them against No
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -162,6 +163,21 @@ def started_by(event: Any, before: Instance | None) -> Operation | None:
     return None
 
 
+def publisher(row: Operation, inst: Instance) -> str | None:
+    """The host a row's .start/.end name (None: the event's writer): the migration's source
+    for the parts Nova runs there (``notified_by_source``)."""
+    return inst.migration.source if row.notified_by_source and inst.migration else None
+
+
+def raised(row: Operation | None, fault: ExceptionPayload | None) -> ExceptionPayload | None:
+    """wrap_exception's payload names what the manager method raised: the row's own class
+    when Nova's manager raises one in place of the driver's failure (``raises``)."""
+    if row is None or not row.raises or fault is None:
+        return fault
+    return msgspec.structs.replace(fault, data=msgspec.structs.replace(
+        fault.data, exception=row.raises))
+
+
 def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | None
                  ) -> list[Note]:
     """Notifications that show the instance as it is before ``event`` applies: the state at
@@ -175,6 +191,11 @@ def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | 
             return []
         out = [Note("instance.exists", "InstanceExistsPayload", before)] \
             if row.exists is Exists.BEFORE_END else []
+        if row.notify_start_at_end:
+            # _finish_revert_resize: the source starts once the destination's part is
+            # done, showing the instance as it still is (RESIZED, resize_reverting)
+            out.append(Note(f"instance.{row.notify}.start", row.notify_payload, before,
+                            publisher(row, before)))
         if fault is not None and row.on_failure_notice is \
                 FailureNotice.ERROR_AND_END_IF_RUNNING:
             # _reboot_instance: the guest still runs after the failure, which is swallowed:
@@ -197,7 +218,8 @@ def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | 
             out.append(Note(f"instance.{row.notify}.end", row.notify_payload, before))
         if notice in (FailureNotice.EXCEPTION, FailureNotice.ERROR_AND_EXCEPTION,
                       FailureNotice.END_AND_EXCEPTION):
-            out.append(Note(EXCEPTION, "ExceptionPayload", before, fault=fault))
+            out.append(Note(EXCEPTION, "ExceptionPayload", before,
+                            fault=raised(row, fault)))
         return out
     if isinstance(event, e.TaskReverted):
         row = next(iter(rows(event.operation)), None)
@@ -210,7 +232,8 @@ def before_notes(event: Any, before: Instance | None, fault: ExceptionPayload | 
 
 
 def after_notes(event: Any, started: Operation | None, after: Instance,
-                prior: MigrationStatus | None, end_deferred: bool = False) -> list[Note]:
+                prior: MigrationStatus | None, end_deferred: bool = False,
+                before: Instance | None = None) -> list[Note]:
     """Notifications that show the instance once ``event`` has applied, in Nova's order
     (``started``: the row whose .start the event is, found before it applied;
     ``end_deferred``: the event completes an operation its command then stops, whose .end
@@ -219,7 +242,9 @@ def after_notes(event: Any, started: Operation | None, after: Instance,
     if row is not None:
         out = [Note("instance.exists", "InstanceExistsPayload", after)] \
             if row.exists is Exists.BEFORE_START else []
-        out.append(Note(f"instance.{row.notify}.start", row.notify_payload, after))
+        if not row.notify_start_at_end:
+            out.append(Note(f"instance.{row.notify}.start", row.notify_payload, after,
+                            publisher(row, after)))
         if row.notify_inner:
             out.append(Note(f"instance.{row.notify_inner}.start", "InstanceActionPayload",
                             after))
@@ -228,7 +253,8 @@ def after_notes(event: Any, started: Operation | None, after: Instance,
         row = next(iter(rows(event.operation)), None)
         if row is not None and row.notify:
             out = [] if end_deferred else [Note(f"instance.{row.notify}.end",
-                                                row.notify_payload, after)]
+                                                row.notify_payload, after,
+                                                publisher(row, after))]
             outer = closed_by_its_stop(event)
             if outer is not None and outer.notify:
                 out.append(Note(f"instance.{outer.notify}.end", outer.notify_payload, after))
@@ -236,7 +262,7 @@ def after_notes(event: Any, started: Operation | None, after: Instance,
     return [Note(t, "InstanceActionResizePrepPayload" if ".resize_prep." in t
                  else "InstanceExistsPayload" if t == "instance.exists"
                  else "InstanceActionPayload", state, host)
-            for t, state, host in move_notifications(event, after, prior)]
+            for t, state, host in move_notifications(event, after, prior, before)]
 
 
 def stop_follows(event: Any, before: Instance | None) -> bool:
@@ -267,7 +293,8 @@ def closed_by_its_stop(event: e.Completed) -> Operation | None:
                  if row.keeps_stopped and row.action == event.action), None)
 
 
-def move_notifications(event: Any, after: Instance, prior: MigrationStatus | None
+def move_notifications(event: Any, after: Instance, prior: MigrationStatus | None,
+                       before: Instance | None = None
                        ) -> list[tuple[str, Instance, str | None]]:
     """Nova's resize and live-migration notifications (nova/compute/manager.py's order), from the
     Migration record's steps; the destination publishes its own (prep, finish, *_dest).
@@ -279,15 +306,23 @@ def move_notifications(event: Any, after: Instance, prior: MigrationStatus | Non
         # _send_prep_resize_notifications: instance.exists, then resize_prep.start
         return [("instance.exists", after, dest), ("instance.resize_prep.start", after, dest)]
     if isinstance(event, mv.LiveMigrated):
-        return [("instance.live_migration_post.start", after, None),
-                ("instance.live_migration_post_dest.start", after, dest),
+        # _post_live_migration and _do_post_live_migration_at_destination send their
+        # .start while the instance is still MIGRATING on the source; only the destination
+        # moves it (host, task_state None) before post_dest.end, and the source's post.end
+        # shows its own copy, still migrating (Nova's samples
+        # instance-live_migration_post-end.json, instance-live_migration_post_dest-*.json)
+        was = before or after
+        return [("instance.live_migration_post.start", was, None),
+                ("instance.live_migration_post_dest.start", was, dest),
                 ("instance.live_migration_post_dest.end", after, dest),
-                ("instance.live_migration_post.end", after, None)]
+                ("instance.live_migration_post.end", was, None)]
     if isinstance(event, mv.Resized):
         return [("instance.resize_finish.end", after, dest)]
     if isinstance(event, e.TaskStateChanged) and m is not None:
         if event.task_state is TaskState.RESIZE_MIGRATING:
-            return [("instance.resize_prep.end", after, dest),
+            # prep_resize's .end still shows RESIZE_PREP (_send_prep_resize_notifications
+            # runs before resize_instance sets RESIZE_MIGRATING on the source)
+            return [("instance.resize_prep.end", before or after, dest),
                     ("instance.resize.start", after, None)]
         if event.task_state is TaskState.RESIZE_MIGRATED:
             return [("instance.resize.end", after, None)]
@@ -397,12 +432,16 @@ class Notifier(LogFollower):
                 fault = await self._fault_before(event)
         notes = self._build(event, before_notes(event, before, fault), 0)
         started, deferred = started_by(event, before), stop_follows(event, before)
+        # the instance as it was, for the move notifications that show it so after the event
+        # (mutate applies in place; its fields are replaced, not changed)
+        was = copy.copy(before) if before is not None and before.migration is not None \
+            else None
         after = event.mutate(before)
         states[uuid] = after                # (a dict keeps insertion order: oldest first)
         if len(states) > self._cache:
             del states[next(iter(states))]
         return notes + self._build(event, after_notes(event, started, after, prior,
-                                                      deferred), len(notes))
+                                                      deferred, was), len(notes))
 
     async def _fault_before(self, event: e.TaskReverted | e.Completed
                             ) -> ExceptionPayload | None:
