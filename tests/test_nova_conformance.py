@@ -27,18 +27,6 @@ from typing import Any
 import msgspec
 import pytest
 
-try:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # eventlet's deprecation notice on import
-        import nova.notifications.objects as _nova_notifications
-        from nova.notifications.objects import base as nova_notification_base
-        from nova.objects import base as nova_base
-        from oslo_utils import timeutils
-        from oslo_versionedobjects import fields as ovo
-except ImportError as exc:                       # pragma: no cover - CI installs the extra
-    pytest.skip(f"Nova's notification classes cannot be imported ({exc}); install the "
-                "test-only extra: pip install -e '.[dev,nova]'", allow_module_level=True)
-
 from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.domain.errors import HypervisorError
@@ -46,7 +34,12 @@ from compute.domain.operations import OPERATIONS
 from compute.events.outcomes import Failed, Succeeded
 from tests.conftest import boot_payload
 from tests.moves_fixtures import StartHost
+from tests.nova_oracle import import_or_skip
 from tests.test_moves import SMALL
+
+_nova_notifications, nova_notification_base, nova_base, timeutils, ovo = import_or_skip(
+    "nova.notifications.objects", "nova.notifications.objects.base", "nova.objects.base",
+    "oslo_utils.timeutils", "oslo_versionedobjects.fields")
 
 # -- Nova's definitions ------------------------------------------------------------------
 

@@ -13,23 +13,16 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-try:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # eventlet's deprecation notices on import
-        from nova.compute import api as nova_api
-        from nova.compute import task_states as nova_task_states
-        from nova.compute import vm_states as nova_vm_states
-except ImportError as exc:                       # pragma: no cover - CI installs the extra
-    pytest.skip(f"nova cannot be imported ({exc}); install the test-only extra: "
-                "pip install -e '.[dev,nova]'", allow_module_level=True)
-
 from compute.domain.operations import BACKUP, HARD_REBOOT, OPERATIONS, Operation
+from tests.nova_oracle import import_or_skip
+
+nova_api, nova_task_states, nova_vm_states = import_or_skip(
+    "nova.compute.api", "nova.compute.task_states", "nova.compute.vm_states")
 
 # our row -> the nova.compute.api.API method whose guard it is
 NOVA_METHOD = {
