@@ -517,3 +517,18 @@ async def test_ctrl_c_while_a_command_runs_says_it_may_still_run(settings, nats_
     one_clean_line(err.decode())
     assert f"interrupted; pause_instance of {vm}" in err.decode()
     assert f"was sent to host {settings.host} and may still run" in err.decode()
+
+
+def test_a_field_value_is_read_as_its_field_takes_it() -> None:
+    """JSON where it fits the field (a number, an object), the text as given where text
+    goes: a password of digits stays text (it went as a number, refused by the host)."""
+    from compute.cli import build_parser
+    from compute.cli.commands import operation_payload
+
+    parse = build_parser().parse_args
+    assert operation_payload(parse(["set-password", VM, "--new-pass", "1234"])) == {
+        "new_pass": "1234"}
+    assert operation_payload(parse(["metadata", VM, "--metadata", '{"tier": "web"}'])) == {
+        "metadata": {"tier": "web"}}
+    assert operation_payload(parse(["backup", VM, "--name", "n", "--backup-type", "daily",
+                                    "--rotation", "2"]))["rotation"] == 2
