@@ -420,7 +420,43 @@ def _schemas(types: dict[str, Any]) -> dict[str, Any]:
             if field in docs and "description" not in prop:
                 prop["description"] = docs[field]
     schemas.update(copy.deepcopy(HEADERS))
-    return _tagged_unions(dict(sorted(schemas.items())))
+    return draft07(_tagged_unions(dict(sorted(schemas.items()))))
+
+
+NEWER_KEYWORDS = frozenset({
+    "$defs", "$anchor", "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$recursiveAnchor",
+    "$vocabulary", "prefixItems", "dependentRequired", "dependentSchemas", "unevaluatedItems",
+    "unevaluatedProperties", "minContains", "maxContains"})
+"""JSON Schema keywords of drafts 2019-09 and 2020-12 that draft 07 does not know: a draft-07
+validator ignores them, so the constraint they carry would silently not be checked."""
+
+
+def draft07(node: Any) -> Any:
+    """The schemas in the dialect the document declares. An AsyncAPI 3.0 document's default
+    schema format is the AsyncAPI Schema, a superset of JSON Schema draft 07, while msgspec
+    writes draft 2020-12: a tuple (``HostUptime.load_average``) came out as ``prefixItems``
+    with ``items: false``, which a draft-07 validator reads as "an empty array" (every real
+    reply refused) and a lenient one as "anything". Rewritten here: ``prefixItems`` becomes
+    ``items: [...]`` with ``additionalItems``, ``$defs`` references ``definitions``; any
+    other newer keyword stops the generation rather than reach the document unchecked."""
+    if isinstance(node, list):
+        return [draft07(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: draft07(v) for k, v in node.items()}
+    if "prefixItems" in out:
+        rest = out.pop("items", True)
+        out["items"] = out.pop("prefixItems")
+        out["additionalItems"] = rest
+    if "$defs" in out:
+        out["definitions"] = out.pop("$defs")
+    if isinstance(out.get("$ref"), str) and "/$defs/" in out["$ref"]:
+        out["$ref"] = out["$ref"].replace("/$defs/", "/definitions/")
+    newer = NEWER_KEYWORDS & set(out)
+    if newer:
+        raise ValueError(f"JSON Schema keywords {sorted(newer)} are not draft 07: teach "
+                         "compute.asyncapi.draft07 their draft-07 form")
+    return out
 
 
 def _tagged_unions(node: Any) -> Any:

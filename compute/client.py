@@ -72,6 +72,22 @@ class QueryFailed(Exception):
         self.message = message
 
 
+class NoAnswer(nats.errors.TimeoutError):
+    """A request no one answered in time (a ``nats.errors.TimeoutError``, so code that
+    catches that still does), naming what was asked: the subject tells who should have
+    answered (a host's call, or the views' queue group), which a person needs to know."""
+
+    def __init__(self, subject: str, seconds: float, attempts: int = 1) -> None:
+        super().__init__()
+        self.subject = subject
+        self.seconds = seconds
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        asked = f" (asked {self.attempts} times)" if self.attempts > 1 else ""
+        return f"no answer on {self.subject} within {self.seconds:g} s{asked}"
+
+
 class PermissionDenied(Exception):
     """The server refused this user the subject (its role in nats.conf does not allow it)."""
 
@@ -361,13 +377,15 @@ class ComputeClient:
             try:
                 reply = await self.nc.request(query(view, key), body, timeout=timeout)
                 break
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
                 # ``retries``: a query is a read, asked again as it is. A replica that dies
                 # (or is killed) with the request in hand never answers it, and NATS does
                 # not tell; the queue group gives the next one to a live replica.
                 self._refused(query(view, key))
                 if attempt == retries:
-                    raise
+                    if isinstance(exc, nats.errors.NoRespondersError):
+                        raise
+                    raise NoAnswer(query(view, key), timeout, retries + 1) from None
         data = msgspec.json.decode(reply.data)
         if isinstance(data, dict) and data.get("outcome") == "Rejected":
             raise QueryFailed(data["error"], data["message"])

@@ -117,6 +117,9 @@ class Settings(msgspec.Struct, kw_only=True):
     """Live introspection console on 127.0.0.1: -1 off (default), 0 any free port, or a port."""
     metrics_port: int = -1
     """Prometheus ``/metrics`` on 127.0.0.1: -1 off (default), 0 any free port, or a port."""
+    connect_deadline: float = 5.0
+    """Seconds a CLI verb, and a query replica starting, try to reach NATS (every URL of the
+    list) before they say they cannot (exit 3): never a silent hang on a NATS that is down."""
     faults: str = ""
     """Chaos tooling: ``method:seconds[:rate],...`` makes those hypervisor calls slow, and
     (with a rate) makes that share of them fail."""

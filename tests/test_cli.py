@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from compute.messaging.server import free_port
 
@@ -315,3 +316,219 @@ def test_every_verb_takes_json_after_it() -> None:
         assert any("--json" in a.option_strings for a in verb._actions), name
     args = build_parser().parse_args(["user", "list", "--json"])
     assert args.json is True
+
+
+# -- a person's slips are usage errors, every wait ends in one line (issue 20) --------------
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (no interpreter to start: these cost milliseconds)."""
+    from compute.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def nats_down(monkeypatch, tmp_path: Path) -> None:
+    """A NATS URL whose port refuses at once, a short connect deadline, files in tmp."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMPUTE_NATS_URL", f"nats://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("COMPUTE_CONNECT_DEADLINE", "1")
+
+
+def test_every_argument_of_every_verb_has_help() -> None:
+    import argparse
+
+    from compute.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+        found = [parser]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found += [p for verb in action.choices.values() for p in parsers(verb)]
+        return found
+
+    missing = [f"{parser.prog} {action.option_strings or action.dest}"
+               for parser in parsers(build_parser()) for action in parser._actions
+               if not action.help or action.help == argparse.SUPPRESS]
+    assert missing == []
+
+
+def test_a_wait_of_zero_or_less_is_a_usage_error(capsys, nats_down) -> None:
+    for args in (["reboot", VM, "--wait", "0"], ["pause", VM, "--wait", "-5"],
+                 ["list", "--wait", "0"], ["console", VM, "--wait", "nan"]):
+        code, out, err = run_main(capsys, *args)
+        assert code == 2, (args, err)
+        one_clean_line(err)
+        assert "above 0" in err, err
+
+
+def test_events_takes_from_start_or_since_not_both(capsys, nats_down) -> None:
+    code, out, err = run_main(capsys, "events", "--follow", "--from-start", "--since", "2h")
+    assert code == 2, err
+    one_clean_line(err)
+    assert "--since: not allowed with argument --from-start" in err
+
+
+def test_a_malformed_field_is_a_usage_error(capsys, nats_down) -> None:
+    """Caught before anything is sent: a field that is not KEY=VALUE, a value that does not
+    fit its payload field (``--meta`` abbreviates ``--metadata``, an object)."""
+    for args, says in ((["host", "set_host_enabled", "foo"], "'foo' is not KEY=VALUE"),
+                       (["host", "set_host_enabled", "=true"], "is not KEY=VALUE"),
+                       (["metadata", VM, "--meta", "foo"], "Expected `object`, got `str`"),
+                       (["snapshot", VM, "--name", "n", "--rotation", "many"], "--rotation")):
+        code, out, err = run_main(capsys, *args)
+        assert code == 2, (args, err)
+        one_clean_line(err)
+        assert says in err, err
+    code, out, err = run_main(capsys, "--json", "metadata", VM, "--meta", "foo")
+    assert (code, json.loads(out)["error"], err) == (2, "Usage", "")
+
+
+def test_user_add_answers_json_and_its_refusal_too(capsys, nats_down) -> None:
+    code, out, err = run_main(capsys, "user", "add", "auditor", "billing", "--json")
+    assert code == 0, err
+    added = json.loads(out)
+    assert (added["user"], added["role"]) == ("billing", "auditor")
+    assert Path(added["credentials"]).is_file()
+    code, out, err = run_main(capsys, "user", "add", "auditor", "Bad Name", "--json")
+    assert (code, json.loads(out)["error"], json.loads(out)["exit_code"]) == (1, "Error", 1)
+
+
+def test_setup_answers_json(capsys, monkeypatch, nats_server) -> None:
+    monkeypatch.setenv("COMPUTE_NATS_URL", nats_server.url_for("admin"))
+    code, out, err = run_main(capsys, "setup", "--json")
+    assert code == 0, err
+    assert {"COMPUTE_COMMANDS", "COMPUTE_EVENTS", "COMPUTE_NOTIFICATIONS"} <= set(
+        json.loads(out)["streams"])
+
+
+def test_queries_with_nats_down_fails_in_one_line_within_the_connect_deadline(
+        tmp_path: Path) -> None:
+    """The replica connects first (before opening stores and catching up), within the
+    deadline every verb has; its connection retries for ever only once it is up."""
+    import time
+
+    env = cli_env(COMPUTE_NATS_URL=f"nats://127.0.0.1:{free_port()}",
+                  COMPUTE_CONNECT_DEADLINE="0.5")
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "compute.cli", "queries", "--cells", "cell1"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=20)
+    assert time.monotonic() - started < 10
+    assert run.returncode == 3, run.stderr
+    one_clean_line(run.stderr)
+    assert "cannot reach NATS" in run.stderr and "within 0.5 s" in run.stderr
+    assert not (tmp_path / "var").exists()          # nothing opened before NATS answered
+
+
+class Silent:
+    """What answers on NATS for the test: views that never answer (or say a host is
+    known), a host whose calls never answer; ``asked`` is set at the first query."""
+
+    def __init__(self, nc, host: str) -> None:
+        import asyncio
+
+        self.nc, self.host, self.asked = nc, host, asyncio.Event()
+
+    async def start(self) -> "Silent":
+        async def query(msg) -> None:
+            self.asked.set()
+            if msg.subject == f"compute.query.host.{self.host}":
+                await msg.respond(json.dumps({"host": self.host}).encode())
+
+        await self.nc.subscribe("compute.query.>", queue="compute-query", cb=query)
+        async def call(msg) -> None:
+            return None
+
+        await self.nc.subscribe(f"compute.call.{self.host}.>", cb=call)
+        await self.nc.flush()
+        return self
+
+
+@pytest.fixture
+async def silent(settings):
+    """A host's NATS user, answering as ``Silent`` says."""
+    from compute.messaging.credentials import connect
+
+    nc = await connect(settings.nats_url, f"host-{settings.host}")
+    yield await Silent(nc, settings.host).start()
+    await nc.close()
+
+
+async def test_a_query_no_one_answers_names_the_replicas_and_exits_timeout(
+        silent, operator_settings) -> None:
+    code, out, err = await cli(operator_settings, "list", "--wait", "0.3")
+    assert code == 5, err
+    one_clean_line(err)
+    assert "no query replica answered compute.query.instances" in err, err
+    assert "`compute queries`" in err
+
+
+async def test_a_call_its_host_does_not_answer_names_the_host_and_may_still_run(
+        silent, operator_settings) -> None:
+    code, out, err = await cli(operator_settings, "--host", silent.host, "host",
+                               "get_host_uptime", "--wait", "0.3")
+    assert code == 5, err
+    one_clean_line(err)
+    assert f"host {silent.host} did not answer get_host_uptime" in err, err
+    assert "may still run" in err
+
+
+async def test_ctrl_c_while_waiting_exits_130_in_one_line(silent, operator_settings) -> None:
+    import asyncio
+    import signal
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "compute.cli", "list", env=cli_env(operator_settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    await asyncio.wait_for(silent.asked.wait(), 30)            # it waits for the answer
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130, err.decode()
+    one_clean_line(err.decode())
+    assert "interrupted" in err.decode()
+
+
+async def test_ctrl_c_while_a_command_runs_says_it_may_still_run(settings, nats_server,
+                                                                  client) -> None:
+    import asyncio
+    import signal
+    import uuid
+
+    from compute.actors.host_service import HostService
+    from tests.conftest import boot_payload
+
+    settings.faults = "pause:1.5"          # long enough to be interrupted
+    operator = msgspec.structs.replace(settings, nats_url=nats_server.url_for("operator"))
+    async with HostService(settings):
+        vm = str(uuid.uuid4())
+        await client.send(settings.host, vm, "run_instance", boot_payload("interrupted"))
+        running = await client.nc.subscribe(f"compute.evt.*.{vm}.ActionStarted")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "compute.cli", "pause", vm, env=cli_env(operator),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        await running.next_msg(timeout=30)         # the host runs it: the CLI waits
+        proc.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130, err.decode()
+    one_clean_line(err.decode())
+    assert f"interrupted; pause_instance of {vm}" in err.decode()
+    assert f"was sent to host {settings.host} and may still run" in err.decode()
+
+
+def test_a_field_value_is_read_as_its_field_takes_it() -> None:
+    """JSON where it fits the field (a number, an object), the text as given where text
+    goes: a password of digits stays text (it went as a number, refused by the host)."""
+    from compute.cli import build_parser
+    from compute.cli.commands import operation_payload
+
+    parse = build_parser().parse_args
+    assert operation_payload(parse(["set-password", VM, "--new-pass", "1234"])) == {
+        "new_pass": "1234"}
+    assert operation_payload(parse(["metadata", VM, "--metadata", '{"tier": "web"}'])) == {
+        "metadata": {"tier": "web"}}
+    assert operation_payload(parse(["backup", VM, "--name", "n", "--backup-type", "daily",
+                                    "--rotation", "2"]))["rotation"] == 2

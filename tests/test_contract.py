@@ -3,7 +3,9 @@ document's addresses, checks what it sends against the channel's message (payloa
 headers) and every answer against the operation's reply messages, and reads every event and
 notification of the run against their channels. A full run of every operation, host
 operation, call, query and ``$SRV`` request goes through it: anything on the wire the document
-does not describe fails here."""
+does not describe fails here. Schemas are checked as draft 07, the dialect the document
+declares (an AsyncAPI 3.0 message's default schema format), and no integer on the wire may
+pass 2^53 (a JavaScript client would round it)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,19 @@ from tests.conftest import boot_payload
 from tests.moves_fixtures import StartHost
 
 ROOT = Path(__file__).resolve().parents[1]
+EXACT_IN_JAVASCRIPT = 2**53
+"""The largest integer a JavaScript number holds exactly: the contract sends none above it."""
+
+
+def large_integers(value: Any, path: str = "") -> list[str]:
+    """Where ``value`` (decoded JSON) holds an integer a JavaScript client would round."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in large_integers(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in large_integers(v, f"{path}[{i}]")]
+    if type(value) is int and abs(value) > EXACT_IN_JAVASCRIPT:
+        return [f"{path or '.'} = {value}"]
+    return []
 
 
 class Contract:
@@ -49,12 +64,12 @@ class Contract:
 
     def check(self, schema: dict[str, Any], value: Any, what: str) -> None:
         root = {**schema, "components": self.doc["components"]}
-        errors = sorted(jsonschema.Draft202012Validator(root).iter_errors(value), key=str)
+        errors = sorted(jsonschema.Draft7Validator(root).iter_errors(value), key=str)
         assert not errors, f"{what}: {errors[0].message} at {list(errors[0].absolute_path)}"
 
     def fits(self, schema: dict[str, Any], value: Any) -> bool:
         root = {**schema, "components": self.doc["components"]}
-        return jsonschema.Draft202012Validator(root).is_valid(value)
+        return jsonschema.Draft7Validator(root).is_valid(value)
 
     def channel(self, subject: str) -> str:
         names = [name for pattern, name in self.channels if pattern.match(subject)]
@@ -69,6 +84,8 @@ class Contract:
         assert fitting, f"{what}: {body[:300]!r} fits none of " \
                         f"{[self.ref(m)['name'] for m in messages]}"
         message = fitting[0]
+        assert not large_integers(value), f"{what}: integers above 2^53 (JavaScript rounds " \
+                                          f"them): {large_integers(value)}"
         if "headers" in message:
             self.check(message["headers"], dict(headers or {}), f"{what} headers")
         self.seen.add(message["name"])
@@ -262,6 +279,19 @@ async def test_every_message_of_a_full_run_is_the_documents(
     assert {"outcome.Succeeded", "outcome.HostUpdated", "outcome.Rejected", "reply.Rejected",
             "reply.Diagnostics", "reply.SrvStats", "reply.query.instance",
             "notification"} <= contract.seen
+
+
+def test_the_document_says_how_integers_above_2_53_are_sent(contract: Contract) -> None:
+    """The rule is in the document a client reads (``info.description``), and each counter
+    that can pass 2^53 is a decimal string in its schema: what the full run's check of
+    every message (``large_integers``) holds the wire to."""
+    rules = contract.doc["info"]["description"]
+    assert "below 2^53" in rules and "decimal strings" in rules
+    schemas = contract.doc["components"]["schemas"]
+    for schema, field in (("Diagnostics", "cpu_time_ns"), ("DiskStats", "read_bytes"),
+                          ("NicStats", "rx_bytes")):
+        prop = schemas[schema]["properties"][field]
+        assert (prop["type"], prop["pattern"]) == ("string", "^[0-9]+$"), (schema, field)
 
 
 def _notification(payload: Any) -> dict[str, Any]:

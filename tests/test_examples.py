@@ -27,8 +27,8 @@ pytestmark = pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm"
 
 def npm_install(directory: Path) -> None:
     """The locked packages (package-lock.json), installed once."""
-    if not (directory / "node_modules" / "@nats-io" / "jetstream").exists() or not (
-            directory / "node_modules" / "@asyncapi" / "parser").exists():
+    if not all((directory / "node_modules" / package).exists() for package in (
+            "@nats-io/jetstream", "@asyncapi/parser", "ajv", "ajv-formats")):
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=directory,
                        check=True, timeout=300)
 
@@ -98,3 +98,32 @@ def test_the_contract_passes_the_asyncapi_parser(node_modules: Path) -> None:
     diagnostics = [json.loads(line) for line in run.stdout.splitlines()]
     assert [d for d in diagnostics if d["severity"] == "error"] == [], run.stderr
     assert run.returncode == 0, run.stderr
+
+
+async def test_a_client_from_the_document_alone_validates_everything_it_exchanges(
+        node_modules: Path, service: HostService, operator_settings: Settings) -> None:
+    """probe-contract.mjs knows only asyncapi.yaml: it finds each subject's channel, checks
+    each message it sends and receives with ajv (draft 07): a command and its outcome, a
+    query at the outcome's position, a host call, $SRV.INFO, an event, a notification."""
+    lines = await node("probe-contract.mjs", service.host,
+                       env={"COMPUTE_NATS_URL": operator_settings.nats_url})
+    assert lines[-1]["ok"] is True
+    assert {line["checked"] for line in lines[:-1]} >= {
+        "command.run_instance", "outcome.Succeeded", "query.instance",
+        "reply.query.instance", "call.get_host_uptime", "reply.HostUptime", "srv.info",
+        "reply.SrvInfo", "event.Spawned", "notification"}
+
+
+async def test_the_probe_refuses_a_message_the_document_does_not_describe(
+        node_modules: Path, service: HostService, operator_settings: Settings,
+        tmp_path: Path) -> None:
+    """Its checks bite: against a document whose uptime reply wants four load averages,
+    the host's real reply (three) stops the probe, named."""
+    doc = json.loads((ROOT / "asyncapi.yaml").read_text())
+    load = doc["components"]["schemas"]["HostUptime"]["properties"]["load_average"]
+    load["items"].append({"type": "number"})
+    load["minItems"] = load["maxItems"] = 4
+    (tmp_path / "asyncapi.yaml").write_text(json.dumps(doc))
+    lines = await node("probe-contract.mjs", service.host, str(tmp_path / "asyncapi.yaml"),
+                       env={"COMPUTE_NATS_URL": operator_settings.nats_url}, code=1)
+    assert "get_host_uptime: fits none of the document's messages" in lines[-1]["error"]

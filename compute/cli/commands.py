@@ -22,7 +22,7 @@ from compute.cli.errors import CliError, Exit, refused
 from compute.cli.output import INSTANCE_COLUMNS, instance_rows, print_outcome
 from compute.cli.serve import embedded_server
 from compute.cli.table import emit, render
-from compute.client import ComputeClient, NoCommandStream, QueryFailed
+from compute.client import ComputeClient, NoAnswer, NoCommandStream, QueryFailed
 from compute.config import Settings
 from compute.events.outcomes import Rejected
 from compute.events.times import rfc3339
@@ -30,8 +30,13 @@ from compute.flavors import FLAVORS
 from compute.messaging.credentials import redact
 from compute.messaging.subjects import EVENTS_STREAM
 
-CONNECT_DEADLINE = 5.0
-"""Seconds the CLI tries to reach NATS (every URL of the list) before it says it cannot."""
+CONNECT_DEADLINE = Settings().connect_deadline
+"""Seconds the CLI tries to reach NATS (every URL of the list) before it says it cannot, by
+default (``COMPUTE_CONNECT_DEADLINE``: ``Settings.connect_deadline``)."""
+QUERY_WAIT = 10.0
+"""Seconds a reading verb waits for the views' answer (asked ``RETRIES`` more times)."""
+CALL_WAIT = 30.0
+"""Seconds a synchronous host call (console, diagnostics, uptime...) waits for its host."""
 WAIT_MARGIN = 30.0
 """A command's outcome is awaited this much longer than the host's own hypervisor deadline:
 the host's timeout then arrives as a ``Failed`` outcome, not as the CLI giving up first."""
@@ -44,14 +49,15 @@ async def client_for(settings: Settings, user: str = "operator"
                      ) -> AsyncIterator[ComputeClient]:
     """A connected client, within ``CONNECT_DEADLINE``; NATS errors in the block become one
     line and their exit code (unreachable, no host answers, timed out)."""
+    deadline = settings.connect_deadline
     try:
         client = await asyncio.wait_for(ComputeClient.connect(
             settings.nats_url, user=user, credentials=settings.nats_credentials,
-            connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.5),
-            CONNECT_DEADLINE)
+            connect_timeout=min(2.0, deadline), max_reconnect_attempts=1,
+            reconnect_time_wait=0.5), deadline)
     except (Exception, TimeoutError) as exc:
         raise refused(settings, exc if not isinstance(exc, TimeoutError) else
-                      TimeoutError(f"no answer within {CONNECT_DEADLINE:g} s"),
+                      TimeoutError(f"no answer within {deadline:g} s"),
                       user, f"<role> {user}") from None
     try:
         try:
@@ -70,6 +76,8 @@ async def client_for(settings: Settings, user: str = "operator"
     except NoCommandStream as exc:
         raise CliError(f"{exc}: start a host (`compute up`)", Exit.UNREACHABLE,
                        "NoCommandStream") from None
+    except NoAnswer as exc:
+        raise no_answer(exc) from None
     except (nats.errors.TimeoutError, TimeoutError):
         raise CliError(f"NATS at {redact(settings.nats_url)} did not answer in time",
                        Exit.TIMEOUT, "Timeout") from None
@@ -81,6 +89,41 @@ async def client_for(settings: Settings, user: str = "operator"
     except QueryFailed as exc:
         raise CliError(exc.message, Exit.NOT_FOUND if exc.error in NOT_FOUND else Exit.FAILED,
                        exc.error) from None
+
+
+def no_answer(exc: NoAnswer) -> CliError:
+    """A request no one answered in time, told as who did not answer and what that means:
+    a query is a read (asking again is harmless); a host's call may still run there."""
+    tokens = exc.subject.split(".")
+    if exc.subject.startswith("compute.query."):
+        return CliError(
+            f"no query replica answered {exc.subject} ({exc}): the views are served by the "
+            "hosts (COMPUTE_QUERIES=embedded) or by `compute queries` replicas; check that "
+            "one runs and keeps up (a read changes nothing: ask again, --wait for longer)",
+            Exit.TIMEOUT, "Timeout")
+    if exc.subject.startswith("compute.call.") and len(tokens) > 3:
+        return CliError(
+            f"host {tokens[2]} did not answer {tokens[3]} ({exc}); the call may still run "
+            "on it (check the host: `compute host get_host_status`; --wait for longer)",
+            Exit.TIMEOUT, "Timeout")
+    return CliError(f"{exc}", Exit.TIMEOUT, "Timeout")
+
+
+async def call_host(client: ComputeClient, host: str, operation: str, body: Any,
+                    timeout: float) -> Any:
+    """A synchronous call to ``host``: its decoded answer; no answer in time is
+    ``NoAnswer`` naming the host's subject (``client_for`` says it in one line)."""
+    subject = f"compute.call.{host}.{operation}"
+    try:
+        reply = await client.nc.request(subject, msgspec.json.encode(body), timeout=timeout)
+    except nats.errors.TimeoutError:
+        raise NoAnswer(subject, timeout) from None
+    return msgspec.json.decode(reply.data)
+
+
+IN_FLIGHT: list[str] = []
+"""What the CLI is waiting for right now (a command sent, its host), for the one line a
+Ctrl-C prints: the command was sent and may still run."""
 
 
 def progress(text: str, started: float) -> None:
@@ -116,6 +159,9 @@ async def send(client: ComputeClient, settings: Settings, args: argparse.Namespa
             sub = await client.nc.subscribe(f"compute.evt.*.{uuid}.*", cb=on_event)
     task = asyncio.create_task(client.send(host, uuid, operation, payload,
                                            command_id=command_id, timeout=wait))
+    IN_FLIGHT.append(f"{operation} of {uuid} (command {command_id}) was sent to host {host} "
+                     "and may still run")
+    interrupted = False
     try:
         ticks = 0
         while True:
@@ -130,13 +176,21 @@ async def send(client: ComputeClient, settings: Settings, args: argparse.Namespa
                          f"(command {command_id}{now}; giving up after {wait:g} s)", started)
             elif ticks % 10 == 0:
                 progress(f"still waiting for host {host}", started)
+    except asyncio.CancelledError:       # Ctrl-C: main's one line says what was sent
+        interrupted = True
+        raise
     except (nats.errors.TimeoutError, TimeoutError):
         raise CliError(
             f"gave up after {wait:g} s: host {host} did not answer {operation} of {uuid}; "
             f"the command ({command_id}) stays queued and may still run (see `compute show "
             f"{uuid}`; --wait for longer)", Exit.TIMEOUT, "Timeout") from None
     finally:
-        task.cancel()
+        if not interrupted:
+            IN_FLIGHT.clear()
+        task.cancel()          # and see it end: else it dies with the connection, unheard,
+        await asyncio.wait({task}, timeout=2)     # and asyncio prints its traceback
+        if task.done() and not task.cancelled():
+            task.exception()
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -196,9 +250,9 @@ async def cmd_operation(args: argparse.Namespace, settings: Settings) -> int:
 def operation_payload(args: argparse.Namespace) -> dict[str, Any]:
     """The command's payload from an operation verb's options, its switch and fixed fields."""
     payload: dict[str, Any] = dict(args.fixed)
-    for key, raw in vars(args).items():
-        if key.startswith("p_") and raw is not None:
-            payload[key[2:]] = _value(raw)
+    for key, value in vars(args).items():      # already parsed: ``field_value``
+        if key.startswith("p_") and value is not None:
+            payload[key[2:]] = value
     switch = getattr(args, "switch", None)
     if switch is not None and getattr(args, "switch_on", False):   # reboot --hard, ...
         payload[switch.field] = switch.value
@@ -215,9 +269,7 @@ async def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
     uuid = _uuid(args.uuid)
     async with client_for(settings) as client:
         host = await target_host(client, settings, args, uuid)
-        reply = await client.nc.request(f"compute.call.{host}.{args.call}",
-                                        msgspec.json.encode({"uuid": uuid}), timeout=30)
-    data = msgspec.json.decode(reply.data)
+        data = await call_host(client, host, args.call, {"uuid": uuid}, args.wait or CALL_WAIT)
     if isinstance(data, dict) and data.get("outcome") == "Rejected":
         raise CliError(f"{data['error']}: {data['message']}", Exit.NOT_FOUND
                        if data["error"] in NOT_FOUND else Exit.FAILED, data["error"])
@@ -235,13 +287,6 @@ def _uuid(value: str) -> str:
         raise CliError(f"{value!r} is not an instance UUID", Exit.USAGE, "Usage") from None
 
 
-def _value(raw: str) -> Any:
-    try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return raw
-
-
 async def _host_of(client: ComputeClient, uuid: str, default: str) -> str:
     """Where the instance lives, per the views (commands then follow ``Moved`` if stale)."""
     with contextlib.suppress(QueryFailed, nats.errors.Error, TimeoutError):
@@ -257,28 +302,31 @@ hand never answers it, and NATS does not say so (the queue group gives the next 
 replica); a query is a read, so asking again is harmless."""
 
 
-async def read(client: ComputeClient, view: str, key: str | None = None, **params: Any) -> Any:
+async def read(client: ComputeClient, view: str, key: str | None = None, *,
+               wait: float | None = None, **params: Any) -> Any:
     """A query that sees every command answered before it (``latest``: one CLI process does
     not know the last outcome's position); views that lag past the wait are shown as they
     are, with a line on stderr saying so."""
+    wait = wait or QUERY_WAIT
     try:
-        return await client.query(view, key, latest=True, timeout=10, retries=RETRIES,
+        return await client.query(view, key, latest=True, timeout=wait, retries=RETRIES,
                                   **params)
     except QueryFailed as exc:
         if exc.error != "PositionNotReached":
             raise
         print(f"compute: {exc.message}; showing the views as they are", file=sys.stderr)
-        return await client.query(view, key, retries=RETRIES, **params)
+        return await client.query(view, key, timeout=wait, retries=RETRIES, **params)
 
 
-async def read_list(client: ComputeClient, view: str, as_json: bool, **params: Any
-                    ) -> list[dict[str, Any]]:
+async def read_list(client: ComputeClient, view: str, as_json: bool, *,
+                    wait: float | None = None, **params: Any) -> list[dict[str, Any]]:
     """Every item of a list view, page by page (``read``'s ``latest``, and its fallback
     when the views lag), with a progress line on stderr per page of a long list (not with
     ``--json``: stderr stays quiet for machines)."""
     rows: list[dict[str, Any]] = []
+    wait = wait or QUERY_WAIT
     try:
-        pages = client.pages(view, latest=True, timeout=10, retries=RETRIES, **params)
+        pages = client.pages(view, latest=True, timeout=wait, retries=RETRIES, **params)
         async for page in pages:
             rows += page["items"]
             if page.get("next") is not None and not as_json:
@@ -288,13 +336,14 @@ async def read_list(client: ComputeClient, view: str, as_json: bool, **params: A
         if exc.error != "PositionNotReached" or rows:
             raise
         print(f"compute: {exc.message}; showing the views as they are", file=sys.stderr)
-        return [item async for item in client.list_all(view, retries=RETRIES, **params)]
+        return [item async for item in client.list_all(view, timeout=wait, retries=RETRIES,
+                                                        **params)]
     return rows
 
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
-        rows = await read_list(client, "instances", args.json,
+        rows = await read_list(client, "instances", args.json, wait=args.wait,
                                include_deleted=args.all or None)
     emit(instance_rows(rows) if not args.json else rows, as_json=args.json,
          columns=INSTANCE_COLUMNS)
@@ -303,7 +352,7 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
-        detail = await read(client, "instance", _uuid(args.uuid))
+        detail = await read(client, "instance", _uuid(args.uuid), wait=args.wait)
     if args.json:
         emit(detail, as_json=True)
         return 0
@@ -321,7 +370,7 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_hosts(args: argparse.Namespace, settings: Settings) -> int:
     async with client_for(settings) as client:
-        rows = await read_list(client, "hosts", args.json)
+        rows = await read_list(client, "hosts", args.json, wait=args.wait)
     emit(rows, as_json=args.json, columns=("host", "hypervisor_type", "vcpus", "vcpus_used",
                                            "memory_mb", "memory_mb_used", "free_ram_mb",
                                            "local_gb", "free_disk_gb", "running_vms"))
@@ -332,18 +381,12 @@ async def cmd_host(args: argparse.Namespace, settings: Settings) -> int:
     """Host operations go as durable commands; the read-only ones as synchronous calls."""
     from compute.domain.host_operations import HOST_OPERATIONS
 
-    fields: dict[str, Any] = {}
-    for item in args.fields:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise CliError(f"{item!r} is not KEY=VALUE")
-        fields[key] = _value(raw)
+    fields: dict[str, Any] = dict(args.fields)
     async with client_for(settings) as client:
         host = await known_host(client, settings.host)
         if HOST_OPERATIONS[args.operation].payload is None:
-            reply = await client.nc.request(f"compute.call.{host}.{args.operation}",
-                                            msgspec.json.encode(fields), timeout=10)
-            data = msgspec.json.decode(reply.data)
+            data = await call_host(client, host, args.operation, fields,
+                                   args.wait or CALL_WAIT)
             emit(data, as_json=args.json)
             return 1 if isinstance(data, dict) and data.get("outcome") == "Rejected" else 0
         outcome = await send(client, settings, args, host, "_host", args.operation, fields)
@@ -419,20 +462,28 @@ async def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     server.reload()
-    print(f"user {user} ({args.role}) added; its password is in {server.credentials / user} "
-          f"(connect with nats://{user}:<password>@host:port)", file=sys.stderr)
+    if args.json:
+        emit({"user": user, "role": args.role, "credentials": str(server.credentials / user)},
+             as_json=True)
+    else:
+        print(f"user {user} ({args.role}) added; its password is in "
+              f"{server.credentials / user} (connect with nats://{user}:<password>@host:port)",
+              file=sys.stderr)
     return 0
 
 
 async def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     """The admin's step: create the streams, or apply a changed configuration to them."""
-    from compute.messaging.streams import cluster_replicas, ensure_streams
+    from compute.messaging.streams import cluster_replicas, ensure_streams, stream_configs
 
     async with client_for(settings, user="admin") as client:   # 3 replicas on a cluster
-        await ensure_streams(client.js, cluster_replicas(client.nc), update=True,
-                             settings=settings)
-    print("streams COMPUTE_COMMANDS, COMPUTE_EVENTS, COMPUTE_NOTIFICATIONS are set up",
-          file=sys.stderr)
+        replicas = cluster_replicas(client.nc)
+        await ensure_streams(client.js, replicas, update=True, settings=settings)
+    streams = [config.name for config in stream_configs(replicas, settings)]
+    if args.json:
+        emit({"streams": streams}, as_json=True)
+    else:
+        print(f"streams {', '.join(streams)} are set up", file=sys.stderr)
     return 0
 
 

@@ -32,7 +32,8 @@ def add_parser(sub: Any) -> None:
     dead = sub.add_parser("dead", help="commands moved to COMPUTE_DEAD, with the reason")
     dead.set_defaults(handler=cmd_dead)
     dead.register("action", "parsers", type(sub))      # its verbs get the common options
-    verbs = dead.add_subparsers(dest="action", required=True, parser_class=type(dead))
+    verbs = dead.add_subparsers(dest="action", required=True, parser_class=type(dead),
+                                help="list, retry or sweep")
     verbs.add_parser("list", help="every dead letter")
     retry = verbs.add_parser("retry", help="send a dead letter's command again, then remove it")
     retry.add_argument("seq", type=int, help="the dead letter's SEQ (from `compute dead list`)")
@@ -54,7 +55,10 @@ async def cmd_dead(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "sweep":
             return await sweep(client, settings, args.every, as_json=args.json)
         seq = await retry_dead(client.js, args.seq)
-        print(f"dead letter {args.seq} sent again (COMPUTE_COMMANDS seq {seq}) and removed")
+        if args.json:
+            emit({"retried": args.seq, "commands_seq": seq}, as_json=True)
+        else:
+            print(f"dead letter {args.seq} sent again (COMPUTE_COMMANDS seq {seq}) and removed")
         return 0
 
 

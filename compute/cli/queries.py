@@ -50,10 +50,12 @@ async def cmd_queries(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:             # COMPUTE_CELLS that does not parse
         raise CliError(str(exc)) from None
     try:
-        await replica.start()
-    except nats.errors.Error as exc:
+        await replica.start(connect_deadline=settings.connect_deadline)
+    except (nats.errors.Error, OSError, TimeoutError) as exc:    # as every verb: one line
         await replica.stop()
-        raise refused(settings, exc, QUERIES_USER, f"queries {QUERIES_USER}") from None
+        raise refused(settings, exc if not isinstance(exc, TimeoutError) else TimeoutError(
+            f"no answer within {settings.connect_deadline:g} s"), QUERIES_USER,
+            f"queries {QUERIES_USER}") from None
     except BaseException:
         await replica.stop()
         raise

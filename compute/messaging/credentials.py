@@ -54,7 +54,11 @@ async def connect(url: str, user: str, credentials: str | Path | None = None,
 
     task = asyncio.ensure_future(open_connection(**connect_options(url, user, credentials),
                                               error_cb=on_error, **options))
-    await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:     # cancelled (a caller's deadline): stop trying, in the background too
+        task.cancel()
+        raise
     if task.done():
         return task.result()
     task.cancel()

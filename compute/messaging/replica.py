@@ -79,8 +79,17 @@ class QueryReplica:
         self._tasks: list[asyncio.Task[Any]] = []
         self._doorbell: Any = None
 
-    async def start(self) -> QueryReplica:
-        """Open the stores and the views, catch up with every cell, then serve."""
+    async def start(self, connect_deadline: float | None = None) -> QueryReplica:
+        """Connect to NATS, open the stores and the views, catch up with every cell, then
+        serve. NATS first, within ``connect_deadline`` seconds when given (what ``compute
+        queries`` gives): a replica that cannot serve says so at once, not after catching
+        up a fleet's log (and its connection, which retries for ever once up, would wait
+        for ever on a NATS that is down: a silent hang)."""
+        connecting = connect(self.settings.nats_url, self.user, self.settings.nats_credentials,
+                             name=f"compute-queries-{self.name}",
+                             max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self.nc = await (asyncio.wait_for(connecting, connect_deadline)
+                         if connect_deadline is not None else connecting)
         for cell, url in self.cells.items():
             self.stores[cell] = await asyncio.to_thread(open_store, url)
         self.views = await asyncio.to_thread(ViewStore, self.views_path)
@@ -89,10 +98,6 @@ class QueryReplica:
         for cell, projector in projectors.items():
             n = await asyncio.to_thread(projector.catch_up)
             log.info("cell %s: %d events applied at start", cell, n)
-        self.nc = await connect(self.settings.nats_url, self.user,
-                                self.settings.nats_credentials,
-                                name=f"compute-queries-{self.name}",
-                                max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         guard_publishes(self.nc)          # a requester's reply address is never a query
         self.service = QueryService(self.nc, self.views, projectors, host=self.name,
                                     fleet=list(self.fleet))
