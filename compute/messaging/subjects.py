@@ -83,6 +83,8 @@ def call(host: str, operation: str) -> str:
 
 
 INBOX_PREFIX = "_INBOX."
+JS_ACK_PREFIX = "$JS.ACK."
+"""The reply subject of a message JetStream delivers (acked by publishing to it)."""
 _INBOX = re.compile(r"^_INBOX(\.[^.*>\s]+)+$")
 
 
