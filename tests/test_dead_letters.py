@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 import pytest
@@ -195,3 +195,46 @@ async def test_an_old_command_of_a_host_that_is_down_is_left_to_that_host(
         out = await pending
         assert isinstance(out, Rejected) and out.error == "CommandDeadLettered"
         assert out.host == s.host
+
+
+HOSTILE_COMMANDS = {
+    "host token not UTF-8": (b"compute.cmd.gh\xffost%(tag)s.%(uuid)s.stop_instance", b""),
+    "host token with a vertical tab": (b"compute.cmd.gh\x0bost%(tag)s.%(uuid)s.stop_instance",
+                                       b""),
+    "operation not UTF-8": (b"compute.cmd.ghost%(tag)s.%(uuid)s.st\xffop", b""),
+    "header value not ASCII": (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
+                               b"X-Note: caf\xc3\xa9 \xff\r\n"),
+    "header name not a token": (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
+                                b"X Bad\xff(Name): v\r\n"),
+    "reply header not ASCII": (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
+                               b"Compute-Reply-To: _INBOX.operator.\xc3\xa9\r\n"),
+    "header names the dead letter's own": (
+        b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
+        b"Compute-Dead-Reason: forged\r\nCompute-Dead-Subject: compute.cmd.h1.x.y\r\n"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_COMMANDS))
+async def test_the_sweep_dead_letters_a_command_whatever_its_bytes_and_goes_on(
+        service: HostService, nats_server, client: ComputeClient, kind: str) -> None:
+    """An expired command is kept in COMPUTE_DEAD whatever its subject and headers (one
+    the sweep cannot keep would stop every later sweep at it), and the next is swept too."""
+    from tests.test_hostile_protocol import RawClient
+
+    tag = uuid.uuid4().hex[:6].encode()
+    subject, headers = HOSTILE_COMMANDS[kind]
+    async with RawClient(nats_server.url_for("operator")) as raw:
+        for command, extra in ((subject, headers),
+                               (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance", b"")):
+            raw.publish(command % {b"tag": tag, b"uuid": str(uuid.uuid4()).encode()},
+                        b'{"command_id": "%s"}' % str(uuid.uuid4()).encode(),
+                        b"NATS/1.0\r\n%s\r\n" % extra)
+        await raw.ping()
+    sweeper = Sweeper(client.js, host="operator:test", max_age=1.0,
+                      reply=lambda to, outcome: asyncio.sleep(0))
+    later = datetime.now().astimezone() + timedelta(hours=1)
+    assert await sweeper.sweep(now=later) >= 2
+    letters = [d for d in await list_dead(client.js) if tag.decode() in d.subject]
+    assert len(letters) == 2 and {d.reason for d in letters} == {"expired"}
+    info = await client.js.stream_info(COMMANDS_STREAM)
+    assert not [s for s in (info.state.subjects or {}) if tag.decode() in s]

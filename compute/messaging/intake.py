@@ -75,7 +75,9 @@ def parse(subject: str, data: bytes, headers: dict[str, str] | None) -> Envelope
 def salvage(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[str, Any]:
     """What can be said about a bad message, so its rejection still finds its sender."""
     tokens = subject.split(".")
-    command_id = (headers or {}).get(MSG_ID)
+    # (a stored message's header read back by nats-py may be an ``email.header.Header``)
+    headers = {k: str(v) for k, v in (headers or {}).items()}
+    command_id = headers.get(MSG_ID)
     if command_id is None:
         try:
             command_id = decode(_command_id, data, "command").command_id
@@ -85,7 +87,7 @@ def salvage(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[s
         "command_id": command_id,
         "uuid": tokens[3] if len(tokens) > 3 else None,
         "operation": tokens[4] if len(tokens) > 4 else None,
-        "reply_to": (headers or {}).get(REPLY_TO),
+        "reply_to": headers.get(REPLY_TO),
     }
 
 
