@@ -44,10 +44,10 @@ async def test_invalid_payload_is_rejected_with_the_reason(
 
 
 @pytest.mark.parametrize("metadata, fragment", [
-    ({"role": "db\x00"}, "matching regex"),
+    ({"role": "db\x00"}, "without control characters"),
     ({"role\x00": "db"}, "at `key`"),
     ({"k<": "v"}, "at `key`"),
-    ({"role": "\x1b[31m"}, "matching regex"),
+    ({"role": "\x1b[31m"}, "without control characters"),
 ])
 async def test_control_characters_in_metadata_are_rejected_at_the_edge(
         service: HostService, client: ComputeClient, metadata: dict[str, str],

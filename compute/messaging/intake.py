@@ -6,6 +6,7 @@ subject's shape, the instance uuid, the operation name, the JSON and its types.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, TypeVar
 from uuid import UUID
@@ -40,7 +41,9 @@ def decode(using: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
     unanswered and unacknowledged, redelivered until JetStream gave it up."""
     try:
         return using.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except msgspec.ValidationError as exc:
+        raise InvalidPayload(f"invalid {what}: {_plain(str(exc))}") from None
+    except msgspec.DecodeError as exc:
         raise InvalidPayload(f"invalid {what}: {exc}") from None
     except UnicodeDecodeError:
         raise InvalidPayload(f"invalid {what}: a string is not valid UTF-8") from None
@@ -49,6 +52,17 @@ def decode(using: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
 
 
 _command_id = msgspec.json.Decoder(_CommandId)
+_NO_CONTROL_REGEX = re.compile(r"Expected `str` matching regex '\^\(\?=\[\^[^']*\]\*\$\)([^']*)'")
+
+
+def _plain(message: str) -> str:
+    """msgspec's message, with the regex of ``commands.text``'s rule said in words."""
+    def said(match: re.Match[str]) -> str:
+        form = f" matching regex '{match.group(1)}'" if match.group(1) else ""
+        return ("Expected text without control characters (NUL, ESC...; tab and new "
+                f"lines are allowed){form}")
+
+    return _NO_CONTROL_REGEX.sub(said, message)
 
 
 def parse(subject: str, data: bytes, headers: dict[str, str] | None) -> Envelope:
