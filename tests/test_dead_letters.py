@@ -238,3 +238,27 @@ async def test_the_sweep_dead_letters_a_command_whatever_its_bytes_and_goes_on(
     assert len(letters) == 2 and {d.reason for d in letters} == {"expired"}
     info = await client.js.stream_info(COMMANDS_STREAM)
     assert not [s for s in (info.state.subjects or {}) if tag.decode() in s]
+
+
+@pytest.mark.parametrize("operation, fields, error", [
+    ("run_instance", {**boot_payload(), "name": "vm\x00"}, "InvalidPayload"),   # the intake's
+    ("unpause_instance", {}, "InstanceInvalidState"),                           # an actor's
+])
+async def test_a_first_answer_after_a_delivery_that_died_is_not_marked_a_duplicate(
+        short: Settings, client: ComputeClient, operation: str, fields: dict[str, object],
+        error: str) -> None:
+    """``duplicate`` says the answer was given before: a refusal on the second delivery
+    of a command whose first died unanswered is its first answer (it was marked a repeat
+    from the delivery count); the id sent again gets that answer, marked."""
+    vm, down = await booted_then_down(short, client)
+    vm = vm if operation != "run_instance" else str(uuid.uuid4())
+    cid = str(uuid.uuid4())
+    pending = asyncio.create_task(client.send(short.host, vm, operation, fields,
+                                              command_id=cid, timeout=30))
+    await lose_deliveries(short, 1)
+    async with HostService(short, driver=down.driver):
+        first = await pending
+        assert isinstance(first, Rejected) and first.error == error
+        assert not first.duplicate
+        again = await client.send(short.host, vm, operation, fields, command_id=cid)
+        assert again == msgspec.structs.replace(first, duplicate=True)

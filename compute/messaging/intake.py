@@ -86,6 +86,16 @@ def parse(subject: str, data: bytes, headers: dict[str, str] | None) -> Envelope
                     reply_to=(headers or {}).get(REPLY_TO))
 
 
+def body_command_id(data: bytes) -> str | None:
+    """The ``command_id`` of a body an actor could not read (what a remembered answer is
+    keyed by, as the actor keys a command it runs), or None."""
+    try:
+        found = decode(_command_id, data, "command").command_id
+    except InvalidPayload:
+        return None
+    return str(found) if found else None
+
+
 def salvage(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[str, Any]:
     """What can be said about a bad message, so its rejection still finds its sender."""
     tokens = subject.split(".")
@@ -105,4 +115,4 @@ def salvage(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[s
     }
 
 
-__all__ = ["ComputeError", "decode", "decoder", "parse", "salvage"]
+__all__ = ["ComputeError", "body_command_id", "decode", "decoder", "parse", "salvage"]
