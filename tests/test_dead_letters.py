@@ -19,7 +19,7 @@ from compute.config import Settings
 from compute.events.outcomes import Rejected
 from compute.events.times import rfc3339
 from compute.messaging.credentials import connect
-from compute.messaging.subjects import COMMANDS_STREAM
+from compute.messaging.subjects import COMMANDS_STREAM, command
 from compute.messaging.sweeper import Sweeper
 from compute.messaging.users import host_user
 from tests.conftest import boot_payload
@@ -262,3 +262,24 @@ async def test_a_first_answer_after_a_delivery_that_died_is_not_marked_a_duplica
         assert not first.duplicate
         again = await client.send(short.host, vm, operation, fields, command_id=cid)
         assert again == msgspec.structs.replace(first, duplicate=True)
+
+
+async def test_an_answered_command_whose_deliveries_ran_out_gets_its_answer_not_a_dead_letter(
+        short: Settings, client: ComputeClient) -> None:
+    """A command id answered before, delivered again until its deliveries ran out (a
+    resend, hosts dying on it), gets that answer again: it was not given up on."""
+    host = HostService(short)
+    await host.start()
+    vm, cid = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        await client.send(short.host, vm, "run_instance", boot_payload())
+        first = await client.send(short.host, vm, "stop_instance", command_id=cid)
+    finally:
+        await host.stop()
+    body = msgspec.json.encode({"command_id": cid})
+    pending = asyncio.create_task(client.send_raw(command(short.host, vm, "stop_instance"),
+                                                  body, msg_id=f"{cid}-again", timeout=30))
+    await lose_deliveries(short, short.max_deliver)
+    async with HostService(short, driver=host.driver) as again:
+        assert await pending == msgspec.structs.replace(first, duplicate=True)
+        assert again.metrics.dead_letters.labels("deliveries")._value.get() == 0

@@ -101,12 +101,8 @@ def salvage(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[s
     tokens = subject.split(".")
     # (a stored message's header read back by nats-py may be an ``email.header.Header``)
     headers = {k: str(v) for k, v in (headers or {}).items()}
-    command_id = headers.get(MSG_ID)
-    if command_id is None:
-        try:
-            command_id = decode(_command_id, data, "command").command_id
-        except InvalidPayload:
-            command_id = None
+    # the body's id first: the client's own (a retry's Nats-Msg-Id is ``<id>:2``)
+    command_id = body_command_id(data) or headers.get(MSG_ID)
     return {
         "command_id": command_id,
         "uuid": tokens[3] if len(tokens) > 3 else None,
