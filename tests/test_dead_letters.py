@@ -283,3 +283,30 @@ async def test_an_answered_command_whose_deliveries_ran_out_gets_its_answer_not_
     async with HostService(short, driver=host.driver) as again:
         assert await pending == msgspec.structs.replace(first, duplicate=True)
         assert again.metrics.dead_letters.labels("deliveries")._value.get() == 0
+
+
+async def test_a_host_dead_letters_an_expired_command_whatever_its_headers(
+        settings: Settings, client: ComputeClient, nats_server) -> None:
+    """The host's own dead-lettering (too old, here) keeps a command whose headers could
+    not be published again as they came, and answers its sender."""
+    from tests.test_hostile_protocol import RawClient
+
+    s = swept(settings)
+    vm, down = await booted_then_down(s, client)
+    inbox = client.nc.new_inbox()
+    sub = await client.nc.subscribe(inbox, max_msgs=1)
+    async with RawClient(nats_server.url_for("operator")) as raw:
+        raw.publish(b"compute.cmd.%s.%s.stop_instance" % (s.host.encode(), vm.encode()),
+                    b'{"command_id": "%s"}' % str(uuid.uuid4()).encode(),
+                    b"NATS/1.0\r\nCompute-Reply-To: %s\r\nX-Note: caf\xc3\xa9\r\n"
+                    b"Nats-Foo: 1\r\nX\x01Ctl: v\r\n\r\n" % inbox.encode())
+        await raw.ping()
+    await asyncio.sleep(1.1)                # older than command_max_age (1 s): the point
+    async with HostService(s, driver=down.driver):
+        out = _answer.decode((await sub.next_msg(timeout=20)).data)
+        assert isinstance(out, Rejected) and out.error == "CommandDeadLettered"
+        (letter,) = [d for d in await list_dead(client.js) if d.command_id == out.command_id]
+        assert letter.reason == "expired" and vm in letter.subject
+
+
+_answer = msgspec.json.Decoder(Rejected)
