@@ -19,7 +19,7 @@ from compute.config import Settings
 from compute.events.outcomes import Rejected
 from compute.events.times import rfc3339
 from compute.messaging.credentials import connect
-from compute.messaging.subjects import COMMANDS_STREAM, command
+from compute.messaging.subjects import COMMANDS_STREAM, DEAD_STREAM, command
 from compute.messaging.sweeper import Sweeper
 from compute.messaging.users import host_user
 from tests.conftest import boot_payload
@@ -206,6 +206,8 @@ HOSTILE_COMMANDS = {
                                b"X-Note: caf\xc3\xa9 \xff\r\n"),
     "header name not a token": (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
                                 b"X Bad\xff(Name): v\r\n"),
+    "a forged Status header": (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
+                               b"Status: 503\r\nDescription: No Responders\r\n"),
     "reply header not ASCII": (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
                                b"Compute-Reply-To: _INBOX.operator.\xc3\xa9\r\n"),
     "header names the dead letter's own": (
@@ -236,6 +238,9 @@ async def test_the_sweep_dead_letters_a_command_whatever_its_bytes_and_goes_on(
     assert await sweeper.sweep(now=later) >= 2
     letters = [d for d in await list_dead(client.js) if tag.decode() in d.subject]
     assert len(letters) == 2 and {d.reason for d in letters} == {"expired"}
+    for letter in letters:          # kept as headers only what a client may read back
+        raw = await client.js.get_msg(DEAD_STREAM, letter.seq)
+        assert not {"Status", "Description", "Nats-Foo"} & set(raw.headers or {})
     info = await client.js.stream_info(COMMANDS_STREAM)
     assert not [s for s in (info.state.subjects or {}) if tag.decode() in s]
 

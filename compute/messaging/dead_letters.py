@@ -40,12 +40,15 @@ HOST = "Compute-Dead-Host"
 UNKEPT = "Compute-Dead-Headers"
 """The command's headers that could not be kept as headers (a name that is not a token,
 a value with control characters or not ASCII, a ``Nats-`` header the server would obey on
-the dead stream): a JSON object in ASCII."""
+the dead stream, a ``Status`` a client would obey): a JSON object in ASCII."""
 
 log = logging.getLogger("compute.dead")
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")      # RFC 9110 token
 _HEADER_VALUE = re.compile(r"^[\x20-\x7e]*$")
+_CLIENT_READS = ("status", "description")
+"""Headers a NATS client takes for the server's status of a message (nats-py reads a
+``Status: 503`` as "no responders"), never the sender's to set."""
 
 DELIVERIES_EXHAUSTED = "deliveries"
 EXPIRED = "expired"
@@ -138,7 +141,8 @@ def plain_headers(headers: dict[str, Any] | None) -> tuple[dict[str, str], dict[
     for name, value in (headers or {}).items():
         text = str(value)
         if (_HEADER_NAME.match(name) and _HEADER_VALUE.match(text)
-                and (name == MSG_ID or not name.lower().startswith(("nats-", "compute-dead-")))):
+                and (name == MSG_ID or not (name.lower().startswith(("nats-", "compute-dead-"))
+                                            or name.lower() in _CLIENT_READS))):
             kept[name] = text
         else:
             unkept[name] = text
