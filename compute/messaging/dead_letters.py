@@ -174,7 +174,7 @@ def resend_headers(raw: Any) -> dict[str, str]:
     fresh message id (the original one may still be in the duplicate window)."""
     h = {k: v for k, v in (raw.headers or {}).items()
          if not k.startswith("Nats-Expected")}          # (the dead stream's, from its publish)
-    for key in (REASON, DETAIL, SUBJECT, HOST, DELIVERIES, SENT_AT, MSG_ID,
+    for key in (REASON, DETAIL, SUBJECT, HOST, DELIVERIES, SENT_AT, MSG_ID, UNKEPT,
                 "Compute-Command-Msg-Id"):
         h.pop(key, None)
     h[MSG_ID] = f"retry-{raw.seq}-{(raw.headers or {}).get('Compute-Command-Msg-Id', '')}"
