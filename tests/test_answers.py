@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import msgspec
@@ -11,6 +12,7 @@ import pytest
 from compute.actors.host_service import HostService
 from compute.client import ComputeClient
 from compute.config import Settings
+from compute.domain.errors import HypervisorError
 from compute.events.outcomes import Rejected, Succeeded
 from compute.messaging.streams import DUPLICATE_WINDOW, answer_window
 from compute.messaging.subjects import command
@@ -77,3 +79,45 @@ def test_the_default_window_covers_every_redelivery_and_the_duplicate_window(
     s = msgspec.structs.replace(settings, ack_wait=60.0, max_deliver=5, answer_window=0.0)
     assert answer_window(s) >= DUPLICATE_WINDOW + s.ack_wait * s.max_deliver
     assert answer_window(msgspec.structs.replace(s, answer_window=3600.0)) == 3600.0
+
+
+async def test_succeeded_failed_and_rejected_are_answered_the_same_past_256_commands_passivation_and_a_restart(
+        settings: Settings, client: ComputeClient) -> None:
+    """Each kind of answer, given again for its id after 257 more commands on the instance,
+    its actor passivated, and its host restarted: the same answer, marked duplicate, and
+    nothing applied again."""
+    vm = str(uuid.uuid4())
+    first = HostService(settings)
+    await first.start()
+    ids = {kind: str(uuid.uuid4()) for kind in ("Succeeded", "Failed", "Rejected")}
+    sends = {"Succeeded": ("reboot_instance", {"reboot_type": "HARD"}),
+             "Failed": ("pause_instance", {}), "Rejected": ("resume_instance", {})}
+
+    async def again(attempt: str) -> dict[str, object]:
+        return {kind: await resend(client, settings.host, vm, sends[kind][0], ids[kind],
+                                   attempt, **sends[kind][1]) for kind in ids}
+
+    try:
+        await client.send(settings.host, vm, "run_instance", boot_payload())
+        first.driver.inject_fault("pause", HypervisorError("the hypervisor refused"))
+        answered = await again("a")
+        assert {kind: type(out).__name__ for kind, out in answered.items()} == {
+            kind: kind for kind in ids}
+        for i in range(257):
+            last = await client.send(settings.host, vm, "change_instance_metadata",
+                                     {"metadata": {"i": str(i)}})
+        marked = {kind: msgspec.structs.replace(out, duplicate=True)
+                  for kind, out in answered.items()}
+        assert await again("b") == marked
+        first.router.passivate_all()
+        assert await again("c") == marked
+    finally:
+        await first.stop()
+    second = HostService(settings, driver=first.driver)
+    await second.start()
+    try:
+        assert await again("d") == marked
+        inst = await asyncio.to_thread(second.store.get_instance, uuid.UUID(vm))
+        assert inst.version == last.version             # nothing was applied again
+    finally:
+        await second.stop()

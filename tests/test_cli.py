@@ -179,7 +179,7 @@ def test_per_verb_help_describes_each_payload_field(tmp_path: Path) -> None:
             "default \"snapshot\"") in text
     assert "--rotation ROTATION How many backups of this type to keep" in text
     assert "integer 0..1000 or null; default null" in text
-    assert "--name NAME The image's name; text (at most 255 characters); required" in text
+    assert "--name NAME The image's name; text (at most 255 characters, no control characters); required" in text
 
 
 async def test_audit_of_an_unknown_instance_exits_not_found(service, operator_settings) -> None:

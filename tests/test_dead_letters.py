@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 import pytest
@@ -19,7 +19,7 @@ from compute.config import Settings
 from compute.events.outcomes import Rejected
 from compute.events.times import rfc3339
 from compute.messaging.credentials import connect
-from compute.messaging.subjects import COMMANDS_STREAM
+from compute.messaging.subjects import COMMANDS_STREAM, DEAD_STREAM, command
 from compute.messaging.sweeper import Sweeper
 from compute.messaging.users import host_user
 from tests.conftest import boot_payload
@@ -195,3 +195,123 @@ async def test_an_old_command_of_a_host_that_is_down_is_left_to_that_host(
         out = await pending
         assert isinstance(out, Rejected) and out.error == "CommandDeadLettered"
         assert out.host == s.host
+
+
+HOSTILE_COMMANDS = {
+    "host token not UTF-8": (b"compute.cmd.gh\xffost%(tag)s.%(uuid)s.stop_instance", b""),
+    "host token with a vertical tab": (b"compute.cmd.gh\x0bost%(tag)s.%(uuid)s.stop_instance",
+                                       b""),
+    "operation not UTF-8": (b"compute.cmd.ghost%(tag)s.%(uuid)s.st\xffop", b""),
+    "header value not ASCII": (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
+                               b"X-Note: caf\xc3\xa9 \xff\r\n"),
+    "header name not a token": (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
+                                b"X Bad\xff(Name): v\r\n"),
+    "a forged Status header": (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
+                               b"Status: 503\r\nDescription: No Responders\r\n"),
+    "reply header not ASCII": (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
+                               b"Compute-Reply-To: _INBOX.operator.\xc3\xa9\r\n"),
+    "header names the dead letter's own": (
+        b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance",
+        b"Compute-Dead-Reason: forged\r\nCompute-Dead-Subject: compute.cmd.h1.x.y\r\n"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_COMMANDS))
+async def test_the_sweep_dead_letters_a_command_whatever_its_bytes_and_goes_on(
+        service: HostService, nats_server, client: ComputeClient, kind: str) -> None:
+    """An expired command is kept in COMPUTE_DEAD whatever its subject and headers (one
+    the sweep cannot keep would stop every later sweep at it), and the next is swept too."""
+    from tests.test_hostile_protocol import RawClient
+
+    tag = uuid.uuid4().hex[:6].encode()
+    subject, headers = HOSTILE_COMMANDS[kind]
+    async with RawClient(nats_server.url_for("operator")) as raw:
+        for command, extra in ((subject, headers),
+                               (b"compute.cmd.ghost%(tag)s.%(uuid)s.stop_instance", b"")):
+            raw.publish(command % {b"tag": tag, b"uuid": str(uuid.uuid4()).encode()},
+                        b'{"command_id": "%s"}' % str(uuid.uuid4()).encode(),
+                        b"NATS/1.0\r\n%s\r\n" % extra)
+        await raw.ping()
+    sweeper = Sweeper(client.js, host="operator:test", max_age=1.0,
+                      reply=lambda to, outcome: asyncio.sleep(0))
+    later = datetime.now().astimezone() + timedelta(hours=1)
+    assert await sweeper.sweep(now=later) >= 2
+    letters = [d for d in await list_dead(client.js) if tag.decode() in d.subject]
+    assert len(letters) == 2 and {d.reason for d in letters} == {"expired"}
+    for letter in letters:          # kept as headers only what a client may read back
+        raw = await client.js.get_msg(DEAD_STREAM, letter.seq)
+        assert not {"Status", "Description", "Nats-Foo"} & set(raw.headers or {})
+    info = await client.js.stream_info(COMMANDS_STREAM)
+    assert not [s for s in (info.state.subjects or {}) if tag.decode() in s]
+
+
+@pytest.mark.parametrize("operation, fields, error", [
+    ("run_instance", {**boot_payload(), "name": "vm\x00"}, "InvalidPayload"),   # the intake's
+    ("unpause_instance", {}, "InstanceInvalidState"),                           # an actor's
+])
+async def test_a_first_answer_after_a_delivery_that_died_is_not_marked_a_duplicate(
+        short: Settings, client: ComputeClient, operation: str, fields: dict[str, object],
+        error: str) -> None:
+    """``duplicate`` says the answer was given before: a refusal on the second delivery
+    of a command whose first died unanswered is its first answer (it was marked a repeat
+    from the delivery count); the id sent again gets that answer, marked."""
+    vm, down = await booted_then_down(short, client)
+    vm = vm if operation != "run_instance" else str(uuid.uuid4())
+    cid = str(uuid.uuid4())
+    pending = asyncio.create_task(client.send(short.host, vm, operation, fields,
+                                              command_id=cid, timeout=30))
+    await lose_deliveries(short, 1)
+    async with HostService(short, driver=down.driver):
+        first = await pending
+        assert isinstance(first, Rejected) and first.error == error
+        assert not first.duplicate
+        again = await client.send(short.host, vm, operation, fields, command_id=cid)
+        assert again == msgspec.structs.replace(first, duplicate=True)
+
+
+async def test_an_answered_command_whose_deliveries_ran_out_gets_its_answer_not_a_dead_letter(
+        short: Settings, client: ComputeClient) -> None:
+    """A command id answered before, delivered again until its deliveries ran out (a
+    resend, hosts dying on it), gets that answer again: it was not given up on."""
+    host = HostService(short)
+    await host.start()
+    vm, cid = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        await client.send(short.host, vm, "run_instance", boot_payload())
+        first = await client.send(short.host, vm, "stop_instance", command_id=cid)
+    finally:
+        await host.stop()
+    body = msgspec.json.encode({"command_id": cid})
+    pending = asyncio.create_task(client.send_raw(command(short.host, vm, "stop_instance"),
+                                                  body, msg_id=f"{cid}-again", timeout=30))
+    await lose_deliveries(short, short.max_deliver)
+    async with HostService(short, driver=host.driver) as again:
+        assert await pending == msgspec.structs.replace(first, duplicate=True)
+        assert again.metrics.dead_letters.labels("deliveries")._value.get() == 0
+
+
+async def test_a_host_dead_letters_an_expired_command_whatever_its_headers(
+        settings: Settings, client: ComputeClient, nats_server) -> None:
+    """The host's own dead-lettering (too old, here) keeps a command whose headers could
+    not be published again as they came, and answers its sender."""
+    from tests.test_hostile_protocol import RawClient
+
+    s = swept(settings)
+    vm, down = await booted_then_down(s, client)
+    inbox = client.nc.new_inbox()
+    sub = await client.nc.subscribe(inbox, max_msgs=1)
+    async with RawClient(nats_server.url_for("operator")) as raw:
+        raw.publish(b"compute.cmd.%s.%s.stop_instance" % (s.host.encode(), vm.encode()),
+                    b'{"command_id": "%s"}' % str(uuid.uuid4()).encode(),
+                    b"NATS/1.0\r\nCompute-Reply-To: %s\r\nX-Note: caf\xc3\xa9\r\n"
+                    b"Nats-Foo: 1\r\nX\x01Ctl: v\r\n\r\n" % inbox.encode())
+        await raw.ping()
+    await asyncio.sleep(1.1)                # older than command_max_age (1 s): the point
+    async with HostService(s, driver=down.driver):
+        out = _answer.decode((await sub.next_msg(timeout=20)).data)
+        assert isinstance(out, Rejected) and out.error == "CommandDeadLettered"
+        (letter,) = [d for d in await list_dead(client.js) if d.command_id == out.command_id]
+        assert letter.reason == "expired" and vm in letter.subject
+
+
+_answer = msgspec.json.Decoder(Rejected)

@@ -162,18 +162,44 @@ async def test_a_json_string_that_is_not_utf8_is_rejected_and_terminated(
     await consumer_is_clean(client, service.host)
 
 
-async def test_a_forged_status_header_is_a_command_like_any_other(
-        service: HostService, client: ComputeClient, raw: RawClient,
-        answers: Answers) -> None:
-    """A stored message that looks like the server's "408, 100000 pending" must not be
-    taken for one by the pull consumer (it would be left unacknowledged)."""
-    raw.publish(cmd(service.host), b"", b"NATS/1.0 408 Request Timeout\r\n"
-                b"Nats-Pending-Messages: 100000\r\n%s: %s\r\n\r\n" % (
-                    REPLY_TO.encode(), answers.inbox.encode()))
+FORGED_STATUSES = [
+    b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 100000\r\n",
+    b"NATS/1.0 503\r\n", b"NATS/1.0 100 Idle Heartbeat\r\n",
+    b"NATS/1.0\r\nStatus: 404\r\n", b"NATS/1.0\r\nStatus: 409\r\n",
+    b"NATS/1.0\r\nStatus: 100\r\n", b"NATS/1.0\r\nStatus: 503\r\n"]
+
+
+@pytest.mark.parametrize("status", FORGED_STATUSES)
+async def test_a_forged_status_is_a_command_like_any_other(
+        service: HostService, client: ComputeClient, raw: RawClient, answers: Answers,
+        status: bytes) -> None:
+    """A stored message that looks like a status of the server (an inline status or a
+    ``Status`` header, and no body) must not be taken for one by the pull consumer: it
+    would be left unanswered and unacknowledged."""
+    raw.publish(cmd(service.host), b"", status + b"%s: %s\r\n\r\n" % (
+        REPLY_TO.encode(), answers.inbox.encode()))
     [out] = await answers.take()
     assert isinstance(out, Rejected) and out.error == "InvalidPayload"
     await still_serving(client, service)
     await consumer_is_clean(client, service.host)
+
+
+@pytest.mark.parametrize("status", [b"NATS/1.0 503\r\n\r\n", b"NATS/1.0\r\nStatus: 503\r\n\r\n",
+                                    b"NATS/1.0\r\nStatus: 404\r\n\r\n"])
+@pytest.mark.parametrize("subject", [b"compute.call.%(host)s.get_host_uptime",
+                                     b"compute.query.hosts", b"$SRV.PING.compute"])
+async def test_a_request_with_a_forged_status_gets_an_answer_without_it(
+        service: HostService, client: ComputeClient, raw: RawClient, subject: bytes,
+        status: bytes) -> None:
+    """An answer carries none of its request's headers: one echoing ``Status: 503`` is
+    "no responders" to the asker's client, which drops the answer."""
+    inbox = client.nc.new_inbox()
+    sub = await client.nc.subscribe(inbox, max_msgs=1)
+    await client.nc.flush()
+    raw.publish(subject % {b"host": service.host.encode()} + b" " + inbox.encode(), b"",
+                status)
+    answer = await sub.next_msg(timeout=10)
+    assert answer.data and "Status" not in (answer.headers or {})
 
 
 @pytest.mark.parametrize("subject", [

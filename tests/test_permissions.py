@@ -27,6 +27,7 @@ from nats.js.api import ConsumerConfig
 from compute.client import ComputeClient, PermissionDenied
 from compute.events.outcomes import Succeeded
 from compute.events.steps import STEPS
+from compute.messaging.connection import REPLY_NOT_INBOX
 from compute.messaging.credentials import connect_options, with_user
 from compute.messaging.server import NATS_CONF, NatsServer, accepts, free_port
 from compute.messaging.subjects import (
@@ -312,14 +313,28 @@ async def test_a_command_naming_a_non_inbox_reply_runs_but_its_outcome_goes_nowh
     assert _refused_replies(service) == 1
 
 
-async def test_a_call_naming_a_non_inbox_reply_is_not_answered_there(
-        service, client: ComputeClient, nats_server: NatsServer) -> None:
-    forged = f"compute.evt.{service.host}.{uuid.uuid4()}.Terminated"
-    call = f"compute.call.{service.host}.get_host_uptime"
-    await client.nc.publish(call, b"{}", reply=forged)
-    await client.nc.request(call, b"{}", timeout=10)          # answered after the forged one
-    assert await _absent(nats_server, EVENTS_STREAM, forged)
-    assert _refused_replies(service) == 1
+@pytest.mark.parametrize("forged", [
+    "compute.evt.{host}.{vm}.Terminated", "compute.notify.{host}.instance.delete.end",
+    "compute.cmd.{host}.{vm}.delete_instance", "compute.dead.{host}.{vm}.delete_instance"])
+@pytest.mark.parametrize("request_subject", [
+    "compute.call.{host}.get_host_uptime", "compute.query.hosts", "$SRV.PING.compute"])
+async def test_a_request_whose_reply_is_not_an_inbox_is_answered_nowhere(
+        service, client: ComputeClient, nats_server: NatsServer, request_subject: str,
+        forged: str) -> None:
+    """Calls, queries and ``$SRV`` discovery answer only an inbox: a host's user may
+    publish its own events, notifications and dead letters, so an answer sent where the
+    request says would forge one. The request is dropped and counted; the next, with an
+    inbox, is answered."""
+    asked = request_subject.format(host=service.host)
+    forged = forged.format(host=service.host, vm=uuid.uuid4())
+    async with connected(nats_server.url_for("admin")) as admin:
+        watched = await admin.nc.subscribe(forged)
+        await admin.nc.flush()
+        await client.nc.publish(asked, b"{}", reply=forged)
+        await client.nc.request(asked, b"{}", timeout=10)    # answered after the forged one
+        await admin.nc.flush()
+        assert watched.pending_msgs == 0
+    assert service.nc.faults[REPLY_NOT_INBOX] == 1
 
 
 async def test_a_host_may_not_answer_a_request_anywhere_but_an_inbox(

@@ -31,6 +31,8 @@ from compute.domain import instance_events as e
 from compute.domain.event_chain import link
 from compute.domain.host import Host, host_id
 from compute.domain.instance import Instance
+from compute.domain.network import network_aggregate_id
+from compute.domain.secgroup import group_aggregate_id
 from compute.domain.states import TaskState
 from compute.messaging.anchor import read_relayed, verify_store
 from compute.messaging.server import NatsServer
@@ -171,6 +173,40 @@ async def test_a_whole_instance_deleted_is_found(world: World, client: ComputeCl
     report = await audit(world, client)
     assert [(f.kind, f.id, f.version) for f in report.findings] == [
         ("instance", world.vm, v) for v in versions]
+    assert all("not in the store (deleted)" in f.problem for f in report.findings)
+
+
+@pytest.mark.parametrize("define, aggregate, named", [
+    (("define_network", {"network_id": "net-t", "cidr": "10.7.0.0/28"}),
+     lambda: str(network_aggregate_id("net-t")), ("network", "net-t")),
+    (("add_security_group_rule", {"group": "web-t", "rule_id": "r1"}),
+     lambda: str(group_aggregate_id("web-t")), ("security group", "web-t")),
+])
+async def test_a_whole_shared_aggregate_deleted_is_found(
+        settings: Settings, client: ComputeClient, tmp_path: Path,
+        define: tuple[str, dict[str, Any]], aggregate: Callable[[], str],
+        named: tuple[str, str]) -> None:
+    """A network or a security group belongs to no host (``compute.evt._shared``): its
+    events on COMPUTE_EVENTS anchor it as an instance's anchor the instance."""
+    settings = msgspec.structs.replace(settings, seal_key=str(tmp_path / "seal.key"))
+    async with HostService(settings) as service:
+        operation, payload = define
+        await client.send(settings.host, "_host", operation, payload)
+        await until(relayed_all(service))
+        subject = f"compute.evt._shared.{aggregate()}.>"         # (the shared relay's)
+        for _ in range(300):
+            info = await client.js.stream_info("COMPUTE_EVENTS", subjects_filter=subject)
+            if info.state.subjects:
+                break
+            await asyncio.sleep(0.05)
+        assert info.state.subjects, f"nothing relayed on {subject}"
+    world = World(settings, None, "", Path(settings.store), read_key(settings.seal_key))
+    versions = [v for _, v, _, _ in world.rows(aggregate())]
+    assert versions
+    world.sql("DELETE FROM stored_events WHERE originator_id = ?", uuid.UUID(aggregate()).hex)
+    report = await audit(world, client)
+    assert [(f.kind, f.id, f.version) for f in report.findings] == [
+        (*named, v) for v in versions]
     assert all("not in the store (deleted)" in f.problem for f in report.findings)
 
 

@@ -187,7 +187,7 @@ async def wire(settings: Settings, driver: LibvirtDriver) -> HostParts:
                                  hypervisor_type=driver.domain_type)
     calls = CallEndpoints(host, nc, router, replies, host_calls, move_steps, store_health)
     intake = CommandIntake(s, nc, js, router, host_calls, replies, metrics, ctx.counters,
-                           store_health)
+                           store_health, answers=answers, writer=writer)
     store_health.on_change = intake.store_writable
     sampler = MetricsSampler(host, metrics, router, nc, js, writer, store, outbox.relay)
     inject_faults(driver, s.faults)

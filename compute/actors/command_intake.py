@@ -9,34 +9,50 @@ import contextlib
 import logging
 from typing import Any
 
+import msgspec
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from compute.actors.context import Counters
 from compute.actors.host_calls import HostCalls
+from compute.actors.instance_outcomes import again
 from compute.actors.replies import ReplyChannel
 from compute.actors.router import Router
 from compute.config import Settings
 from compute.domain.errors import ComputeError, InvalidPayload
-from compute.events.outcomes import Rejected
+from compute.events.outcomes import Failed, Rejected, Succeeded
 from compute.events.error_codes import ErrorCode
 from compute.messaging import dead_letters, intake
-from compute.messaging.acks import redelivered
 from compute.messaging.connection import Connection, garbled
 from compute.messaging.consumer import PullConsumer
 from compute.messaging.subjects import COMMANDS_STREAM, HOST_TARGET, REPLY_TO, host_commands
 from compute.messaging.users import host_user
 from compute.metrics import Metrics
+from compute.store.answers import AnswerBook
 from compute.store.health import StoreHealth
+from compute.store.writer import GroupCommitWriter
 
 log = logging.getLogger("compute.host")
+_encoder = msgspec.json.Encoder()
+
+
+def _delivery_key(msg: Any) -> str | None:
+    """The key a refusal of a body without a readable command id is remembered by: its
+    stream sequence, the same on every redelivery of that message."""
+    try:
+        meta = msg.metadata
+        return f"seq:{meta.stream}:{meta.sequence.stream}"
+    except Exception:
+        return None
 
 
 class CommandIntake:
     def __init__(self, settings: Settings, nc: Connection, js: JetStreamContext,
                  router: Router, host_calls: HostCalls, replies: ReplyChannel,
-                 metrics: Metrics, counters: Counters, store_health: StoreHealth) -> None:
+                 metrics: Metrics, counters: Counters, store_health: StoreHealth,
+                 answers: AnswerBook | None = None, writer: GroupCommitWriter | None = None
+                 ) -> None:
         self.settings = settings
         self.host = settings.host
         self.nc = nc
@@ -47,6 +63,8 @@ class CommandIntake:
         self.metrics = metrics
         self.counters = counters
         self.store_health = store_health
+        self.answers = answers
+        self.writer = writer
         self.consumer: PullConsumer | None = None
         self.stopping = False
         self.resuming: set[asyncio.Task[None]] = set()   # a consumer's resume, held till done
@@ -134,11 +152,46 @@ class CommandIntake:
         log.warning("rejected %s on %r: %s", exc.error.value, msg.subject[:300], exc)
         self.counters.rejected += 1
         self.metrics.refused(info["operation"])
-        await self.replies.reply(None, info["reply_to"], Rejected(
-            command_id=info["command_id"], uuid=info["uuid"], operation=info["operation"],
-            host=self.host, error=exc.error, message=str(exc), duplicate=redelivered(msg)))
+        command_id = intake.body_command_id(msg.data) or _delivery_key(msg)
+        outcome = await self._given(command_id)
+        if outcome is None:
+            outcome = Rejected(
+                command_id=info["command_id"], uuid=info["uuid"], operation=info["operation"],
+                host=self.host, error=exc.error, message=str(exc))
+            await self._remember(command_id, outcome)
+        await self.replies.reply(None, info["reply_to"], outcome)
         with contextlib.suppress(Exception):
             await msg.term()
+
+    async def _given(self, command_id: str | None) -> Rejected | Succeeded | Failed | None:
+        """The answer this host gave ``command_id`` before (marked ``duplicate``), or None.
+
+        ``duplicate`` says "this is an answer given before, again"; it was set from the
+        delivery count, so a command whose first delivery died unanswered (a host killed,
+        a NATS restart) got its first answer marked as a repeat, and a client that never had
+        the original took a repeat for it. Only an answer found here is one."""
+        if command_id is None or self.answers is None or not self.answers.known(command_id):
+            return None
+        with contextlib.suppress(Exception):
+            given = await self.answers.get(command_id)
+            return again(given) if given is not None else None
+        return None
+
+    async def _remember(self, command_id: str | None, outcome: Rejected) -> None:
+        """Keep a refusal by the command id its body names, as an actor keeps its answers
+        (else by its stream sequence): the id sent again (redelivered, or resent with other
+        bytes) gets the same answer.
+        One attempt: a refusal not kept is the same refusal next time (it follows from the
+        bytes), so a store that refuses writes does not hold the intake up."""
+        if command_id is None or self.answers is None or self.writer is None:
+            return
+        try:
+            at = await self.writer.remember(self.answers, command_id,
+                                            _encoder.encode(outcome))
+        except Exception as exc:
+            log.warning("refusal of %s not remembered: %s", command_id, exc)
+            return
+        self.answers.noted(command_id, at)
 
     async def _dead_letter(self, msg: Any) -> bool:
         """Move a command that must not run to ``COMPUTE_DEAD`` (its deliveries ran out, or
@@ -150,6 +203,12 @@ class CommandIntake:
             return False
         reason, detail = found
         info = intake.salvage(msg.subject, msg.data, msg.headers)
+        given = await self._given(intake.body_command_id(msg.data) or _delivery_key(msg))
+        if given is not None:       # answered before (its ack was lost): that answer again
+            await self.replies.reply(None, info["reply_to"], given)
+            with contextlib.suppress(Exception):
+                await msg.term()
+            return True
         try:
             await dead_letters.dead_letter(self.js, msg, self.host, reason, detail)
         except Exception as exc:       # not kept: it stays in the queue and comes again
@@ -162,8 +221,7 @@ class CommandIntake:
         self.metrics.dead_letter(reason)
         await self.replies.reply(None, info["reply_to"], Rejected(
             command_id=info["command_id"], uuid=info["uuid"], operation=info["operation"],
-            host=self.host, error=ErrorCode.DEAD_LETTERED, message=f"{reason}: {detail}",
-            duplicate=redelivered(msg)))
+            host=self.host, error=ErrorCode.DEAD_LETTERED, message=f"{reason}: {detail}"))
         with contextlib.suppress(Exception):
             await msg.term()
         return True

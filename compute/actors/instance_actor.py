@@ -48,7 +48,7 @@ from compute.events.commands import RunInstance
 from compute.domain.instance_events import ImageDeleted
 from compute.events.outcomes import Moved, Rejected
 from compute.domain.instance_snapshot import SNAPSHOT_EVERY
-from compute.messaging.acks import nak, redelivered
+from compute.messaging.acks import nak
 from compute.virt.api import Finished, power_of
 
 log = logging.getLogger("compute.instance")
@@ -402,8 +402,7 @@ class InstanceActor:
         log.info("instance %s: rejected %s (%s): %s", self.uuid, env.op.name, error, message)
         await self._answer(env, Rejected(command_id=env.command_id, uuid=str(self.uuid),
                                          operation=env.op.name, host=self.ctx.host,
-                                         error=error, message=message,
-                                         duplicate=redelivered(env.msg)))
+                                         error=error, message=message))
 
     async def _answer(self, env: Envelope, outcome: Any) -> None:
         await self.journal.remember(env.command_id, outcome)

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from compute.events.commands import NO_CONTROL
 from compute.events.docs import attribute_docs
 
 
@@ -30,8 +31,12 @@ def accepts(schema: dict[str, Any], components: dict[str, Any]) -> str:
         extra = [f"format {schema['format']}"] if "format" in schema else []
         if "maxLength" in schema:
             extra.append(f"at most {schema['maxLength']} characters")
-        if "pattern" in schema:
-            extra.append(f"matching {schema['pattern']}")
+        pattern = schema.get("pattern", "")
+        if pattern.startswith(NO_CONTROL):
+            extra.append("no control characters")
+            pattern = pattern.removeprefix(NO_CONTROL)
+        if pattern:
+            extra.append(f"matching {pattern}")
         return "text" + (f" ({', '.join(extra)})" if extra else "")
     if kind == "array":
         return f"JSON list of {accepts(schema.get('items', {}), components)}"

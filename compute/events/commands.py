@@ -7,25 +7,42 @@ sender receives as an ``InvalidPayload`` rejection.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+CONTROL_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+"""The control characters no text of a command may hold (tab, line feed and carriage return
+may): XML 1.0 cannot carry them (the domain's XML holds names and metadata), a C string ends
+at the NUL, a terminal obeys the others. A NUL in metadata that passed here ended as a 500
+fault on the instance (issue 18 item 12); Nova's API admits printable characters only."""
+NO_CONTROL = f"^(?=[^{CONTROL_CHARACTERS}]*$)"
+
+
+def text(*, max_length: int, min_length: int = 0, pattern: str = "") -> Any:
+    """The one type of every text a command carries: a ``str`` of at most ``max_length``
+    characters without ``CONTROL_CHARACTERS`` (and matching ``pattern``, when given).
+
+    The rule is declared here once, not per field: a field typed ``str`` (or a constrained
+    str built elsewhere) would let control characters through, and
+    ``tests/fast/test_payload_text.py`` finds every text of every payload and holds it to
+    this rule."""
+    return Annotated[str, msgspec.Meta(min_length=min_length, max_length=max_length,
+                                       pattern=NO_CONTROL + pattern)]
+
+
+Name = text(min_length=1, max_length=255)
+Ref = text(min_length=1, max_length=1024)
 Positive = Annotated[int, msgspec.Meta(ge=1, le=1 << 30)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0, le=1 << 30)]
 
-MetadataKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255,
-                                          pattern=r"^[a-zA-Z0-9-_:. ]{1,255}$")]
+MetadataKey = text(max_length=255, pattern=r"^[a-zA-Z0-9-_:. ]{1,255}$")
 """Nova's metadata key (``nova/api/validation/parameter_types.py``, ``metadata``)."""
-Text = Annotated[str, msgspec.Meta(max_length=255,
-                                   pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
-"""A free text of at most 255 characters without the control characters XML 1.0 cannot
-carry (NUL first): the domain's XML holds metadata and names, and a NUL that passed here
-ended as a 500 fault on the instance. Nova's API refuses them too (its ``name`` pattern
-admits printable characters only)."""
+Text = text(max_length=255)
+"""A free text of at most 255 characters."""
+Address = text(max_length=64)
+"""An IP address or a CIDR (checked where it is used)."""
 Metadata = dict[MetadataKey, Text]
 
 
@@ -86,12 +103,12 @@ class InstanceCommand(Command, frozen=True, kw_only=True):
     """A command that needs nothing but its id (terminate, start, pause, ...)."""
 
 
-Password = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+Password = text(min_length=1, max_length=255)
 
 
 class InjectedFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^/")]
-    contents: Annotated[str, msgspec.Meta(max_length=65536)]
+    path: text(min_length=1, max_length=255, pattern=r"^/")
+    contents: text(max_length=65536)
 
 
 class RebuildInstance(Command, frozen=True, kw_only=True):
@@ -120,9 +137,9 @@ class SetAdminPassword(Command, frozen=True, kw_only=True):
 
 
 class InjectFile(Command, frozen=True, kw_only=True):
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^/")]
+    path: text(min_length=1, max_length=255, pattern=r"^/")
     """The absolute path in the guest."""
-    contents: Annotated[str, msgspec.Meta(max_length=65536)]
+    contents: text(max_length=65536)
     """The file's contents."""
 
 
@@ -151,13 +168,16 @@ class SnapshotInstance(Command, frozen=True, kw_only=True):
             raise ValueError("a backup needs backup_type and rotation")
 
 
-VolumeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
-Device = Annotated[str, msgspec.Meta(pattern=r"^/dev/vd[b-z]$")]
+VolumeId = text(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+Device = text(max_length=8, pattern=r"^/dev/vd[b-z]$")
 
 
 class ReserveBlockDeviceName(Command, frozen=True, kw_only=True):
     volume_id: VolumeId | None = None
     """The volume the device name is reserved for."""
+
+
+ConnectionValue = text(max_length=4096)
 
 
 class AttachVolume(Command, frozen=True, kw_only=True):
@@ -166,7 +186,7 @@ class AttachVolume(Command, frozen=True, kw_only=True):
 
     volume_id: VolumeId
     """The volume's id."""
-    connection_info: dict[str, str] = {}
+    connection_info: dict[Name, ConnectionValue] = {}
     """How to reach it: {"path": <file>}; empty: a sparse file on the host."""
     device: Device | None = None
     """The guest device (default: the next free /dev/vdX)."""
@@ -179,7 +199,7 @@ class VolumeCommand(Command, frozen=True, kw_only=True):
     """The volume's id."""
 
 
-NetId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+NetId = text(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 
 
 class AttachInterface(Command, frozen=True, kw_only=True):
@@ -187,7 +207,7 @@ class AttachInterface(Command, frozen=True, kw_only=True):
     """The network (define_network) the port is on."""
     port_id: NetId
     """The port's id."""
-    requested_ip: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    requested_ip: Address | None = None
     """A fixed address to take (default: the next free one)."""
 
 
@@ -202,7 +222,7 @@ class AddFixedIp(Command, frozen=True, kw_only=True):
 
 
 class RemoveFixedIp(Command, frozen=True, kw_only=True):
-    address: Annotated[str, msgspec.Meta(max_length=64)]
+    address: Address
     """The address to release."""
 
 
@@ -210,7 +230,7 @@ class RemoveFixedIp(Command, frozen=True, kw_only=True):
 class SetHostEnabled(Command, frozen=True, kw_only=True):
     enabled: bool
     """false: the host takes no new builds."""
-    reason: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    reason: Text = ""
     """Why (shown as disabled_reason)."""
 
 
@@ -244,7 +264,7 @@ class AddSecurityGroupRule(Command, frozen=True, kw_only=True):
     protocol: Literal["tcp", "udp", "icmp", "all"] = "tcp"
     from_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     to_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 65535
-    cidr: Annotated[str, msgspec.Meta(max_length=64)] = "0.0.0.0/0"
+    cidr: Address = "0.0.0.0/0"
 
 
 class RemoveSecurityGroupRule(Command, frozen=True, kw_only=True):
@@ -260,7 +280,7 @@ class DefineNetwork(Command, frozen=True, kw_only=True):
     """A network and its CIDR (the address book the hosts allocate from)."""
 
     network_id: NetId
-    cidr: Annotated[str, msgspec.Meta(max_length=64)]
+    cidr: Address
 
 
 # -- synchronous calls (compute.call.<host>.<operation>): queries, no command id -----------
@@ -279,7 +299,7 @@ class ConsoleCall(InstanceCall, frozen=True, kw_only=True):
 class ValidateConsolePort(InstanceCall, frozen=True, kw_only=True):
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
     console_type: Literal["novnc", "xvpvnc", "vnc", "spice-html5", "spice"]
-    token: str | None = None
+    token: Ref | None = None
 
 
 class ConsolePoolCall(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -287,8 +307,7 @@ class ConsolePoolCall(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
 
 # -- moves: resize, cold and live migration (compute.cmd.<host>.<uuid>.<operation>) ---------
-HostName = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
-                                       pattern=r"^[A-Za-z0-9_-]+$")]
+HostName = text(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class ResizeInstance(Command, frozen=True, kw_only=True):

@@ -61,8 +61,9 @@ class Rejected(Outcome, frozen=True, kw_only=True):
     error: ErrorCode
     message: str
     duplicate: bool = False
-    """A redelivery refused again (a refusal is not recorded, so the same refusal may reach
-    the sender twice after a lost acknowledgement; this one says it may be a repeat)."""
+    """This answer was given before and is given again, the same (the command redelivered,
+    or its id sent again): a host sets it only from a remembered answer, never from a
+    delivery count (a first answer after a delivery that died unanswered is not a repeat)."""
 
 
 class HostUpdated(Outcome, frozen=True, kw_only=True):

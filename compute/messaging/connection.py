@@ -39,17 +39,20 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, Parser
 
+from compute.messaging.subjects import INBOX_PREFIX, JS_ACK_PREFIX, is_inbox
+
 log = logging.getLogger("compute.bus")
 
 # The faults a connection counts (a fixed set: they are metric label values).
 SUBJECT_NOT_UTF8 = "subject_not_utf8"
 HEADERS_NOT_UTF8 = "headers_not_utf8"
 REPLY_NOT_UTF8 = "reply_not_utf8"
+REPLY_NOT_INBOX = "reply_not_inbox"
 MESSAGE_ERROR = "message_error"
 PARSER_ERROR = "parser_error"
 READ_LOOP_RESTART = "read_loop_restart"
-FAULTS = (SUBJECT_NOT_UTF8, HEADERS_NOT_UTF8, REPLY_NOT_UTF8, MESSAGE_ERROR, PARSER_ERROR,
-          READ_LOOP_RESTART)
+FAULTS = (SUBJECT_NOT_UTF8, HEADERS_NOT_UTF8, REPLY_NOT_UTF8, REPLY_NOT_INBOX, MESSAGE_ERROR,
+          PARSER_ERROR, READ_LOOP_RESTART)
 
 
 @dataclass
@@ -57,6 +60,17 @@ class GuardedMsg(Msg):
     garbled: str = ""
     """Which part of the message was not valid UTF-8 (``subject``, ``headers``), else
     empty: its text here is a lossy copy, so the message must be refused, not obeyed."""
+
+    async def respond(self, data: bytes) -> None:
+        """Reply to the requester's inbox with ``data`` alone.
+
+        nats-py's ``respond`` sends the request's own headers back with the answer: a
+        request carrying ``Status: 503`` (any client may set it) got its answer marked "no
+        responders", which the asker's client raises as ``NoRespondersError`` (the answer was
+        lost). An answer carries no header of the request's, and goes only to an inbox."""
+        if not is_inbox(self.reply):
+            raise nats.errors.Error(f"not answering to {self.reply!r}: not an inbox")
+        await self._client.publish(self.reply, data)
 
 
 _ARGS = re.compile(rb"[ \t]+")
@@ -209,11 +223,34 @@ class Connection(Client):
         except UnicodeDecodeError:
             subject_text = subject.decode(errors="replace")
             garbled = "subject"
+        if not self._answerable(sid, reply_text):
+            self._fault(REPLY_NOT_INBOX, detail=f"message on {subject_text[:200]!r} dropped: "
+                        f"its reply subject {reply_text[:200]!r} is not an inbox")
+            return None
         if garbled:
             self._fault(SUBJECT_NOT_UTF8 if garbled == "subject" else HEADERS_NOT_UTF8,
                         detail=f"message on {subject_text[:200]!r} delivered marked garbled")
         return self.msg_class(subject=subject_text, reply=reply_text, data=data,
                               headers=headers, _client=self, _sid=sid, garbled=garbled)
+
+
+    def _answerable(self, sid: int, reply: str) -> bool:
+        """Whether a message may carry ``reply``: none, an inbox, or, on one of this
+        client's own inboxes (where the server delivers JetStream messages), the server's
+        ``$JS.ACK`` subject.
+
+        A request on ``compute.call|query.`` or ``$SRV.`` names its reply subject freely;
+        the host's user may publish its own events, notifications, dead letters, acks of
+        its consumer and JetStream API requests, so an answer sent to
+        ``compute.evt.h1.<uuid>.Terminated`` or ``$JS.ACK.COMPUTE_COMMANDS.host-h1...`` would
+        forge an event or acknowledge a command nobody ran (issue 18 item 6). Such a
+        request cannot be answered anywhere: it is dropped, logged and counted, as one whose
+        reply is not UTF-8."""
+        if not reply or is_inbox(reply):
+            return True
+        sub = self._subs.get(sid)
+        return (sub is not None and sub.subject.startswith(INBOX_PREFIX)
+                and reply.startswith(JS_ACK_PREFIX))
 
 
 def garbled(msg: Any) -> str:

@@ -29,6 +29,16 @@ STATUS = "Status"
 PENDING = "Nats-Pending-Messages"
 
 
+def is_status(msg: Any) -> bool:
+    """A status of the server about the pull requests (408, 409, 100...), not a command.
+
+    The server writes a status with no reply subject; every message JetStream delivers
+    carries its ``$JS.ACK...`` reply. A ``Status`` header alone (and an empty body) proves
+    nothing: any client may store a command with ``Status: 404`` among its headers, and taken
+    for a status it was never answered, acked or dead-lettered (it sat in the work queue)."""
+    return bool(msg.headers) and STATUS in msg.headers and not msg.data and not msg.reply
+
+
 class PullConsumer:
     def __init__(self, nc: Any, stream: str, durable: str,
                  on_message: Callable[[Any], Awaitable[None]], *, batch: int = 500,
@@ -92,7 +102,7 @@ class PullConsumer:
     async def _on_msg(self, msg: Any) -> None:
         self._heard = asyncio.get_running_loop().time()
         headers = msg.headers
-        if headers and STATUS in headers and not msg.data:
+        if is_status(msg):
             await self._on_status(headers)
             return
         self.credit -= 1

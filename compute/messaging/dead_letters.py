@@ -19,6 +19,9 @@ termination dead-letters the redelivery again, and JetStream drops the repeat.
 from __future__ import annotations
 
 import datetime
+import json
+import logging
+import re
 from typing import Any
 
 import msgspec
@@ -34,6 +37,18 @@ SUBJECT = "Compute-Dead-Subject"
 DELIVERIES = "Compute-Dead-Deliveries"
 SENT_AT = "Compute-Dead-Sent-At"
 HOST = "Compute-Dead-Host"
+UNKEPT = "Compute-Dead-Headers"
+"""The command's headers that could not be kept as headers (a name that is not a token,
+a value with control characters or not ASCII, a ``Nats-`` header the server would obey on
+the dead stream, a ``Status`` a client would obey): a JSON object in ASCII."""
+
+log = logging.getLogger("compute.dead")
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")      # RFC 9110 token
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e]*$")
+_CLIENT_READS = ("status", "description")
+"""Headers a NATS client takes for the server's status of a message (nats-py reads a
+``Status: 503`` as "no responders"), never the sender's to set."""
 
 DELIVERIES_EXHAUSTED = "deliveries"
 EXPIRED = "expired"
@@ -89,22 +104,54 @@ async def dead_letter(js: Any, msg: Any, host: str, reason: str, detail: str) ->
                sent_at=meta.timestamp, host=host, reason=reason, detail=detail)
 
 
-async def keep(js: Any, *, subject: str, data: bytes, headers: dict[str, str] | None,
+async def keep(js: Any, *, subject: str, data: bytes, headers: dict[str, Any] | None,
                stream: str, seq: int, deliveries: int, sent_at: datetime.datetime,
                host: str, reason: str, detail: str) -> None:
     """Publish the dead letter of command ``stream``/``seq`` (a delivery, or a message the
     sweeper read from the stream). Its id comes from that sequence, so whoever keeps it
-    twice (a host and the sweeper, a retry after a failed delete) keeps it once."""
-    kept = {k: v for k, v in (headers or {}).items() if k != MSG_ID}
-    command_id = (headers or {}).get(MSG_ID)
+    twice (a host and the sweeper, a retry after a failed delete) keeps it once.
+
+    A stored command may hold any bytes (issue 18 item 1): a subject token that is not
+    UTF-8 or has control characters, headers whose names are not tokens or whose values are
+    not ASCII (nats-py then reads them as ``email.header.Header`` objects). Copied as they
+    came, such a dead letter could not be published, and a sweep failing on one command
+    stopped at it every time. So the dead letter's subject has those tokens replaced
+    (``dead``), the command's subject and the headers that are not plain are kept
+    escaped (``Compute-Dead-Subject``, ``Compute-Dead-Headers``), and the command's
+    ``Nats-`` headers (``Nats-Expected-Stream``...) are never obeyed on the dead stream."""
+    kept, unkept = plain_headers(headers)
+    command_id = kept.pop(MSG_ID, None) or unkept.pop(MSG_ID, None)
     if command_id:
-        kept["Compute-Command-Msg-Id"] = command_id
+        kept["Compute-Command-Msg-Id"] = header_text(command_id)
+    if unkept:
+        kept[UNKEPT] = json.dumps(unkept, ensure_ascii=True)
     kept.update({
         MSG_ID: f"dead-{stream}-{seq}",
-        REASON: reason, DETAIL: detail, SUBJECT: subject, HOST: host,
-        DELIVERIES: str(deliveries), SENT_AT: rfc3339(sent_at),
+        REASON: reason, DETAIL: header_text(detail), SUBJECT: header_text(subject),
+        HOST: header_text(host), DELIVERIES: str(deliveries), SENT_AT: rfc3339(sent_at),
     })
     await js.publish(dead(subject), data, stream=DEAD_STREAM, headers=kept)
+
+
+def plain_headers(headers: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(the headers a message may carry again as they are, the others as text): a name
+    that is a token and not ours or the server's, a value of printable ASCII."""
+    kept: dict[str, str] = {}
+    unkept: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        text = str(value)
+        if (_HEADER_NAME.match(name) and _HEADER_VALUE.match(text)
+                and (name == MSG_ID or not (name.lower().startswith(("nats-", "compute-dead-"))
+                                            or name.lower() in _CLIENT_READS))):
+            kept[name] = text
+        else:
+            unkept[name] = text
+    return kept, unkept
+
+
+def header_text(text: str) -> str:
+    """``text`` as a header value: itself if it is printable ASCII, else JSON-escaped."""
+    return text if _HEADER_VALUE.match(text) else json.dumps(text, ensure_ascii=True)[1:-1]
 
 
 def read(raw: Any) -> DeadLetter:
@@ -127,7 +174,7 @@ def resend_headers(raw: Any) -> dict[str, str]:
     fresh message id (the original one may still be in the duplicate window)."""
     h = {k: v for k, v in (raw.headers or {}).items()
          if not k.startswith("Nats-Expected")}          # (the dead stream's, from its publish)
-    for key in (REASON, DETAIL, SUBJECT, HOST, DELIVERIES, SENT_AT, MSG_ID,
+    for key in (REASON, DETAIL, SUBJECT, HOST, DELIVERIES, SENT_AT, MSG_ID, UNKEPT,
                 "Compute-Command-Msg-Id"):
         h.pop(key, None)
     h[MSG_ID] = f"retry-{raw.seq}-{(raw.headers or {}).get('Compute-Command-Msg-Id', '')}"

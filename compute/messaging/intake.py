@@ -6,6 +6,7 @@ subject's shape, the instance uuid, the operation name, the JSON and its types.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, TypeVar
 from uuid import UUID
@@ -40,7 +41,9 @@ def decode(using: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
     unanswered and unacknowledged, redelivered until JetStream gave it up."""
     try:
         return using.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except msgspec.ValidationError as exc:
+        raise InvalidPayload(f"invalid {what}: {_plain(str(exc))}") from None
+    except msgspec.DecodeError as exc:
         raise InvalidPayload(f"invalid {what}: {exc}") from None
     except UnicodeDecodeError:
         raise InvalidPayload(f"invalid {what}: a string is not valid UTF-8") from None
@@ -49,6 +52,17 @@ def decode(using: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
 
 
 _command_id = msgspec.json.Decoder(_CommandId)
+_NO_CONTROL_REGEX = re.compile(r"Expected `str` matching regex '\^\(\?=\[\^[^']*\]\*\$\)([^']*)'")
+
+
+def _plain(message: str) -> str:
+    """msgspec's message, with the regex of ``commands.text``'s rule said in words."""
+    def said(match: re.Match[str]) -> str:
+        form = f" matching regex '{match.group(1)}'" if match.group(1) else ""
+        return ("Expected text without control characters (NUL, ESC...; tab and new "
+                f"lines are allowed){form}")
+
+    return _NO_CONTROL_REGEX.sub(said, message)
 
 
 def parse(subject: str, data: bytes, headers: dict[str, str] | None) -> Envelope:
@@ -72,21 +86,29 @@ def parse(subject: str, data: bytes, headers: dict[str, str] | None) -> Envelope
                     reply_to=(headers or {}).get(REPLY_TO))
 
 
+def body_command_id(data: bytes) -> str | None:
+    """The ``command_id`` of a body an actor could not read (what a remembered answer is
+    keyed by, as the actor keys a command it runs), or None."""
+    try:
+        found = decode(_command_id, data, "command").command_id
+    except InvalidPayload:
+        return None
+    return str(found) if found else None
+
+
 def salvage(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[str, Any]:
     """What can be said about a bad message, so its rejection still finds its sender."""
     tokens = subject.split(".")
-    command_id = (headers or {}).get(MSG_ID)
-    if command_id is None:
-        try:
-            command_id = decode(_command_id, data, "command").command_id
-        except InvalidPayload:
-            command_id = None
+    # (a stored message's header read back by nats-py may be an ``email.header.Header``)
+    headers = {k: str(v) for k, v in (headers or {}).items()}
+    # the body's id first: the client's own (a retry's Nats-Msg-Id is ``<id>:2``)
+    command_id = body_command_id(data) or headers.get(MSG_ID)
     return {
         "command_id": command_id,
         "uuid": tokens[3] if len(tokens) > 3 else None,
         "operation": tokens[4] if len(tokens) > 4 else None,
-        "reply_to": (headers or {}).get(REPLY_TO),
+        "reply_to": headers.get(REPLY_TO),
     }
 
 
-__all__ = ["ComputeError", "decode", "decoder", "parse", "salvage"]
+__all__ = ["ComputeError", "body_command_id", "decode", "decoder", "parse", "salvage"]

@@ -28,10 +28,25 @@ def host_commands(host: str) -> str:
     return f"compute.cmd.{host}.>"
 
 
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+"""A subject token any NATS client can publish: printable ASCII, no space."""
+INVALID_TOKEN = "_invalid"
+
+
+def plain_token(token: str) -> bool:
+    """True for a token that may stand in a subject we publish: printable ASCII, and
+    neither a separator nor a wildcard."""
+    return bool(_TOKEN.match(token)) and token not in ("*", ">") and "." not in token
+
+
 def dead(command_subject: str) -> str:
     """A dead letter's subject: the command's, ``compute.cmd.`` replaced by
-    ``compute.dead.`` (so ``compute.dead.<host>.>`` is one host's)."""
-    return "compute.dead." + command_subject.removeprefix("compute.cmd.")
+    ``compute.dead.`` (so ``compute.dead.<host>.>`` is one host's), with every token that
+    could not be published (not UTF-8, control characters, wildcards: any bytes a stored
+    command's subject may hold) replaced by ``_invalid``: a dead letter's subject is always
+    one the server takes."""
+    tokens = command_subject.removeprefix("compute.cmd.").split(".")
+    return "compute.dead." + ".".join(t if plain_token(t) else INVALID_TOKEN for t in tokens)
 
 
 def event(host: str, uuid: str, name: str) -> str:
@@ -83,6 +98,8 @@ def call(host: str, operation: str) -> str:
 
 
 INBOX_PREFIX = "_INBOX."
+JS_ACK_PREFIX = "$JS.ACK."
+"""The reply subject of a message JetStream delivers (acked by publishing to it)."""
 _INBOX = re.compile(r"^_INBOX(\.[^.*>\s]+)+$")
 
 

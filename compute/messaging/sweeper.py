@@ -100,7 +100,12 @@ class Sweeper:
                 consumers[host] = await self._has_consumer(host)
             if consumers[host]:
                 continue                                # its host dead-letters it itself
-            await self._dead_letter(raw, at, *found)
+            try:
+                await self._dead_letter(raw, at, *found)
+            except Exception:           # left for the next sweep; the ones after it go on
+                log.exception("dead-lettering command %d (%r) failed", raw.seq,
+                              raw.subject[:200])
+                continue
             swept += 1
         return swept
 

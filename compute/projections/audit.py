@@ -111,6 +111,14 @@ class Relayed(msgspec.Struct, frozen=True):
     id: str
     event: str
     host: str = ""
+    chain: str = ""
+    seal: str = ""
+    """The event's chain link and seal as published: a seal that verifies under a store's
+    key says the event was written to that store, whichever aggregate it is of."""
+
+    def sealed_with(self, key: SealKey | None) -> bool:
+        return (key is not None and bool(self.chain) and bool(self.seal)
+                and hmac.compare_digest(key.seal(self.chain), self.seal))
 
 
 class ChainReport(msgspec.Struct):
@@ -136,7 +144,9 @@ def relayed(data: bytes) -> tuple[str, int, Relayed] | None:
     kind, name = aggregate_of(uuid, body.get)
     return uuid, version, Relayed(digest=hashlib.sha256(data).hexdigest(), kind=kind, id=name,
                                   event=str(body.get("event", "")),
-                                  host=str(body.get("host") or ""))
+                                  host=str(body.get("host") or ""),
+                                  chain=str(body.get("chain") or ""),
+                                  seal=str(body.get("seal") or ""))
 
 
 RETAINED_SLACK = timedelta(minutes=1)
@@ -174,8 +184,13 @@ def verify_chains(store: ComputeStore, key: SealKey | None = None,
     findings, hosts, events = check.findings, check.hosts, check.events
     if stream is not None:
         for (uuid_text, version), copy in stream.items():
+            # the stream holds every cell's events: one missing here is this store's if its
+            # aggregate is here, its host writes here, or this store's key sealed it (a
+            # network or a security group has no host: deleted whole, only the seal says
+            # whose it was)
             known = (UUID(uuid_text), version) in nids
-            if not known and (UUID(uuid_text) in uuids or copy.host in hosts):
+            if not known and (UUID(uuid_text) in uuids or copy.host in hosts
+                              or copy.sealed_with(key)):
                 findings.append(Finding(copy.kind, copy.id, version, (
                     f"{copy.event} is on COMPUTE_EVENTS but not in the store (deleted)")))
     if check.unchained:

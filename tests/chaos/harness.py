@@ -299,9 +299,16 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
     # a hostile command's answer lost to a NATS restart is not sent again (the client that
     # sent it would have to): it counts as unanswered only without its typed refusal logged
     hostile_unanswered = [c for c in hostile.sent if not answers[c]]
-    hostile_wrong = [c for c in hostile.sent
-                     if answers[c] and (len([a for a in answers[c] if not a.get("duplicate")])
-                                        != 1 or answers[c][0].get("outcome") != "Rejected")]
+    # Right: every answer a Rejected, all the same answer (a repeat is the first again), at
+    # most one of them not marked duplicate. A host marks an answer duplicate only when it
+    # gave it before (it is remembered), so answers that are all duplicates mean the first
+    # reached no one (a core reply lost to a NATS restart): counted apart, not wrong.
+    hostile_wrong = [c for c in hostile.sent if answers[c] and (
+        any(a.get("outcome") != "Rejected" for a in answers[c])
+        or len({(a.get("error"), a.get("message")) for a in answers[c]}) != 1
+        or sum(1 for a in answers[c] if not a.get("duplicate")) > 1)]
+    hostile_first_lost = [c for c in hostile.sent
+                          if answers[c] and all(a.get("duplicate") for a in answers[c])]
     dead = collections.Counter(
         a["message"].split(":", 1)[0] for c in sent for a in answers[c][:1]
         if a.get("error") == "CommandDeadLettered")
@@ -359,6 +366,7 @@ async def run(seconds: float, instances: int, kills: int, nats_restarts: int,
             "hostile_forged_replies": len(hostile.forged),
             "hostile_unanswered": len(hostile_unanswered),
             "hostile_answered_wrong": len(hostile_wrong),
+            "hostile_first_answer_lost": len(hostile_first_lost),
             "hostile_wrong_answers": {c: [hostile.sent[c], answers[c]] for c in hostile_wrong},
             "forged_replies_published": forged_published,
             "consumer_unacked": consumer.num_ack_pending,
