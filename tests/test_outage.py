@@ -15,6 +15,7 @@ import subprocess
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,28 +53,78 @@ def outage_settings(settings: Settings, tmp_path: Path, store_kind: str) -> Sett
     return msgspec.structs.replace(settings, ack_wait=1.0, max_deliver=2)
 
 
-def store_refusing(store: str) -> contextlib.AbstractContextManager[None]:
-    """The outage that fits the store: SQLite's files immutable, or PostgreSQL failing
-    every write to the store's tables as a full disk does."""
-    if store.startswith("postgres"):
-        return postgres_refusing_writes(store)
-    return store_refusing_writes(store)
+@dataclass(frozen=True)
+class Outage:
+    """A store that will refuse writes, and how: ``refusing()`` is the outage itself."""
+    settings: Settings
+    how: str
+    refusing: Callable[[], contextlib.AbstractContextManager[None]]
+
+
+@pytest.fixture(params=["read-only", "full"])
+def outage(request: pytest.FixtureRequest, outage_settings: Settings) -> Iterator[Outage]:
+    """The two ways a disk refuses writes, on each store. SQLite: its files immutable (as
+    on a read-only file system), or its disk full (the store on a small file system of its
+    own, then filled). PostgreSQL: every write to the store's tables fails in the server
+    with the SQLSTATE it raises in a read-only transaction, or on a full disk."""
+    s, how = outage_settings, request.param
+    if s.store.startswith("postgres"):
+        yield Outage(s, how, lambda: postgres_refusing_writes(s.store, how))
+    elif how == "read-only":
+        yield Outage(s, how, lambda: store_refusing_writes(s.store))
+    else:
+        directory = Path(s.store).parent
+        with small_file_system(directory):
+            yield Outage(s, how, lambda: disk_full(directory))
 
 
 @contextlib.contextmanager
-def postgres_refusing_writes(url: str) -> Iterator[None]:
+def small_file_system(directory: Path, size: str = "32m") -> Iterator[None]:
+    """A tmpfs of ``size`` mounted on ``directory`` (root only: skipped elsewhere)."""
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                           str(directory)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small file system for a full disk: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+@contextlib.contextmanager
+def disk_full(directory: Path) -> Iterator[None]:
+    """Fill ``directory``'s file system to its last byte (SQLite's next write that needs a
+    block fails, SQLITE_FULL "database or disk is full"); freed when the outage ends."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as out:
+        for chunk in (1 << 20, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(b"\0" * chunk)
+    try:
+        yield
+    finally:
+        filler.unlink()
+
+
+@contextlib.contextmanager
+def postgres_refusing_writes(url: str, how: str) -> Iterator[None]:
     """Every table of the store's schema refuses writes in the server itself: a trigger
-    raises SQLSTATE 53100 (disk_full), as PostgreSQL does when it cannot extend a file.
-    (The database is shared by the suites, so it is not made read-only as a whole.)"""
+    raises what PostgreSQL raises then, SQLSTATE 25006 (read_only_sql_transaction) or 53100
+    (disk_full: it cannot extend a file). (The database is shared by the suites, so it is
+    not made read-only as a whole.)"""
     import psycopg
 
     from tests.stores import PG_DSN
 
     schema = url.rsplit("schema=", 1)[1]
+    message, code = {
+        "read-only": ("cannot execute INSERT in a read-only transaction",
+                      "read_only_sql_transaction"),
+        "full": ("could not extend file: No space left on device", "disk_full")}[how]
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f"""CREATE FUNCTION "{schema}".refuse() RETURNS trigger LANGUAGE plpgsql
-            AS $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
-            USING ERRCODE = 'disk_full'; END $$""")
+            AS $$ BEGIN RAISE EXCEPTION '{message}' USING ERRCODE = '{code}'; END $$""")
         tables = [r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
             (schema,)).fetchall()]
@@ -224,14 +275,14 @@ async def test_a_pause_that_reached_the_guest_before_its_outcome_failed_is_not_r
 # -- item 3: a store outage holds commands, the host says so, and resumes alone ---------------
 @pytest.mark.both_stores
 async def test_a_store_refusing_writes_holds_commands_and_the_host_resumes_alone(
-        outage_settings: Settings, client: ComputeClient) -> None:
-    s = outage_settings
+        outage: Outage, client: ComputeClient) -> None:
+    s = outage.settings
     vm = str(uuid.uuid4())
     service = HostService(s)
     await service.start()
     try:
         await client.send(s.host, vm, "run_instance", boot_payload())
-        with store_refusing(s.store):
+        with outage.refusing():
             pending = asyncio.create_task(client.send(s.host, vm, "pause_instance",
                                                       timeout=60))
             await until(lambda: not service.store_health.writable)
@@ -259,12 +310,12 @@ async def test_a_store_refusing_writes_holds_commands_and_the_host_resumes_alone
 
 @pytest.mark.both_stores
 async def test_a_host_started_on_a_store_that_refuses_writes_does_not_come_up(
-        outage_settings: Settings) -> None:
-    s = outage_settings
+        outage: Outage) -> None:
+    s = outage.settings
     first = HostService(s)
     await first.start()
     await first.stop()
-    with store_refusing(s.store):
+    with outage.refusing():
         with pytest.raises(StoreUnavailable, match="refuses writes"):
             await HostService(s).start()
         with pytest.raises(CliError, match="refuses writes"):     # `compute up`: one line
