@@ -115,9 +115,9 @@ async def keep(js: Any, *, subject: str, data: bytes, headers: dict[str, Any] | 
     UTF-8 or has control characters, headers whose names are not tokens or whose values are
     not ASCII (nats-py then reads them as ``email.header.Header`` objects). Copied as they
     came, such a dead letter could not be published, and a sweep failing on one command
-    stopped at it every time. So the dead letter's subject has those tokens replaced
-    (``dead``), the command's subject and the headers that are not plain are kept
-    escaped (``Compute-Dead-Subject``, ``Compute-Dead-Headers``), and the command's
+    stopped at it every time. So the dead letter's subject has those tokens replaced by
+    ``_invalid`` (``subjects.dead``), the command's subject and the headers that are not
+    plain are kept escaped (``Compute-Dead-Subject``, ``Compute-Dead-Headers``), and the command's
     ``Nats-`` headers (``Nats-Expected-Stream``...) are never obeyed on the dead stream."""
     kept, unkept = plain_headers(headers)
     command_id = kept.pop(MSG_ID, None) or unkept.pop(MSG_ID, None)
